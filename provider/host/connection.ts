@@ -1,0 +1,206 @@
+/**
+ * The `connection` input every resource takes: its schema, and its resolution
+ * against ~/.ssh/config into the concrete parameters the SSH transport dials.
+ */
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { z } from "zod";
+import SSHConfig from "ssh-config";
+import { hostName, localPath } from "../validate";
+import { KvmnetError } from "../errors";
+
+const userName = z
+  .string()
+  .min(1)
+  .max(32, "must be at most 32 characters")
+  .regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, "must be a POSIX user name (letters, digits, '_', '.', '-')");
+
+const hostKey = z
+  .string()
+  .refine(
+    (s) => /^SHA256:[A-Za-z0-9+/]{43}=?$/.test(s) || /^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,3}( [^\n\r]*)?$/.test(s),
+    "must be an OpenSSH fingerprint (SHA256:…, as `ssh-keygen -lf` prints) or a public key line (ssh-ed25519 AAAA…)",
+  );
+
+const secretString = z.string().refine((s) => !s.includes("\0"), "must not contain NUL characters");
+
+export interface ConnectionInput {
+  host: string;
+  port?: number;
+  user?: string;
+  privateKey?: string;
+  privateKeyPassphrase?: string;
+  password?: string;
+  agent?: string;
+  hostKey?: string;
+  knownHostsFile?: string;
+  insecureIgnoreHostKey?: boolean;
+  sudo?: boolean | { password: string };
+  jumpHost?: ConnectionInput;
+  readyTimeoutMs?: number;
+  local?: boolean;
+}
+
+/** zod schema of a Connection (recursive through jumpHost). */
+export const connectionSchema: z.ZodType<ConnectionInput> = z.lazy(() =>
+  z
+    .object({
+      host: hostName,
+      port: z.number().int().min(1).max(65535).optional(),
+      user: userName.optional(),
+      privateKey: secretString.optional(),
+      privateKeyPassphrase: secretString.optional(),
+      password: secretString.optional(),
+      agent: localPath.optional(),
+      hostKey: hostKey.optional(),
+      knownHostsFile: localPath.optional(),
+      insecureIgnoreHostKey: z.boolean().optional(),
+      sudo: z.union([z.boolean(), z.object({ password: secretString }).strict()]).optional(),
+      jumpHost: connectionSchema.optional(),
+      readyTimeoutMs: z.number().int().min(1000).max(600000).optional(),
+      local: z.boolean().optional(),
+    })
+    .strict()
+    .superRefine((c, ctx) => {
+      if (c.hostKey && c.insecureIgnoreHostKey) {
+        ctx.addIssue({ code: "custom", path: ["insecureIgnoreHostKey"], message: "cannot be combined with hostKey" });
+      }
+      if (c.local && c.jumpHost) {
+        ctx.addIssue({ code: "custom", path: ["jumpHost"], message: "cannot be combined with local: true" });
+      }
+    }),
+);
+
+/** Everything the SSH transport needs, after ~/.ssh/config is applied. */
+export interface ResolvedConnection {
+  /** What the user wrote (alias or name): used in IDs and messages. */
+  label: string;
+  hostname: string;
+  port: number;
+  user: string;
+  privateKey?: string;
+  privateKeyPassphrase?: string;
+  password?: string;
+  agent?: string;
+  /** Pinned key, or undefined when known_hosts (or nothing) is used. */
+  hostKey?: string;
+  knownHostsFile: string;
+  insecureIgnoreHostKey: boolean;
+  sudo: false | { password?: string };
+  jumpHost?: ResolvedConnection;
+  readyTimeoutMs: number;
+  local: boolean;
+}
+
+function expandHome(p: string): string {
+  return p.startsWith("~/") ? path.join(os.homedir(), p.slice(2)) : p;
+}
+
+function readSshConfig(): SSHConfig | undefined {
+  const file = path.join(os.homedir(), ".ssh", "config");
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+  try {
+    return SSHConfig.parse(text);
+  } catch (e) {
+    throw new KvmnetError({ kind: "InvalidArgument", message: `cannot parse ${file}`, cause: e });
+  }
+}
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Parse OpenSSH's ProxyJump value `[user@]host[:port]` (first hop of a list). */
+function parseJump(spec: string): { host: string; user?: string; port?: number } {
+  const hop = spec.split(",")[0].trim();
+  const m = /^(?:([^@]+)@)?(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(hop);
+  if (!m) throw new KvmnetError({ kind: "InvalidArgument", message: `cannot parse ProxyJump ${JSON.stringify(spec)} in ~/.ssh/config` });
+  return { user: m[1], host: m[2].replace(/^\[|\]$/g, ""), port: m[3] ? Number(m[3]) : undefined };
+}
+
+/**
+ * Apply ~/.ssh/config like OpenSSH does for HostName, User, Port,
+ * IdentityFile and ProxyJump. Explicit connection fields win over the file.
+ */
+export function resolveConnection(c: ConnectionInput, depth = 0): ResolvedConnection {
+  if (depth > 4) throw new KvmnetError({ kind: "InvalidArgument", message: "jump host chain is deeper than 4 hops (a ProxyJump loop?)" });
+  const cfg = c.local ? undefined : readSshConfig();
+  const computed = cfg ? cfg.compute(c.host) : {};
+  const hostname = first(computed.HostName) ?? c.host;
+  let privateKey = c.privateKey;
+  if (!privateKey && !c.password && !c.agent) {
+    // OpenSSH tries IdentityFile entries in order; we take the first that exists.
+    const files = ([] as string[]).concat(computed.IdentityFile ?? []);
+    for (const f of files) {
+      try {
+        privateKey = fs.readFileSync(expandHome(f), "utf8");
+        break;
+      } catch {
+        /* try the next one, as ssh does */
+      }
+    }
+  }
+  let jumpHost: ResolvedConnection | undefined;
+  if (c.jumpHost) {
+    jumpHost = resolveConnection(c.jumpHost, depth + 1);
+  } else {
+    const pj = first(computed.ProxyJump);
+    if (pj && pj.toLowerCase() !== "none") {
+      const j = parseJump(pj);
+      jumpHost = resolveConnection(
+        {
+          host: j.host,
+          user: j.user,
+          port: j.port,
+          // The jump hop is verified with the same known_hosts policy.
+          knownHostsFile: c.knownHostsFile,
+          insecureIgnoreHostKey: c.insecureIgnoreHostKey,
+          privateKey: c.privateKey,
+          privateKeyPassphrase: c.privateKeyPassphrase,
+          agent: c.agent,
+        },
+        depth + 1,
+      );
+    }
+  }
+  const portText = first(computed.Port);
+  const agent = c.agent ?? (!privateKey && !c.password ? process.env.SSH_AUTH_SOCK : undefined);
+  return {
+    label: c.local ? "local" : c.host,
+    hostname,
+    port: c.port ?? (portText ? Number(portText) : 22),
+    user: c.user ?? first(computed.User) ?? "root",
+    privateKey,
+    privateKeyPassphrase: c.privateKeyPassphrase,
+    password: c.password,
+    agent: agent ? expandHome(agent) : undefined,
+    hostKey: c.hostKey,
+    knownHostsFile: expandHome(c.knownHostsFile ?? "~/.ssh/known_hosts"),
+    insecureIgnoreHostKey: c.insecureIgnoreHostKey ?? false,
+    sudo: c.sudo === true ? {} : typeof c.sudo === "object" ? { password: c.sudo.password } : false,
+    jumpHost,
+    readyTimeoutMs: c.readyTimeoutMs ?? 20000,
+    local: c.local ?? false,
+  };
+}
+
+/** Secrets of a connection chain, for redaction. */
+export function connectionSecrets(c: ResolvedConnection | undefined): string[] {
+  if (!c) return [];
+  return [c.privateKey, c.privateKeyPassphrase, c.password, c.sudo ? c.sudo.password : undefined, ...connectionSecrets(c.jumpHost)].filter(
+    (s): s is string => !!s,
+  );
+}
+
+/** `user@host:port` (via jump) — for messages; never contains secrets. */
+export function describeConnection(c: ResolvedConnection): string {
+  if (c.local) return "local";
+  const base = `${c.user}@${c.label}${c.hostname !== c.label ? ` (${c.hostname})` : ""}:${c.port}`;
+  return c.jumpHost ? `${base} via ${describeConnection(c.jumpHost)}` : base;
+}

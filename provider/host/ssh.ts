@@ -1,0 +1,439 @@
+/**
+ * SSH transport on ssh2, and the per-process connection pool.
+ *
+ * Invariants:
+ * - One SSH connection per (user, host, port, credentials, jump chain) per
+ *   process. The pool lives in this module, which the dynamic-provider process
+ *   `require`s from node_modules, so every resource of a deployment shares it;
+ *   nothing here is ever captured by a serialized provider closure.
+ * - At most {@link MAX_CHANNELS} exec channels at once per connection (OpenSSH
+ *   MaxSessions defaults to 10); further work waits in a FIFO queue.
+ * - The pool never keeps the process alive: sockets are unref'd while no
+ *   command runs, and idle connections close themselves after IDLE_CLOSE_MS.
+ * - A connection that dropped is re-dialed once, but a command is re-sent only
+ *   if it provably never started (the exec request was not accepted).
+ */
+import { createHash } from "crypto";
+import { Client, ClientChannel, ConnectConfig } from "ssh2";
+import type { Duplex } from "stream";
+import { KvmnetError, redact } from "../errors";
+import { shq, withStdin } from "../shell";
+import { connectionSecrets, describeConnection, ResolvedConnection } from "./connection";
+import { fingerprint, judgeKnownHosts, keyType, knownHostsName, matchesPin, readKnownHosts } from "./hostKeys";
+import { DEFAULT_TIMEOUT_MS, Host, RunOptions, RunResult } from "./types";
+
+export const MAX_CHANNELS = 8;
+const IDLE_CLOSE_MS = 30_000;
+const CHANNEL_RETRIES = 6;
+
+/** Counters the tests and benchmarks read. */
+export const poolStats = { handshakes: 0, channelRetries: 0, redials: 0 };
+
+const pool = new Map<string, SshConnection>();
+
+function poolKey(c: ResolvedConnection): string {
+  const secrets = createHash("sha256")
+    .update(JSON.stringify([c.privateKey, c.password, c.agent, c.hostKey, c.knownHostsFile, c.insecureIgnoreHostKey, c.sudo]))
+    .digest("hex")
+    .slice(0, 16);
+  return `${c.user}@${c.hostname}:${c.port}#${secrets}${c.jumpHost ? ` via ${poolKey(c.jumpHost)}` : ""}`;
+}
+
+/** The pooled connection for `c` (created lazily; dialed on first use). */
+export function sshConnectionFor(c: ResolvedConnection): SshConnection {
+  const key = poolKey(c);
+  let conn = pool.get(key);
+  if (!conn) {
+    conn = new SshConnection(c);
+    pool.set(key, conn);
+  }
+  return conn;
+}
+
+/** Close every pooled connection (tests; process shutdown). */
+export function closeAllConnections(): void {
+  for (const c of pool.values()) c.close();
+  pool.clear();
+}
+
+class SshConnection {
+  private client?: Client;
+  private connecting?: Promise<Client>;
+  private active = 0;
+  private holds = 0;
+  private readonly waiters: (() => void)[] = [];
+  private idleTimer?: NodeJS.Timeout;
+  private sock?: Duplex & { ref?: () => void; unref?: () => void };
+  readonly label: string;
+  private readonly secrets: string[];
+
+  constructor(private readonly conn: ResolvedConnection) {
+    this.label = describeConnection(conn);
+    this.secrets = connectionSecrets(conn);
+  }
+
+  /** Run a script: queue for a channel slot, connect if needed, exec. */
+  async run(script: string, opts: RunOptions = {}): Promise<RunResult> {
+    await this.acquire();
+    try {
+      return await this.runWithRetries(script, opts);
+    } finally {
+      this.release();
+    }
+  }
+
+  private async runWithRetries(script: string, opts: RunOptions): Promise<RunResult> {
+    let redialed = false;
+    for (let attempt = 0; ; attempt++) {
+      const client = await this.connect();
+      let channel: ClientChannel;
+      try {
+        channel = await this.openExec(client, opts);
+      } catch (e) {
+        const err = e as Error & { reason?: unknown };
+        if (/Channel open failure/.test(err.message) && attempt < CHANNEL_RETRIES) {
+          // sshd refused a session (MaxSessions reached by someone else's work,
+          // or a transient limit): back off and try again.
+          poolStats.channelRetries++;
+          await sleep(50 * 2 ** attempt);
+          continue;
+        }
+        if (/Not connected|No response from server|ECONNRESET|EPIPE|closed/.test(err.message) && !redialed) {
+          // The connection died between uses: the command never started, so
+          // re-dial once and send it again.
+          redialed = true;
+          poolStats.redials++;
+          this.drop();
+          continue;
+        }
+        throw new KvmnetError({
+          kind: "Unreachable",
+          message: `cannot open an SSH channel: ${redact(err.message, this.secrets)}`,
+          host: this.label,
+          cause: err,
+        });
+      }
+      return await this.collect(channel, script, opts);
+    }
+  }
+
+  private openExec(client: Client, opts: RunOptions): Promise<ClientChannel> {
+    void opts;
+    const command = this.remoteCommand();
+    return new Promise((resolve, reject) => {
+      try {
+        client.exec(command, (err, ch) => (err ? reject(err) : resolve(ch)));
+      } catch (e) {
+        reject(e);
+      }
+    });
+  }
+
+  /**
+   * The command sent in the exec request. The script itself always travels on
+   * standard input (no argument-length limits, no login-shell quoting quirks).
+   */
+  private remoteCommand(): string {
+    const c = this.conn;
+    if (!c.sudo || c.user === "root") return "sh -s";
+    // sudo resets the environment; carry SSH_CONNECTION (observe uses it to
+    // find the management interface) through as an argument of env.
+    const env = 'env KVMNET_SSH_CONNECTION="$SSH_CONNECTION"';
+    if (c.sudo.password === undefined) return `sudo -n -- ${env} sh -s`;
+    // sudo -S reads the password from stdin one byte at a time; `-k` makes it
+    // ask even when a timestamp is cached. Should sudo not ask at all
+    // (NOPASSWD), the loop discards the password line unexecuted.
+    return `sudo -S -k -p '' -- ${env} sh -c ${shq('while IFS= read -r l; do [ "$l" = "@@kvmnet-script" ] && break; done; exec sh -s')}`;
+  }
+
+  private stdinFor(script: string, opts: RunOptions): string {
+    const body = opts.stdin !== undefined ? withStdin(script, opts.stdin) : script;
+    const c = this.conn;
+    if (c.sudo && c.user !== "root" && c.sudo.password !== undefined) {
+      return `${c.sudo.password}\n@@kvmnet-script\n${body}\n`;
+    }
+    return body.endsWith("\n") ? body : body + "\n";
+  }
+
+  private collect(ch: ClientChannel, script: string, opts: RunOptions): Promise<RunResult> {
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    return new Promise((resolve, reject) => {
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let exitCode: number | null | undefined;
+      let signal: string | null = null;
+      let settled = false;
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        try {
+          ch.signal("KILL");
+        } catch {
+          /* the server may not support signals; closing is enough */
+        }
+        ch.close();
+        reject(
+          new KvmnetError({
+            kind: "Timeout",
+            message: `command did not finish within ${timeoutMs} ms`,
+            host: this.label,
+            stderr: redact(Buffer.concat(err).toString("utf8"), this.secrets),
+            hint: "the host may be overloaded or a lock is held; the command may still complete on the host — run `pulumi refresh` before retrying",
+          }),
+        );
+      }, timeoutMs);
+      ch.on("data", (d: Buffer) => out.push(d));
+      ch.stderr.on("data", (d: Buffer) => err.push(d));
+      ch.on("exit", (code: number | null, sig?: string) => {
+        exitCode = code;
+        signal = sig ?? null;
+      });
+      ch.on("close", () => {
+        clearTimeout(timer);
+        if (settled) return;
+        settled = true;
+        const stderr = redact(Buffer.concat(err).toString("utf8"), this.secrets);
+        if (exitCode === undefined) {
+          reject(
+            new KvmnetError({
+              kind: "Unreachable",
+              message: "SSH connection lost while a command ran; it may or may not have completed",
+              host: this.label,
+              stderr,
+              hint: "run `pulumi refresh` to see what the host has, then `pulumi up` again",
+            }),
+          );
+          return;
+        }
+        resolve({ stdout: Buffer.concat(out).toString("utf8"), stderr, exitCode, signal });
+      });
+      ch.end(this.stdinFor(script, opts));
+    });
+  }
+
+  private async acquire(): Promise<void> {
+    if (this.active >= MAX_CHANNELS) await new Promise<void>((r) => this.waiters.push(r));
+    this.active++;
+    this.hold();
+  }
+
+  private release(): void {
+    this.active--;
+    this.unhold();
+    const next = this.waiters.shift();
+    if (next) next();
+  }
+
+  /** Keep the socket (and the jump host's) referenced while work is under way. */
+  hold(): void {
+    if (this.holds++ === 0) {
+      if (this.idleTimer) clearTimeout(this.idleTimer);
+      this.idleTimer = undefined;
+      this.sock?.ref?.();
+      if (this.conn.jumpHost) sshConnectionFor(this.conn.jumpHost).hold();
+    }
+  }
+
+  unhold(): void {
+    if (--this.holds === 0) {
+      this.sock?.unref?.();
+      if (this.conn.jumpHost) sshConnectionFor(this.conn.jumpHost).unhold();
+      this.idleTimer = setTimeout(() => this.close(), IDLE_CLOSE_MS);
+      this.idleTimer.unref();
+    }
+  }
+
+  private connect(): Promise<Client> {
+    if (this.client) return Promise.resolve(this.client);
+    if (!this.connecting) {
+      this.connecting = this.dial().then(
+        (c) => {
+          this.client = c;
+          this.connecting = undefined;
+          return c;
+        },
+        (e) => {
+          this.connecting = undefined;
+          throw e;
+        },
+      );
+    }
+    return this.connecting;
+  }
+
+  private async dial(): Promise<Client> {
+    const c = this.conn;
+    let sock: Duplex | undefined;
+    if (c.jumpHost) {
+      const jump = sshConnectionFor(c.jumpHost);
+      sock = await jump.forwardOut(c.hostname, c.port);
+    }
+    const client = new Client();
+    let offered: Buffer | undefined;
+    let verdict: string | undefined;
+    const cfg: ConnectConfig = {
+      host: c.hostname,
+      port: c.port,
+      username: c.user,
+      readyTimeout: c.readyTimeoutMs,
+      sock,
+      hostVerifier: (key: Buffer) => {
+        offered = key;
+        verdict = this.verifyHostKey(key);
+        return verdict === "ok";
+      },
+    };
+    if (c.privateKey) cfg.privateKey = c.privateKey;
+    if (c.privateKeyPassphrase) cfg.passphrase = c.privateKeyPassphrase;
+    if (c.password) cfg.password = c.password;
+    if (c.agent) cfg.agent = c.agent;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        client.once("ready", () => resolve());
+        client.once("error", reject);
+        client.connect(cfg);
+      });
+    } catch (e) {
+      client.end();
+      throw this.dialError(e as Error, offered, verdict);
+    }
+    poolStats.handshakes++;
+    client.on("error", () => this.drop());
+    client.on("close", () => this.drop(client));
+    const raw = (client as unknown as { _sock?: Duplex & { setKeepAlive?: (on: boolean, ms: number) => void } })._sock;
+    // TCP keepalive detects a dead peer without ssh2's keepalive interval,
+    // which is a referenced timer and would keep the process alive.
+    raw?.setKeepAlive?.(true, 15_000);
+    this.sock = raw;
+    if (this.holds === 0) this.sock?.unref?.();
+    return client;
+  }
+
+  /** "ok", or why the key was refused. */
+  private verifyHostKey(key: Buffer): string {
+    const c = this.conn;
+    if (c.insecureIgnoreHostKey) return "ok";
+    if (c.hostKey) return matchesPin(c.hostKey, key) ? "ok" : "pin-mismatch";
+    let text: string;
+    try {
+      text = readKnownHosts(c.knownHostsFile);
+    } catch (e) {
+      return `known-hosts-unreadable:${(e as Error).message}`;
+    }
+    const names = [...new Set([c.hostname, c.label])].map((n) => knownHostsName(n, c.port));
+    const v = judgeKnownHosts(text, names, key);
+    return v === "match" ? "ok" : `known-hosts-${v}`;
+  }
+
+  private dialError(e: Error, offered: Buffer | undefined, verdict: string | undefined): KvmnetError {
+    const c = this.conn;
+    const msg = redact(e.message, this.secrets);
+    if (offered && verdict && verdict !== "ok") {
+      const fp = fingerprint(offered);
+      const type = keyType(offered);
+      const pinHint = `connection.hostKey = "${fp}"`;
+      const scan = `ssh-keyscan -p ${c.port} ${c.hostname} >> ${c.knownHostsFile}`;
+      const check = "compare it first with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` run on the host's console";
+      switch (verdict) {
+        case "pin-mismatch":
+          return new KvmnetError({
+            kind: "Unreachable",
+            message: `host key mismatch: the host offered ${type} ${fp}, which does not match connection.hostKey ${c.hostKey}`,
+            host: this.label,
+            hint: "someone may be intercepting the connection, or the host was reinstalled; if the new key is right, pin it with " + pinHint,
+          });
+        case "known-hosts-mismatch":
+          return new KvmnetError({
+            kind: "Unreachable",
+            message: `host key mismatch: the host offered ${type} ${fp}, which differs from the key recorded in ${c.knownHostsFile}`,
+            host: this.label,
+            hint: `someone may be intercepting the connection, or the host was reinstalled; if the new key is right, remove the old line (ssh-keygen -R ${c.hostname}) and pin ${pinHint}`,
+          });
+        case "known-hosts-revoked":
+          return new KvmnetError({ kind: "Unreachable", message: `host key ${fp} is marked @revoked in ${c.knownHostsFile}`, host: this.label });
+        case "known-hosts-unknown":
+          return new KvmnetError({
+            kind: "Unreachable",
+            message: `host key of ${c.hostname}:${c.port} is not known: the host offered ${type} ${fp}`,
+            host: this.label,
+            hint: `if this is the right host, pin it with ${pinHint}, or add it to known_hosts: ${scan} (${check}); connection.insecureIgnoreHostKey = true skips the check (not recommended)`,
+          });
+        default:
+          return new KvmnetError({ kind: "Unreachable", message: `host key could not be checked: ${verdict}`, host: this.label });
+      }
+    }
+    if (/authentication methods failed/i.test(msg)) {
+      return new KvmnetError({
+        kind: "Unreachable",
+        message: `SSH authentication failed for user ${c.user}`,
+        host: this.label,
+        hint: "check connection.privateKey / password / agent and that the key is in the user's authorized_keys",
+        cause: e,
+      });
+    }
+    if (/Timed out while waiting for handshake/i.test(msg)) {
+      return new KvmnetError({ kind: "Timeout", message: `no SSH handshake within ${c.readyTimeoutMs} ms`, host: this.label, cause: e });
+    }
+    if (/passphrase|Cannot parse privateKey|Unsupported key format|Encrypted private/i.test(msg)) {
+      return new KvmnetError({
+        kind: "InvalidArgument",
+        message: `connection.privateKey cannot be used: ${msg}`,
+        host: this.label,
+        hint: "give the key in OpenSSH or PEM format, with privateKeyPassphrase if it is encrypted",
+      });
+    }
+    return new KvmnetError({ kind: "Unreachable", message: `cannot connect: ${msg}`, host: this.label, cause: e });
+  }
+
+  /** A TCP stream to host:port through this connection (for the next jump hop). */
+  async forwardOut(host: string, port: number): Promise<Duplex> {
+    const client = await this.connect();
+    return new Promise((resolve, reject) => {
+      client.forwardOut("127.0.0.1", 0, host, port, (err, stream) => {
+        if (err) {
+          reject(
+            new KvmnetError({
+              kind: "Unreachable",
+              message: `jump host cannot reach ${host}:${port}: ${err.message}`,
+              host: this.label,
+              hint: "the jump host's sshd must allow TCP forwarding (AllowTcpForwarding yes)",
+            }),
+          );
+        } else resolve(stream);
+      });
+    });
+  }
+
+  private drop(which?: Client): void {
+    if (which && which !== this.client) return;
+    const c = this.client;
+    this.client = undefined;
+    this.sock = undefined;
+    c?.end();
+  }
+
+  close(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.drop();
+  }
+}
+
+export type { SshConnection };
+
+/** A Host over a pooled SSH connection. */
+export class SshHost implements Host {
+  private readonly conn: SshConnection;
+  readonly label: string;
+  constructor(c: ResolvedConnection) {
+    this.conn = sshConnectionFor(c);
+    this.label = this.conn.label;
+  }
+  run(script: string, opts?: RunOptions): Promise<RunResult> {
+    return this.conn.run(script, opts);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+

@@ -1,0 +1,95 @@
+/**
+ * Render a plan into the one POSIX sh script that applies it.
+ *
+ * Shape of every mutating script:
+ *   1. take the host-wide lock (flock on /run/kvmnet/lock), so two resources
+ *      on one host never interleave read-modify-write;
+ *   2. re-check the plan's preconditions (guards) under the lock: the observe
+ *      round trip ran without it;
+ *   3. run the steps in order; when step k fails, run the undo of steps
+ *      k-1 … 1 (reverse order) and exit, so a failed create leaves nothing
+ *      and a failed update leaves the old state;
+ *   4. print the observe sections, so the caller verifies against the state
+ *      the host really has — in the same round trip.
+ * Step output goes to stderr; stdout carries only the framed sections.
+ */
+import type { ErrorKind } from "./errors";
+import { KvmnetError } from "./errors";
+import { LOCK_FILE, observeScript } from "./observe";
+import { joinLines, literal, Script, sh } from "./shell";
+
+export interface Step {
+  /** What the step does, in words (shown when it fails). */
+  description: string;
+  run: Script;
+  /** Restores what `run` changed; omitted when nothing needs restoring. */
+  undo?: Script;
+}
+
+export interface Guard {
+  /** Succeeds (exit 0) when the precondition holds. */
+  test: Script;
+  kind: ErrorKind;
+  message: string;
+}
+
+export interface Plan {
+  guards: Guard[];
+  steps: Step[];
+}
+
+export const EXIT_STEP_FAILED = 3;
+export const EXIT_GUARD_FAILED = 4;
+export const EXIT_LOCK_BUSY = 75;
+
+/** Wait this long for another kvmnet script on the same host. */
+const LOCK_WAIT_SECONDS = 90;
+
+export function renderScript(plan: Plan): Script {
+  const parts: Script[] = [
+    literal("set -u"),
+    literal("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    literal("kvmnet_fail() { printf '@@kvmnet-fail %s %s\\n' \"$1\" \"$2\" >&2; }"),
+    sh`mkdir -p /run/kvmnet && exec 9>${LOCK_FILE}`,
+    sh`if ! command -v flock >/dev/null 2>&1; then kvmnet_fail Unsupported ${"the host lacks flock(1) (util-linux)"}; exit ${EXIT_GUARD_FAILED}; fi`,
+    sh`if ! flock -w ${LOCK_WAIT_SECONDS} 9; then kvmnet_fail Timeout ${`another kvmnet change held ${LOCK_FILE} for ${LOCK_WAIT_SECONDS}s`}; exit ${EXIT_LOCK_BUSY}; fi`,
+  ];
+  for (const g of plan.guards) {
+    parts.push(sh`if ! { ${g.test}; } >&2; then kvmnet_fail ${g.kind} ${g.message}; exit ${EXIT_GUARD_FAILED}; fi`);
+  }
+  plan.steps.forEach((step, i) => {
+    const undos = plan.steps
+      .slice(0, i)
+      .reverse()
+      .filter((s) => s.undo)
+      .map((s) => sh`{ ${s.undo as Script}; } >&2 2>/dev/null || true`);
+    parts.push(
+      joinLines([
+        sh`if ! { ${step.run}; } >&2; then`,
+        sh`  kvmnet_fail Failed ${`step failed: ${step.description}`}`,
+        ...undos.map((u) => sh`  ${u}`),
+        sh`  exit ${EXIT_STEP_FAILED}`,
+        literal("fi"),
+      ]),
+    );
+  });
+  parts.push(observeScript());
+  return joinLines(parts);
+}
+
+/** Turn a failed apply script's output into the error it reports. */
+export function applyError(host: string, exitCode: number | null, signal: string | null, stderr: string): KvmnetError {
+  const m = /^@@kvmnet-fail (\S+) (.*)$/m.exec(stderr);
+  const rest = stderr.replace(/^@@kvmnet-fail .*$\n?/m, "").trim();
+  if (m) {
+    return new KvmnetError({
+      kind: m[1] as ErrorKind,
+      message: m[2],
+      host,
+      exitCode,
+      stderr: rest,
+      hint: exitCode === EXIT_STEP_FAILED ? "the steps already applied were undone; the host is as it was before this operation" : undefined,
+    });
+  }
+  return new KvmnetError({ kind: "Failed", message: "apply script failed", host, exitCode, signal, stderr: rest });
+}

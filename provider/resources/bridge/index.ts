@@ -1,0 +1,60 @@
+/** The Bridge kind: schema · plan · render · verify, wired into the lifecycle. */
+import { HostSnapshot } from "../../observe";
+import { makeKindProvider } from "../lifecycle";
+import { observeBridge, planBridge, planBridgeDelete } from "./plan";
+import { renderBridgePlan } from "./render";
+import { BridgeInputs, bridgeInputsSchema, BridgeOptions, desiredOptions, OPTION_FIELDS } from "./schema";
+import { optionToInput, verifyBridge } from "./verify";
+
+export { bridgeInputsSchema } from "./schema";
+export type { BridgeInputs } from "./schema";
+
+const INPUT_KEYS = [
+  "connection", "name", "stp", "forwardDelay", "helloTime", "maxAge", "priority", "ageingTime",
+  "mtu", "macAddress", "vlanFiltering", "ports", "addresses", "adopt", "persistence",
+] as const;
+
+/**
+ * Outputs: the inputs as the host has them (so refresh shows drift in every
+ * managed field), plus ifindex, the actual macAddress, operState and every
+ * interface attached to the bridge (ours and others', e.g. guest taps).
+ */
+export function bridgeOutputs(inputs: BridgeInputs, snap: HostSnapshot): Record<string, unknown> | undefined {
+  const obs = observeBridge(snap, inputs.name);
+  if (!obs.exists || !obs.isBridge) return undefined;
+  const out: Record<string, unknown> = { ...inputs };
+  for (const k of Object.keys(desiredOptions(inputs)) as (keyof BridgeOptions)[]) {
+    out[OPTION_FIELDS[k]] = optionToInput(k, obs.options[k] === 2 && k === "stp_state" ? 1 : obs.options[k]);
+  }
+  if (inputs.mtu !== undefined) out.mtu = obs.mtu;
+  out.ports = inputs.ports.filter((p) => obs.ports.includes(p));
+  out.addresses = inputs.addresses.filter((a) => obs.addresses.includes(a));
+  out.macAddress = obs.macAddress;
+  out.ifindex = obs.ifindex;
+  out.operState = obs.operState;
+  out.attachedInterfaces = obs.ports;
+  return out;
+}
+
+export const bridgeProvider = makeKindProvider<BridgeInputs>({
+  kind: "bridge",
+  schema: bridgeInputsSchema,
+  inputKeys: INPUT_KEYS,
+  replaces(olds, news) {
+    const r: string[] = [];
+    if (olds.name !== news.name) r.push("name");
+    const oc = olds.connection as { host?: unknown } | undefined;
+    const nc = news.connection as { host?: unknown } | undefined;
+    if (oc?.host !== nc?.host) r.push("connection");
+    return r;
+  },
+  deleteBeforeReplace(olds, news) {
+    // A renamed bridge on the same host would fight the old one for its ports.
+    const sameHost = (olds.connection as { host?: unknown })?.host === (news.connection as { host?: unknown })?.host;
+    return sameHost && Array.isArray(news.ports) && news.ports.length > 0;
+  },
+  plan: (desired, snap, previous) => renderBridgePlan(planBridge(desired, snap, previous)),
+  planDelete: (props, snap) => renderBridgePlan(planBridgeDelete(props.name, snap)),
+  verify: (desired, snap) => verifyBridge(desired, observeBridge(snap, desired.name)),
+  outputs: bridgeOutputs,
+});

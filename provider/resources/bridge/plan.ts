@@ -1,0 +1,230 @@
+/**
+ * Bridge planning: desired inputs vs the observed host → actions. Pure.
+ *
+ * Ownership rules (why `ports` and `addresses` are "at least these"):
+ * hypervisors enslave guest taps (vnet0, …) to bridges and may add addresses
+ * of their own, so a Bridge manages the ports and addresses it lists and the
+ * ones it listed before (released/removed when dropped from the list), and
+ * leaves every other port and address alone.
+ */
+import { KvmnetError } from "../../errors";
+import { configuredAddresses, findLink, HostSnapshot, portsOf, STATE_DIR } from "../../observe";
+import { BridgeInputs, BridgeOptions, desiredOptions } from "./schema";
+
+export interface BridgeObserved {
+  exists: boolean;
+  isBridge: boolean;
+  kind?: string;
+  ifindex?: number;
+  mtu?: number;
+  macAddress?: string;
+  operState?: string;
+  adminUp: boolean;
+  options: BridgeOptions;
+  ports: string[];
+  addresses: string[];
+  /** Ports this provider brought up when it enslaved them (restored to down on release). */
+  portsBroughtUp: string[];
+}
+
+export function stateFilePath(name: string): string {
+  return `${STATE_DIR}/bridge/${name}.json`;
+}
+
+/** Extract what we care about for bridge `name` from a host snapshot. */
+export function observeBridge(snap: HostSnapshot, name: string): BridgeObserved {
+  const link = findLink(snap, name);
+  let portsBroughtUp: string[] = [];
+  const state = snap.stateFiles[stateFilePath(name)];
+  if (state) {
+    try {
+      const parsed = JSON.parse(state) as { portsBroughtUp?: unknown };
+      if (Array.isArray(parsed.portsBroughtUp)) portsBroughtUp = parsed.portsBroughtUp.filter((p): p is string => typeof p === "string");
+    } catch {
+      /* a damaged state file only loses the "bring the port down again" memory */
+    }
+  }
+  if (!link) return { exists: false, isBridge: false, adminUp: false, options: {}, ports: [], addresses: [], portsBroughtUp };
+  const info = (link.linkinfo?.info_data ?? {}) as Record<string, unknown>;
+  const num = (k: string) => (typeof info[k] === "number" ? (info[k] as number) : undefined);
+  const isBridge = link.linkinfo?.info_kind === "bridge";
+  return {
+    exists: true,
+    isBridge,
+    kind: link.linkinfo?.info_kind ?? link.link_type,
+    ifindex: link.ifindex,
+    mtu: link.mtu,
+    macAddress: link.address,
+    operState: link.operstate,
+    adminUp: link.flags.includes("UP"),
+    options: isBridge
+      ? {
+          stp_state: num("stp_state"),
+          forward_delay: num("forward_delay"),
+          hello_time: num("hello_time"),
+          max_age: num("max_age"),
+          priority: num("priority"),
+          ageing_time: num("ageing_time"),
+          vlan_filtering: num("vlan_filtering"),
+        }
+      : {},
+    ports: portsOf(snap, name),
+    addresses: configuredAddresses(snap, name),
+    portsBroughtUp,
+  };
+}
+
+export type BridgeAction =
+  | { op: "create"; name: string; options: BridgeOptions }
+  | { op: "setOptions"; name: string; options: BridgeOptions; previous: BridgeOptions }
+  | { op: "setMtu"; name: string; mtu: number; previous?: number }
+  | { op: "setMac"; name: string; mac: string; previous?: string }
+  | { op: "attachPort"; name: string; port: string; bringUp: boolean }
+  | { op: "detachPort"; name: string; port: string; bringDown: boolean }
+  | { op: "addAddress"; name: string; cidr: string }
+  | { op: "removeAddress"; name: string; cidr: string }
+  | { op: "up"; name: string }
+  | { op: "writeState"; name: string; portsBroughtUp: string[]; previous: string[] }
+  | { op: "removeState"; name: string }
+  | { op: "delete"; name: string };
+
+/** Preconditions re-checked on the host under the lock. */
+export type BridgeGuard =
+  | { op: "absent"; name: string }
+  | { op: "isBridge"; name: string }
+  | { op: "portAvailable"; name: string; port: string };
+
+export interface BridgePlan {
+  guards: BridgeGuard[];
+  actions: BridgeAction[];
+}
+
+/** Why a port cannot join bridge `name`, or undefined when it can. */
+function portProblem(snap: HostSnapshot, name: string, port: string): KvmnetError | undefined {
+  const link = findLink(snap, port);
+  if (!link) {
+    return new KvmnetError({ kind: "NotFound", message: `bridge ${name}: port ${port} does not exist on the host`, hint: "create the interface first (a VlanSubinterface, a NIC name from `ip link`) or remove it from ports" });
+  }
+  if (link.master && link.master !== name) {
+    return new KvmnetError({ kind: "Conflict", message: `bridge ${name}: port ${port} is already a port of ${link.master}`, hint: `release it first (ip link set dev ${port} nomaster) or remove it from ports` });
+  }
+  if (link.linkinfo?.info_kind === "bridge") {
+    return new KvmnetError({ kind: "Conflict", message: `bridge ${name}: port ${port} is itself a bridge; Linux does not nest bridges` });
+  }
+  if (port === snap.managementInterface || port === snap.defaultRouteInterface) {
+    return new KvmnetError({
+      kind: "Conflict",
+      message: `bridge ${name}: port ${port} carries the ${port === snap.managementInterface ? "SSH management" : "default"} route; enslaving it would cut the host off`,
+      hint: "moving the uplink NIC into a bridge needs takeOverUplink (lockout-safe commit-confirm), which is not implemented yet",
+    });
+  }
+  const addrs = configuredAddresses(snap, port);
+  if (addrs.length > 0) {
+    return new KvmnetError({
+      kind: "Conflict",
+      message: `bridge ${name}: port ${port} has addresses ${addrs.join(", ")}; a bridge port's own addresses stop working`,
+      hint: `move the addresses to the bridge (addresses: [...]) and remove them from ${port} first`,
+    });
+  }
+  return undefined;
+}
+
+/**
+ * Plan the actions that take the host from `snap` to `desired`.
+ * `previous` is the prior state (update) — its ports/addresses are ours to release.
+ * Throws KvmnetError (Conflict / NotFound) when the plan cannot be carried out.
+ */
+export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?: BridgeInputs): BridgePlan {
+  const name = desired.name;
+  const obs = observeBridge(snap, name);
+  const guards: BridgeGuard[] = [];
+  const actions: BridgeAction[] = [];
+  const want = desiredOptions(desired);
+
+  if (obs.exists && !obs.isBridge) {
+    throw new KvmnetError({ kind: "Conflict", message: `an interface named ${name} already exists and is not a bridge (it is ${obs.kind ?? "unknown"})`, hint: "choose another name" });
+  }
+  if (obs.exists && !previous && !desired.adopt) {
+    throw new KvmnetError({
+      kind: "Conflict",
+      message: `bridge ${name} already exists on the host`,
+      hint: "set adopt: true to manage the existing bridge (its settings become the declared ones), or choose another name",
+    });
+  }
+
+  if (!obs.exists) {
+    guards.push({ op: "absent", name });
+    actions.push({ op: "create", name, options: want });
+  } else {
+    guards.push({ op: "isBridge", name });
+    const changed: BridgeOptions = {};
+    const prev: BridgeOptions = {};
+    for (const k of Object.keys(want) as (keyof BridgeOptions)[]) {
+      if (want[k] !== obs.options[k]) {
+        changed[k] = want[k];
+        prev[k] = obs.options[k];
+      }
+    }
+    if (Object.keys(changed).length > 0) actions.push({ op: "setOptions", name, options: changed, previous: prev });
+  }
+  if (desired.mtu !== undefined && desired.mtu !== obs.mtu) actions.push({ op: "setMtu", name, mtu: desired.mtu, previous: obs.mtu });
+  if (desired.macAddress !== undefined && desired.macAddress !== obs.macAddress?.toLowerCase()) {
+    actions.push({ op: "setMac", name, mac: desired.macAddress, previous: obs.exists ? obs.macAddress : undefined });
+  }
+
+  // Ports: attach the missing ones, release those dropped from the list.
+  let broughtUp = obs.portsBroughtUp.filter((p) => obs.ports.includes(p));
+  const problems: KvmnetError[] = [];
+  for (const port of desired.ports) {
+    if (obs.ports.includes(port)) continue;
+    const problem = portProblem(snap, name, port);
+    if (problem) {
+      problems.push(problem);
+      continue;
+    }
+    const link = findLink(snap, port);
+    const bringUp = !link?.flags.includes("UP");
+    guards.push({ op: "portAvailable", name, port });
+    actions.push({ op: "attachPort", name, port, bringUp });
+    if (bringUp) broughtUp.push(port);
+  }
+  if (problems.length === 1) throw problems[0];
+  if (problems.length > 1) {
+    throw new KvmnetError({ kind: problems[0].kind, message: problems.map((p) => p.shortMessage).join("; "), hint: problems[0].hint });
+  }
+  for (const port of previous?.ports ?? []) {
+    if (desired.ports.includes(port) || !obs.ports.includes(port)) continue;
+    const bringDown = broughtUp.includes(port);
+    actions.push({ op: "detachPort", name, port, bringDown });
+    broughtUp = broughtUp.filter((p) => p !== port);
+  }
+
+  // Addresses: add the missing ones, remove those dropped from the list.
+  for (const cidr of desired.addresses) {
+    if (!obs.addresses.includes(cidr)) actions.push({ op: "addAddress", name, cidr });
+  }
+  for (const cidr of previous?.addresses ?? []) {
+    if (!desired.addresses.includes(cidr) && obs.addresses.includes(cidr)) actions.push({ op: "removeAddress", name, cidr });
+  }
+
+  if (!obs.adminUp) actions.push({ op: "up", name });
+  const sortedUp = [...new Set(broughtUp)].sort();
+  if (sortedUp.join() !== [...obs.portsBroughtUp].sort().join() || (!obs.exists && sortedUp.length > 0)) {
+    actions.push({ op: "writeState", name, portsBroughtUp: sortedUp, previous: obs.portsBroughtUp });
+  }
+  return { guards, actions };
+}
+
+/** Plan the removal of bridge `name`: the kernel releases every port; we bring down those we brought up. */
+export function planBridgeDelete(name: string, snap: HostSnapshot): BridgePlan {
+  const obs = observeBridge(snap, name);
+  const actions: BridgeAction[] = [];
+  if (obs.exists && obs.isBridge) {
+    for (const port of obs.ports) {
+      actions.push({ op: "detachPort", name, port, bringDown: obs.portsBroughtUp.includes(port) });
+    }
+    actions.push({ op: "delete", name });
+  }
+  if (snap.stateFiles[stateFilePath(name)] !== undefined) actions.push({ op: "removeState", name });
+  return { guards: [], actions };
+}

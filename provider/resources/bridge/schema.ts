@@ -1,0 +1,97 @@
+/** Bridge inputs: the zod schema (check) and the kernel units they map to. */
+import { z } from "zod";
+import { connectionSchema } from "../../host/connection";
+import { ifname, interfaceCidr, macAddress } from "../../validate";
+
+/** Seconds with the kernel's resolution (centiseconds, USER_HZ 100). */
+const seconds = (min: number, max: number) =>
+  z
+    .number()
+    .min(min, `must be at least ${min} seconds`)
+    .max(max, `must be at most ${max} seconds`)
+    .refine((v) => Math.abs(Math.round(v * 100) - v * 100) < 1e-6, "must be a multiple of 0.01 seconds (the kernel counts in centiseconds)");
+
+export const persistence = z.enum(["runtime"], {
+  error: () => ({
+    message: 'must be "runtime": persistence through networkd, NetworkManager or ifupdown is not implemented yet (state lives until the host reboots)',
+  }),
+});
+
+export const bridgeInputsSchema = z
+  .object({
+    connection: connectionSchema,
+    name: ifname,
+    stp: z.boolean().default(false),
+    forwardDelay: seconds(0, 30).optional(),
+    helloTime: seconds(1, 10).optional(),
+    maxAge: seconds(6, 40).optional(),
+    priority: z.number().int().min(0).max(65535).optional(),
+    ageingTime: seconds(0, 1_000_000).optional(),
+    mtu: z.number().int().min(68).max(65535).optional(),
+    macAddress: macAddress.optional(),
+    vlanFiltering: z.boolean().optional(),
+    ports: z.array(ifname).default([]),
+    addresses: z.array(interfaceCidr).default([]),
+    adopt: z.boolean().default(false),
+    persistence: persistence.default("runtime"),
+  })
+  .strict()
+  .superRefine((b, ctx) => {
+    if (b.stp && b.forwardDelay !== undefined && b.forwardDelay < 2) {
+      ctx.addIssue({ code: "custom", path: ["forwardDelay"], message: "must be 2–30 seconds when stp is on (kernel limit)" });
+    }
+    const seenPorts = new Set<string>();
+    b.ports.forEach((p, i) => {
+      if (p === b.name) ctx.addIssue({ code: "custom", path: ["ports", i], message: "a bridge cannot be its own port" });
+      if (p === "lo") ctx.addIssue({ code: "custom", path: ["ports", i], message: "the loopback interface cannot be a bridge port" });
+      if (seenPorts.has(p)) ctx.addIssue({ code: "custom", path: ["ports", i], message: `lists ${p} twice` });
+      seenPorts.add(p);
+    });
+    const seenAddrs = new Set<string>();
+    b.addresses.forEach((a, i) => {
+      if (seenAddrs.has(a)) ctx.addIssue({ code: "custom", path: ["addresses", i], message: `lists ${a} twice` });
+      seenAddrs.add(a);
+    });
+  });
+
+export type BridgeInputs = z.output<typeof bridgeInputsSchema>;
+
+/** Kernel bridge attributes we manage, as `ip link … type bridge` names them, in kernel units. */
+export interface BridgeOptions {
+  stp_state?: number;
+  forward_delay?: number;
+  hello_time?: number;
+  max_age?: number;
+  priority?: number;
+  ageing_time?: number;
+  vlan_filtering?: number;
+}
+
+const cs = (s: number | undefined) => (s === undefined ? undefined : Math.round(s * 100));
+const bit = (b: boolean | undefined) => (b === undefined ? undefined : b ? 1 : 0);
+
+/** The managed options of `b` in kernel units; unset inputs are left out (unmanaged). */
+export function desiredOptions(b: BridgeInputs): BridgeOptions {
+  const o: BridgeOptions = {
+    stp_state: bit(b.stp),
+    forward_delay: cs(b.forwardDelay),
+    hello_time: cs(b.helloTime),
+    max_age: cs(b.maxAge),
+    priority: b.priority,
+    ageing_time: cs(b.ageingTime),
+    vlan_filtering: bit(b.vlanFiltering),
+  };
+  for (const k of Object.keys(o) as (keyof BridgeOptions)[]) if (o[k] === undefined) delete o[k];
+  return o;
+}
+
+/** Input field name for each kernel option (for messages and read-back). */
+export const OPTION_FIELDS: Record<keyof BridgeOptions, keyof BridgeInputs> = {
+  stp_state: "stp",
+  forward_delay: "forwardDelay",
+  hello_time: "helloTime",
+  max_age: "maxAge",
+  priority: "priority",
+  ageing_time: "ageingTime",
+  vlan_filtering: "vlanFiltering",
+};

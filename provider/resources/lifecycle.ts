@@ -1,0 +1,208 @@
+/**
+ * The glue between the engine's dynamic-provider calls and a resource kind:
+ * check (zod → failures), diff (pure), and create/read/update/delete with the
+ * observe → plan → render → apply → verify flow. Kinds supply the pieces.
+ *
+ * The methods' shapes match `pulumi.dynamic.ResourceProvider`; nothing from
+ * @pulumi/pulumi is imported here (provider code runs in the dynamic-provider
+ * process and must not depend on the program's copy of the SDK).
+ */
+import { isDeepStrictEqual } from "util";
+import type { z } from "zod";
+import { isKvmnetError, KvmnetError } from "../errors";
+import { ConnectionInput, Host, hostFor } from "../host";
+import { HostSnapshot, observeScript, parseSnapshot } from "../observe";
+import { applyError, Plan, renderScript } from "../render";
+import { checkWith, CheckFailure, containsUnknown } from "../validate";
+
+export interface CheckResult {
+  inputs: Record<string, unknown>;
+  failures?: CheckFailure[];
+}
+export interface DiffResult {
+  changes: boolean;
+  replaces: string[];
+  deleteBeforeReplace: boolean;
+}
+export interface CreateResult {
+  id: string;
+  outs: Record<string, unknown>;
+}
+export interface ReadResult {
+  id: string;
+  props: Record<string, unknown>;
+}
+
+/** The six calls of a dynamic resource provider. */
+export interface KindProvider {
+  check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<CheckResult>;
+  diff(id: string, olds: Record<string, unknown>, news: Record<string, unknown>): Promise<DiffResult>;
+  create(inputs: Record<string, unknown>): Promise<CreateResult>;
+  read(id: string, props: Record<string, unknown>): Promise<ReadResult>;
+  update(id: string, olds: Record<string, unknown>, news: Record<string, unknown>): Promise<{ outs: Record<string, unknown> }>;
+  delete(id: string, props: Record<string, unknown>): Promise<void>;
+}
+
+export interface BaseInputs {
+  connection: ConnectionInput;
+  name: string;
+}
+
+export interface KindSpec<I extends BaseInputs> {
+  /** Lower-case kind used in IDs: `<host>/<kind>/<name>`. */
+  kind: string;
+  schema: z.ZodType<I>;
+  /** Input field names (diff compares these). */
+  inputKeys: readonly string[];
+  /** Fields whose change forces a replacement, given olds/news inputs. */
+  replaces(olds: Record<string, unknown>, news: Record<string, unknown>): string[];
+  deleteBeforeReplace(olds: Record<string, unknown>, news: Record<string, unknown>): boolean;
+  /** Plan `desired` against the host; `previous` is the old inputs on update. Throws KvmnetError when impossible. */
+  plan(desired: I, snap: HostSnapshot, previous?: I): Plan;
+  planDelete(props: I, snap: HostSnapshot): Plan;
+  /** Problems (empty = good) comparing the host to `desired`. */
+  verify(desired: I, snap: HostSnapshot): string[];
+  /** Full outputs from inputs and the host, or undefined when the object is gone. */
+  outputs(inputs: I, snap: HostSnapshot): Record<string, unknown> | undefined;
+}
+
+/** Engine bookkeeping keys (`__provider`) never reach schemas. */
+function stripInternal(props: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(props ?? {})) if (!k.startsWith("__")) out[k] = v;
+  return out;
+}
+
+/** Drop undefined members (the engine's Struct encoding cannot carry them). */
+function plain<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}
+
+export async function observe(host: Host): Promise<HostSnapshot> {
+  const r = await host.run(observeScript().text, { timeoutMs: 60_000 });
+  if (r.exitCode !== 0) {
+    throw new KvmnetError({ kind: "Failed", message: "observing the host failed", host: host.label, exitCode: r.exitCode, stderr: r.stderr });
+  }
+  const snap = parseSnapshot(r.stdout, host.label);
+  if (snap.uid !== 0) {
+    throw new KvmnetError({
+      kind: "Permission",
+      message: `commands run as uid ${snap.uid}, but managing interfaces needs root`,
+      host: host.label,
+      hint: "connect as root, or set connection.sudo: true (or { password }) for a user allowed to sudo",
+    });
+  }
+  return snap;
+}
+
+/** Run a rendered plan; returns the host's state after it. */
+export async function apply(host: Host, plan: Plan): Promise<HostSnapshot> {
+  const r = await host.run(renderScript(plan).text);
+  if (r.exitCode !== 0) throw applyError(host.label, r.exitCode, r.signal, r.stderr);
+  return parseSnapshot(r.stdout, host.label);
+}
+
+/** Parse inputs, or stored outputs (whose computed fields are dropped first). */
+function parseInputs<I>(schema: z.ZodType<I>, keys: readonly string[], props: Record<string, unknown>, what: string): I {
+  const picked: Record<string, unknown> = {};
+  for (const k of keys) if (props?.[k] !== undefined) picked[k] = props[k];
+  const { value, failures } = checkWith(schema, picked);
+  if (!value) {
+    throw new KvmnetError({ kind: "InvalidArgument", message: `${what}: ${failures.map((f) => f.reason).join("; ")}` });
+  }
+  return value;
+}
+
+function idOf(spec: KindSpec<BaseInputs>, i: BaseInputs): string {
+  return `${i.connection.local ? "local" : i.connection.host}/${spec.kind}/${i.name}`;
+}
+
+/** Build the engine-facing provider for one kind. */
+export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindProvider {
+  const s = spec as unknown as KindSpec<BaseInputs>;
+  return {
+    async check(_olds, news) {
+      const inputs = stripInternal(news);
+      const { value, failures } = checkWith(spec.schema, inputs);
+      if (failures.length > 0) return { inputs, failures };
+      // With unknowns (preview) the parse may have been partial: keep inputs as given.
+      if (!value || containsUnknown(inputs)) return { inputs };
+      return { inputs: plain(value) as Record<string, unknown> };
+    },
+
+    async diff(_id, oldsRaw, newsRaw) {
+      const olds = stripInternal(oldsRaw);
+      const news = stripInternal(newsRaw);
+      const changed: string[] = [];
+      for (const k of spec.inputKeys) {
+        // An optional setting removed from the program is left as the host has it.
+        if (news[k] === undefined) continue;
+        if (containsUnknown(news[k]) || !isDeepStrictEqual(olds[k], news[k])) changed.push(k);
+      }
+      const replaces = spec.replaces(olds, news).filter((k) => changed.includes(k));
+      return {
+        changes: changed.length > 0,
+        replaces,
+        deleteBeforeReplace: replaces.length > 0 && spec.deleteBeforeReplace(olds, news),
+      };
+    },
+
+    async create(props) {
+      const inputs = parseInputs(spec.schema, spec.inputKeys, props, `invalid ${spec.kind}`);
+      const host = hostFor(inputs.connection);
+      const snap = await observe(host);
+      const plan = spec.plan(inputs, snap);
+      const after = await apply(host, plan);
+      const problems = spec.verify(inputs, after);
+      if (problems.length > 0) {
+        // The SDK contract: a failed create leaves nothing behind.
+        await apply(host, spec.planDelete(inputs, after)).catch(() => undefined);
+        throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${problems.join("; ")}`, host: host.label, hint: "the partial change was removed" });
+      }
+      const outs = spec.outputs(inputs, after);
+      if (!outs) throw new KvmnetError({ kind: "Bug", message: `${spec.kind} ${inputs.name} verified but not found in the snapshot`, host: host.label });
+      return { id: idOf(s, inputs), outs: plain(outs) };
+    },
+
+    async read(id, props) {
+      const inputs = parseInputs(spec.schema, spec.inputKeys, props, `stored state of ${id} is not valid`);
+      const host = hostFor(inputs.connection);
+      const snap = await observe(host);
+      const outs = spec.outputs(inputs, snap);
+      return outs ? { id, props: plain(outs) } : { id: "", props: {} };
+    },
+
+    async update(_id, oldsRaw, newsRaw) {
+      const olds = parseInputs(spec.schema, spec.inputKeys, oldsRaw, "stored state is not valid");
+      const news = parseInputs(spec.schema, spec.inputKeys, newsRaw, `invalid ${spec.kind}`);
+      const host = hostFor(news.connection);
+      const snap = await observe(host);
+      const after = await apply(host, spec.plan(news, snap, olds));
+      const problems = spec.verify(news, after);
+      if (problems.length > 0) {
+        // A failed update leaves the old state: plan back to the old inputs.
+        let rolledBack = "rolled back to the previous settings";
+        try {
+          await apply(host, spec.plan(olds, after, news));
+        } catch (e) {
+          rolledBack = `rolling back failed too: ${isKvmnetError(e) ? e.shortMessage : String(e)}; run pulumi refresh`;
+        }
+        throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${problems.join("; ")}`, host: host.label, hint: rolledBack });
+      }
+      const outs = spec.outputs(news, after);
+      if (!outs) throw new KvmnetError({ kind: "Bug", message: `${spec.kind} ${news.name} verified but not found in the snapshot`, host: host.label });
+      return { outs: plain(outs) };
+    },
+
+    async delete(_id, props) {
+      const inputs = parseInputs(spec.schema, spec.inputKeys, props, "stored state is not valid");
+      const host = hostFor(inputs.connection);
+      const snap = await observe(host);
+      const plan = spec.planDelete(inputs, snap);
+      if (plan.steps.length === 0) return;
+      const after = await apply(host, plan);
+      const left = spec.outputs(inputs, after);
+      if (left) throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${spec.kind} ${inputs.name} still exists after delete`, host: host.label });
+    },
+  };
+}

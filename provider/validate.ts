@@ -1,0 +1,146 @@
+/**
+ * Validators shared by every resource schema, and the mapping of zod issues to
+ * the engine's check failures. Strict on purpose: anything that passes here is
+ * later written into shell and nft text (through shell.ts), so these rules are
+ * the first of two fences.
+ */
+import { z } from "zod";
+import * as ipaddr from "ipaddr.js";
+
+/** The engine's placeholder for values not known until apply (preview). */
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+
+/** Names the kernel reserves for itself in /sys/class/net and /proc/sys/net. */
+const RESERVED_IFNAMES = new Set([".", "..", "all", "default", "bonding_masters"]);
+
+/** A Linux interface name: 1–15 chars of [A-Za-z0-9_.-] (IFNAMSIZ 16 with the NUL). */
+export const ifname = z
+  .string()
+  .min(1, "must not be empty")
+  .max(15, "must be at most 15 characters (Linux IFNAMSIZ)")
+  .regex(/^[A-Za-z0-9_.-]+$/, "may contain only letters, digits, '_', '.' and '-'")
+  .refine((s) => !RESERVED_IFNAMES.has(s), "is a name the kernel reserves")
+  .refine((s) => !s.startsWith("-"), "must not start with '-'");
+
+/** A unicast MAC address, written as six colon-separated hex pairs. Lower-cased. */
+export const macAddress = z
+  .string()
+  .regex(/^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/, "must be six hex pairs separated by ':' (52:54:00:12:34:56)")
+  .transform((s) => s.toLowerCase())
+  .refine((s) => (parseInt(s.slice(0, 2), 16) & 1) === 0, "must be a unicast address (first octet even)")
+  .refine((s) => s !== "00:00:00:00:00:00", "must not be all zeros");
+
+/** An interface address in CIDR form (host bits allowed: 192.168.1.10/24). Normalised. */
+export const interfaceCidr = z.string().transform((s, ctx) => {
+  const parsed = parseCidr(s);
+  if (!parsed) {
+    ctx.addIssue({ code: "custom", message: `is not an IPv4 or IPv6 address in CIDR form (10.0.0.1/24, fd00::1/64)` });
+    return z.NEVER;
+  }
+  return `${parsed.address}/${parsed.prefix}`;
+});
+
+/** Parse "addr/prefix"; returns the normalised address text or undefined. */
+export function parseCidr(s: string): { address: string; prefix: number; family: "inet" | "inet6" } | undefined {
+  if (typeof s !== "string" || !/^[0-9A-Fa-f:.]+\/\d{1,3}$/.test(s)) return undefined;
+  try {
+    const [addr, prefix] = ipaddr.parseCIDR(s);
+    if (addr.kind() === "ipv6" && (addr as ipaddr.IPv6).isIPv4MappedAddress()) return undefined;
+    const family = addr.kind() === "ipv4" ? "inet" : "inet6";
+    if (family === "inet" && !ipaddr.IPv4.isValidFourPartDecimal(s.split("/")[0])) return undefined;
+    return { address: addr.toString(), prefix, family };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Ordinary host names, IPv4/IPv6 literals and ~/.ssh/config aliases. */
+export const hostName = z
+  .string()
+  .min(1, "must not be empty")
+  .max(253, "must be at most 253 characters")
+  .refine(
+    (s) => /^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$/.test(s) || ipaddr.IPv6.isValid(s),
+    "must be a host name, an IP address or a ~/.ssh/config alias (letters, digits, '.', '-', '_')",
+  );
+
+/** A file path on the machine running pulumi: absolute or starting with ~/. */
+export const localPath = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((s) => s.startsWith("/") || s.startsWith("~/"), "must be an absolute path or start with ~/")
+  .refine((s) => !/[\0\n\r]/.test(s), "must not contain NUL or newline characters");
+
+/** Fields whose values are never printed. */
+export const SECRET_FIELDS = new Set(["privateKey", "privateKeyPassphrase", "password"]);
+
+export interface CheckFailure {
+  property: string;
+  reason: string;
+}
+
+/** True if `v` is, or contains, the engine's unknown placeholder. */
+export function containsUnknown(v: unknown): boolean {
+  if (v === UNKNOWN) return true;
+  if (Array.isArray(v)) return v.some(containsUnknown);
+  if (v && typeof v === "object") return Object.values(v).some(containsUnknown);
+  return false;
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let cur: unknown = root;
+  for (const k of path) {
+    if (cur === null || typeof cur !== "object") return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[k as string];
+  }
+  return cur;
+}
+
+/**
+ * Parse `inputs` with `schema` and turn zod issues into engine check failures
+ * `{property: <top-level key>, reason: "<dot.path>: <message>"}`.
+ *
+ * Issues located at (or inside) a value that is still unknown are dropped:
+ * during preview we validate around unknowns, never on them.
+ */
+export function checkWith<S extends z.ZodType>(
+  schema: S,
+  inputs: Record<string, unknown>,
+): { value?: z.output<S>; failures: CheckFailure[] } {
+  const result = schema.safeParse(inputs);
+  if (result.success) return { value: result.data, failures: [] };
+  const failures: CheckFailure[] = [];
+  for (const issue of result.error.issues) {
+    const path = issue.path;
+    // Walk up the path: an unknown anywhere on it makes the issue moot.
+    let moot = false;
+    for (let i = path.length; i >= 0 && !moot; i--) {
+      if (containsUnknownShallow(valueAt(inputs, path.slice(0, i)))) moot = true;
+    }
+    if (moot) continue;
+    const property = path.length > 0 ? String(path[0]) : "(inputs)";
+    const dotted = path.length > 0 ? path.map(String).join(".") : "(inputs)";
+    failures.push({ property, reason: `${dotted}: ${describeIssue(issue, inputs)}` });
+  }
+  return { failures };
+}
+
+function containsUnknownShallow(v: unknown): boolean {
+  return v === UNKNOWN;
+}
+
+function describeIssue(issue: z.core.$ZodIssue, inputs: Record<string, unknown>): string {
+  if (issue.code === "unrecognized_keys") return `unknown field(s) ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
+  const value = valueAt(inputs, issue.path);
+  if (issue.code === "invalid_type" && value === undefined) return "is required";
+  // Never echo a secret back, even a malformed one.
+  const secret = issue.path.some((k) => SECRET_FIELDS.has(String(k)));
+  const shown = value === undefined ? "" : secret ? " (value hidden: secret)" : ` (got ${preview(value)})`;
+  return `${issue.message}${shown}`;
+}
+
+function preview(v: unknown): string {
+  const s = typeof v === "string" ? JSON.stringify(v) : JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? s.slice(0, 77) + "…" : s;
+}

@@ -1,0 +1,7 @@
+/**
+ * pulumi-kvmnet: KVM-host networking as Pulumi resources, managed over SSH.
+ */
+export { Bridge } from "./bridge";
+export type { BridgeArgs } from "./bridge";
+export * as types from "./types";
+export type { Connection, Persistence } from "./types";

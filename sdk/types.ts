@@ -1,0 +1,66 @@
+import * as pulumi from "@pulumi/pulumi";
+
+/**
+ * How to reach a KVM host. Every resource takes one as `connection`.
+ *
+ * Host keys are verified by default: pin `hostKey`, or have the host in
+ * `knownHostsFile` (~/.ssh/known_hosts). A `host` that is an alias in
+ * ~/.ssh/config gets HostName, User, Port, IdentityFile and ProxyJump from it;
+ * fields given here win over the file.
+ */
+export interface Connection {
+  /** Host name, IP address, or an alias from ~/.ssh/config. */
+  host: pulumi.Input<string>;
+  /** SSH port. Default: from ~/.ssh/config, else 22. */
+  port?: pulumi.Input<number>;
+  /** Login user. Default: from ~/.ssh/config, else "root". Non-root users need `sudo`. */
+  user?: pulumi.Input<string>;
+  /** Private key text (OpenSSH or PEM). Kept secret in state. */
+  privateKey?: pulumi.Input<string>;
+  /** Passphrase of an encrypted private key. Kept secret in state. */
+  privateKeyPassphrase?: pulumi.Input<string>;
+  /** Password authentication. Kept secret in state. */
+  password?: pulumi.Input<string>;
+  /** ssh-agent socket path. Default: SSH_AUTH_SOCK, when no key or password is given. */
+  agent?: pulumi.Input<string>;
+  /** Pinned host key: an OpenSSH fingerprint ("SHA256:…", as `ssh-keygen -lf` prints) or a public key line. */
+  hostKey?: pulumi.Input<string>;
+  /** known_hosts file used when no hostKey is pinned. Default: ~/.ssh/known_hosts. */
+  knownHostsFile?: pulumi.Input<string>;
+  /** Skip host-key verification (explicit opt-out; not recommended). Default false. */
+  insecureIgnoreHostKey?: pulumi.Input<boolean>;
+  /** Run commands through sudo: true (passwordless, `sudo -n`) or `{ password }`. */
+  sudo?: pulumi.Input<boolean | { password: pulumi.Input<string> }>;
+  /** Reach the host through this bastion (like ssh -J). */
+  jumpHost?: pulumi.Input<Connection>;
+  /** How long to wait for the SSH handshake, in ms. Default 20000. */
+  readyTimeoutMs?: pulumi.Input<number>;
+  /** Run on the machine running pulumi itself (no SSH). `host` is then only a label. */
+  local?: pulumi.Input<boolean>;
+}
+
+/** Persistence backends. Only "runtime" is implemented in this release: state lasts until the host reboots. */
+export type Persistence = "runtime";
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !pulumi.Output.isInstance(v) && !(v instanceof Promise);
+}
+
+/**
+ * Mark a connection's credentials secret in state. A plain object keeps its
+ * non-secret fields (host, user, …) readable in previews and only the
+ * credentials are encrypted; a connection given as one Output is made secret
+ * whole, since its parts cannot be told apart.
+ */
+export function protectConnection(c: pulumi.Input<Connection>): pulumi.Input<Connection> {
+  if (!isPlainObject(c)) return pulumi.secret(c) as pulumi.Input<Connection>;
+  const out: Record<string, unknown> = { ...c };
+  for (const k of ["privateKey", "privateKeyPassphrase", "password"] as const) {
+    if (c[k] !== undefined) out[k] = pulumi.secret(c[k] as pulumi.Input<string>);
+  }
+  if (c.sudo !== undefined && typeof c.sudo !== "boolean") {
+    out.sudo = isPlainObject(c.sudo) ? { ...c.sudo, password: pulumi.secret((c.sudo as { password: pulumi.Input<string> }).password) } : pulumi.secret(c.sudo);
+  }
+  if (c.jumpHost !== undefined) out.jumpHost = protectConnection(c.jumpHost as pulumi.Input<Connection>);
+  return out as unknown as Connection;
+}

@@ -1,0 +1,126 @@
+import * as fs from "fs";
+import * as path from "path";
+import { isKvmnetError } from "../../../../provider/errors";
+import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
+import { observeBridge, planBridge, planBridgeDelete } from "../../../../provider/resources/bridge/plan";
+import { renderBridgePlan } from "../../../../provider/resources/bridge/render";
+import { BridgeInputs, bridgeInputsSchema } from "../../../../provider/resources/bridge/schema";
+import { verifyBridge } from "../../../../provider/resources/bridge/verify";
+
+// Captured from a real namespace: bridge br0 (forward_delay 2 cs) with veth port v1;
+// v1p is down and carries 10.9.1.5/24.
+const fixture = fs.readFileSync(path.join(__dirname, "../../../fixtures/observe/bridge-br0-port-v1.txt"), "utf8");
+const snap: HostSnapshot = parseSnapshot(fixture, "fixture");
+const inputs = (over: Partial<BridgeInputs> & { name: string }): BridgeInputs =>
+  bridgeInputsSchema.parse({ connection: { host: "h" }, ...over });
+
+function expectError(fn: () => unknown, kind: string, re: RegExp) {
+  try {
+    fn();
+  } catch (e) {
+    expect(isKvmnetError(e)).toBe(true);
+    expect((e as { kind: string }).kind).toBe(kind);
+    expect((e as Error).message).toMatch(re);
+    return;
+  }
+  throw new Error("expected an error");
+}
+
+describe("observeBridge", () => {
+  it("reads the bridge, its options in kernel units, ports and addresses", () => {
+    const b = observeBridge(snap, "br0");
+    expect(b).toMatchObject({ exists: true, isBridge: true, ports: ["v1"], addresses: ["10.9.0.1/24", "fd00:9::1/64"] });
+    expect(b.options).toMatchObject({ stp_state: 0, forward_delay: 2, hello_time: 200, max_age: 2000, ageing_time: 30000, priority: 32768, vlan_filtering: 0 });
+    expect(observeBridge(snap, "nope").exists).toBe(false);
+    expect(observeBridge(snap, "v1p")).toMatchObject({ exists: true, isBridge: false, kind: "veth" });
+  });
+});
+
+describe("planBridge", () => {
+  it("creates a new bridge with options, mtu and addresses, then brings it up", () => {
+    const p = planBridge(inputs({ name: "br9", forwardDelay: 4, mtu: 9000, addresses: ["10.1.0.1/24"] }), snap);
+    expect(p.guards).toEqual([{ op: "absent", name: "br9" }]);
+    expect(p.actions).toEqual([
+      { op: "create", name: "br9", options: { stp_state: 0, forward_delay: 400 } },
+      { op: "setMtu", name: "br9", mtu: 9000, previous: undefined },
+      { op: "addAddress", name: "br9", cidr: "10.1.0.1/24" },
+      { op: "up", name: "br9" },
+    ]);
+  });
+
+  it("refuses an existing bridge unless adopted, and adopts by changing only what differs", () => {
+    expectError(() => planBridge(inputs({ name: "br0" }), snap), "Conflict", /already exists.*\n[\s\S]*adopt: true/);
+    const p = planBridge(inputs({ name: "br0", adopt: true, forwardDelay: 15, addresses: ["10.9.0.1/24"], ports: ["v1"] }), snap);
+    expect(p.actions).toEqual([{ op: "setOptions", name: "br0", options: { forward_delay: 1500 }, previous: { forward_delay: 2 } }]);
+  });
+
+  it("refuses a name taken by a non-bridge", () => {
+    expectError(() => planBridge(inputs({ name: "v1p", adopt: true }), snap), "Conflict", /not a bridge \(it is veth\)/);
+  });
+
+  it.each([
+    ["ghost0", "NotFound", /port ghost0 does not exist/],
+    ["v1", "Conflict", /already a port of br0/],
+    ["v1p", "Conflict", /has addresses 10\.9\.1\.5\/24/],
+    ["br0", "Conflict", /itself a bridge/],
+  ])("refuses port %s (%s)", (port, kind, re) => {
+    expectError(() => planBridge(inputs({ name: "br9", ports: [port] }), snap), kind, re);
+  });
+
+  it("refuses the interface carrying the management route", () => {
+    const s = { ...snap, managementInterface: "v1p", addrs: snap.addrs.filter((a) => a.ifname !== "v1p") };
+    expectError(() => planBridge(inputs({ name: "br9", ports: ["v1p"] }), s), "Conflict", /SSH management route/);
+  });
+
+  it("attaches a down port, bringing it up and remembering that", () => {
+    const s = { ...snap, addrs: snap.addrs.filter((a) => a.ifname !== "v1p") };
+    const p = planBridge(inputs({ name: "br9", ports: ["v1p"] }), s);
+    expect(p.actions).toContainEqual({ op: "attachPort", name: "br9", port: "v1p", bringUp: true });
+    expect(p.actions).toContainEqual({ op: "writeState", name: "br9", portsBroughtUp: ["v1p"], previous: [] });
+    expect(p.guards).toContainEqual({ op: "portAvailable", name: "br9", port: "v1p" });
+  });
+
+  it("on update releases dropped ports and addresses, never foreign ones", () => {
+    const prev = inputs({ name: "br0", ports: ["v1"], addresses: ["10.9.0.1/24"] });
+    const p = planBridge(inputs({ name: "br0", forwardDelay: 0.02 }), snap, prev);
+    expect(p.actions).toEqual([
+      { op: "detachPort", name: "br0", port: "v1", bringDown: false },
+      { op: "removeAddress", name: "br0", cidr: "10.9.0.1/24" },
+    ]);
+    // fd00:9::1/64 was never ours: left alone. Nothing left to do when nothing was ours.
+    expect(planBridge(inputs({ name: "br0", forwardDelay: 0.02 }), snap, inputs({ name: "br0" })).actions).toEqual([]);
+  });
+});
+
+describe("planBridgeDelete", () => {
+  it("releases every port and deletes the bridge; nothing to do when it is gone", () => {
+    expect(planBridgeDelete("br0", snap).actions).toEqual([
+      { op: "detachPort", name: "br0", port: "v1", bringDown: false },
+      { op: "delete", name: "br0" },
+    ]);
+    expect(planBridgeDelete("gone", snap).actions).toEqual([]);
+  });
+});
+
+describe("render", () => {
+  it("renders quoted ip commands with undo for each step", () => {
+    const plan = renderBridgePlan(planBridge(inputs({ name: "br9", stp: true, forwardDelay: 4, addresses: ["10.1.0.1/24"] }), snap));
+    expect(plan.steps.map((s) => s.run.text)).toEqual([
+      "ip link add name 'br9' type bridge 'stp_state' 1 'forward_delay' 400",
+      "ip addr add '10.1.0.1/24' dev 'br9'",
+      "ip link set dev 'br9' up",
+    ]);
+    expect(plan.steps[0].undo?.text).toBe("ip link del dev 'br9'");
+  });
+});
+
+describe("verifyBridge", () => {
+  it("speaks in nmstate's words", () => {
+    const problems = verifyBridge(inputs({ name: "br0", mtu: 9000, forwardDelay: 15, ports: ["v1", "v9"] }), observeBridge(snap, "br0"));
+    expect(problems).toEqual([
+      "bridge br0 forwardDelay desired 15, current 0.02",
+      "bridge br0 mtu desired 9000, current 1500",
+      "bridge br0 port v9 desired attached, current not attached",
+    ]);
+  });
+});

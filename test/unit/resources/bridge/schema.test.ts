@@ -1,0 +1,117 @@
+import { bridgeProvider } from "../../../../provider/resources/bridge";
+import { UNKNOWN } from "../../../../provider/validate";
+import { HOSTILE_STRINGS } from "../../hostile";
+
+const connection = { host: "kvm1.example.net", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nsecretbody123456\n-----END OPENSSH PRIVATE KEY-----" };
+const base = { connection, name: "br0" };
+
+async function failuresFor(news: Record<string, unknown>) {
+  return (await bridgeProvider.check({}, news)).failures ?? [];
+}
+
+describe("Bridge check", () => {
+  it("fills defaults for a minimal bridge", async () => {
+    const r = await bridgeProvider.check({}, { ...base, __provider: "serialized" });
+    expect(r.failures).toBeUndefined();
+    expect(r.inputs).toEqual({ ...base, stp: false, ports: [], addresses: [], adopt: false, persistence: "runtime" });
+  });
+
+  it("normalises addresses and MACs", async () => {
+    const r = await bridgeProvider.check({}, { ...base, addresses: ["10.0.0.1/24", "FD00:0::1/64"], macAddress: "52:54:00:AB:CD:EF" });
+    expect(r.inputs.addresses).toEqual(["10.0.0.1/24", "fd00::1/64"]);
+    expect(r.inputs.macAddress).toBe("52:54:00:ab:cd:ef");
+  });
+
+  // Each field with the values of the hostile list that are legitimately valid there
+  // (a 16-letter host or user name is fine; "/" is a syntactically valid local path).
+  const stringFields: [string, string, (v: string) => Record<string, unknown>, string[]][] = [
+    ["name", "name", (v) => ({ ...base, name: v }), []],
+    ["ports", "ports", (v) => ({ ...base, ports: [v] }), []],
+    ["addresses", "addresses", (v) => ({ ...base, addresses: [v] }), []],
+    ["macAddress", "macAddress", (v) => ({ ...base, macAddress: v }), []],
+    ["persistence", "persistence", (v) => ({ ...base, persistence: v }), []],
+    ["connection.host", "connection", (v) => ({ ...base, connection: { ...connection, host: v } }), ["aaaaaaaaaaaaaaaa", "abcdefghijklmnopqrstuvwxyz"]],
+    ["connection.user", "connection", (v) => ({ ...base, connection: { ...connection, user: v } }), ["aaaaaaaaaaaaaaaa", "abcdefghijklmnopqrstuvwxyz"]],
+    ["connection.hostKey", "connection", (v) => ({ ...base, connection: { ...connection, hostKey: v } }), []],
+    ["connection.knownHostsFile", "connection", (v) => ({ ...base, connection: { ...connection, knownHostsFile: v } }), ["/"]],
+  ];
+  it.each(stringFields)("rejects at least 50 hostile values for %s, naming %s", async (_label, property, make, allowed) => {
+    let rejected = 0;
+    for (const v of HOSTILE_STRINGS) {
+      if (allowed.includes(v)) continue;
+      const failures = await failuresFor(make(v));
+      expect({ v, property: failures[0]?.property }).toEqual({ v, property });
+      rejected++;
+    }
+    expect(rejected).toBeGreaterThanOrEqual(50);
+  });
+
+  it.each([
+    [{ mtu: 67 }, "mtu"],
+    [{ mtu: 65536 }, "mtu"],
+    [{ mtu: 1500.5 }, "mtu"],
+    [{ forwardDelay: 31 }, "forwardDelay"],
+    [{ stp: true, forwardDelay: 1 }, "forwardDelay"],
+    [{ helloTime: 0.5 }, "helloTime"],
+    [{ maxAge: 41 }, "maxAge"],
+    [{ priority: -1 }, "priority"],
+    [{ ageingTime: 0.001 }, "ageingTime"],
+    [{ macAddress: "01:00:5e:00:00:01" }, "macAddress"],
+    [{ ports: ["br0"] }, "ports"],
+    [{ ports: ["eth1", "eth1"] }, "ports"],
+    [{ addresses: ["10.0.0.1"] }, "addresses"],
+    [{ addresses: ["10.0.0.1/33"] }, "addresses"],
+    [{ addresses: ["1.2.3.04/24"] }, "addresses"],
+    [{ colour: "blue" }, "(inputs)"],
+    [{ connection: { host: "h", port: 0 } }, "connection"],
+    [{ connection: { host: "h", hostKey: "SHA256:abc" } }, "connection"],
+    [{ connection: { host: "h", hostKey: "SHA256:" + "A".repeat(43), insecureIgnoreHostKey: true } }, "connection"],
+  ])("rejects %j at %s", async (patch, property) => {
+    const failures = await failuresFor({ ...base, ...patch });
+    expect(failures.map((f) => f.property)).toContain(property);
+  });
+
+  it("names the nested path in the reason", async () => {
+    const failures = await failuresFor({ ...base, ports: ["ok0", "bad;port"] });
+    expect(failures[0].reason).toMatch(/^ports\.1: /);
+  });
+
+  it("never echoes a secret in a failure", async () => {
+    const failures = await failuresFor({ ...base, connection: { host: "h", privateKey: 42, password: "hunter2hunter2" }, mtu: 1 });
+    const text = JSON.stringify(failures);
+    expect(failures.map((f) => f.property)).toContain("connection");
+    expect(text).not.toContain("42");
+    expect(text).not.toContain("hunter2");
+  });
+
+  it("validates around unknown values during preview", async () => {
+    const r = await bridgeProvider.check({}, { ...base, name: UNKNOWN, mtu: 1 });
+    expect(r.failures?.map((f) => f.property)).toEqual(["mtu"]);
+    const ok = await bridgeProvider.check({}, { ...base, connection: UNKNOWN, ports: UNKNOWN });
+    expect(ok.failures).toBeUndefined();
+  });
+});
+
+describe("Bridge diff", () => {
+  const olds = { ...base, stp: false, ports: ["eth1"], addresses: [], adopt: false, persistence: "runtime", macAddress: "52:54:00:00:00:01", ifindex: 5 };
+  it("reports no change when only computed fields differ", async () => {
+    const news = { ...base, stp: false, ports: ["eth1"], addresses: [], adopt: false, persistence: "runtime" };
+    expect(await bridgeProvider.diff("id", olds, news)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+  });
+  it("updates mtu in place", async () => {
+    const news = { ...olds, mtu: 9000 };
+    expect(await bridgeProvider.diff("id", olds, news)).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
+  });
+  it("replaces on rename, deleting first when ports would collide", async () => {
+    expect(await bridgeProvider.diff("id", olds, { ...olds, name: "br1" })).toEqual({ changes: true, replaces: ["name"], deleteBeforeReplace: true });
+    expect(await bridgeProvider.diff("id", olds, { ...olds, name: "br1", ports: [] })).toEqual({ changes: true, replaces: ["name"], deleteBeforeReplace: false });
+  });
+  it("replaces on a host change but not on a key rotation", async () => {
+    expect((await bridgeProvider.diff("id", olds, { ...olds, connection: { ...connection, host: "kvm2" } })).replaces).toEqual(["connection"]);
+    const rotated = await bridgeProvider.diff("id", olds, { ...olds, connection: { ...connection, privateKey: "other" } });
+    expect(rotated).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
+  });
+  it("treats unknown values as changes", async () => {
+    expect((await bridgeProvider.diff("id", olds, { ...olds, name: UNKNOWN })).replaces).toEqual(["name"]);
+  });
+});
