@@ -4,9 +4,12 @@
 const tsJest = ["ts-jest", { tsconfig: "test/tsconfig.json" }];
 const base = { testEnvironment: "node", transform: { "^.+\\.ts$": tsJest } };
 module.exports = {
+  // Per-test limit for the integration tiers (jest reads it globally, not per project);
+  // engine tests raise it themselves with jest.setTimeout.
+  testTimeout: 120000,
   projects: [
     { ...base, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.test.ts"] },
-    { ...base, displayName: "sandbox", testMatch: ["<rootDir>/test/sandbox/**/*.test.ts"], testTimeout: 120000 },
-    { ...base, displayName: "engine", testMatch: ["<rootDir>/test/engine/**/*.test.ts"], testTimeout: 600000 },
+    { ...base, displayName: "sandbox", testMatch: ["<rootDir>/test/sandbox/**/*.test.ts"] },
+    { ...base, displayName: "engine", testMatch: ["<rootDir>/test/engine/**/*.test.ts"] },
   ],
 };

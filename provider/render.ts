@@ -50,7 +50,7 @@ export function renderScript(plan: Plan): Script {
     literal("set -u"),
     literal("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     literal("kvmnet_fail() { printf '@@kvmnet-fail %s %s\\n' \"$1\" \"$2\" >&2; }"),
-    sh`mkdir -p /run/kvmnet && exec 9>${LOCK_FILE}`,
+    sh`mkdir -p /run/lock && exec 9>>${LOCK_FILE}`,
     sh`if ! command -v flock >/dev/null 2>&1; then kvmnet_fail Unsupported ${"the host lacks flock(1) (util-linux)"}; exit ${EXIT_GUARD_FAILED}; fi`,
     sh`if ! flock -w ${LOCK_WAIT_SECONDS} 9; then kvmnet_fail Timeout ${`another kvmnet change held ${LOCK_FILE} for ${LOCK_WAIT_SECONDS}s`}; exit ${EXIT_LOCK_BUSY}; fi`,
   ];
@@ -82,13 +82,18 @@ export function applyError(host: string, exitCode: number | null, signal: string
   const m = /^@@kvmnet-fail (\S+) (.*)$/m.exec(stderr);
   const rest = stderr.replace(/^@@kvmnet-fail .*$\n?/m, "").trim();
   if (m) {
+    // The kernel's own word for a missing feature (a module or config option not built).
+    const unsupported = m[1] === "Failed" && /Operation not supported|Unknown device type/.test(rest);
     return new KvmnetError({
-      kind: m[1] as ErrorKind,
+      kind: unsupported ? "Unsupported" : (m[1] as ErrorKind),
       message: m[2],
       host,
       exitCode,
       stderr: rest,
-      hint: exitCode === EXIT_STEP_FAILED ? "the steps already applied were undone; the host is as it was before this operation" : undefined,
+      hint:
+        exitCode === EXIT_STEP_FAILED
+          ? `${unsupported ? "the host's kernel lacks this feature; " : ""}the steps already applied were undone: the host is as it was before this operation`
+          : undefined,
     });
   }
   return new KvmnetError({ kind: "Failed", message: "apply script failed", host, exitCode, signal, stderr: rest });

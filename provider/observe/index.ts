@@ -57,7 +57,13 @@ export interface HostSnapshot {
 }
 
 export const STATE_DIR = "/run/kvmnet/state";
-export const LOCK_FILE = "/run/kvmnet/lock";
+/**
+ * The host-wide lock. It lives in /run/lock (the FHS place for lock files)
+ * rather than our state dir, so removing our last object leaves no directory
+ * of ours behind; a lock file cannot be unlinked safely while others may
+ * hold it, and it is gone at reboot.
+ */
+export const LOCK_FILE = "/run/lock/kvmnet.lock";
 
 /** Shell that prints one framed section. `body` writes to stdout. */
 function section(name: string, body: Script): Script {

@@ -54,6 +54,12 @@ export interface KindSpec<I extends BaseInputs> {
   schema: z.ZodType<I>;
   /** Input field names (diff compares these). */
   inputKeys: readonly string[];
+  /**
+   * Input fields whose stored value is the host's actual value when the user
+   * left them unset (Bridge.macAddress). A stored value the schema would not
+   * accept as input (a bridge's all-zero MAC) is dropped when state is parsed.
+   */
+  computedInputs?: readonly string[];
   /** Fields whose change forces a replacement, given olds/news inputs. */
   replaces(olds: Record<string, unknown>, news: Record<string, unknown>): string[];
   deleteBeforeReplace(olds: Record<string, unknown>, news: Record<string, unknown>): boolean;
@@ -103,14 +109,18 @@ export async function apply(host: Host, plan: Plan): Promise<HostSnapshot> {
 }
 
 /** Parse inputs, or stored outputs (whose computed fields are dropped first). */
-function parseInputs<I>(schema: z.ZodType<I>, keys: readonly string[], props: Record<string, unknown>, what: string): I {
+function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknown>, what: string, stored = false): I {
   const picked: Record<string, unknown> = {};
-  for (const k of keys) if (props?.[k] !== undefined) picked[k] = props[k];
-  const { value, failures } = checkWith(schema, picked);
+  for (const k of spec.inputKeys) if (props?.[k] !== undefined) picked[k] = props[k];
+  let { value, failures } = checkWith(spec.schema, picked);
+  if (!value && stored && failures.every((f) => spec.computedInputs?.includes(f.property))) {
+    for (const f of failures) delete picked[f.property];
+    ({ value, failures } = checkWith(spec.schema, picked));
+  }
   if (!value) {
     throw new KvmnetError({ kind: "InvalidArgument", message: `${what}: ${failures.map((f) => f.reason).join("; ")}` });
   }
-  return value;
+  return value as I;
 }
 
 function idOf(spec: KindSpec<BaseInputs>, i: BaseInputs): string {
@@ -148,7 +158,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     },
 
     async create(props) {
-      const inputs = parseInputs(spec.schema, spec.inputKeys, props, `invalid ${spec.kind}`);
+      const inputs = parseInputs<I>(s, props, `invalid ${spec.kind}`);
       const host = hostFor(inputs.connection);
       const snap = await observe(host);
       const plan = spec.plan(inputs, snap);
@@ -165,7 +175,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     },
 
     async read(id, props) {
-      const inputs = parseInputs(spec.schema, spec.inputKeys, props, `stored state of ${id} is not valid`);
+      const inputs = parseInputs<I>(s, props, `stored state of ${id} is not valid`, true);
       const host = hostFor(inputs.connection);
       const snap = await observe(host);
       const outs = spec.outputs(inputs, snap);
@@ -173,8 +183,8 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     },
 
     async update(_id, oldsRaw, newsRaw) {
-      const olds = parseInputs(spec.schema, spec.inputKeys, oldsRaw, "stored state is not valid");
-      const news = parseInputs(spec.schema, spec.inputKeys, newsRaw, `invalid ${spec.kind}`);
+      const olds = parseInputs<I>(s, oldsRaw, "stored state is not valid", true);
+      const news = parseInputs<I>(s, newsRaw, `invalid ${spec.kind}`);
       const host = hostFor(news.connection);
       const snap = await observe(host);
       const after = await apply(host, spec.plan(news, snap, olds));
@@ -195,7 +205,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     },
 
     async delete(_id, props) {
-      const inputs = parseInputs(spec.schema, spec.inputKeys, props, "stored state is not valid");
+      const inputs = parseInputs<I>(s, props, "stored state is not valid", true);
       const host = hostFor(inputs.connection);
       const snap = await observe(host);
       const plan = spec.planDelete(inputs, snap);

@@ -40,6 +40,7 @@ export const bridgeProvider = makeKindProvider<BridgeInputs>({
   kind: "bridge",
   schema: bridgeInputsSchema,
   inputKeys: INPUT_KEYS,
+  computedInputs: ["macAddress"],
   replaces(olds, news) {
     const r: string[] = [];
     if (olds.name !== news.name) r.push("name");

@@ -1,4 +1,5 @@
 /** Bridge actions → shell steps (values quoted by shell.ts only). */
+import { STATE_DIR } from "../../observe";
 import { Guard, Plan, Step } from "../../render";
 import { Script, sh, writeFile } from "../../shell";
 import { BridgeAction, BridgeGuard, BridgePlan, stateFilePath } from "./plan";
@@ -72,7 +73,8 @@ function renderAction(a: BridgeAction): Step {
       };
     }
     case "removeState":
-      return { description: `remove state of ${a.name}`, run: sh`rm -f ${stateFilePath(a.name)}` };
+      // Remove our directories too once empty (rmdir refuses non-empty ones).
+      return { description: `remove state of ${a.name}`, run: sh`rm -f ${stateFilePath(a.name)} && { rmdir ${STATE_DIR}/bridge ${STATE_DIR} /run/kvmnet 2>/dev/null || true; }` };
     case "delete":
       return { description: `delete bridge ${a.name}`, run: sh`ip link del dev ${a.name}` };
   }
