@@ -93,12 +93,18 @@ export interface ResolvedConnection {
   local: boolean;
 }
 
-function expandHome(p: string): string {
-  return p.startsWith("~/") ? path.join(os.homedir(), p.slice(2)) : p;
+/** $HOME as OpenSSH uses it (falling back to the passwd entry). */
+function homeDir(): string {
+  return process.env.HOME || os.homedir();
 }
 
+function expandHome(p: string): string {
+  return p.startsWith("~/") ? path.join(homeDir(), p.slice(2)) : p;
+}
+
+/** The ssh config file: $KVMNET_SSH_CONFIG (like `ssh -F`), else ~/.ssh/config. */
 function readSshConfig(): SSHConfig | undefined {
-  const file = path.join(os.homedir(), ".ssh", "config");
+  const file = process.env.KVMNET_SSH_CONFIG ? expandHome(process.env.KVMNET_SSH_CONFIG) : path.join(homeDir(), ".ssh", "config");
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");

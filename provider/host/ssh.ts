@@ -60,6 +60,13 @@ class SshConnection {
   private client?: Client;
   private connecting?: Promise<Client>;
   private active = 0;
+  /**
+   * Channels allowed at once. Starts at MAX_CHANNELS and drops to what the
+   * server really allows when it refuses a channel (a MaxSessions below ours),
+   * so excess work waits in the queue instead of retrying in a loop.
+   */
+  private limit = MAX_CHANNELS;
+  private open = 0;
   private holds = 0;
   private readonly waiters: (() => void)[] = [];
   private idleTimer?: NodeJS.Timeout;
@@ -92,10 +99,13 @@ class SshConnection {
       } catch (e) {
         const err = e as Error & { reason?: unknown };
         if (/Channel open failure/.test(err.message) && attempt < CHANNEL_RETRIES) {
-          // sshd refused a session (MaxSessions reached by someone else's work,
-          // or a transient limit): back off and try again.
+          // sshd refused a session: its MaxSessions is below our limit. Learn
+          // it, give back our slot and queue again behind running commands.
           poolStats.channelRetries++;
-          await sleep(50 * 2 ** attempt);
+          this.limit = Math.max(1, this.open);
+          this.release();
+          await sleep(20 * 2 ** attempt);
+          await this.acquire();
           continue;
         }
         if (/Not connected|No response from server|ECONNRESET|EPIPE|closed/.test(err.message) && !redialed) {
@@ -122,7 +132,12 @@ class SshConnection {
     const command = this.remoteCommand();
     return new Promise((resolve, reject) => {
       try {
-        client.exec(command, (err, ch) => (err ? reject(err) : resolve(ch)));
+        client.exec(command, (err, ch) => {
+          if (err) return reject(err);
+          this.open++;
+          ch.once("close", () => this.open--);
+          resolve(ch);
+        });
       } catch (e) {
         reject(e);
       }
@@ -212,7 +227,7 @@ class SshConnection {
   }
 
   private async acquire(): Promise<void> {
-    if (this.active >= MAX_CHANNELS) await new Promise<void>((r) => this.waiters.push(r));
+    while (this.active >= this.limit) await new Promise<void>((r) => this.waiters.push(r));
     this.active++;
     this.hold();
   }

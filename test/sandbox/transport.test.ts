@@ -1,0 +1,181 @@
+/**
+ * The SSH transport against real sshd: channel limits and retries, re-dial
+ * after a dropped connection, sudo (with and without a password), ~/.ssh/config
+ * aliases, timeouts, the local transport, secrets kept out of errors, and a
+ * pool that never keeps the process alive.
+ */
+import { execFile } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { isKvmnetError } from "../../provider/errors";
+import { closeAllConnections, hostFor, poolStats } from "../../provider/host";
+import { observe } from "../../provider/resources/lifecycle";
+import { assertSandboxSupported, Fleet, SandboxHost, startFleet } from "./fleet";
+
+let fleet: Fleet;
+let h: SandboxHost;
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kvmnet-transport-"));
+const SUDO_PASSWORD = "s3cret-sudo-Pa55";
+
+beforeAll(async () => {
+  await assertSandboxSupported();
+  // MaxSessions 2 makes sshd refuse the third concurrent channel: the pool must retry.
+  fleet = await startFleet(1, {
+    sshdExtraConfig: [
+      "MaxSessions 2",
+      "PasswordAuthentication yes",
+      // Non-root test users read their keys from their own home (the fleet's key file is root-only).
+      "Match User ops,nopw",
+      "  AuthorizedKeysFile .ssh/authorized_keys",
+    ].join("\n"),
+  });
+  h = fleet.hosts[0];
+  // Users and their homes live in the host's private /etc and /run overlays
+  // (/home is the machine's own: never write there).
+  await h.exec(
+    [
+      // sudo looks its host name up; without an entry it waits for DNS that is not there.
+      'echo "127.0.1.1 $(hostname)" >> /etc/hosts',
+      "mkdir -p /run/kvmnet-test-home",
+      "for u in ops nopw; do useradd -M -d /run/kvmnet-test-home/$u -s /bin/sh $u && mkdir -p /run/kvmnet-test-home/$u/.ssh; done",
+      `echo 'ops:${SUDO_PASSWORD}' | chpasswd && echo 'nopw:unused-Pa55' | chpasswd`,
+      "echo 'ops ALL=(ALL) ALL' > /etc/sudoers.d/ops && echo 'nopw ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nopw",
+      "chmod 0440 /etc/sudoers.d/ops /etc/sudoers.d/nopw",
+      `for u in ops nopw; do echo '${h.publicKeyLine}' > /run/kvmnet-test-home/$u/.ssh/authorized_keys && chown -R $u /run/kvmnet-test-home/$u; done`,
+    ].join(" && "),
+  );
+});
+
+afterAll(async () => {
+  closeAllConnections();
+  await fleet?.stop();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const conn = (extra: Record<string, unknown> = {}) => ({ host: h.address, privateKey: h.privateKey, hostKey: h.hostKeyFingerprint, ...extra });
+
+async function rejection(p: Promise<unknown>): Promise<Error & { kind?: string }> {
+  try {
+    await p;
+  } catch (e) {
+    expect(isKvmnetError(e)).toBe(true);
+    return e as Error & { kind?: string };
+  }
+  throw new Error("expected a rejection");
+}
+
+it("queues and retries when sshd refuses channels (MaxSessions 2), all commands succeed", async () => {
+  closeAllConnections();
+  const host = hostFor(conn());
+  const before = { ...poolStats };
+  const results = await Promise.all(Array.from({ length: 12 }, (_, i) => host.run(`sleep 0.3; echo ${i}`)));
+  expect(results.map((r) => r.stdout.trim())).toEqual(Array.from({ length: 12 }, (_, i) => String(i)));
+  expect(poolStats.handshakes - before.handshakes).toBe(1);
+  expect(poolStats.channelRetries - before.channelRetries).toBeGreaterThan(0);
+});
+
+it("re-dials once when the connection died between uses", async () => {
+  closeAllConnections();
+  const host = hostFor(conn());
+  expect((await host.run("echo one")).stdout).toBe("one\n");
+  // Kill the per-connection sshd processes (children of the listener), by pid.
+  await h.exec(`for p in $(pgrep -P ${h.sshdPid}); do kill -9 $p; done`);
+  await new Promise((r) => setTimeout(r, 300));
+  const before = poolStats.redials + poolStats.handshakes;
+  expect((await host.run("echo two")).stdout).toBe("two\n");
+  expect(poolStats.redials + poolStats.handshakes - before).toBeGreaterThanOrEqual(1);
+});
+
+it("runs as root through sudo with a password, and passwordless sudo -n; the password never shows", async () => {
+  closeAllConnections();
+  const withPw = hostFor(conn({ user: "ops", sudo: { password: SUDO_PASSWORD } }));
+  const r = await withPw.run("id -u; cat");
+  expect(r.stdout).toBe("0\n");
+  expect(r.stderr).not.toContain(SUDO_PASSWORD);
+  // A NOPASSWD user given a password anyway: the password line is discarded, never executed.
+  const nopwGiven = hostFor(conn({ user: "nopw", sudo: { password: SUDO_PASSWORD } }));
+  const r2 = await nopwGiven.run("id -u");
+  expect(r2).toMatchObject({ stdout: "0\n", exitCode: 0 });
+  expect(r2.stderr).not.toContain(SUDO_PASSWORD);
+  const nopw = hostFor(conn({ user: "nopw", sudo: true }));
+  expect((await nopw.run("id -u")).stdout).toBe("0\n");
+  // observe() under sudo still finds the management interface (SSH_CONNECTION is carried through).
+  expect((await observe(nopw)).managementInterface).toBe("mgmt0");
+});
+
+it("fails clearly without sudo for a non-root user, and with a wrong sudo password", async () => {
+  closeAllConnections();
+  const err = await rejection(observe(hostFor(conn({ user: "ops" }))));
+  expect(err.kind).toBe("Permission");
+  expect(err.message).toMatch(/needs root[\s\S]*sudo/);
+  const wrong = await hostFor(conn({ user: "ops", sudo: { password: "wrong-Pa55word" } })).run("id -u");
+  expect(wrong.exitCode).not.toBe(0);
+  expect(wrong.stdout + wrong.stderr).not.toContain("wrong-Pa55word");
+});
+
+it("keeps secrets out of errors: a wrong login password", async () => {
+  closeAllConnections();
+  const err = await rejection(hostFor({ host: h.address, hostKey: h.hostKeyFingerprint, user: "ops", password: "Not-The-Password-42" }).run("true"));
+  expect(err.kind).toBe("Unreachable");
+  expect(err.message).toMatch(/authentication failed for user ops/);
+  expect(err.message).not.toContain("Not-The-Password-42");
+});
+
+it("resolves ~/.ssh/config aliases: HostName, User, Port, IdentityFile, ProxyJump", async () => {
+  closeAllConnections();
+  const home = path.join(tmp, "home");
+  fs.mkdirSync(path.join(home, ".ssh"), { recursive: true });
+  fs.writeFileSync(path.join(home, ".ssh", "id_lab"), h.privateKey, { mode: 0o600 });
+  fs.writeFileSync(
+    path.join(home, ".ssh", "config"),
+    `Host lab-alias\n  HostName ${h.address}\n  User nopw\n  Port 22\n  IdentityFile ~/.ssh/id_lab\n` +
+      // The second alias hops through the first (the host reaching its own uplink address).
+      `Host lab-jumped\n  HostName ${h.uplinkAddress}\n  User root\n  IdentityFile ~/.ssh/id_lab\n  ProxyJump lab-alias\n`,
+  );
+  fs.copyFileSync(h.knownHostsPath, path.join(home, ".ssh", "known_hosts"));
+  const oldHome = process.env.HOME;
+  process.env.HOME = home;
+  try {
+    const host = hostFor({ host: "lab-alias", hostKey: h.hostKeyFingerprint, sudo: true });
+    expect(host.label).toBe(`nopw@lab-alias (${h.address}):22`);
+    // Logged in as nopw (from the file), running as root through sudo.
+    expect((await host.run('echo "$SUDO_USER"; id -u')).stdout).toBe("nopw\n0\n");
+    const jumped = hostFor({ host: "lab-jumped", hostKey: h.hostKeyFingerprint });
+    expect(jumped.label).toBe(`root@lab-jumped (${h.uplinkAddress}):22 via nopw@lab-alias (${h.address}):22`);
+    // Through the jump the session starts inside the host (source = its uplink address), not at our veth.
+    expect((await jumped.run('echo "${SSH_CONNECTION%% *}"')).stdout.trim()).toBe(h.uplinkAddress);
+  } finally {
+    process.env.HOME = oldHome;
+  }
+});
+
+it("times out a command that runs too long", async () => {
+  closeAllConnections();
+  const err = await rejection(hostFor(conn()).run("sleep 30", { timeoutMs: 1000 }));
+  expect(err.kind).toBe("Timeout");
+});
+
+it("runs locally with connection.local (no SSH)", async () => {
+  const local = hostFor({ host: "this-machine", local: true });
+  expect(local.label).toBe("local");
+  const r = await local.run("echo $((6*7))", { stdin: "ignored" });
+  expect(r).toMatchObject({ stdout: "42\n", exitCode: 0 });
+});
+
+it("never keeps the process alive: a program that forgets to close the pool exits at once", async () => {
+  const script = path.join(tmp, "lifetime.ts");
+  fs.writeFileSync(
+    script,
+    `import { hostFor } from ${JSON.stringify(path.resolve(__dirname, "../../provider/host"))};
+hostFor(${JSON.stringify(conn())}).run("echo ok").then((r) => { console.log(r.stdout.trim()); console.log(Date.now()); });`,
+  );
+  const tsx = path.resolve(__dirname, "../../node_modules/.bin/tsx");
+  const { stdout, exited } = await new Promise<{ stdout: string; exited: number }>((resolve, reject) => {
+    execFile(tsx, [script], { timeout: 25_000 }, (err, stdout) => (err ? reject(err) : resolve({ stdout, exited: Date.now() })));
+  });
+  const [ok, finishedAt] = stdout.trim().split("\n");
+  expect(ok).toBe("ok");
+  // Exits right after the work, not after the 30 s idle timer (the child is killed at 25 s).
+  expect(exited - Number(finishedAt)).toBeLessThan(10_000);
+});
