@@ -76,6 +76,8 @@ export class Bridge extends pulumi.dynamic.Resource {
     const props = {
       ...args,
       connection: protectConnection(args.connection),
+      // Every output key must be present (seeded undefined) to be registered.
+      macAddress: args.macAddress,
       ifindex: undefined,
       operState: undefined,
       attachedInterfaces: undefined,

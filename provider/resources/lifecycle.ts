@@ -31,6 +31,8 @@ export interface CreateResult {
 export interface ReadResult {
   id: string;
   props: Record<string, unknown>;
+  /** Inputs as the host has them, so a preview after refresh shows the drift field by field. */
+  inputs?: Record<string, unknown>;
 }
 
 /** The six calls of a dynamic resource provider. */
@@ -179,7 +181,12 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const host = hostFor(inputs.connection);
       const snap = await observe(host);
       const outs = spec.outputs(inputs, snap);
-      return outs ? { id, props: plain(outs) } : { id: "", props: {} };
+      if (!outs) return { id: "", props: {} };
+      const current = plain(outs);
+      // Computed inputs are left out: the stored value may be the host's pick, not the user's.
+      const refreshedInputs: Record<string, unknown> = {};
+      for (const k of spec.inputKeys) if (k in current && !spec.computedInputs?.includes(k)) refreshedInputs[k] = current[k];
+      return { id, props: current, inputs: refreshedInputs };
     },
 
     async update(_id, oldsRaw, newsRaw) {
