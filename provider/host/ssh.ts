@@ -27,7 +27,7 @@ const IDLE_CLOSE_MS = 30_000;
 const CHANNEL_RETRIES = 6;
 
 /** Counters the tests and benchmarks read. */
-export const poolStats = { handshakes: 0, channelRetries: 0, redials: 0 };
+export const poolStats = { handshakes: 0, channelRetries: 0, redials: 0, commands: 0 };
 
 const pool = new Map<string, SshConnection>();
 
@@ -81,6 +81,7 @@ class SshConnection {
 
   /** Run a script: queue for a channel slot, connect if needed, exec. */
   async run(script: string, opts: RunOptions = {}): Promise<RunResult> {
+    poolStats.commands++;
     await this.acquire();
     try {
       return await this.runWithRetries(script, opts);

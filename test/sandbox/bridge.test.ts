@@ -186,6 +186,24 @@ describe("Bridge CRUD", () => {
   });
 });
 
+describe("round trips", () => {
+  it("takes 2 round trips per create, update and delete, and 1 per read", async () => {
+    await create({ connection: conn(h2), name: "br-warm" }).then((c) => bridgeProvider.delete(c.id, c.outs));
+    const count = async (f: () => Promise<unknown>) => {
+      const before = poolStats.commands;
+      await f();
+      return poolStats.commands - before;
+    };
+    let c!: Awaited<ReturnType<typeof create>>;
+    expect(await count(async () => (c = await create({ connection: conn(h2), name: "br-rt", mtu: 1500 })))).toBe(2);
+    expect(await count(() => bridgeProvider.read(c.id, c.outs))).toBe(1);
+    const news = (await bridgeProvider.check(c.outs, { connection: conn(h2), name: "br-rt", mtu: 1400 })).inputs;
+    let outs!: Record<string, unknown>;
+    expect(await count(async () => ({ outs } = await bridgeProvider.update(c.id, c.outs, news)))).toBe(2);
+    expect(await count(() => bridgeProvider.delete(c.id, outs))).toBe(2);
+  });
+});
+
 describe("bad input never reaches the host (P9)", () => {
   it("rejects hostile names at check and at create, with no SSH connection made", async () => {
     closeAllConnections();
