@@ -54,6 +54,16 @@ export interface HostSnapshot {
   defaultRouteInterface?: string;
   /** Our own state files under /run/kvmnet/state: path → content. */
   stateFiles: Record<string, string>;
+  /** `nft -j list ruleset` (its `nftables` array), or undefined when nft is not installed. */
+  nftables?: Record<string, unknown>[];
+  /** Selected sysctls under /proc/sys/net ("ipv4/ip_forward" → "1"); "" when absent. */
+  sysctls: Record<string, string>;
+  /** systemd is the running init. */
+  systemd: boolean;
+  /** Pid files under /run/kvmnet: path → pid and the running process's name (undefined when not running). */
+  pidFiles: Record<string, { pid?: number; comm?: string }>;
+  /** Local addresses with a UDP socket on port 53 (e.g. "0.0.0.0:53", "127.0.0.53%lo:53"). */
+  dns53Listeners: string[];
 }
 
 export const STATE_DIR = "/run/kvmnet/state";
@@ -93,6 +103,25 @@ export function observeScript(): Script {
       ),
     ),
     section("default", literal("ip -j -4 route show default")),
+    section("nft", literal("if command -v nft >/dev/null 2>&1; then nft -j list ruleset; else (exit 127); fi")),
+    section(
+      "sysctl",
+      literal(
+        "for k in ipv4/ip_forward ipv6/conf/all/forwarding bridge/bridge-nf-call-iptables; do " +
+          "printf '%s=%s\\n' \"$k\" \"$(cat /proc/sys/net/$k 2>/dev/null)\"; done",
+      ),
+    ),
+    section("systemd", literal("if [ -d /run/systemd/system ]; then echo yes; else echo no; fi")),
+    // Daemons we started record pid files under /run/kvmnet/<kind>/<name>/*.pid.
+    section(
+      "pids",
+      literal(
+        'for f in /run/kvmnet/*/*/*.pid; do [ -f "$f" ] || continue; p=$(cat "$f" 2>/dev/null); ' +
+          'c=$(cat "/proc/$p/comm" 2>/dev/null || true); printf \'%s %s %s\\n\' "$f" "${p:--}" "${c:--}"; done; true',
+      ),
+    ),
+    // ss has no JSON output; only the local address column of UDP :53 sockets is read.
+    section("dns53", literal("if command -v ss >/dev/null 2>&1; then ss -H -lnu 'sport = :53' | awk '{print $4}'; fi; true")),
     section(
       "state",
       literal(
@@ -173,7 +202,32 @@ export function parseSnapshot(stdout: string, host: string): HostSnapshot {
     }
     flush();
   }
+  const nftSection = sections.get("nft");
+  let nftables: Record<string, unknown>[] | undefined;
+  if (nftSection && nftSection.rc === 0) {
+    try {
+      nftables = (JSON.parse(nftSection.text.trim() || '{"nftables":[]}') as { nftables?: Record<string, unknown>[] }).nftables ?? [];
+    } catch (e) {
+      throw new KvmnetError({ kind: "Failed", message: "cannot parse nft -j output from the host", host, stderr: nftSection.text.slice(0, 500), cause: e });
+    }
+  }
+  const sysctls: Record<string, string> = {};
+  for (const line of (sections.get("sysctl")?.text ?? "").split("\n")) {
+    const m = /^([\w/.-]+)=(.*)$/.exec(line.trim());
+    if (m) sysctls[m[1]] = m[2];
+  }
+  const pidFiles: Record<string, { pid?: number; comm?: string }> = {};
+  for (const line of (sections.get("pids")?.text ?? "").split("\n")) {
+    const [file, pid, comm] = line.trim().split(" ");
+    if (!file || !pid) continue;
+    pidFiles[file] = { pid: /^\d+$/.test(pid) ? Number(pid) : undefined, comm: comm && comm !== "-" ? comm : undefined };
+  }
   return {
+    nftables,
+    sysctls,
+    systemd: sections.get("systemd")?.text.trim() === "yes",
+    pidFiles,
+    dns53Listeners: (sections.get("dns53")?.text ?? "").split("\n").map((l) => l.trim()).filter(Boolean),
     uid: uidText && /^\d+$/.test(uidText) ? Number(uidText) : -1,
     links: json<IpLink[]>(sections, "links", host) ?? [],
     addrs: json<IpAddr[]>(sections, "addrs", host) ?? [],
