@@ -6,9 +6,11 @@
  * it holds is shared by every resource of a deployment.
  */
 import { bridgeProvider } from "./resources/bridge";
+import { portForwardProvider } from "./resources/portForward";
 
 export const kinds = {
   bridge: bridgeProvider,
+  portForward: portForwardProvider,
 };
 
 export type KindName = keyof typeof kinds;

@@ -101,6 +101,18 @@ export function nftString(value: string): string {
   return `"${value}"`;
 }
 
+/** An IPv4 address or prefix for nft text (schemas admit only these; this is the second fence). */
+export function nftAddr(value: string): string {
+  if (!/^(?:\d{1,3}\.){3}\d{1,3}(?:\/\d{1,2})?$/.test(value)) throw new TypeError(`not an IPv4 address or prefix: ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** A port or port range (`8080`, `8000-8010`) for nft text. */
+export function nftPortRange(first: number, last: number): string {
+  for (const p of [first, last]) if (!Number.isInteger(p) || p < 1 || p > 65535) throw new TypeError(`not a port: ${p}`);
+  return first === last ? String(first) : `${first}-${last}`;
+}
+
 /** An nft identifier (table/chain/set names): letters, digits, `_`, starting with a letter. */
 export function nftIdent(value: string): string {
   if (!/^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(value)) {

@@ -3,5 +3,7 @@
  */
 export { Bridge } from "./bridge";
 export type { BridgeArgs } from "./bridge";
+export { PortForward } from "./portForward";
+export type { PortForwardArgs } from "./portForward";
 export * as types from "./types";
 export type { Connection, Persistence } from "./types";

@@ -62,6 +62,14 @@ export interface KindSpec<I extends BaseInputs> {
    * accept as input (a bridge's all-zero MAC) is dropped when state is parsed.
    */
   computedInputs?: readonly string[];
+  /**
+   * Whether an optional field removed from the program is a change. Bridge:
+   * false (an unset setting is left as the host has it). PortForward: true
+   * (no hostAddress means every address).
+   */
+  removalIsChange?: boolean;
+  /** Fields the schema derives (e.g. an internal name) that are not stored as inputs. */
+  derivedInputs?: readonly string[];
   /** Fields whose change forces a replacement, given olds/news inputs. */
   replaces(olds: Record<string, unknown>, news: Record<string, unknown>): string[];
   deleteBeforeReplace(olds: Record<string, unknown>, news: Record<string, unknown>): boolean;
@@ -139,7 +147,9 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       if (failures.length > 0) return { inputs, failures };
       // With unknowns (preview) the parse may have been partial: keep inputs as given.
       if (!value || containsUnknown(inputs)) return { inputs };
-      return { inputs: plain(value) as Record<string, unknown> };
+      const checked = plain(value) as Record<string, unknown>;
+      for (const k of spec.derivedInputs ?? []) delete checked[k];
+      return { inputs: checked };
     },
 
     async diff(_id, oldsRaw, newsRaw) {
@@ -147,8 +157,9 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const news = stripInternal(newsRaw);
       const changed: string[] = [];
       for (const k of spec.inputKeys) {
-        // An optional setting removed from the program is left as the host has it.
-        if (news[k] === undefined) continue;
+        // Unless the kind says otherwise, an optional setting removed from the
+        // program is left as the host has it.
+        if (news[k] === undefined && !spec.removalIsChange) continue;
         if (containsUnknown(news[k]) || !isDeepStrictEqual(olds[k], news[k])) changed.push(k);
       }
       const replaces = spec.replaces(olds, news).filter((k) => changed.includes(k));

@@ -6,11 +6,11 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { isKvmnetError } from "../../provider/errors";
 import { closeAllConnections, poolStats } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { HOSTILE_STRINGS } from "../unit/hostile";
 import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
+import { expectKvmnetError } from "../support/expectError";
 
 let fleet: Fleet;
 let h1: SandboxHost;
@@ -48,18 +48,6 @@ async function create(props: Record<string, unknown>) {
   const checked = await bridgeProvider.check({}, props);
   if (checked.failures?.length) throw new Error(JSON.stringify(checked.failures));
   return bridgeProvider.create(checked.inputs);
-}
-
-async function expectKvmnetError(p: Promise<unknown>, kind: string, re: RegExp) {
-  let err: unknown;
-  try {
-    await p;
-  } catch (e) {
-    err = e;
-  }
-  expect(isKvmnetError(err)).toBe(true);
-  expect({ kind: (err as { kind: string }).kind, message: (err as Error).message }).toEqual({ kind, message: expect.stringMatching(re) });
-  return err as Error;
 }
 
 describe("Bridge CRUD", () => {

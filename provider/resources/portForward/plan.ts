@@ -1,0 +1,123 @@
+/**
+ * PortForward planning: desired inputs vs the observed host → the table to
+ * write (or a Conflict). Pure.
+ */
+import * as ipaddr from "ipaddr.js";
+import { KvmnetError } from "../../errors";
+import type { HostSnapshot } from "../../observe";
+import { keysOverlap, listForwardTables, observeForward, OWNER_PREFIX } from "./observe";
+import { fromRange, PortForwardInputs, PortRange, tableName, toRange } from "./schema";
+
+/** Everything the nft table of one forward says. */
+export interface ForwardTable {
+  table: string;
+  protocol: "tcp" | "udp";
+  hostAddress?: string;
+  hostRange: PortRange;
+  destination: string;
+  destRange: PortRange;
+  sourceCidrs: string[];
+  hairpin: boolean;
+  /** The destination's own subnet on the host: its hairpin traffic is masqueraded. */
+  masqueradeSubnet?: string;
+  description?: string;
+  /** Written into the forward rule's comment, so a conflicting forward can name it. */
+  owner: string;
+}
+
+export interface ForwardPlan {
+  table: string;
+  /** The host has the table now (update rewrites it in one transaction). */
+  exists: boolean;
+  desired: ForwardTable;
+  /** What to restore when the apply fails after writing (undefined = remove the table). */
+  previous?: ForwardTable;
+}
+
+/** `<host>/portforward/<name>`: the resource id, as the lifecycle makes it. */
+export function forwardId(i: Pick<PortForwardInputs, "connection" | "name">): string {
+  return `${i.connection.local ? "local" : i.connection.host}/portforward/${i.name}`;
+}
+
+/**
+ * The host subnet (IPv4, not /32) holding `destination`, longest prefix
+ * first: traffic from it to the forward comes back in on the same network and
+ * needs masquerading so the reply returns through the host.
+ */
+export function destinationSubnet(snap: HostSnapshot, destination: string): string | undefined {
+  const dest = ipaddr.IPv4.parse(destination);
+  let best: { cidr: string; prefix: number } | undefined;
+  for (const a of snap.addrs) {
+    for (const info of a.addr_info) {
+      if (info.family !== "inet" || info.prefixlen >= 32 || info.scope === "host") continue;
+      const net = ipaddr.IPv4.networkAddressFromCIDR(`${info.local}/${info.prefixlen}`);
+      if (dest.match(net, info.prefixlen) && (!best || info.prefixlen > best.prefix)) {
+        best = { cidr: `${net.toString()}/${info.prefixlen}`, prefix: info.prefixlen };
+      }
+    }
+  }
+  return best?.cidr;
+}
+
+/** The table `inputs` asks for on this host. */
+export function desiredTable(inputs: PortForwardInputs, snap: HostSnapshot): ForwardTable {
+  const id = forwardId(inputs);
+  const owner = (OWNER_PREFIX + id).length <= 128 ? id : inputs.name;
+  return {
+    table: tableName(inputs.name),
+    protocol: inputs.protocol,
+    hostAddress: inputs.hostAddress,
+    hostRange: toRange(inputs.hostPort),
+    destination: inputs.destination,
+    destRange: toRange(inputs.destinationPort),
+    sourceCidrs: inputs.sourceCidrs,
+    hairpin: inputs.hairpin,
+    masqueradeSubnet: inputs.hairpin ? destinationSubnet(snap, inputs.destination) : undefined,
+    description: inputs.description,
+    owner,
+  };
+}
+
+function describeKey(k: { protocol: string; hostAddress?: string; hostRange: PortRange }): string {
+  return `${k.protocol} port ${fromRange(k.hostRange)} on ${k.hostAddress ?? "every address"}`;
+}
+
+/**
+ * Plan writing the forward. `previous` is the old inputs on update (the table
+ * is then ours). Throws Unsupported without nft, Conflict when another forward
+ * takes any of the same packets.
+ */
+export function planPortForward(desired: PortForwardInputs, snap: HostSnapshot, previous?: PortForwardInputs): ForwardPlan {
+  if (snap.nftables === undefined) {
+    throw new KvmnetError({ kind: "Unsupported", message: "the host has no nft command", hint: "install nftables (Debian/Ubuntu: apt-get install nftables)" });
+  }
+  const want = desiredTable(desired, snap);
+  const key = { protocol: want.protocol, hostAddress: want.hostAddress, hostRange: want.hostRange };
+  const own = observeForward(snap, want.table);
+  for (const other of listForwardTables(snap)) {
+    const mine = other.table === want.table;
+    if (mine && previous) continue;
+    if (!keysOverlap(key, other)) continue;
+    const o = mine ? own : observeForward(snap, other.table);
+    const ownerText = o?.owner ? `PortForward ${o.owner}` : `table ip ${other.table}`;
+    const target = o?.destination ? ` → ${o.destination}:${o.destinationPort ?? "?"}` : "";
+    const desc = o?.description ? ` ("${o.description}")` : "";
+    throw new KvmnetError({
+      kind: "Conflict",
+      message: `${describeKey(key)} is already forwarded by ${ownerText} (${describeKey(other)}${target}${desc}, table ip ${other.table})`,
+      hint: "choose another host port or host address, or remove the other forward first",
+    });
+  }
+  return {
+    table: want.table,
+    exists: own !== undefined,
+    desired: want,
+    previous: previous && own ? desiredTable(previous, snap) : undefined,
+  };
+}
+
+/** Remove the table when the host has it; nothing to do otherwise. */
+export function planPortForwardDelete(inputs: PortForwardInputs, snap: HostSnapshot): { table: string; exists: boolean } {
+  const table = tableName(inputs.name);
+  return { table, exists: observeForward(snap, table) !== undefined };
+}

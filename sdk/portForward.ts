@@ -1,0 +1,92 @@
+import * as pulumi from "@pulumi/pulumi";
+import { kindProvider, withSecretConnection } from "./provider";
+import { Connection, protectConnection } from "./types";
+
+/** Arguments of a {@link PortForward}. */
+export interface PortForwardArgs {
+  /** The host to manage. */
+  connection: pulumi.Input<Connection>;
+  /** "tcp" or "udp". Changing it replaces the forward. */
+  protocol: pulumi.Input<"tcp" | "udp">;
+  /** Host port (1–65535) or range ("8000-8010") to forward. Changing it replaces the forward. */
+  hostPort: pulumi.Input<number | string>;
+  /** IPv4 address to forward to, usually a guest's (e.g. "192.168.122.10"). */
+  destination: pulumi.Input<string>;
+  /**
+   * Port on the destination. Default: the same as hostPort. With a hostPort range,
+   * a range of the same size ("9000-9010") or its first port (9000).
+   */
+  destinationPort?: pulumi.Input<number | string>;
+  /**
+   * Forward only traffic to this host address. Default: every address of the host.
+   * Changing it replaces the forward.
+   */
+  hostAddress?: pulumi.Input<string>;
+  /**
+   * Only clients from these IPv4 networks ("10.0.0.0/8", or an address) are forwarded;
+   * others reach the host's own port. Default: everyone. The host itself is not restricted.
+   */
+  sourceCidrs?: pulumi.Input<pulumi.Input<string>[]>;
+  /**
+   * Also forward connections from the host itself and from guests on the destination's
+   * own network that use the host address. Default true.
+   */
+  hairpin?: pulumi.Input<boolean>;
+  /** Written into the nft rule's comment: printable ASCII, no quotes or backslashes, ≤ 128 characters. */
+  description?: pulumi.Input<string>;
+}
+
+/**
+ * A port forward (DNAT) on a remote host: one nftables table
+ * `table ip kvmnet_pf_<protocol>_<address|any>_<port>` per forward.
+ *
+ * Type token `pulumi-nodejs:dynamic/kvmnet:PortForward`; id
+ * `<host>/portforward/<protocol>_<address|any>_<port>[_<last>]`. Changing
+ * `protocol`, `hostPort`, `hostAddress` or `connection.host` replaces it;
+ * everything else updates in place. A second forward taking the same packets
+ * (same protocol, overlapping ports, same or any address) fails with Conflict.
+ * The forward does not turn on `net.ipv4.ip_forward`: `warnings` says when it is off.
+ */
+export class PortForward extends pulumi.dynamic.Resource {
+  /** The host connection (secret in state). */
+  declare public readonly connection: pulumi.Output<Connection>;
+  /** "tcp" or "udp". */
+  declare public readonly protocol: pulumi.Output<"tcp" | "udp">;
+  /** The forwarded host port (a number) or range ("8000-8010"). */
+  declare public readonly hostPort: pulumi.Output<number | string>;
+  /** The destination address as the host's DNAT rule has it. */
+  declare public readonly destination: pulumi.Output<string>;
+  /** The destination port or range as applied (defaulted to hostPort). */
+  declare public readonly destinationPort: pulumi.Output<number | string>;
+  /** The host address the forward listens on; undefined means every address. */
+  declare public readonly hostAddress: pulumi.Output<string | undefined>;
+  /** The allowed source networks as the host has them (empty: everyone). */
+  declare public readonly sourceCidrs: pulumi.Output<string[]>;
+  /** Whether the host itself and the destination's own network reach the forward. */
+  declare public readonly hairpin: pulumi.Output<boolean>;
+  /** The rule comment as the host has it. */
+  declare public readonly description: pulumi.Output<string | undefined>;
+  /** The nft table (family ip) holding the forward. */
+  declare public readonly table: pulumi.Output<string>;
+  /** Why the forward may not carry traffic though it is applied (e.g. ip_forward is 0). */
+  declare public readonly warnings: pulumi.Output<string[]>;
+  /** Differences between the host's table and what this resource wrote (empty when none). */
+  declare public readonly drift: pulumi.Output<string[]>;
+
+  constructor(name: string, args: PortForwardArgs, opts?: pulumi.CustomResourceOptions) {
+    const props = {
+      ...args,
+      connection: protectConnection(args.connection),
+      // Every output key must be present (seeded undefined) to be registered.
+      destinationPort: args.destinationPort,
+      hostAddress: args.hostAddress,
+      sourceCidrs: args.sourceCidrs,
+      hairpin: args.hairpin,
+      description: args.description,
+      table: undefined,
+      warnings: undefined,
+      drift: undefined,
+    };
+    super(kindProvider("portForward"), name, props, withSecretConnection(opts), "kvmnet", "PortForward");
+  }
+}

@@ -1,0 +1,14 @@
+import { isKvmnetError } from "../../provider/errors";
+
+/** Await `p`, expect it to reject with a KvmnetError of `kind` whose message matches `re`; returns the error. */
+export async function expectKvmnetError(p: Promise<unknown>, kind: string, re: RegExp): Promise<Error & { kind: string }> {
+  let err: unknown;
+  try {
+    await p;
+  } catch (e) {
+    err = e;
+  }
+  expect(isKvmnetError(err)).toBe(true);
+  expect({ kind: (err as { kind: string }).kind, message: (err as Error).message }).toEqual({ kind, message: expect.stringMatching(re) });
+  return err as Error & { kind: string };
+}
