@@ -6,10 +6,12 @@
  * it holds is shared by every resource of a deployment.
  */
 import { bridgeProvider } from "./resources/bridge";
+import { natNetworkProvider } from "./resources/natNetwork";
 import { portForwardProvider } from "./resources/portForward";
 
 export const kinds = {
   bridge: bridgeProvider,
+  natNetwork: natNetworkProvider,
   portForward: portForwardProvider,
 };
 

@@ -82,16 +82,23 @@ async function main(): Promise<void> {
     say("pulumi up");
     await must(["up", "--yes", ...stackArgs]);
 
-    say("what the host has now (ip -d link show br-lab; ip addr show br-lab)");
-    process.stdout.write((await host.exec("ip -d link show br-lab && ip addr show br-lab")).stdout);
+    say("what the host has now");
+    const show = [
+      "echo '$ ip -br addr show kvn-lab'; ip -br addr show kvn-lab",
+      "echo; echo '$ nft list tables'; nft list tables",
+      "echo; echo '$ nft list table ip kvmnet_pf_tcp_any_8443'; nft list table ip kvmnet_pf_tcp_any_8443",
+      "echo; echo '$ cat /run/kvmnet/nat/lab/dnsmasq.pid; sysctl net.ipv4.ip_forward'; cat /run/kvmnet/nat/lab/dnsmasq.pid; sysctl net.ipv4.ip_forward",
+    ];
+    process.stdout.write((await host.exec(show.join("; "))).stdout);
 
     say("pulumi preview --expect-no-changes");
     await must(["preview", "--expect-no-changes", ...stackArgs]);
 
     say("pulumi destroy");
     await must(["destroy", "--yes", ...stackArgs]);
-    const gone = (await host.exec("ip link show br-lab", { allowFail: true })).code !== 0;
-    console.log(gone ? "br-lab is gone from the host." : "br-lab is STILL on the host.");
+    const left = (await host.exec("ip -br link show kvn-lab 2>/dev/null; nft list tables | grep kvmnet_; sysctl -n net.ipv4.ip_forward | grep -x 1", { allowFail: true })).stdout.trim();
+    const gone = left === "";
+    console.log(gone ? "Nothing of ours is left on the host (bridge, nft tables, ip_forward restored)." : `STILL on the host:\n${left}`);
     if (!gone) failed = true;
   } catch (e) {
     console.error(`\ndemo failed: ${(e as Error).message}`);

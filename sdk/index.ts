@@ -3,6 +3,8 @@
  */
 export { Bridge } from "./bridge";
 export type { BridgeArgs } from "./bridge";
+export { NatNetwork } from "./natNetwork";
+export type { NatNetworkArgs, NatNetworkMode } from "./natNetwork";
 export { PortForward } from "./portForward";
 export type { PortForwardArgs } from "./portForward";
 export * as types from "./types";

@@ -13,14 +13,35 @@ const connection: kvmnet.types.Connection = {
   hostKey: cfg.require("hostKey"),
 };
 
-// A bridge for guests with the host's address on it.
-const lab = new kvmnet.Bridge("lab", {
+// libvirt's default network, without libvirt: bridge, DHCP/DNS, masquerade.
+const lab = new kvmnet.NatNetwork("lab", {
   connection,
-  name: "br-lab",
-  addresses: ["192.168.50.1/24"],
-  stp: false,
-  mtu: 1500,
+  name: "lab",
+  mode: (cfg.get("mode") as kvmnet.NatNetworkMode | undefined) ?? "nat",
+  subnet: "192.168.122.0/24",
+  dhcp: {
+    start: "192.168.122.100",
+    end: "192.168.122.200",
+    hosts: [{ mac: "52:54:00:00:00:10", ip: "192.168.122.10", hostname: "web" }],
+  },
+  dns: { domain: "lab", hosts: [{ ip: "192.168.122.10", hostnames: ["www"] }] },
 });
 
-export const bridge = lab.name;
-export const bridgeMac = lab.macAddress;
+// HTTPS on the host's port 8443 goes to the "web" guest.
+const https = new kvmnet.PortForward(
+  "web-https",
+  {
+    connection,
+    protocol: "tcp",
+    hostPort: cfg.getNumber("httpsPort") ?? 8443,
+    destination: "192.168.122.10",
+    destinationPort: 443,
+    description: "web guest https",
+  },
+  { dependsOn: lab },
+);
+
+export const bridge = lab.bridgeName;
+export const gateway = lab.gateway;
+export const forwardTable = https.table;
+export const warnings = pulumi.all([lab.warnings, https.warnings]).apply(([a, b]) => [...(a ?? []), ...(b ?? [])]);

@@ -62,7 +62,7 @@ export interface HostSnapshot {
   systemd: boolean;
   /** Pid files under /run/kvmnet: path → pid and the running process's name (undefined when not running). */
   pidFiles: Record<string, { pid?: number; comm?: string }>;
-  /** Local addresses with a UDP socket on port 53 (e.g. "0.0.0.0:53", "127.0.0.53%lo:53"). */
+  /** Local addresses with a UDP or TCP socket on port 53 (e.g. "0.0.0.0:53", "127.0.0.53%lo:53"). */
   dns53Listeners: string[];
 }
 
@@ -117,11 +117,14 @@ export function observeScript(): Script {
       "pids",
       literal(
         'for f in /run/kvmnet/*/*/*.pid; do [ -f "$f" ] || continue; p=$(cat "$f" 2>/dev/null); ' +
-          'c=$(cat "/proc/$p/comm" 2>/dev/null || true); printf \'%s %s %s\\n\' "$f" "${p:--}" "${c:--}"; done; true',
+          'c=$(cat "/proc/$p/comm" 2>/dev/null || true); ' +
+          // A zombie (dead, not yet reaped) is not running: field 3 of /proc/<pid>/stat is Z.
+          'case "$(cut -d" " -f3 "/proc/$p/stat" 2>/dev/null)" in Z|"") c=- ;; esac; ' +
+          'printf \'%s %s %s\\n\' "$f" "${p:--}" "${c:--}"; done; true',
       ),
     ),
-    // ss has no JSON output; only the local address column of UDP :53 sockets is read.
-    section("dns53", literal("if command -v ss >/dev/null 2>&1; then ss -H -lnu 'sport = :53' | awk '{print $4}'; fi; true")),
+    // ss has no JSON output; only the local address column of UDP and TCP :53 sockets is read.
+    section("dns53", literal("if command -v ss >/dev/null 2>&1; then ss -H -lntu 'sport = :53' | awk '{print $5}'; fi; true")),
     section(
       "state",
       literal(

@@ -39,9 +39,7 @@ describe("examples/bridge under the real engine", () => {
     h = fleet.hosts[0];
     stack = new Stack(path.join(REPO, "examples", "bridge"), "engine-bridge", bin);
     await stack.init();
-    await stack.setConfig("host", h.address);
-    await stack.setConfig("hostKey", h.hostKeyFingerprint);
-    await stack.setConfig("sshKey", h.privateKey, { secret: true });
+    await stack.connectTo(h);
   });
 
   afterAll(async () => {

@@ -100,6 +100,13 @@ export class Stack {
     await this.ok(["stack", "init"]);
   }
 
+  /** Point the examples' `host`, `hostKey` and secret `sshKey` config at a sandbox host. */
+  async connectTo(h: { address: string; hostKeyFingerprint: string; privateKey: string }): Promise<void> {
+    await this.setConfig("host", h.address);
+    await this.setConfig("hostKey", h.hostKeyFingerprint);
+    await this.setConfig("sshKey", h.privateKey, { secret: true });
+  }
+
   async setConfig(key: string, value: string, opts: { secret?: boolean; path?: boolean } = {}): Promise<void> {
     const args = ["config", "set", ...(opts.path ? ["--path"] : []), ...(opts.secret ? ["--secret"] : []), key];
     // Values go on stdin so keys and secrets never appear in a process listing.

@@ -1,0 +1,171 @@
+/**
+ * What a NatNetwork puts on the host, as text: the nft table, dnsmasq's
+ * config and hosts files, and the paths they live at. Pure functions of the
+ * validated inputs; every value in them passed the schema (interface names,
+ * dotted quads, DNS names, MACs), and nft strings/identifiers additionally go
+ * through shell.ts. The texts reach the host only inside quoted here-documents
+ * (shell.ts writeFile), never through a shell's word splitting.
+ */
+import { STATE_DIR } from "../../observe";
+import { nftAddr, nftIdent, nftString } from "../../shell";
+import { NatMode, NatNetworkInputs, netmask, subnetRange } from "./schema";
+
+/** Where the network's dnsmasq files, leases and pid file live. */
+export function runDir(name: string): string {
+  return `/run/kvmnet/nat/${name}`;
+}
+export const pidFile = (name: string) => `${runDir(name)}/dnsmasq.pid`;
+export const confFile = (name: string) => `${runDir(name)}/dnsmasq.conf`;
+export const dhcpHostsFile = (name: string) => `${runDir(name)}/dhcp-hosts`;
+export const dnsHostsFile = (name: string) => `${runDir(name)}/hosts`;
+export const tableFile = (name: string) => `${runDir(name)}/table.nft`;
+export const leaseFile = (name: string) => `${runDir(name)}/leases`;
+export const NAT_STATE_DIR = `${STATE_DIR}/natNetwork`;
+/** What the last apply rendered (to choose reload vs restart, and to undo). */
+export const stateFile = (name: string) => `${NAT_STATE_DIR}/${name}.json`;
+/** sysctl files that set net.ipv4.ip_forward=0, recorded by the apply script (one per line). */
+export const sysctlFile = (name: string) => `${NAT_STATE_DIR}/${name}.sysctl`;
+
+/**
+ * ip_forward holders: one empty file per network that needs forwarding, plus
+ * `original`, the value before the first holder turned it on. Shared with any
+ * kind that forwards (PortForward), so the last holder out restores it.
+ */
+export const FORWARD_DIR = `${STATE_DIR}/ipforward`;
+export const forwardHolder = (name: string) => `${FORWARD_DIR}/natNetwork.${name}`;
+
+export function tableName(name: string): string {
+  return nftIdent(`kvmnet_nat_${name}`);
+}
+
+export interface NftRule {
+  chain: "input" | "forward" | "postrouting";
+  /** The rule's `comment`: how verify and refresh recognise each rule in `nft -j` output. */
+  comment: string;
+  body: string;
+}
+
+/**
+ * The rules of a network's table (libvirt's shape). `uplink` is required for
+ * the forwarding modes.
+ *
+ * - every mode but open accepts DHCP (udp 67) and DNS (udp/tcp 53) from the bridge;
+ * - nat: forwards subnet → uplink, lets replies back (ct established), masquerades
+ *   subnet → not-subnet out of the uplink except to 224.0.0.0/24 and the limited
+ *   broadcast (libvirt leaves those alone: they must keep the guest's source);
+ * - route: forwards both ways without masquerade;
+ * - isolated: forwards nothing to or from the bridge;
+ * - open: no rules (the table stays, empty, so refresh can tell it is ours and present).
+ */
+export function tableRules(mode: NatMode, bridge: string, subnet: string, uplink: string | undefined): NftRule[] {
+  if (mode === "open") return [];
+  const br = nftString(bridge);
+  const net = nftAddr(subnet);
+  const rules: NftRule[] = [
+    { chain: "input", comment: "dhcp", body: `iifname ${br} udp dport 67 accept` },
+    { chain: "input", comment: "dns", body: `iifname ${br} meta l4proto { tcp, udp } th dport 53 accept` },
+    { chain: "forward", comment: "bridge-local", body: `iifname ${br} oifname ${br} accept` },
+  ];
+  if (mode === "nat" || mode === "route") {
+    if (!uplink) throw new TypeError(`mode ${mode} needs an uplink`);
+    const up = nftString(uplink);
+    rules.push({ chain: "forward", comment: "out", body: `iifname ${br} oifname ${up} ip saddr ${net} accept` });
+    rules.push(
+      mode === "nat"
+        ? { chain: "forward", comment: "in-established", body: `iifname ${up} oifname ${br} ip daddr ${net} ct state established,related accept` }
+        : { chain: "forward", comment: "in", body: `iifname ${up} oifname ${br} ip daddr ${net} accept` },
+    );
+  }
+  rules.push({ chain: "forward", comment: "reject-from-bridge", body: `iifname ${br} reject` });
+  rules.push({ chain: "forward", comment: "reject-to-bridge", body: `oifname ${br} reject` });
+  if (mode === "nat") {
+    const up = nftString(uplink as string);
+    rules.push({ chain: "postrouting", comment: "keep-multicast", body: `ip saddr ${net} ip daddr 224.0.0.0/24 return` });
+    rules.push({ chain: "postrouting", comment: "keep-broadcast", body: `ip saddr ${net} ip daddr 255.255.255.255 return` });
+    rules.push({ chain: "postrouting", comment: "masquerade", body: `oifname ${up} ip saddr ${net} ip daddr != ${net} masquerade` });
+  }
+  return rules;
+}
+
+const CHAIN_HEADERS: Record<NftRule["chain"], string> = {
+  input: "type filter hook input priority filter; policy accept;",
+  forward: "type filter hook forward priority filter; policy accept;",
+  postrouting: "type nat hook postrouting priority srcnat; policy accept;",
+};
+
+/**
+ * The nft script that makes the table exactly `rules`, as ONE transaction
+ * (`nft -f` applies a file atomically): add the table (so the delete cannot
+ * fail), delete it with everything in it, and declare it again. A mode change
+ * therefore never shows a moment with both modes' rules, or none.
+ */
+export function tableScript(name: string, rules: NftRule[]): string {
+  const t = tableName(name);
+  const lines = [`add table inet ${t}`, `delete table inet ${t}`, `table inet ${t} {`];
+  for (const chain of ["input", "forward", "postrouting"] as const) {
+    const rs = rules.filter((r) => r.chain === chain);
+    if (rs.length === 0) continue;
+    lines.push(`  chain ${chain} {`, `    ${CHAIN_HEADERS[chain]}`);
+    for (const r of rs) lines.push(`    ${r.body} comment ${nftString(`kvmnet:${r.comment}`)}`);
+    lines.push("  }");
+  }
+  lines.push("}");
+  return lines.join("\n") + "\n";
+}
+
+export interface DnsmasqFiles {
+  conf: string;
+  dhcpHosts: string;
+  dnsHosts: string;
+}
+
+/** Does this network run a dnsmasq at all? */
+export function needsDnsmasq(n: NatNetworkInputs): boolean {
+  return n.dhcp !== false || n.dns.enabled;
+}
+
+/**
+ * dnsmasq's files. The config is read once at start (a change restarts
+ * dnsmasq); the two hosts files are re-read on SIGHUP (a change reloads it,
+ * keeping its leases and pid). Options as libvirt writes them for its networks.
+ */
+export function dnsmasqFiles(n: NatNetworkInputs): DnsmasqFiles {
+  const name = n.name;
+  const conf = [
+    `# NatNetwork ${name}, written by pulumi-kvmnet: edits are overwritten`,
+    `pid-file=${pidFile(name)}`,
+    // Bound to the bridge only: never answers on the uplink or loopback.
+    "bind-interfaces",
+    `interface=${n.bridgeName}`,
+    "except-interface=lo",
+    "strict-order",
+    "no-hosts",
+    `addn-hosts=${dnsHostsFile(name)}`,
+    "domain-needed",
+    "bogus-priv",
+  ];
+  if (!n.dns.enabled) conf.push("port=0");
+  if (n.dns.enabled && n.dns.domain) conf.push(`domain=${n.dns.domain}`, `local=/${n.dns.domain}/`, "expand-hosts");
+  if (n.dhcp !== false) {
+    const d = n.dhcp;
+    conf.push(
+      `dhcp-range=${d.start},${d.end},${netmask(n.subnet)},${d.leaseTime}`,
+      "dhcp-no-override",
+      "dhcp-authoritative",
+      // Every address of the subnet: static hosts can change (a reload) without touching the config.
+      `dhcp-lease-max=${subnetRange(n.subnet).broadcast - subnetRange(n.subnet).network - 1}`,
+      `dhcp-leasefile=${leaseFile(name)}`,
+      `dhcp-hostsfile=${dhcpHostsFile(name)}`,
+    );
+    // An isolated network has no way out: do not hand guests a default route.
+    if (n.mode === "isolated") conf.push("dhcp-option=3");
+  }
+  const dhcpHosts = n.dhcp === false ? [] : n.dhcp.hosts.map((h) => [h.mac, h.ip, ...(h.hostname ? [h.hostname] : [])].join(","));
+  const dnsHosts = n.dns.hosts.map((h) => [h.ip, ...h.hostnames].join(" "));
+  return { conf: conf.join("\n") + "\n", dhcpHosts: dhcpHosts.map((l) => l + "\n").join(""), dnsHosts: dnsHosts.map((l) => l + "\n").join("") };
+}
+
+/** The gateway address as the bridge carries it (gateway/prefix). */
+export function gatewayCidr(n: NatNetworkInputs): string {
+  return `${n.gateway}/${subnetRange(n.subnet).prefix}`;
+}

@@ -1,0 +1,40 @@
+/**
+ * The NatNetwork kind: a bridge with a gateway address, its own nft table,
+ * ip_forward when the mode needs it, and a dnsmasq for DHCP/DNS — libvirt's
+ * `<network>` without libvirt. schema · plan · render · verify, wired into the lifecycle.
+ */
+import { makeKindProvider } from "../lifecycle";
+import { planNat, planNatDelete } from "./plan";
+import { renderNatPlan } from "./render";
+import { cidrsOverlap, NatNetworkInputs, natNetworkInputsSchema } from "./schema";
+import { natOutputs, verifyNat } from "./verify";
+
+export { natNetworkInputsSchema } from "./schema";
+export type { NatNetworkInputs } from "./schema";
+
+const INPUT_KEYS = ["connection", "name", "bridgeName", "mode", "subnet", "gateway", "dhcp", "dns", "uplink", "mtu", "persistence"] as const;
+
+const hostOf = (p: Record<string, unknown>) => (p.connection as { host?: unknown } | undefined)?.host;
+
+export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
+  kind: "natNetwork",
+  schema: natNetworkInputsSchema,
+  inputKeys: INPUT_KEYS,
+  // The uplink defaults to the default route's interface, resolved on the host at create.
+  computedInputs: ["uplink"],
+  replaces(olds, news) {
+    const r = (["name", "bridgeName", "subnet", "gateway"] as const).filter((k) => olds[k] !== news[k]);
+    return hostOf(olds) !== hostOf(news) ? [...r, "connection"] : r;
+  },
+  deleteBeforeReplace(olds, news) {
+    // On one host, the new network would collide with the old one on its name
+    // (table, files), its bridge, or its subnet (the overlap check refuses it).
+    if (hostOf(olds) !== hostOf(news)) return false;
+    if (olds.name === news.name || olds.bridgeName === news.bridgeName) return true;
+    return typeof olds.subnet === "string" && typeof news.subnet === "string" && cidrsOverlap(olds.subnet, news.subnet);
+  },
+  plan: (desired, snap, previous) => renderNatPlan(planNat(desired, snap, previous)),
+  planDelete: (props, snap) => renderNatPlan(planNatDelete(props, snap)),
+  verify: verifyNat,
+  outputs: natOutputs,
+});

@@ -1,0 +1,271 @@
+/**
+ * NatNetwork planning: desired inputs vs the observed host → actions. Pure.
+ *
+ * The planner compares against the HOST (not the previous inputs), so an
+ * update after drift (table deleted, dnsmasq killed, address removed by hand)
+ * repairs whatever is missing.
+ */
+import { createHash } from "crypto";
+import { KvmnetError } from "../../errors";
+import { configuredAddresses, findLink, HostSnapshot } from "../../observe";
+import {
+  dnsmasqFiles,
+  DnsmasqFiles,
+  forwardHolder,
+  gatewayCidr,
+  needsDnsmasq,
+  NftRule,
+  pidFile,
+  stateFile,
+  sysctlFile,
+  tableName,
+  tableRules,
+  tableScript,
+} from "./files";
+import { cidrsOverlap, modeForwards, NatNetworkInputs } from "./schema";
+
+/** What the last apply recorded (state file), so later plans can tell reload from restart and undo. */
+export interface NatState {
+  uplink?: string;
+  table: string;
+  files?: DnsmasqFiles;
+}
+
+export interface NatObserved {
+  bridge?: { ifindex: number; isBridge: boolean; kind?: string; mtu: number; up: boolean; macAddress?: string };
+  gatewayPresent: boolean;
+  /** Rules of our table as `chain:comment`, undefined when the table is absent. */
+  tableRules?: string[];
+  dnsmasq?: { pid?: number; running: boolean };
+  state?: NatState;
+  forwardHeld: boolean;
+  ipForward: string;
+  /** sysctl files that set ip_forward=0, as the last apply found them. */
+  sysctlFilesDisablingForward: string[];
+}
+
+interface NftRuleJson {
+  family?: string;
+  table?: string;
+  chain?: string;
+  comment?: string;
+}
+
+/** Extract what we care about for network `n` from a host snapshot. */
+export function observeNat(snap: HostSnapshot, n: Pick<NatNetworkInputs, "name" | "bridgeName" | "gateway" | "subnet">): NatObserved {
+  const link = findLink(snap, n.bridgeName);
+  const table = tableName(n.name);
+  let tableRulesSeen: string[] | undefined;
+  for (const o of snap.nftables ?? []) {
+    const t = o.table as { family?: string; name?: string } | undefined;
+    if (t && t.family === "inet" && t.name === table) tableRulesSeen = tableRulesSeen ?? [];
+    const r = o.rule as NftRuleJson | undefined;
+    if (r && r.family === "inet" && r.table === table) {
+      (tableRulesSeen = tableRulesSeen ?? []).push(`${r.chain}:${(r.comment ?? "").replace(/^kvmnet:/, "")}`);
+    }
+  }
+  let state: NatState | undefined;
+  const stateText = snap.stateFiles[stateFile(n.name)];
+  if (stateText) {
+    try {
+      state = JSON.parse(stateText) as NatState;
+    } catch {
+      state = undefined; // a damaged state file only costs a restart instead of a reload
+    }
+  }
+  const pf = snap.pidFiles[pidFile(n.name)];
+  return {
+    bridge: link
+      ? {
+          ifindex: link.ifindex,
+          isBridge: link.linkinfo?.info_kind === "bridge",
+          kind: link.linkinfo?.info_kind ?? link.link_type,
+          mtu: link.mtu,
+          up: link.flags.includes("UP"),
+          macAddress: link.address,
+        }
+      : undefined,
+    gatewayPresent: link ? configuredAddresses(snap, n.bridgeName).includes(gatewayCidr(n as NatNetworkInputs)) : false,
+    tableRules: tableRulesSeen,
+    dnsmasq: pf ? { pid: pf.pid, running: pf.comm === "dnsmasq" } : undefined,
+    state,
+    forwardHeld: snap.stateFiles[forwardHolder(n.name)] !== undefined,
+    ipForward: snap.sysctls["ipv4/ip_forward"] ?? "",
+    sysctlFilesDisablingForward: (snap.stateFiles[sysctlFile(n.name)] ?? "").split("\n").map((l) => l.trim()).filter(Boolean),
+  };
+}
+
+export type NatAction =
+  | { op: "createBridge"; bridge: string; mac: string }
+  | { op: "setMtu"; bridge: string; mtu: number; previous?: number }
+  | { op: "addAddress"; bridge: string; cidr: string }
+  | { op: "up"; bridge: string }
+  | { op: "applyTable"; name: string; script: string; previous?: string }
+  | { op: "deleteTable"; name: string }
+  | { op: "acquireForward"; name: string }
+  | { op: "releaseForward"; name: string }
+  | { op: "dnsmasq"; name: string; how: "start" | "reload" | "restart"; files: DnsmasqFiles; previous?: DnsmasqFiles }
+  | { op: "stopDnsmasq"; name: string }
+  | { op: "writeState"; name: string; state: NatState; previous?: NatState }
+  | { op: "recordSysctl"; name: string }
+  | { op: "forgetSysctl"; name: string }
+  | { op: "deleteBridge"; bridge: string }
+  | { op: "removeFiles"; name: string };
+
+export type NatGuard = { op: "absent"; ifname: string } | { op: "isBridge"; ifname: string };
+
+export interface NatPlan {
+  guards: NatGuard[];
+  actions: NatAction[];
+}
+
+/** The `ip filter FORWARD` chain with policy drop that Docker (iptables-nft) installs. */
+export function forwardDropChain(snap: HostSnapshot): string | undefined {
+  for (const o of snap.nftables ?? []) {
+    const c = o.chain as { family?: string; table?: string; name?: string; policy?: string; hook?: string } | undefined;
+    if (c && c.hook === "forward" && c.policy === "drop" && !c.table?.startsWith("kvmnet_")) return `${c.family} ${c.table} ${c.name}`;
+  }
+  return undefined;
+}
+
+/** UDP :53 sockets on every address (another DNS server would hold the bridge's port too). */
+export function wildcardDnsListeners(snap: HostSnapshot): string[] {
+  return snap.dns53Listeners.filter((l) => /^(0\.0\.0\.0|\*|\[::\]|::|\[::ffff:0\.0\.0\.0\]):53$/.test(l));
+}
+
+/** The uplink a forwarding network uses: the input, else the default route's interface. */
+export function resolveUplink(desired: NatNetworkInputs, snap: HostSnapshot): string | undefined {
+  return desired.uplink ?? snap.defaultRouteInterface;
+}
+
+/** The rules the table must have (as `chain:comment`), sorted. */
+export function expectedRuleKeys(rules: NftRule[]): string[] {
+  return rules.map((r) => `${r.chain}:${r.comment}`).sort();
+}
+
+/**
+ * A fixed, locally administered MAC for the bridge, derived from the network
+ * name. Without one a bridge takes the lowest MAC of its ports, so plugging in
+ * a guest could change the gateway's MAC under the other guests' ARP caches
+ * (libvirt pins its bridges' MACs for the same reason).
+ */
+export function bridgeMac(name: string): string {
+  const h = createHash("sha256").update(`kvmnet-nat:${name}`).digest();
+  return ["52", "54", "00", ...[h[0], h[1], h[2]].map((b) => b.toString(16).padStart(2, "0"))].join(":");
+}
+
+function conflict(message: string, hint?: string): KvmnetError {
+  return new KvmnetError({ kind: "Conflict", message, hint });
+}
+
+/**
+ * Plan the actions that take the host from `snap` to `desired`; `previous` is
+ * set on update. Throws KvmnetError when the network cannot work on this host.
+ */
+export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?: NatNetworkInputs): NatPlan {
+  const { name, bridgeName: br } = desired;
+  const obs = observeNat(snap, desired);
+  const guards: NatGuard[] = [];
+  const actions: NatAction[] = [];
+
+  if (obs.bridge && !obs.bridge.isBridge) {
+    throw conflict(`natNetwork ${name}: an interface named ${br} already exists and is not a bridge (it is ${obs.bridge.kind ?? "unknown"})`, "choose another bridgeName");
+  }
+  if (!previous && obs.bridge) {
+    throw conflict(`natNetwork ${name}: bridge ${br} already exists on the host`, "choose another bridgeName, or delete the bridge first");
+  }
+  if (!previous && (obs.tableRules !== undefined || obs.state)) {
+    throw conflict(`natNetwork ${name}: nft table inet ${tableName(name)} or its state already exists on the host`, "another program (or a lost stack) manages a network of this name; choose another name");
+  }
+  // Overlap: the subnet would shadow (or be shadowed by) a route the host already has.
+  for (const entry of snap.addrs) {
+    if (entry.ifname === br) continue;
+    for (const a of entry.addr_info) {
+      if (a.family !== "inet") continue;
+      const cidr = `${a.local}/${a.prefixlen}`;
+      if (cidrsOverlap(cidr, desired.subnet)) {
+        throw conflict(`natNetwork ${name}: subnet ${desired.subnet} overlaps ${cidr} on interface ${entry.ifname}`, "choose a subnet no interface of the host uses");
+      }
+    }
+  }
+  const forwards = modeForwards(desired.mode);
+  const uplink = resolveUplink(desired, snap);
+  if (forwards) {
+    if (!uplink) {
+      throw new KvmnetError({ kind: "NotFound", message: `natNetwork ${name}: mode ${desired.mode} needs an uplink, and the host has no default route`, hint: "set uplink to the interface that leads out" });
+    }
+    if (!findLink(snap, uplink)) {
+      throw new KvmnetError({ kind: "NotFound", message: `natNetwork ${name}: uplink ${uplink} does not exist on the host` });
+    }
+    if (uplink === br) throw conflict(`natNetwork ${name}: the uplink ${uplink} is the network's own bridge`, "set uplink");
+    const drop = forwardDropChain(snap);
+    if (drop) {
+      throw conflict(
+        `natNetwork ${name}: chain ${drop} has policy drop (Docker installs it), so mode ${desired.mode} could forward nothing`,
+        "allow the bridge in that chain (for Docker: rules in DOCKER-USER, e.g. `iptables -I DOCKER-USER -i <bridge> -j ACCEPT` and the reverse), or use mode isolated",
+      );
+    }
+  }
+  const ownDnsmasqRunning = obs.dnsmasq?.running === true;
+  if (desired.dns.enabled && !ownDnsmasqRunning) {
+    const wild = wildcardDnsListeners(snap);
+    if (wild.length > 0) {
+      throw conflict(
+        `natNetwork ${name}: another DNS server listens on ${wild.join(", ")}, so the network's dnsmasq cannot bind ${desired.gateway}:53`,
+        "make that server bind specific addresses (dnsmasq: bind-interfaces; named: listen-on), or set dns.enabled: false",
+      );
+    }
+  }
+
+  // The bridge and its gateway address.
+  if (!obs.bridge) {
+    guards.push({ op: "absent", ifname: br });
+    actions.push({ op: "createBridge", bridge: br, mac: bridgeMac(name) });
+  } else {
+    guards.push({ op: "isBridge", ifname: br });
+  }
+  if (desired.mtu !== undefined && desired.mtu !== obs.bridge?.mtu) actions.push({ op: "setMtu", bridge: br, mtu: desired.mtu, previous: obs.bridge?.mtu });
+  if (!obs.gatewayPresent) actions.push({ op: "addAddress", bridge: br, cidr: gatewayCidr(desired) });
+  if (!obs.bridge?.up) actions.push({ op: "up", bridge: br });
+
+  // The firewall table: re-applied (atomically) whenever its text or its rules differ.
+  const rules = tableRules(desired.mode, br, desired.subnet, forwards ? uplink : undefined);
+  const script = tableScript(name, rules);
+  const rulesMatch = obs.tableRules !== undefined && obs.tableRules.slice().sort().join() === expectedRuleKeys(rules).join();
+  if (!rulesMatch || obs.state?.table !== script) {
+    actions.push({ op: "applyTable", name, script, previous: obs.tableRules !== undefined ? obs.state?.table : undefined });
+  }
+
+  // ip_forward: held while a forwarding mode needs it (the decision on the host, under the lock).
+  if (forwards && (!obs.forwardHeld || obs.ipForward !== "1")) actions.push({ op: "acquireForward", name });
+  if (!forwards && obs.forwardHeld) actions.push({ op: "releaseForward", name });
+
+  // dnsmasq: start, reload (hosts files only: SIGHUP keeps leases and pid) or restart (config).
+  const files = needsDnsmasq(desired) ? dnsmasqFiles(desired) : undefined;
+  const had = obs.state?.files;
+  if (files) {
+    if (!ownDnsmasqRunning) actions.push({ op: "dnsmasq", name, how: "start", files, previous: had });
+    else if (!had || had.conf !== files.conf) actions.push({ op: "dnsmasq", name, how: "restart", files, previous: had });
+    else if (had.dhcpHosts !== files.dhcpHosts || had.dnsHosts !== files.dnsHosts) actions.push({ op: "dnsmasq", name, how: "reload", files, previous: had });
+  } else if (ownDnsmasqRunning) {
+    actions.push({ op: "stopDnsmasq", name });
+  }
+
+  const state: NatState = { uplink: forwards ? uplink : desired.uplink, table: script, files };
+  if (JSON.stringify(state) !== JSON.stringify(obs.state)) actions.push({ op: "writeState", name, state, previous: obs.state });
+  actions.push(forwards ? { op: "recordSysctl", name } : { op: "forgetSysctl", name });
+  return { guards, actions };
+}
+
+/** Plan the removal of network `n`: dnsmasq, table, ip_forward hold, bridge, files. */
+export function planNatDelete(n: NatNetworkInputs, snap: HostSnapshot): NatPlan {
+  const obs = observeNat(snap, n);
+  const actions: NatAction[] = [];
+  if (obs.dnsmasq) actions.push({ op: "stopDnsmasq", name: n.name });
+  if (obs.tableRules !== undefined) actions.push({ op: "deleteTable", name: n.name });
+  if (obs.forwardHeld) actions.push({ op: "releaseForward", name: n.name });
+  if (obs.bridge?.isBridge) actions.push({ op: "deleteBridge", bridge: n.bridgeName });
+  const ours = snap.stateFiles[stateFile(n.name)] !== undefined || snap.stateFiles[sysctlFile(n.name)] !== undefined;
+  if (actions.length > 0 || ours) actions.push({ op: "removeFiles", name: n.name });
+  return { guards: [], actions };
+}

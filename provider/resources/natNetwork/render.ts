@@ -1,0 +1,194 @@
+/** NatNetwork actions → shell steps (values quoted by shell.ts only). */
+import { STATE_DIR } from "../../observe";
+import { Guard, Plan, Step } from "../../render";
+import { andThen, joinLines, Script, sh, writeFile } from "../../shell";
+import {
+  confFile,
+  dhcpHostsFile,
+  dnsHostsFile,
+  DnsmasqFiles,
+  FORWARD_DIR,
+  forwardHolder,
+  leaseFile,
+  NAT_STATE_DIR,
+  pidFile,
+  runDir,
+  stateFile,
+  sysctlFile,
+  tableFile,
+  tableName,
+} from "./files";
+import { NatAction, NatGuard, NatPlan } from "./plan";
+
+const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";
+
+/** The run dir, made world-traversable (0755): dnsmasq drops root for `nobody` and re-reads the hosts files on SIGHUP. */
+function makeRunDir(name: string): Script {
+  return sh`for d in /run/kvmnet /run/kvmnet/nat ${runDir(name)}; do [ -d "$d" ] || mkdir -m 0755 "$d"; done; [ -d ${runDir(name)} ]`;
+}
+
+/**
+ * Apply an nft script kept in the run dir: `nft -c` (check) first, then
+ * `nft -f` (one atomic transaction: the script deletes and re-declares the table).
+ */
+function nftApply(name: string, file: string, script: string): Script {
+  return andThen([makeRunDir(name), writeFile(file, script), sh`nft -c -f ${file}`, sh`nft -f ${file}`]);
+}
+
+const FORWARD_ORIGINAL = `${FORWARD_DIR}/original`;
+
+/** Turn ip_forward on and record this network as a holder (the original value kept once). */
+function acquireForward(name: string): Script {
+  return sh`mkdir -p ${FORWARD_DIR} && { [ -f ${FORWARD_ORIGINAL} ] || cat ${IP_FORWARD} > ${FORWARD_ORIGINAL}; } && : > ${forwardHolder(name)} && echo 1 > ${IP_FORWARD}`;
+}
+
+/** Drop this network's hold; the last holder out restores the original value. */
+function releaseForward(name: string): Script {
+  return joinLines([
+    sh`rm -f ${forwardHolder(name)}`,
+    sh`if [ -d ${FORWARD_DIR} ] && [ -z "$(ls -A ${FORWARD_DIR} | grep -vx original)" ]; then`,
+    sh`  if [ -f ${FORWARD_ORIGINAL} ]; then cat ${FORWARD_ORIGINAL} > ${IP_FORWARD}; fi`,
+    sh`  rm -f ${FORWARD_ORIGINAL} && rmdir ${FORWARD_DIR}`,
+    sh`fi`,
+  ]);
+}
+
+/** dnsmasq's config and hosts files. */
+function writeDnsmasqFiles(name: string, f: DnsmasqFiles): Script {
+  return andThen([
+    makeRunDir(name),
+    writeFile(confFile(name), f.conf),
+    writeFile(dhcpHostsFile(name), f.dhcpHosts),
+    writeFile(dnsHostsFile(name), f.dnsHosts),
+  ]);
+}
+
+/**
+ * The pid in our pid file, only when that process really is a live dnsmasq:
+ * never signal a recycled pid, and never wait on a zombie (an init that is
+ * slow to reap leaves a dead dnsmasq whose comm still reads "dnsmasq").
+ */
+const DNSMASQ_ALIVE = sh`[ -n "$p" ] && [ "$(cat /proc/$p/comm 2>/dev/null)" = dnsmasq ] && ! grep -qE '^[0-9]+ \(dnsmasq\) Z' /proc/$p/stat 2>/dev/null`;
+
+function withDnsmasqPid(name: string, body: Script): Script {
+  return sh`p=$(cat ${pidFile(name)} 2>/dev/null || true); if ${DNSMASQ_ALIVE}; then ${body}; fi`;
+}
+
+function startDnsmasq(name: string): Script {
+  // dnsmasq daemonizes; its parent exits only after the child started (or failed, with the reason on stderr).
+  return andThen([
+    sh`rm -f ${pidFile(name)}`,
+    sh`dnsmasq --conf-file=${confFile(name)} </dev/null >/dev/null`,
+    sh`{ i=0; while [ ! -s ${pidFile(name)} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; }`,
+    sh`p=$(cat ${pidFile(name)} 2>/dev/null)`,
+    DNSMASQ_ALIVE,
+  ]);
+}
+
+function stopDnsmasq(name: string): Script {
+  return joinLines([
+    withDnsmasqPid(name, sh`kill "$p"; i=0; while ${DNSMASQ_ALIVE} && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done`),
+    sh`rm -f ${pidFile(name)}`,
+  ]);
+}
+
+function reloadDnsmasq(name: string): Script {
+  return withDnsmasqPid(name, sh`kill -HUP "$p"`);
+}
+
+function writeState(name: string, json: string): Script {
+  return sh`mkdir -p ${NAT_STATE_DIR} && ${writeFile(stateFile(name), json)}`;
+}
+
+/** Remove our directories once empty, children first (rmdir refuses non-empty ones). */
+function pruneDirs(name: string): Script {
+  return sh`rmdir ${runDir(name)} /run/kvmnet/nat ${NAT_STATE_DIR} ${STATE_DIR} /run/kvmnet 2>/dev/null || true`;
+}
+
+function renderAction(a: NatAction): Step {
+  switch (a.op) {
+    case "createBridge":
+      return { description: `create bridge ${a.bridge}`, run: sh`ip link add name ${a.bridge} address ${a.mac} type bridge`, undo: sh`ip link del dev ${a.bridge}` };
+    case "setMtu":
+      return {
+        description: `set mtu ${a.mtu} on ${a.bridge}`,
+        run: sh`ip link set dev ${a.bridge} mtu ${a.mtu}`,
+        undo: a.previous !== undefined ? sh`ip link set dev ${a.bridge} mtu ${a.previous}` : undefined,
+      };
+    case "addAddress":
+      return { description: `add address ${a.cidr} to ${a.bridge}`, run: sh`ip addr add ${a.cidr} dev ${a.bridge}`, undo: sh`ip addr del ${a.cidr} dev ${a.bridge}` };
+    case "up":
+      return { description: `bring ${a.bridge} up`, run: sh`ip link set dev ${a.bridge} up`, undo: sh`ip link set dev ${a.bridge} down` };
+    case "applyTable":
+      return {
+        description: `apply nft table inet ${tableName(a.name)}`,
+        run: nftApply(a.name, tableFile(a.name), a.script),
+        undo: a.previous
+          ? nftApply(a.name, `${tableFile(a.name)}.previous`, a.previous)
+          : joinLines([sh`nft delete table inet ${tableName(a.name)}`, sh`rm -f ${tableFile(a.name)}`, pruneDirs(a.name)]),
+      };
+    case "deleteTable":
+      return { description: `delete nft table inet ${tableName(a.name)}`, run: sh`nft delete table inet ${tableName(a.name)}` };
+    case "acquireForward":
+      return { description: "turn on net.ipv4.ip_forward", run: acquireForward(a.name), undo: releaseForward(a.name) };
+    case "releaseForward":
+      return { description: "release net.ipv4.ip_forward (restored when no other network needs it)", run: releaseForward(a.name), undo: acquireForward(a.name) };
+    case "dnsmasq": {
+      // A failing step is not undone by the script (only the steps before it are),
+      // so each variant cleans up after itself before reporting the failure.
+      const write = writeDnsmasqFiles(a.name, a.files);
+      const back = a.previous ? writeDnsmasqFiles(a.name, a.previous) : undefined;
+      const removeOwn = sh`rm -f ${confFile(a.name)} ${dhcpHostsFile(a.name)} ${dnsHostsFile(a.name)} ${leaseFile(a.name)} ${pidFile(a.name)}`;
+      const orElse = (run: Script, cleanup: Script) => joinLines([sh`{ ${run}; } || {`, cleanup, sh`false; }`]);
+      if (a.how === "start") {
+        const undo = back ? joinLines([stopDnsmasq(a.name), back]) : joinLines([stopDnsmasq(a.name), removeOwn]);
+        return { description: `start dnsmasq for ${a.name}`, run: orElse(andThen([write, startDnsmasq(a.name)]), undo), undo };
+      }
+      if (a.how === "reload") {
+        const undo = back ? joinLines([back, reloadDnsmasq(a.name)]) : undefined;
+        return {
+          description: `reload dnsmasq for ${a.name} (SIGHUP: hosts files)`,
+          run: undo ? orElse(andThen([write, reloadDnsmasq(a.name)]), undo) : andThen([write, reloadDnsmasq(a.name)]),
+          undo,
+        };
+      }
+      const undo = back ? joinLines([back, stopDnsmasq(a.name), startDnsmasq(a.name)]) : undefined;
+      const run = andThen([write, joinLines([stopDnsmasq(a.name), startDnsmasq(a.name)])]);
+      return { description: `restart dnsmasq for ${a.name} (configuration changed)`, run: undo ? orElse(run, undo) : run, undo };
+    }
+    case "stopDnsmasq":
+      return { description: `stop dnsmasq of ${a.name}`, run: stopDnsmasq(a.name), undo: startDnsmasq(a.name) };
+    case "writeState":
+      return {
+        description: `record state of ${a.name}`,
+        run: writeState(a.name, JSON.stringify(a.state)),
+        undo: a.previous ? writeState(a.name, JSON.stringify(a.previous)) : joinLines([sh`rm -f ${stateFile(a.name)}`, pruneDirs(a.name)]),
+      };
+    case "recordSysctl":
+      // Later files override earlier ones in sysctl.d; any file saying 0 is worth a warning.
+      return {
+        description: "look for sysctl files that turn ip_forward off",
+        run: sh`mkdir -p ${NAT_STATE_DIR} && { grep -lsE '^[[:space:]]*net[./]ipv4[./]ip_forward[[:space:]]*=[[:space:]]*0' /etc/sysctl.conf /etc/sysctl.d/*.conf /run/sysctl.d/*.conf /usr/local/lib/sysctl.d/*.conf /usr/lib/sysctl.d/*.conf /lib/sysctl.d/*.conf > ${sysctlFile(a.name)}; true; }`,
+        undo: joinLines([sh`rm -f ${sysctlFile(a.name)}`, pruneDirs(a.name)]),
+      };
+    case "forgetSysctl":
+      return { description: "forget sysctl findings", run: joinLines([sh`rm -f ${sysctlFile(a.name)}`, pruneDirs(a.name)]) };
+    case "deleteBridge":
+      return { description: `delete bridge ${a.bridge}`, run: sh`ip link del dev ${a.bridge}` };
+    case "removeFiles":
+      return { description: `remove files of ${a.name}`, run: joinLines([sh`rm -rf ${runDir(a.name)} && rm -f ${stateFile(a.name)} ${sysctlFile(a.name)}`, pruneDirs(a.name)]) };
+  }
+}
+
+function renderGuard(g: NatGuard): Guard {
+  switch (g.op) {
+    case "absent":
+      return { test: sh`! ip link show dev ${g.ifname} >/dev/null 2>&1`, kind: "Conflict", message: `an interface named ${g.ifname} appeared on the host while this change was planned` };
+    case "isBridge":
+      return { test: sh`[ -d /sys/class/net/${g.ifname}/bridge ]`, kind: "Conflict", message: `${g.ifname} is no longer a bridge on the host` };
+  }
+}
+
+export function renderNatPlan(plan: NatPlan): Plan {
+  return { guards: plan.guards.map(renderGuard), steps: plan.actions.map(renderAction) };
+}

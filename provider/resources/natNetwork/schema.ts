@@ -1,0 +1,193 @@
+/**
+ * NatNetwork inputs: the zod schema (check), its defaults, and the IPv4 math
+ * the planner and renderers share. IPv4 only in this release: the subnet is
+ * what dnsmasq serves and what the nft rules match with `ip saddr/daddr`.
+ */
+import { createHash } from "crypto";
+import * as ipaddr from "ipaddr.js";
+import { z } from "zod";
+import { connectionSchema } from "../../host/connection";
+import { ifname, macAddress } from "../../validate";
+import { persistence } from "../bridge/schema";
+
+export const MODES = ["nat", "route", "isolated", "open"] as const;
+export type NatMode = (typeof MODES)[number];
+
+/** Modes that forward between the bridge and the uplink (they need net.ipv4.ip_forward=1). */
+export function modeForwards(mode: NatMode): boolean {
+  return mode === "nat" || mode === "route";
+}
+
+/**
+ * The network's own name. It becomes part of an nft table name
+ * (`kvmnet_nat_<name>`: nft identifiers allow only letters, digits and '_'),
+ * of paths under /run/kvmnet and of the resource id, hence the narrow set.
+ */
+export const networkName = z
+  .string()
+  .regex(/^[A-Za-z][A-Za-z0-9_]*$/, "must start with a letter and contain only letters, digits and '_' (it becomes part of an nft table name)")
+  .max(15, "must be at most 15 characters");
+
+/** A dotted-quad IPv4 address. */
+export const ipv4 = z.string().refine((s) => ipaddr.IPv4.isValidFourPartDecimal(s), "must be an IPv4 address (192.168.122.10)");
+
+/** One DNS label or a dotted name of them (RFC 1123 host names), at most 253 characters. */
+export const dnsName = z
+  .string()
+  .max(253, "must be at most 253 characters")
+  .regex(
+    /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/,
+    "must be a DNS name: dot-separated labels of letters, digits and '-' (1–63 characters, not starting or ending with '-')",
+  );
+
+/** An IPv4 network in CIDR form with the host bits zero, /8 – /30. */
+export const ipv4Subnet = z.string().superRefine((s, ctx) => {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(s);
+  if (!m || !ipaddr.IPv4.isValidFourPartDecimal(m[1])) {
+    ctx.addIssue({ code: "custom", message: "must be an IPv4 network in CIDR form (192.168.122.0/24)" });
+    return;
+  }
+  const prefix = Number(m[2]);
+  if (prefix < 8 || prefix > 30) {
+    ctx.addIssue({ code: "custom", message: "prefix must be /8 to /30 (a network needs room for a gateway and guests)" });
+    return;
+  }
+  if (ipaddr.IPv4.networkAddressFromCIDR(s).toString() !== m[1]) {
+    ctx.addIssue({ code: "custom", message: `must be the network address (host bits zero): did you mean ${ipaddr.IPv4.networkAddressFromCIDR(s).toString()}/${prefix}?` });
+  }
+});
+
+const dhcpHost = z
+  .object({
+    /** Guest MAC the fixed address is for. */
+    mac: macAddress,
+    ip: ipv4,
+    hostname: dnsName.optional(),
+  })
+  .strict();
+
+const dhcpSchema = z.union([
+  z.literal(false),
+  z
+    .object({
+      start: ipv4,
+      end: ipv4,
+      /** Lease time in seconds; dnsmasq's minimum is 120. */
+      leaseTime: z.number().int().min(120, "must be at least 120 seconds (dnsmasq's minimum)").max(31_536_000).default(3600),
+      hosts: z.array(dhcpHost).default([]),
+    })
+    .strict(),
+]);
+
+const dnsSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** Local domain: guests' names resolve as <name>.<domain>, and queries for it never leave the host. */
+    domain: dnsName.optional(),
+    hosts: z.array(z.object({ ip: ipv4, hostnames: z.array(dnsName).min(1, "must list at least one name") }).strict()).default([]),
+  })
+  .strict();
+
+export const natNetworkInputsSchema = z
+  .object({
+    connection: connectionSchema,
+    name: networkName,
+    bridgeName: ifname.optional(),
+    mode: z.enum(MODES, { error: () => ({ message: 'must be one of "nat", "route", "isolated", "open"' }) }).default("nat"),
+    subnet: ipv4Subnet,
+    gateway: ipv4.optional(),
+    dhcp: dhcpSchema.default(false),
+    dns: dnsSchema.default({ enabled: true, hosts: [] }),
+    uplink: ifname.optional(),
+    mtu: z.number().int().min(68).max(65535).optional(),
+    persistence: persistence.default("runtime"),
+  })
+  .strict()
+  .superRefine((n, ctx) => {
+    if (!ipaddr.IPv4.isValidFourPartDecimal(n.subnet.split("/")[0] ?? "")) return; // reported on subnet
+    const net = subnetRange(n.subnet);
+    const inside = (ip: string) => ipaddr.IPv4.isValidFourPartDecimal(ip) && ipToInt(ip) > net.network && ipToInt(ip) < net.broadcast;
+    const gateway = n.gateway ?? intToIp(net.network + 1);
+    if (n.gateway !== undefined && !inside(n.gateway)) {
+      ctx.addIssue({ code: "custom", path: ["gateway"], message: `must be a usable address inside ${n.subnet}` });
+    }
+    if (n.bridgeName === "lo") ctx.addIssue({ code: "custom", path: ["bridgeName"], message: "must not be the loopback interface" });
+    if (n.uplink !== undefined && n.uplink === (n.bridgeName ?? defaultBridgeName(n.name))) {
+      ctx.addIssue({ code: "custom", path: ["uplink"], message: "must not be the network's own bridge" });
+    }
+    if (n.dhcp !== false) {
+      const d = n.dhcp;
+      if (!inside(d.start)) ctx.addIssue({ code: "custom", path: ["dhcp", "start"], message: `must be a usable address inside ${n.subnet}` });
+      if (!inside(d.end)) ctx.addIssue({ code: "custom", path: ["dhcp", "end"], message: `must be a usable address inside ${n.subnet}` });
+      if (inside(d.start) && inside(d.end)) {
+        if (ipToInt(d.start) > ipToInt(d.end)) ctx.addIssue({ code: "custom", path: ["dhcp", "end"], message: "must not come before dhcp.start" });
+        else if (ipToInt(gateway) >= ipToInt(d.start) && ipToInt(gateway) <= ipToInt(d.end)) {
+          ctx.addIssue({ code: "custom", path: ["dhcp", "start"], message: `the range ${d.start}–${d.end} includes the gateway ${gateway}` });
+        }
+      }
+      const macs = new Set<string>();
+      const ips = new Set<string>();
+      const names = new Set<string>();
+      d.hosts.forEach((h, i) => {
+        if (!inside(h.ip)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: `must be a usable address inside ${n.subnet}` });
+        else if (h.ip === gateway) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: "is the gateway's address" });
+        if (macs.has(h.mac)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "mac"], message: `lists ${h.mac} twice` });
+        if (ips.has(h.ip)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: `lists ${h.ip} twice` });
+        if (h.hostname !== undefined && names.has(h.hostname.toLowerCase())) {
+          ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "hostname"], message: `lists ${h.hostname} twice` });
+        }
+        macs.add(h.mac);
+        ips.add(h.ip);
+        if (h.hostname !== undefined) names.add(h.hostname.toLowerCase());
+      });
+    }
+  })
+  .transform((n) => ({
+    ...n,
+    bridgeName: n.bridgeName ?? defaultBridgeName(n.name),
+    gateway: n.gateway ?? intToIp(subnetRange(n.subnet).network + 1),
+  }));
+
+export type NatNetworkInputs = z.output<typeof natNetworkInputsSchema>;
+export type DhcpInputs = Exclude<NatNetworkInputs["dhcp"], false>;
+
+/**
+ * `kvn-<name>` when it fits IFNAMSIZ (15 characters), else `kvn-` + the first
+ * six characters + `-` + four hex digits of a hash of the whole name, so two
+ * long names sharing a prefix still get different bridges.
+ */
+export function defaultBridgeName(name: string): string {
+  if (name.length <= 11) return `kvn-${name}`;
+  const h = createHash("sha256").update(name).digest("hex").slice(0, 4);
+  return `kvn-${name.slice(0, 6)}-${h}`;
+}
+
+export function ipToInt(ip: string): number {
+  return ip.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+export function intToIp(n: number): string {
+  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join(".");
+}
+
+/** Network and broadcast addresses of an IPv4 CIDR, as integers. */
+export function subnetRange(cidr: string): { network: number; broadcast: number; prefix: number } {
+  const [addr, p] = cidr.split("/");
+  const prefix = Number(p);
+  const size = 2 ** (32 - prefix);
+  const network = Math.floor(ipToInt(addr) / size) * size;
+  return { network, broadcast: network + size - 1, prefix };
+}
+
+/** True when two IPv4 CIDRs share any address. */
+export function cidrsOverlap(a: string, b: string): boolean {
+  const x = subnetRange(a);
+  const y = subnetRange(b);
+  return x.network <= y.broadcast && y.network <= x.broadcast;
+}
+
+/** The prefix length of the subnet as a dotted netmask (dnsmasq's dhcp-range wants one). */
+export function netmask(cidr: string): string {
+  const prefix = subnetRange(cidr).prefix;
+  return intToIp(2 ** 32 - 2 ** (32 - prefix));
+}

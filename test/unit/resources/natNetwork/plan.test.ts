@@ -1,0 +1,175 @@
+import * as fs from "fs";
+import * as path from "path";
+import { isKvmnetError } from "../../../../provider/errors";
+import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
+import { dnsmasqFiles, tableRules, tableScript } from "../../../../provider/resources/natNetwork/files";
+import { NatAction, observeNat, planNat, planNatDelete } from "../../../../provider/resources/natNetwork/plan";
+import { renderNatPlan } from "../../../../provider/resources/natNetwork/render";
+import { NatNetworkInputs, natNetworkInputsSchema } from "../../../../provider/resources/natNetwork/schema";
+import { natOutputs, verifyNat } from "../../../../provider/resources/natNetwork/verify";
+
+// Captured from a real sandbox namespace: network "lab" (nat, 10.77.0.0/24, DHCP with a
+// static host, DNS domain lab.test, dnsmasq running), network "iso" (isolated,
+// 10.78.0.0/24, no DHCP/DNS so no dnsmasq), and Docker's `ip filter FORWARD` chain with
+// policy drop added afterwards. The machine has br_netfilter (bridge-nf-call-iptables=1).
+const fixture = fs.readFileSync(path.join(__dirname, "../../../fixtures/observe/nat-lab-iso-dockerdrop.txt"), "utf8");
+const snap: HostSnapshot = parseSnapshot(fixture, "fixture");
+/** The same host without Docker's chain. */
+const noDocker: HostSnapshot = {
+  ...snap,
+  nftables: (snap.nftables ?? []).filter((o) => !JSON.stringify(o).includes('"table":"filter"') && !JSON.stringify(o).includes('"name":"filter"')),
+};
+const inputs = (over: Record<string, unknown>): NatNetworkInputs => natNetworkInputsSchema.parse({ connection: { host: "h" }, ...over });
+const lab = inputs({
+  name: "lab", subnet: "10.77.0.0/24", uplink: "eth0",
+  dhcp: { start: "10.77.0.100", end: "10.77.0.150", hosts: [{ mac: "52:54:00:00:77:10", ip: "10.77.0.10", hostname: "web" }] },
+  dns: { domain: "lab.test", hosts: [{ ip: "10.77.0.5", hostnames: ["db"] }] },
+});
+const iso = inputs({ name: "iso", mode: "isolated", subnet: "10.78.0.0/24", dns: { enabled: false } });
+const ops = (actions: NatAction[]) => actions.map((a) => (a.op === "dnsmasq" ? `dnsmasq:${a.how}` : a.op));
+
+function expectError(fn: () => unknown, kind: string, re: RegExp) {
+  try {
+    fn();
+  } catch (e) {
+    expect(isKvmnetError(e)).toBe(true);
+    expect({ kind: (e as { kind: string }).kind, message: (e as Error).message }).toEqual({ kind, message: expect.stringMatching(re) });
+    return;
+  }
+  throw new Error("expected an error");
+}
+
+describe("observeNat", () => {
+  it("reads bridge, gateway, rules by comment, dnsmasq, ip_forward holder and state", () => {
+    const o = observeNat(snap, lab);
+    expect(o).toMatchObject({ gatewayPresent: true, dnsmasq: { running: true }, forwardHeld: true, ipForward: "1", sysctlFilesDisablingForward: [] });
+    expect(o.bridge).toMatchObject({ isBridge: true, up: true });
+    expect(o.tableRules?.slice().sort()).toEqual([
+      "forward:bridge-local", "forward:in-established", "forward:out", "forward:reject-from-bridge", "forward:reject-to-bridge",
+      "input:dhcp", "input:dns", "postrouting:keep-broadcast", "postrouting:keep-multicast", "postrouting:masquerade",
+    ]);
+    expect(o.state?.uplink).toBe("eth0");
+    expect(observeNat(snap, iso)).toMatchObject({ dnsmasq: undefined, forwardHeld: false });
+  });
+});
+
+describe("planNat", () => {
+  it("creates bridge, address, table, ip_forward hold, dnsmasq and state, in that order", () => {
+    const p = planNat(inputs({ name: "new", subnet: "10.79.0.0/24", dhcp: { start: "10.79.0.10", end: "10.79.0.20" } }), noDocker);
+    expect(p.guards).toEqual([{ op: "absent", ifname: "kvn-new" }]);
+    expect(ops(p.actions)).toEqual(["createBridge", "addAddress", "up", "applyTable", "acquireForward", "dnsmasq:start", "writeState", "recordSysctl"]);
+  });
+
+  it("is a no-op (apart from re-reading sysctl files) when the host already matches", () => {
+    expect(ops(planNat(lab, noDocker, lab).actions)).toEqual(["recordSysctl"]);
+    expect(ops(planNat(iso, noDocker, iso).actions)).toEqual(["forgetSysctl"]);
+  });
+
+  it("reloads dnsmasq for hosts changes and restarts it for config changes", () => {
+    const moreHosts = { ...lab, dhcp: { ...(lab.dhcp as object), hosts: [...(lab.dhcp as { hosts: object[] }).hosts, { mac: "52:54:00:00:77:11", ip: "10.77.0.11" }] } } as NatNetworkInputs;
+    expect(ops(planNat(moreHosts, noDocker, lab).actions)).toEqual(["dnsmasq:reload", "writeState", "recordSysctl"]);
+    const dnsHosts = { ...lab, dns: { ...lab.dns, hosts: [{ ip: "10.77.0.6", hostnames: ["db"] }] } };
+    expect(ops(planNat(dnsHosts, noDocker, lab).actions)).toEqual(["dnsmasq:reload", "writeState", "recordSysctl"]);
+    const lease = { ...lab, dhcp: { ...(lab.dhcp as object), leaseTime: 7200 } } as NatNetworkInputs;
+    expect(ops(planNat(lease, noDocker, lab).actions)).toEqual(["dnsmasq:restart", "writeState", "recordSysctl"]);
+  });
+
+  it("swaps modes with one table transaction and moves the ip_forward hold", () => {
+    const p = planNat({ ...lab, mode: "isolated" }, noDocker, lab);
+    expect(ops(p.actions)).toEqual(["applyTable", "releaseForward", "dnsmasq:restart", "writeState", "forgetSysctl"]);
+    const apply = p.actions[0] as Extract<NatAction, { op: "applyTable" }>;
+    expect(apply.script.split("\n").slice(0, 3)).toEqual(["add table inet kvmnet_nat_lab", "delete table inet kvmnet_nat_lab", "table inet kvmnet_nat_lab {"]);
+    expect(apply.previous).toContain("masquerade");
+    const steps = renderNatPlan(p).steps;
+    // One checked `nft -f` of the whole file: never a moment with both modes' rules, or none.
+    expect(steps[0].run.text.match(/nft -f/g)).toHaveLength(1);
+    expect(steps[0].run.text).toMatch(/nft -c -f '\/run\/kvmnet\/nat\/lab\/table\.nft' && nft -f '\/run\/kvmnet\/nat\/lab\/table\.nft'/);
+    expect(steps[0].undo?.text).toContain("table.nft.previous");
+    expect(ops(planNat({ ...iso, mode: "route", uplink: "eth0" }, noDocker, iso).actions)).toEqual(["applyTable", "acquireForward", "writeState", "recordSysctl"]);
+  });
+
+  it("repairs drift it finds on the host, whatever the previous inputs say", () => {
+    const s = { ...noDocker, nftables: (noDocker.nftables ?? []).filter((o) => !JSON.stringify(o).includes("kvmnet_nat_lab")), pidFiles: {} };
+    expect(ops(planNat(lab, s, lab).actions)).toEqual(["applyTable", "dnsmasq:start", "recordSysctl"]);
+  });
+
+  it("refuses what would collide or cannot work", () => {
+    expectError(() => planNat(lab, noDocker), "Conflict", /bridge kvn-lab already exists/);
+    expectError(() => planNat({ ...lab, bridgeName: "eth0" }, noDocker), "Conflict", /eth0 already exists and is not a bridge \(it is veth\)/);
+    expectError(() => planNat(inputs({ name: "o", subnet: "10.77.0.0/16" }), noDocker), "Conflict", /overlaps 10\.77\.0\.1\/24 on interface kvn-lab/);
+    expectError(() => planNat(inputs({ name: "o", subnet: "198.19.0.0/24" }), noDocker), "Conflict", /on interface eth0/);
+    expectError(() => planNat(inputs({ name: "d", subnet: "10.79.0.0/24" }), snap), "Conflict", /ip filter FORWARD has policy drop[\s\S]*DOCKER-USER/);
+    expectError(() => planNat(inputs({ name: "d", subnet: "10.79.0.0/24", uplink: "nope0" }), noDocker), "NotFound", /uplink nope0 does not exist/);
+    expectError(() => planNat(inputs({ name: "d", subnet: "10.79.0.0/24" }), { ...noDocker, defaultRouteInterface: undefined }), "NotFound", /no default route/);
+    const dns = { ...noDocker, dns53Listeners: ["0.0.0.0:53"] };
+    expectError(() => planNat(inputs({ name: "d", subnet: "10.79.0.0/24" }), dns), "Conflict", /another DNS server listens on 0\.0\.0\.0:53/);
+    // isolated needs no forwarding: Docker's drop is only a warning there; dns off needs no :53.
+    expect(() => planNat(inputs({ name: "d", mode: "isolated", subnet: "10.79.0.0/24" }), snap)).not.toThrow();
+    expect(() => planNat(inputs({ name: "d", subnet: "10.79.0.0/24", dns: { enabled: false } }), dns)).not.toThrow();
+  });
+});
+
+describe("planNatDelete", () => {
+  it("stops dnsmasq, deletes the table, releases ip_forward, deletes the bridge, removes files", () => {
+    expect(ops(planNatDelete(lab, snap).actions)).toEqual(["stopDnsmasq", "deleteTable", "releaseForward", "deleteBridge", "removeFiles"]);
+    expect(ops(planNatDelete(iso, snap).actions)).toEqual(["deleteTable", "deleteBridge", "removeFiles"]);
+    expect(planNatDelete(inputs({ name: "gone", subnet: "10.1.0.0/24" }), snap).actions).toEqual([]);
+  });
+
+  it("restores ip_forward only when the last holder leaves, under the host lock", () => {
+    const release = renderNatPlan(planNatDelete(lab, snap)).steps[2].run.text;
+    expect(release).toContain("rm -f '/run/kvmnet/state/ipforward/natNetwork.lab'");
+    expect(release).toContain(`grep -vx original`);
+    expect(release).toContain("cat '/run/kvmnet/state/ipforward/original' > '/proc/sys/net/ipv4/ip_forward'");
+  });
+});
+
+describe("rendered files", () => {
+  it("binds dnsmasq to the bridge only, with its own files", () => {
+    const f = dnsmasqFiles(lab);
+    expect(f.conf.split("\n")).toEqual(expect.arrayContaining([
+      "bind-interfaces", "interface=kvn-lab", "except-interface=lo", "pid-file=/run/kvmnet/nat/lab/dnsmasq.pid",
+      "dhcp-leasefile=/run/kvmnet/nat/lab/leases", "dhcp-hostsfile=/run/kvmnet/nat/lab/dhcp-hosts", "addn-hosts=/run/kvmnet/nat/lab/hosts",
+      "dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,3600", "domain=lab.test", "local=/lab.test/",
+    ]));
+    expect(f.dhcpHosts).toBe("52:54:00:00:77:10,10.77.0.10,web\n");
+    expect(f.dnsHosts).toBe("10.77.0.5 db\n");
+    expect(dnsmasqFiles({ ...lab, mode: "isolated" }).conf).toContain("dhcp-option=3\n");
+    expect(dnsmasqFiles({ ...lab, dns: { ...lab.dns, enabled: false } }).conf).toContain("port=0\n");
+  });
+
+  it("masquerades subnet → not-subnet out of the uplink, leaving multicast and broadcast alone", () => {
+    const t = tableScript("lab", tableRules("nat", "kvn-lab", "10.77.0.0/24", "eth0"));
+    expect(t).toContain('ip saddr 10.77.0.0/24 ip daddr 224.0.0.0/24 return comment "kvmnet:keep-multicast"');
+    expect(t).toContain('ip saddr 10.77.0.0/24 ip daddr 255.255.255.255 return comment "kvmnet:keep-broadcast"');
+    expect(t).toContain('oifname "eth0" ip saddr 10.77.0.0/24 ip daddr != 10.77.0.0/24 masquerade');
+    expect(tableRules("open", "kvn-lab", "10.77.0.0/24", undefined)).toEqual([]);
+    expect(tableRules("route", "kvn-lab", "10.77.0.0/24", "eth0").map((r) => r.comment)).not.toContain("masquerade");
+  });
+});
+
+describe("verify and outputs", () => {
+  it("finds nothing wrong on the host as applied", () => {
+    expect(verifyNat(lab, snap)).toEqual([]);
+    expect(verifyNat(iso, snap)).toEqual([]);
+  });
+
+  it("speaks in nmstate's words", () => {
+    expect(verifyNat({ ...lab, mtu: 9000, mode: "route" }, snap)).toEqual([
+      "natNetwork lab bridge kvn-lab mtu desired 9000, current 1500",
+      expect.stringMatching(/^natNetwork lab nft rules desired \[.*forward:in,.*\], current \[.*masquerade.*\]$/),
+    ]);
+    expect(verifyNat(inputs({ name: "x", subnet: "10.1.0.0/24" }), snap)).toEqual(["natNetwork x bridge kvn-x desired present, current absent"]);
+  });
+
+  it("outputs inputs as applied plus ifindex, dnsmasqPid and warnings; drift drops the drifted fields", () => {
+    const o = natOutputs(lab, snap)!;
+    expect(o).toMatchObject({ name: "lab", mode: "nat", gateway: "10.77.0.1", uplink: "eth0", tablePresent: true, ipForward: true, dnsmasqPid: expect.any(Number), ifindex: expect.any(Number) });
+    expect(o.warnings).toEqual([expect.stringMatching(/^br_netfilter/)]);
+    expect(natOutputs(iso, snap)!.warnings).toEqual([expect.stringMatching(/ip filter FORWARD has policy drop/), expect.stringMatching(/^br_netfilter/)]);
+    const drifted = natOutputs(lab, { ...snap, pidFiles: {}, nftables: [] })!;
+    expect(drifted).toMatchObject({ dnsmasqPid: null, tablePresent: false });
+    for (const k of ["mode", "dhcp", "dns"]) expect(drifted).not.toHaveProperty(k);
+    expect(natOutputs(inputs({ name: "gone", subnet: "10.1.0.0/24" }), snap)).toBeUndefined();
+  });
+});

@@ -1,0 +1,111 @@
+import fc from "fast-check";
+import { natNetworkProvider } from "../../../../provider/resources/natNetwork";
+import { cidrsOverlap, defaultBridgeName, natNetworkInputsSchema } from "../../../../provider/resources/natNetwork/schema";
+import { UNKNOWN } from "../../../../provider/validate";
+import { HOSTILE_STRINGS } from "../../hostile";
+
+const base = { connection: { host: "h" }, name: "lab", subnet: "192.168.122.0/24" };
+const check = (over: Record<string, unknown>) => natNetworkProvider.check({}, { ...base, ...over });
+
+describe("natNetwork schema defaults", () => {
+  it("fills bridgeName, gateway, mode, dhcp, dns and persistence", async () => {
+    const r = await check({});
+    expect(r.failures).toBeUndefined();
+    expect(r.inputs).toEqual({
+      ...base, bridgeName: "kvn-lab", gateway: "192.168.122.1", mode: "nat", dhcp: false, dns: { enabled: true, hosts: [] }, persistence: "runtime",
+    });
+  });
+
+  it("derives bridge names of at most 15 characters, distinct for long names sharing a prefix", () => {
+    expect(defaultBridgeName("lab")).toBe("kvn-lab");
+    expect(defaultBridgeName("abcdefghijk")).toBe("kvn-abcdefghijk");
+    const a = defaultBridgeName("production_a1");
+    const b = defaultBridgeName("production_a2");
+    expect(a).toHaveLength(15);
+    expect(a).not.toBe(b);
+    fc.assert(fc.property(fc.stringMatching(/^[A-Za-z][A-Za-z0-9_]{0,14}$/), (n) => defaultBridgeName(n).length <= 15));
+  });
+
+  it("fills dhcp leaseTime and hosts", async () => {
+    const r = await check({ dhcp: { start: "192.168.122.100", end: "192.168.122.200" } });
+    expect(r.inputs.dhcp).toEqual({ start: "192.168.122.100", end: "192.168.122.200", leaseTime: 3600, hosts: [] });
+  });
+});
+
+describe("natNetwork schema refusals name the field", () => {
+  it.each([
+    [{ subnet: "192.168.122.1/24" }, "subnet", /host bits zero.*192\.168\.122\.0\/24/],
+    [{ subnet: "10.0.0.0/31" }, "subnet", /\/8 to \/30/],
+    [{ subnet: "fd00::/64" }, "subnet", /IPv4 network/],
+    [{ gateway: "192.168.123.1" }, "gateway", /inside 192\.168\.122\.0\/24/],
+    [{ gateway: "192.168.122.255" }, "gateway", /usable/],
+    [{ mode: "bridge" }, "mode", /one of "nat", "route", "isolated", "open"/],
+    [{ dhcp: { start: "192.168.122.200", end: "192.168.122.100" } }, "dhcp", /dhcp\.end: must not come before/],
+    [{ dhcp: { start: "192.168.122.1", end: "192.168.122.10" } }, "dhcp", /includes the gateway/],
+    [{ dhcp: { start: "192.168.122.10", end: "192.168.123.10" } }, "dhcp", /dhcp\.end: must be a usable address/],
+    [{ dhcp: { start: "192.168.122.10", end: "192.168.122.20", leaseTime: 60 } }, "dhcp", /at least 120 seconds/],
+    [{ dhcp: { start: "192.168.122.10", end: "192.168.122.20", hosts: [{ mac: "53:54:00:00:00:01", ip: "192.168.122.5" }] } }, "dhcp", /unicast/],
+    [{ dhcp: { start: "192.168.122.10", end: "192.168.122.20", hosts: [{ mac: "52:54:00:00:00:01", ip: "192.168.122.1" }] } }, "dhcp", /hosts\.0\.ip: is the gateway/],
+    [
+      { dhcp: { start: "192.168.122.10", end: "192.168.122.20", hosts: [{ mac: "52:54:00:00:00:01", ip: "192.168.122.5" }, { mac: "52:54:00:00:00:01", ip: "192.168.122.6" }] } },
+      "dhcp",
+      /hosts\.1\.mac: lists 52:54:00:00:00:01 twice/,
+    ],
+    [{ dns: { hosts: [{ ip: "10.0.0.1", hostnames: [] }] } }, "dns", /at least one name/],
+    [{ uplink: "kvn-lab" }, "uplink", /own bridge/],
+    [{ persistence: "networkd" }, "persistence", /runtime/],
+    [{ extra: 1 }, "(inputs)", /unknown field/],
+  ])("%j → %s", async (over, property, re) => {
+    const r = await check(over);
+    expect(r.failures?.[0]).toEqual({ property, reason: expect.stringMatching(re) });
+  });
+
+  it.each(HOSTILE_STRINGS.map((s) => [s]))("rejects hostile name/bridgeName %j", async (v) => {
+    expect((await check({ name: v })).failures?.[0]?.property).toBe("name");
+    expect((await check({ bridgeName: v })).failures?.[0]?.property).toBe("bridgeName");
+  });
+
+  it("rejects hostile DNS names except plain lower-case words (valid names)", async () => {
+    for (const v of HOSTILE_STRINGS) {
+      const ok = /^[a-z]+$/.test(v);
+      const d = await check({ dns: { domain: v, hosts: [{ ip: "10.0.0.1", hostnames: [v] }] } });
+      expect({ v, failed: d.failures?.map((f) => f.property) }).toEqual({ v, failed: ok ? undefined : ["dns", "dns"] });
+    }
+  });
+
+  it("validates around unknowns during preview", async () => {
+    expect((await check({ subnet: UNKNOWN })).failures).toBeUndefined();
+    expect((await check({ name: UNKNOWN, mode: "bogus" })).failures?.map((f) => f.property)).toEqual(["mode"]);
+  });
+});
+
+describe("cidrsOverlap", () => {
+  it.each([
+    ["10.0.0.0/24", "10.0.0.128/25", true],
+    ["10.0.0.0/24", "10.0.1.0/24", false],
+    ["10.0.0.5/8", "10.200.0.0/16", true],
+    ["192.168.1.1/32", "192.168.1.0/24", true],
+  ])("%s vs %s → %s", (a, b, want) => {
+    expect(cidrsOverlap(a, b)).toBe(want);
+    expect(cidrsOverlap(b, a)).toBe(want);
+  });
+});
+
+describe("diff", () => {
+  const outs = natNetworkInputsSchema.parse(base) as unknown as Record<string, unknown>;
+  it.each([
+    [{ mode: "route" }, [], false],
+    [{ mtu: 1400 }, [], false],
+    [{ uplink: "eth1" }, [], false],
+    [{ dhcp: { start: "192.168.122.100", end: "192.168.122.200", leaseTime: 3600, hosts: [] } }, [], false],
+    // Same name: the table and files would collide even when the subnets do not.
+    [{ subnet: "10.1.0.0/24", gateway: "10.1.0.1" }, ["subnet", "gateway"], true],
+    [{ name: "lab2", bridgeName: "kvn-lab2", subnet: "10.1.0.0/24", gateway: "10.1.0.1" }, ["name", "bridgeName", "subnet", "gateway"], false],
+    [{ subnet: "192.168.122.0/25" }, ["subnet"], true],
+    [{ bridgeName: "virbr9" }, ["bridgeName"], true],
+    [{ name: "lab2", bridgeName: "kvn-lab2" }, ["name", "bridgeName"], true],
+  ])("%j → replaces %j (deleteBeforeReplace %s)", async (patch, replaces, dbr) => {
+    const d = await natNetworkProvider.diff("id", outs, { ...outs, ...patch });
+    expect(d).toEqual({ changes: true, replaces, deleteBeforeReplace: dbr });
+  });
+});
