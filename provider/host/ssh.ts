@@ -96,7 +96,7 @@ class SshConnection {
       const client = await this.connect();
       let channel: ClientChannel;
       try {
-        channel = await this.openExec(client, opts);
+        channel = await this.openExec(client);
       } catch (e) {
         const err = e as Error & { reason?: unknown };
         if (/Channel open failure/.test(err.message) && attempt < CHANNEL_RETRIES) {
@@ -128,8 +128,7 @@ class SshConnection {
     }
   }
 
-  private openExec(client: Client, opts: RunOptions): Promise<ClientChannel> {
-    void opts;
+  private openExec(client: Client): Promise<ClientChannel> {
     const command = this.remoteCommand();
     return new Promise((resolve, reject) => {
       try {
