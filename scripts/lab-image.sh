@@ -222,6 +222,16 @@ passwd_out="$(chroot "$ROOT" passwd -l root 2>&1)" || log "passwd -l root: $pass
 chroot "$ROOT" systemctl mask apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1 || true
 chroot "$ROOT" systemctl disable NetworkManager-wait-online.service >/dev/null 2>&1 || true
 
+# eth0 must be the slirp NIC (virtio-net, lowest PCI slot): make e1000 (a passthrough
+# candidate) always load after virtio_net, so it never registers first. The initramfs
+# carries modprobe.d, so rebuild it.
+cat >"$ROOT/etc/modprobe.d/kvmnet-lab.conf" <<'EOF2'
+softdep e1000 pre: virtio_net
+EOF2
+mount -t proc proc "$ROOT/proc"
+chroot "$ROOT" update-initramfs -u -k all >&2
+umount "$ROOT/proc"
+
 chroot "$ROOT" apt-get clean
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/debootstrap
 

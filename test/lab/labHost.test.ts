@@ -7,12 +7,23 @@
  * Slow: a cold image build is minutes, a boot ~30 s under TCG. Needs root. Under
  * CI=true a machine that cannot run lab hosts FAILS here (checkLabSupport throws).
  */
+import { execFileSync, spawn } from "child_process";
 import * as fs from "fs";
-import { bootLabHost, checkLabSupport, cleanupStaleLab, ensureLabImage, fingerprintOfKeyLine, labPaths, LabHost, listLabBoots, qemuArgs } from "./labHost";
+import * as path from "path";
+import { bootLabHost, checkLabSupport, cleanupStaleLab, ensureLabImage, fingerprintOfKeyLine, isAlive, labPaths, LabHost, listLabBoots, qemuArgs } from "./labHost";
 
 jest.setTimeout(30 * 60_000);
 
 const timings: Record<string, number> = {};
+
+function ppid(pid: number): number | undefined {
+  try {
+    const raw = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(raw.slice(raw.lastIndexOf(")") + 2).split(" ")[1]);
+  } catch {
+    return undefined;
+  }
+}
 
 describe("lab host harness", () => {
   let imageDir = "";
@@ -153,7 +164,7 @@ describe("lab host harness", () => {
     const r = await h.shutdown();
     timings.shutdownMs = r.ms;
     expect(r.clean).toBe(true);
-    expect(fs.existsSync(`/proc/${qemuPid}`) && !/^\S+ \S+ [ZX]/.test(fs.readFileSync(`/proc/${qemuPid}/stat`, "utf8").replace(/\(.*\)/, "x"))).toBe(false);
+    expect(isAlive(qemuPid)).toBe(false); // gone, or a zombie nobody has reaped yet
     expect(fs.existsSync(overlayPath)).toBe(false);
     expect(fs.existsSync(dir)).toBe(false);
     expect(fs.existsSync(`${labPaths.vmsDir}/${id}.json`)).toBe(false);
@@ -161,5 +172,77 @@ describe("lab host harness", () => {
     await expect(h.shutdown()).resolves.toEqual(r);
     await expect(h.exec("true")).rejects.toThrow(/shut down/);
     host = undefined;
+  });
+
+  it("a LAN tap lives in the test's namespace: IP and 802.1Q-tagged frames cross it; the root namespace is untouched", async () => {
+    const ns = `kvl-t${process.pid}`;
+    const sh = (c: string) => execFileSync("sh", ["-c", c], { encoding: "utf8" });
+    const rootLinksBefore = fs.readdirSync("/sys/class/net").sort();
+    sh(`ip netns add ${ns}`);
+    let lanHost: LabHost | undefined;
+    try {
+      lanHost = await bootLabHost({ imageDir, lan: { netns: ns } });
+      const tap = lanHost.lan!.tap;
+      expect(sh(`ip -n ${ns} -br link show dev ${tap}`)).toMatch(/UP/);
+      expect(fs.readdirSync("/sys/class/net").sort()).toEqual(rootLinksBefore);
+      const lanIf = (await lanHost.exec(`ip -br link | awk '$3 == "${lanHost.macs.lan}" {print $1}'`)).stdout.trim();
+      expect(lanIf).toMatch(/^eth\d$/);
+      expect(lanIf).not.toBe("eth0");
+      sh(`ip -n ${ns} addr add 192.0.2.1/24 dev ${tap}`);
+      await lanHost.exec(
+        `ip link set ${lanIf} up && ip addr add 192.0.2.2/24 dev ${lanIf} && modprobe 8021q && ` +
+          `ip link add link ${lanIf} name ${lanIf}.10 type vlan id 10 && ip link set ${lanIf}.10 up && ip addr add 198.51.100.2/24 dev ${lanIf}.10`,
+      );
+      await lanHost.exec("ping -c 2 -W 3 192.0.2.1");
+      // Tagged frames on the tap: tcpdump in the namespace while the guest pings over the VLAN.
+      const dump = spawn("ip", ["netns", "exec", ns, "timeout", "20", "tcpdump", "-c", "2", "-e", "-n", "-l", "-i", tap, "vlan 10"], { stdio: ["ignore", "pipe", "ignore"] });
+      let seen = "";
+      dump.stdout.setEncoding("utf8").on("data", (d: string) => (seen += d));
+      const done = new Promise<void>((r) => dump.on("close", () => r()));
+      await new Promise((r) => setTimeout(r, 1500));
+      await lanHost.exec("ping -c 3 -W 1 198.51.100.1", { allowFail: true });
+      await done;
+      expect(seen).toMatch(/802\.1Q.*vlan 10/);
+      const r = await lanHost.shutdown();
+      expect(r.clean).toBe(true);
+      lanHost = undefined;
+      // The tap went away with qemu.
+      expect(sh(`ip -n ${ns} -br link`)).not.toContain(tap);
+    } finally {
+      await lanHost?.shutdown();
+      sh(`ip netns del ${ns}`);
+    }
+  });
+
+  it("a SIGKILLed owner leaves no qemu behind (pdeathsig), and cleanupStaleLab removes its dir and record", async () => {
+    const script = `/tmp/kvl-killtest-${process.pid}.ts`;
+    fs.writeFileSync(
+      script,
+      `import { bootLabHost } from ${JSON.stringify(path.join(__dirname, "labHost"))};\n` +
+        `bootLabHost({ imageDir: process.env.KVL_IMAGE_DIR }).catch((e) => { console.error(e); process.exit(1); });\n`,
+    );
+    const tsx = path.join(__dirname, "..", "..", "node_modules", ".bin", "tsx");
+    const child = spawn(tsx, [script], { env: { ...process.env, KVL_IMAGE_DIR: imageDir }, stdio: "ignore" });
+    try {
+      // tsx runs the script in a grandchild node: find the boot whose qemu is up, then kill its owner.
+      let boot: ReturnType<typeof listLabBoots>[number] | undefined;
+      const deadline = Date.now() + 60_000;
+      while (!boot && Date.now() < deadline) {
+        boot = listLabBoots().find((b) => b.qemuPid !== undefined && b.alive && (b.ownerPid === child.pid || ppid(b.ownerPid) === child.pid));
+        if (!boot) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(boot).toBeDefined();
+      process.kill(boot!.ownerPid, "SIGKILL");
+      const qemuGoneBy = Date.now() + 10_000;
+      while (isAlive(boot!.qemuPid!) && Date.now() < qemuGoneBy) await new Promise((r) => setTimeout(r, 100));
+      expect(isAlive(boot!.qemuPid!)).toBe(false);
+      const removed = cleanupStaleLab();
+      expect(removed.join("\n")).toContain(boot!.id);
+      expect(fs.existsSync(boot!.dir)).toBe(false);
+      expect(listLabBoots().some((b) => b.id === boot!.id)).toBe(false);
+    } finally {
+      if (child.pid && child.exitCode === null) child.kill("SIGKILL");
+      fs.rmSync(script, { force: true });
+    }
   });
 });

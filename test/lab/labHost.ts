@@ -16,7 +16,10 @@
  *   reaches the guest's sshd only through `hostfwd=tcp:127.0.0.1:<port>-:22`. Nothing
  *   is added to the machine's root network namespace (no tap, bridge, route, address or
  *   firewall rule). The optional passthrough-candidate NICs (an e1000 and a
- *   virtio-net) have no backend at all ("no peer"): they carry no traffic.
+ *   virtio-net) have no backend at all ("no peer"): they carry no traffic. The optional
+ *   LAN NIC (`lan: { netns }`) is a tap whose host end is created inside a namespace
+ *   the test made (the tun fd is opened there by a perl one-liner under nsenter, then
+ *   qemu is exec'd back in the caller's namespace); it vanishes when qemu exits.
  * - Cleanup discipline (as in test/sandbox/fleet.ts): everything a boot makes is
  *   recorded in /run/kvmnet-lab/vms/<id>.json BEFORE it is made; qemu is killed by pid
  *   (checked against its start time), never by name; shutdown(), a failed boot, the
@@ -80,7 +83,9 @@ export interface LabHost {
   /** Image cache dir the boot uses. */
   imageDir: string;
   /** MAC addresses: eth0 (slirp) and, when extraNics, the passthrough candidates. */
-  macs: { eth0: string; e1000?: string; virtio?: string };
+  macs: { eth0: string; e1000?: string; virtio?: string; lan?: string };
+  /** The LAN tap (when `lan` was asked for): its namespace and name. */
+  lan?: { netns: string; tap: string };
   /** Milliseconds from spawning qemu to the first successful SSH command. */
   bootMs: number;
   /**
@@ -110,6 +115,12 @@ export interface BootLabHostOptions {
   keepDir?: boolean;
   /** Extra kernel command-line words. */
   kernelArgs?: string[];
+  /**
+   * A "LAN" NIC: a virtio-net whose tap's host end is created INSIDE the existing
+   * network namespace `netns` (the test's own; never the root namespace), named `tap`
+   * (default "kvl<id 6>"), brought up there. The tap vanishes when qemu exits.
+   */
+  lan?: { netns: string; tap?: string };
 }
 
 // ---------------------------------------------------------------------------------
@@ -124,9 +135,31 @@ const QEMU = "qemu-system-x86_64";
 const DEFAULT_EXEC_TIMEOUT_MS = 120_000;
 const DEFAULT_SSH_TIMEOUT_MS = 120_000;
 const DEFAULT_GRACE_MS = 30_000;
+const PROBE_READY_TIMEOUT_MS = 20_000;
 const ID_RE = /^[0-9a-f]{8}$/;
 /** 52:54:00 is QEMU's OUI; 6b:76 = "kv". Per boot the last byte is fixed: guests never share a segment. */
-const MAC = { eth0: "52:54:00:6b:76:01", e1000: "52:54:00:6b:76:02", virtio: "52:54:00:6b:76:03" } as const;
+const MAC = { eth0: "52:54:00:6b:76:01", e1000: "52:54:00:6b:76:02", virtio: "52:54:00:6b:76:03", lan: "52:54:00:6b:76:04" } as const;
+/** Placeholder in qemu's args for the LAN tap fd, filled in by TAP_OPENER. */
+const LAN_FD = "__KVL_LAN_FD__";
+/**
+ * Runs (via nsenter) inside the LAN namespace: opens /dev/net/tun there (a tun fd
+ * belongs to the namespace it was opened in), attaches it to a new tap named ARGV[0]
+ * (IFF_TAP|IFF_NO_PI), keeps the fd open across exec, then execs `nsenter
+ * --net=ARGV[1] -- ARGV[2..]` (back to the caller's namespace for slirp's hostfwd) with
+ * the fd number substituted. Only exec, never fork: qemu keeps the spawned pid. perl
+ * is Essential in Debian, so no extra package is needed.
+ */
+const TAP_OPENER = `
+use strict; use Fcntl;
+my ($name, $backns, @cmd) = @ARGV;
+sysopen(my $tun, "/dev/net/tun", O_RDWR) or die "open /dev/net/tun: $!\n";
+ioctl($tun, 0x400454ca, pack("Z16 s x22", $name, 0x0002 | 0x1000)) or die "TUNSETIFF $name: $!\n";
+my $fl = fcntl($tun, F_GETFD, 0) or die "F_GETFD: $!\n";
+fcntl($tun, F_SETFD, $fl & ~FD_CLOEXEC) or die "F_SETFD: $!\n";
+my $fd = fileno($tun);
+s/${LAN_FD}/$fd/g for @cmd;
+exec("nsenter", "--net=$backns", "--", @cmd) or die "exec nsenter: $!\n";
+`;
 
 // ---------------------------------------------------------------------------------
 // Process helpers (same discipline as test/sandbox/fleet.ts)
@@ -442,7 +475,7 @@ function connectSsh(t: SshTarget, readyTimeoutMs: number): Promise<Client> {
     c.on("error", (err) => {
       if (settled) return;
       settled = true;
-      c.end();
+      c.destroy(); // end() would leave a never-handshaken TCP socket open in slirp
       reject(hostKeySeen && hostKeySeen !== t.hostKeyFingerprint ? new Error(`lab: host key mismatch: got ${hostKeySeen}, pinned ${t.hostKeyFingerprint}`) : err);
     });
     c.on("close", () => {
@@ -496,6 +529,31 @@ function execOn(c: Client, cmd: string, opts: ExecOptions): Promise<ExecResult> 
   });
 }
 
+/**
+ * Does the guest's sshd answer with its banner? slirp accepts every TCP connection to
+ * the forwarded port at once (even while the guest is still booting) and then holds it
+ * silently, so only the "SSH-" banner proves sshd is there. Cheap, no key exchange.
+ */
+function sshBanner(port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: "127.0.0.1", port });
+    let buf = "";
+    const finish = (ok: boolean) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    sock.setEncoding("latin1");
+    sock.on("data", (d: string) => {
+      buf += d;
+      if (buf.includes("\n")) finish(buf.startsWith("SSH-"));
+    });
+    sock.on("error", () => finish(false));
+    sock.on("close", () => finish(false));
+  });
+}
+
 function freeLoopbackPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
@@ -523,6 +581,8 @@ export function qemuArgs(o: {
   kernelArgs: string[];
   machineId: string;
   name: string;
+  /** Add the LAN virtio-net on a tap whose fd is LAN_FD (see TAP_OPENER). */
+  lan?: boolean;
 }): string[] {
   const append = [
     "console=ttyS0",
@@ -560,6 +620,10 @@ export function qemuArgs(o: {
     args.push("-device", `e1000,mac=${MAC.e1000},addr=0x4,romfile=`);
     args.push("-device", `virtio-net-pci,mac=${MAC.virtio},addr=0x5,romfile=`);
   }
+  if (o.lan) {
+    args.push("-netdev", `tap,id=lan0,fd=${LAN_FD}`);
+    args.push("-device", `virtio-net-pci,netdev=lan0,mac=${MAC.lan},addr=0x6,romfile=`);
+  }
   return args;
 }
 
@@ -575,6 +639,12 @@ export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHos
   const hostKeyLine = fs.readFileSync(path.join(imageDir, "ssh_host_ed25519_key.pub"), "utf8").trim();
   const hostKeyFingerprint = fingerprintOfKeyLine(hostKeyLine);
   const extraNics = opts.extraNics ?? true;
+  if (opts.lan) {
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(opts.lan.netns) || !fs.existsSync(`/run/netns/${opts.lan.netns}`)) {
+      throw new Error(`bootLabHost: lan.netns ${JSON.stringify(opts.lan.netns)} is not an existing named network namespace`);
+    }
+    if (opts.lan.tap !== undefined && !/^[A-Za-z0-9_.-]{1,15}$/.test(opts.lan.tap)) throw new Error(`bootLabHost: invalid lan.tap ${JSON.stringify(opts.lan.tap)}`);
+  }
 
   cleanupStaleLab();
   const rec = reserveId(opts.keepDir ?? false);
@@ -619,11 +689,17 @@ export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHos
         kernelArgs: opts.kernelArgs ?? [],
         machineId: crypto.randomBytes(16).toString("hex"),
         name: `kvmnet-lab-${rec.id}`,
+        lan: opts.lan !== undefined,
       });
       const logFd = fs.openSync(qemuLogPath, "a");
       t0 = Date.now();
       // setpriv execs qemu in place (same pid) with PR_SET_PDEATHSIG=SIGKILL.
-      const child = spawn("setpriv", ["--pdeathsig", "KILL", "--", QEMU, ...args], {
+      const qemuCmd = ["setpriv", "--pdeathsig", "KILL", "--", QEMU, ...args];
+      const lanTap = opts.lan ? (opts.lan.tap ?? `kvl${rec.id.slice(0, 6)}`) : undefined;
+      const argv = opts.lan
+        ? ["nsenter", `--net=/run/netns/${opts.lan.netns}`, "--", "perl", "-e", TAP_OPENER, lanTap!, `/proc/${process.pid}/ns/net`, ...qemuCmd]
+        : qemuCmd;
+      const child = spawn(argv[0]!, argv.slice(1), {
         env: childEnv(),
         cwd: dir,
         stdio: ["ignore", logFd, logFd],
@@ -640,6 +716,14 @@ export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHos
       child.unref();
       exitInfo = info;
       await sleep(300);
+      if (!info.text && isAlive(rec.qemu) && opts.lan) {
+        // The exec chain may still be in perl/nsenter: wait until the pid is qemu.
+        const until = Date.now() + 5000;
+        while (!/qemu-system/.test(fs.readFileSync(`/proc/${qemuPid}/cmdline`, "utf8").split("\0")[0] ?? "") && Date.now() < until && isAlive(qemuPid)) await sleep(50);
+        rec.qemu = pidRef(qemuPid);
+        writeRecord(rec);
+        if (isAlive(rec.qemu)) await run("ip", ["-n", opts.lan.netns, "link", "set", "dev", lanTap!, "up"], { what: "lan tap up" });
+      }
       if (!info.text && isAlive(rec.qemu)) break;
       await sleep(200);
       const log = tail(qemuLogPath, 20);
@@ -680,13 +764,24 @@ export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHos
     const waitForSsh = async (timeoutMs = opts.sshTimeoutMs ?? DEFAULT_SSH_TIMEOUT_MS): Promise<void> => {
       const deadline = Date.now() + timeoutMs;
       let lastErr = "";
+      let probeTimeoutMs = PROBE_READY_TIMEOUT_MS;
       for (;;) {
         if (exitInfo.text || !isAlive(rec.qemu!)) {
           throw new Error(`lab: ${exitInfo.text ?? "qemu died"} before SSH answered:\n${tail(qemuLogPath, 10)}\n--- serial ---\n${tail(serialLogPath)}`);
         }
+        if (!(await sshBanner(port, 3000))) {
+          lastErr = "no SSH banner yet";
+          if (Date.now() > deadline) {
+            throw new Error(`lab: no SSH on 127.0.0.1:${port} after ${timeoutMs} ms (last: ${lastErr})\n--- serial ---\n${tail(serialLogPath)}`);
+          }
+          await sleep(500);
+          continue;
+        }
         try {
           dropClient();
-          const c = await getClient(Math.max(1000, Math.min(15_000, deadline - Date.now())));
+          // sshd has sent its banner; a handshake that still times out (TCG under load)
+          // gets twice the time on the next try.
+          const c = await getClient(Math.max(1000, Math.min(probeTimeoutMs, deadline - Date.now())));
           const r = await execOn(c, "true", { timeoutMs: 15_000, allowFail: true });
           if (r.code === 0) return;
           lastErr = `exit ${r.code}`;
@@ -694,11 +789,12 @@ export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHos
           lastErr = (err as Error).message;
           // A pinned-key mismatch will not fix itself.
           if (/host key mismatch/.test(lastErr)) throw err;
+          if (/Timed out while waiting for handshake/.test(lastErr)) probeTimeoutMs = Math.min(40_000, probeTimeoutMs * 2);
         }
         if (Date.now() > deadline) {
           throw new Error(`lab: no SSH on 127.0.0.1:${port} after ${timeoutMs} ms (last: ${lastErr})\n--- serial ---\n${tail(serialLogPath)}`);
         }
-        await sleep(1000);
+        await sleep(500);
       }
     };
 
@@ -750,7 +846,12 @@ export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHos
       overlayPath: overlay,
       dir,
       imageDir,
-      macs: extraNics ? { eth0: MAC.eth0, e1000: MAC.e1000, virtio: MAC.virtio } : { eth0: MAC.eth0 },
+      macs: {
+        eth0: MAC.eth0,
+        ...(extraNics ? { e1000: MAC.e1000, virtio: MAC.virtio } : {}),
+        ...(opts.lan ? { lan: MAC.lan } : {}),
+      },
+      ...(opts.lan ? { lan: { netns: opts.lan.netns, tap: opts.lan.tap ?? `kvl${rec.id.slice(0, 6)}` } } : {}),
       bootMs,
       exec,
       waitForSsh,
