@@ -1,4 +1,4 @@
-// Three tiers, each its own jest project so they can be run alone
+// Four tiers, each its own jest project so they can be run alone
 // (`jest --selectProjects unit`). Integration tiers need root and real
 // kernel features; they fail loudly under CI=true when those are missing.
 const tsJest = ["ts-jest", { tsconfig: "test/tsconfig.json" }];
@@ -11,5 +11,7 @@ module.exports = {
     { ...base, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.test.ts"] },
     { ...base, displayName: "sandbox", testMatch: ["<rootDir>/test/sandbox/**/*.test.ts"] },
     { ...base, displayName: "engine", testMatch: ["<rootDir>/test/engine/**/*.test.ts"] },
+    // Tier 3: a Debian guest under QEMU (802.1Q, IOMMU, systemd), see test/lab/labHost.ts.
+    { ...base, displayName: "lab", testMatch: ["<rootDir>/test/lab/**/*.test.ts"] },
   ],
 };

@@ -45,7 +45,8 @@ export const EXIT_LOCK_BUSY = 75;
 /** Wait this long for another kvmnet script on the same host. */
 const LOCK_WAIT_SECONDS = 90;
 
-export function renderScript(plan: Plan): Script {
+/** `observeExtra`: a kind's own observe sections, read back with the standard ones. */
+export function renderScript(plan: Plan, observeExtra: readonly Script[] = []): Script {
   const parts: Script[] = [
     literal("set -u"),
     literal("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -77,7 +78,7 @@ export function renderScript(plan: Plan): Script {
   // looks, and holding the lock through it would serialize every other
   // resource's apply behind our observation (measured: bench/bridge-concurrency.ts).
   parts.push(literal("exec 9>&-"));
-  parts.push(observeScript());
+  parts.push(observeScript(observeExtra));
   return joinLines(parts);
 }
 

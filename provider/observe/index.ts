@@ -64,6 +64,8 @@ export interface HostSnapshot {
   pidFiles: Record<string, { pid?: number; comm?: string }>;
   /** Local addresses with a UDP or TCP socket on port 53 (e.g. "0.0.0.0:53", "127.0.0.53%lo:53"). */
   dns53Listeners: string[];
+  /** Every framed section by name, including a kind's own extra sections (KindSpec.observeExtra). */
+  sections: Map<string, Section>;
 }
 
 export const STATE_DIR = "/run/kvmnet/state";
@@ -76,7 +78,7 @@ export const STATE_DIR = "/run/kvmnet/state";
 export const LOCK_FILE = "/run/lock/kvmnet.lock";
 
 /** Shell that prints one framed section. `body` writes to stdout. */
-function section(name: string, body: Script): Script {
+export function section(name: string, body: Script): Script {
   return joinLines([
     sh`printf '\\n@@kvmnet-begin %s\\n' ${name}`,
     body,
@@ -90,7 +92,7 @@ function section(name: string, body: Script): Script {
  * SSH_CONNECTION tells which client address the session came from, so
  * `ip route get` names the interface that carries the management path.
  */
-export function observeScript(): Script {
+export function observeScript(extra: readonly Script[] = []): Script {
   return joinLines([
     literal("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     section("uid", literal("id -u")),
@@ -131,6 +133,7 @@ export function observeScript(): Script {
         `for f in ${STATE_DIR}/*/*; do [ -f "$f" ] || continue; printf '@@kvmnet-file %s\\n' "$f"; cat "$f"; printf '\\n'; done; true`,
       ),
     ),
+    ...extra,
   ]);
 }
 
@@ -237,6 +240,7 @@ export function parseSnapshot(stdout: string, host: string): HostSnapshot {
     managementInterface: mgmt[0]?.dev,
     defaultRouteInterface: defaults[0]?.dev,
     stateFiles,
+    sections,
   };
 }
 

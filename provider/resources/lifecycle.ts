@@ -13,6 +13,7 @@ import { isKvmnetError, KvmnetError } from "../errors";
 import { ConnectionInput, Host, hostFor } from "../host";
 import { HostSnapshot, observeScript, parseSnapshot } from "../observe";
 import { applyError, Plan, renderScript } from "../render";
+import type { Script } from "../shell";
 import { checkWith, CheckFailure, containsUnknown } from "../validate";
 
 export interface CheckResult {
@@ -80,6 +81,12 @@ export interface KindSpec<I extends BaseInputs> {
   verify(desired: I, snap: HostSnapshot): string[];
   /** Full outputs from inputs and the host, or undefined when the object is gone. */
   outputs(inputs: I, snap: HostSnapshot): Record<string, unknown> | undefined;
+  /**
+   * Extra framed sections (built with observe's `section()`) this kind reads
+   * from `snap.sections`, e.g. sysfs for PCI devices. They run in every
+   * observe and apply read-back of this kind, and only this kind.
+   */
+  observeExtra?: readonly Script[];
 }
 
 /** Engine bookkeeping keys (`__provider`) never reach schemas. */
@@ -94,8 +101,8 @@ function plain<T>(v: T): T {
   return JSON.parse(JSON.stringify(v)) as T;
 }
 
-export async function observe(host: Host): Promise<HostSnapshot> {
-  const r = await host.run(observeScript().text, { timeoutMs: 60_000 });
+export async function observe(host: Host, extra: readonly Script[] = []): Promise<HostSnapshot> {
+  const r = await host.run(observeScript(extra).text, { timeoutMs: 60_000 });
   if (r.exitCode !== 0) {
     throw new KvmnetError({ kind: "Failed", message: "observing the host failed", host: host.label, exitCode: r.exitCode, stderr: r.stderr });
   }
@@ -112,8 +119,8 @@ export async function observe(host: Host): Promise<HostSnapshot> {
 }
 
 /** Run a rendered plan; returns the host's state after it. */
-export async function apply(host: Host, plan: Plan): Promise<HostSnapshot> {
-  const r = await host.run(renderScript(plan).text);
+export async function apply(host: Host, plan: Plan, extra: readonly Script[] = []): Promise<HostSnapshot> {
+  const r = await host.run(renderScript(plan, extra).text);
   if (r.exitCode !== 0) throw applyError(host.label, r.exitCode, r.signal, r.stderr);
   return parseSnapshot(r.stdout, host.label);
 }
@@ -173,13 +180,13 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     async create(props) {
       const inputs = parseInputs<I>(s, props, `invalid ${spec.kind}`);
       const host = hostFor(inputs.connection);
-      const snap = await observe(host);
+      const snap = await observe(host, spec.observeExtra);
       const plan = spec.plan(inputs, snap);
-      const after = await apply(host, plan);
+      const after = await apply(host, plan, spec.observeExtra);
       const problems = spec.verify(inputs, after);
       if (problems.length > 0) {
         // The SDK contract: a failed create leaves nothing behind.
-        await apply(host, spec.planDelete(inputs, after)).catch(() => undefined);
+        await apply(host, spec.planDelete(inputs, after), spec.observeExtra).catch(() => undefined);
         throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${problems.join("; ")}`, host: host.label, hint: "the partial change was removed" });
       }
       const outs = spec.outputs(inputs, after);
@@ -190,7 +197,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     async read(id, props) {
       const inputs = parseInputs<I>(s, props, `stored state of ${id} is not valid`, true);
       const host = hostFor(inputs.connection);
-      const snap = await observe(host);
+      const snap = await observe(host, spec.observeExtra);
       const outs = spec.outputs(inputs, snap);
       if (!outs) return { id: "", props: {} };
       const current = plain(outs);
@@ -204,14 +211,14 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const olds = parseInputs<I>(s, oldsRaw, "stored state is not valid", true);
       const news = parseInputs<I>(s, newsRaw, `invalid ${spec.kind}`);
       const host = hostFor(news.connection);
-      const snap = await observe(host);
-      const after = await apply(host, spec.plan(news, snap, olds));
+      const snap = await observe(host, spec.observeExtra);
+      const after = await apply(host, spec.plan(news, snap, olds), spec.observeExtra);
       const problems = spec.verify(news, after);
       if (problems.length > 0) {
         // A failed update leaves the old state: plan back to the old inputs.
         let rolledBack = "rolled back to the previous settings";
         try {
-          await apply(host, spec.plan(olds, after, news));
+          await apply(host, spec.plan(olds, after, news), spec.observeExtra);
         } catch (e) {
           rolledBack = `rolling back failed too: ${isKvmnetError(e) ? e.shortMessage : String(e)}; run pulumi refresh`;
         }
@@ -225,10 +232,10 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     async delete(_id, props) {
       const inputs = parseInputs<I>(s, props, "stored state is not valid", true);
       const host = hostFor(inputs.connection);
-      const snap = await observe(host);
+      const snap = await observe(host, spec.observeExtra);
       const plan = spec.planDelete(inputs, snap);
       if (plan.steps.length === 0) return;
-      const after = await apply(host, plan);
+      const after = await apply(host, plan, spec.observeExtra);
       const left = spec.outputs(inputs, after);
       if (left) throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${spec.kind} ${inputs.name} still exists after delete`, host: host.label });
     },
