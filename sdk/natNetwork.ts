@@ -120,6 +120,8 @@ export class NatNetwork extends pulumi.dynamic.Resource {
   declare public readonly macAddress: pulumi.Output<string | null>;
   /** Pid of the network's dnsmasq (null when none runs). Unchanged by a reload. */
   declare public readonly dnsmasqPid: pulumi.Output<number | null>;
+  /** The systemd unit running the network's dnsmasq (`kvmnet-dnsmasq-<name>.service`); null on a host without systemd or when none runs. */
+  declare public readonly dnsmasqUnit: pulumi.Output<string | null>;
   /** The network's nft table exists. */
   declare public readonly tablePresent: pulumi.Output<boolean>;
   /** net.ipv4.ip_forward is on. */
@@ -142,6 +144,7 @@ export class NatNetwork extends pulumi.dynamic.Resource {
       ifindex: undefined,
       macAddress: undefined,
       dnsmasqPid: undefined,
+      dnsmasqUnit: undefined,
       tablePresent: undefined,
       ipForward: undefined,
     };

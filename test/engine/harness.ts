@@ -100,9 +100,13 @@ export class Stack {
     await this.ok(["stack", "init"]);
   }
 
-  /** Point the examples' `host`, `hostKey` and secret `sshKey` config at a sandbox host. */
-  async connectTo(h: { address: string; hostKeyFingerprint: string; privateKey: string }): Promise<void> {
+  /**
+   * Point the examples' `host`, `hostKey` and secret `sshKey` config (and `port`,
+   * for a lab host behind a forwarded loopback port) at a test host.
+   */
+  async connectTo(h: { address: string; hostKeyFingerprint: string; privateKey: string; port?: number }): Promise<void> {
     await this.setConfig("host", h.address);
+    if (h.port !== undefined && h.port !== 22) await this.setConfig("port", String(h.port));
     await this.setConfig("hostKey", h.hostKeyFingerprint);
     await this.setConfig("sshKey", h.privateKey, { secret: true });
   }

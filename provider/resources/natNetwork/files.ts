@@ -21,6 +21,39 @@ export const dnsHostsFile = (name: string) => `${runDir(name)}/hosts`;
 export const tableFile = (name: string) => `${runDir(name)}/table.nft`;
 export const leaseFile = (name: string) => `${runDir(name)}/leases`;
 export const NAT_STATE_DIR = `${STATE_DIR}/natNetwork`;
+
+/**
+ * Where systemd runs, dnsmasq is a unit of its own: `systemctl status`,
+ * the journal and restart-on-crash work as for any service. The unit file
+ * lives in /run/systemd/system (systemd's runtime unit dir), so like every
+ * other runtime object here it is gone after a reboot (persistence "runtime").
+ * Network names are letters, digits and '_', all valid in unit names.
+ */
+export const dnsmasqUnit = (name: string) => `kvmnet-dnsmasq-${name}.service`;
+export const dnsmasqUnitFile = (name: string) => `/run/systemd/system/${dnsmasqUnit(name)}`;
+
+/**
+ * The unit: Type=forking with dnsmasq's own pid file, so `systemctl start`
+ * returns once dnsmasq has bound its sockets (or failed, the reason in the
+ * journal), and the pid file is the same one the daemon mode uses.
+ * ExecStart names dnsmasq without a path: systemd (≥ 239) looks it up in
+ * /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin.
+ */
+export function dnsmasqUnitText(name: string): string {
+  return [
+    "[Unit]",
+    `Description=dnsmasq (DHCP/DNS) for NatNetwork ${name}, managed by pulumi-kvmnet`,
+    "Documentation=man:dnsmasq(8)",
+    "",
+    "[Service]",
+    "Type=forking",
+    `PIDFile=${pidFile(name)}`,
+    `ExecStart=dnsmasq --conf-file=${confFile(name)}`,
+    "ExecReload=/bin/kill -HUP $MAINPID",
+    "Restart=on-failure",
+    "",
+  ].join("\n");
+}
 /** What the last apply rendered (to choose reload vs restart, and to undo). */
 export const stateFile = (name: string) => `${NAT_STATE_DIR}/${name}.json`;
 /** sysctl files that set net.ipv4.ip_forward=0, recorded by the apply script (one per line). */

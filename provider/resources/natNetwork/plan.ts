@@ -10,6 +10,7 @@ import { KvmnetError } from "../../errors";
 import { configuredAddresses, findLink, HostSnapshot } from "../../observe";
 import {
   dnsmasqFiles,
+  dnsmasqUnit,
   DnsmasqFiles,
   forwardHolder,
   gatewayCidr,
@@ -29,6 +30,8 @@ export interface NatState {
   uplink?: string;
   table: string;
   files?: DnsmasqFiles;
+  /** The systemd unit running dnsmasq; absent when it runs as a plain daemon (no systemd) or not at all. */
+  dnsmasqUnit?: string;
 }
 
 export interface NatObserved {
@@ -104,8 +107,9 @@ export type NatAction =
   | { op: "deleteTable"; name: string }
   | { op: "acquireForward"; name: string }
   | { op: "releaseForward"; name: string }
-  | { op: "dnsmasq"; name: string; how: "start" | "reload" | "restart"; files: DnsmasqFiles; previous?: DnsmasqFiles }
-  | { op: "stopDnsmasq"; name: string }
+  | { op: "dnsmasq"; name: string; how: "start" | "reload" | "restart"; files: DnsmasqFiles; previous?: DnsmasqFiles; systemd: boolean }
+  /** `systemd`: how to start it again should a later step fail (undo). */
+  | { op: "stopDnsmasq"; name: string; systemd: boolean }
   | { op: "writeState"; name: string; state: NatState; previous?: NatState }
   | { op: "recordSysctl"; name: string }
   | { op: "forgetSysctl"; name: string }
@@ -243,15 +247,18 @@ export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?
   // dnsmasq: start, reload (hosts files only: SIGHUP keeps leases and pid) or restart (config).
   const files = needsDnsmasq(desired) ? dnsmasqFiles(desired) : undefined;
   const had = obs.state?.files;
+  // Under systemd it runs as a unit of its own (decided by the host, which cannot change init without a reboot).
+  const systemd = snap.systemd;
+  const unitNow = files && systemd ? dnsmasqUnit(name) : undefined;
   if (files) {
-    if (!ownDnsmasqRunning) actions.push({ op: "dnsmasq", name, how: "start", files, previous: had });
-    else if (!had || had.conf !== files.conf) actions.push({ op: "dnsmasq", name, how: "restart", files, previous: had });
-    else if (had.dhcpHosts !== files.dhcpHosts || had.dnsHosts !== files.dnsHosts) actions.push({ op: "dnsmasq", name, how: "reload", files, previous: had });
-  } else if (ownDnsmasqRunning) {
-    actions.push({ op: "stopDnsmasq", name });
+    if (!ownDnsmasqRunning) actions.push({ op: "dnsmasq", name, how: "start", files, previous: had, systemd });
+    else if (!had || had.conf !== files.conf) actions.push({ op: "dnsmasq", name, how: "restart", files, previous: had, systemd });
+    else if (had.dhcpHosts !== files.dhcpHosts || had.dnsHosts !== files.dnsHosts) actions.push({ op: "dnsmasq", name, how: "reload", files, previous: had, systemd });
+  } else if (ownDnsmasqRunning || obs.state?.dnsmasqUnit) {
+    actions.push({ op: "stopDnsmasq", name, systemd: obs.state?.dnsmasqUnit !== undefined });
   }
 
-  const state: NatState = { uplink: forwards ? uplink : desired.uplink, table: script, files };
+  const state: NatState = { uplink: forwards ? uplink : desired.uplink, table: script, files, ...(unitNow ? { dnsmasqUnit: unitNow } : {}) };
   if (JSON.stringify(state) !== JSON.stringify(obs.state)) actions.push({ op: "writeState", name, state, previous: obs.state });
   actions.push(forwards ? { op: "recordSysctl", name } : { op: "forgetSysctl", name });
   return { guards, actions };
@@ -261,7 +268,7 @@ export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?
 export function planNatDelete(n: NatNetworkInputs, snap: HostSnapshot): NatPlan {
   const obs = observeNat(snap, n);
   const actions: NatAction[] = [];
-  if (obs.dnsmasq) actions.push({ op: "stopDnsmasq", name: n.name });
+  if (obs.dnsmasq || obs.state?.dnsmasqUnit) actions.push({ op: "stopDnsmasq", name: n.name, systemd: obs.state?.dnsmasqUnit !== undefined });
   if (obs.tableRules !== undefined) actions.push({ op: "deleteTable", name: n.name });
   if (obs.forwardHeld) actions.push({ op: "releaseForward", name: n.name });
   if (obs.bridge?.isBridge) actions.push({ op: "deleteBridge", bridge: n.bridgeName });

@@ -7,6 +7,9 @@ import {
   dhcpHostsFile,
   dnsHostsFile,
   DnsmasqFiles,
+  dnsmasqUnit,
+  dnsmasqUnitFile,
+  dnsmasqUnitText,
   FORWARD_DIR,
   forwardHolder,
   leaseFile,
@@ -74,19 +77,42 @@ function withDnsmasqPid(name: string, body: Script): Script {
   return sh`p=$(cat ${pidFile(name)} 2>/dev/null || true); if ${DNSMASQ_ALIVE}; then ${body}; fi`;
 }
 
-function startDnsmasq(name: string): Script {
-  // dnsmasq daemonizes; its parent exits only after the child started (or failed, with the reason on stderr).
-  return andThen([
-    sh`rm -f ${pidFile(name)}`,
-    sh`dnsmasq --conf-file=${confFile(name)} </dev/null >/dev/null`,
+/** Stop and forget the unit (if there is one): its file goes, and systemd drops it from memory. */
+function removeUnit(name: string): Script {
+  const unit = dnsmasqUnit(name);
+  return sh`if [ -f ${dnsmasqUnitFile(name)} ]; then systemctl stop ${unit}; rm -f ${dnsmasqUnitFile(name)}; systemctl daemon-reload; systemctl reset-failed ${unit} 2>/dev/null; fi; true`;
+}
+
+function startDnsmasq(name: string, systemd: boolean): Script {
+  const waitAlive = andThen([
     sh`{ i=0; while [ ! -s ${pidFile(name)} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; }`,
     sh`p=$(cat ${pidFile(name)} 2>/dev/null)`,
     DNSMASQ_ALIVE,
   ]);
+  if (systemd) {
+    const unit = dnsmasqUnit(name);
+    // A unit that fails to start shows why (the journal's last lines) and is removed again.
+    return andThen([
+      sh`rm -f ${pidFile(name)}`,
+      writeFile(dnsmasqUnitFile(name), dnsmasqUnitText(name)),
+      sh`systemctl daemon-reload`,
+      joinLines([
+        sh`if ! systemctl start ${unit}; then`,
+        sh`  journalctl -u ${unit} -n 10 --no-pager -o cat >&2 2>/dev/null`,
+        sh`  ${removeUnit(name)}; false`,
+        sh`fi`,
+      ]),
+      waitAlive,
+    ]);
+  }
+  // dnsmasq daemonizes; its parent exits only after the child started (or failed, with the reason on stderr).
+  return andThen([sh`rm -f ${pidFile(name)}`, sh`dnsmasq --conf-file=${confFile(name)} </dev/null >/dev/null`, waitAlive]);
 }
 
 function stopDnsmasq(name: string): Script {
   return joinLines([
+    removeUnit(name),
+    // Without systemd (or should the unit have lost track of it): by pid, checked to be our dnsmasq.
     withDnsmasqPid(name, sh`kill "$p"; i=0; while ${DNSMASQ_ALIVE} && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done`),
     sh`rm -f ${pidFile(name)}`,
   ]);
@@ -142,7 +168,7 @@ function renderAction(a: NatAction): Step {
       const orElse = (run: Script, cleanup: Script) => joinLines([sh`{ ${run}; } || {`, cleanup, sh`false; }`]);
       if (a.how === "start") {
         const undo = back ? joinLines([stopDnsmasq(a.name), back]) : joinLines([stopDnsmasq(a.name), removeOwn]);
-        return { description: `start dnsmasq for ${a.name}`, run: orElse(andThen([write, startDnsmasq(a.name)]), undo), undo };
+        return { description: `start dnsmasq for ${a.name}${a.systemd ? ` (unit ${dnsmasqUnit(a.name)})` : ""}`, run: orElse(andThen([write, startDnsmasq(a.name, a.systemd)]), undo), undo };
       }
       if (a.how === "reload") {
         const undo = back ? joinLines([back, reloadDnsmasq(a.name)]) : undefined;
@@ -152,12 +178,12 @@ function renderAction(a: NatAction): Step {
           undo,
         };
       }
-      const undo = back ? joinLines([back, stopDnsmasq(a.name), startDnsmasq(a.name)]) : undefined;
-      const run = andThen([write, joinLines([stopDnsmasq(a.name), startDnsmasq(a.name)])]);
+      const undo = back ? joinLines([back, stopDnsmasq(a.name), startDnsmasq(a.name, a.systemd)]) : undefined;
+      const run = andThen([write, joinLines([stopDnsmasq(a.name), startDnsmasq(a.name, a.systemd)])]);
       return { description: `restart dnsmasq for ${a.name} (configuration changed)`, run: undo ? orElse(run, undo) : run, undo };
     }
     case "stopDnsmasq":
-      return { description: `stop dnsmasq of ${a.name}`, run: stopDnsmasq(a.name), undo: startDnsmasq(a.name) };
+      return { description: `stop dnsmasq of ${a.name}`, run: stopDnsmasq(a.name), undo: startDnsmasq(a.name, a.systemd) };
     case "writeState":
       return {
         description: `record state of ${a.name}`,

@@ -81,6 +81,8 @@ export function natOutputs(inputs: NatNetworkInputs, snap: HostSnapshot): Record
   out.ifindex = obs.bridge?.ifindex ?? null;
   out.macAddress = obs.bridge?.macAddress ?? null;
   out.dnsmasqPid = running ? (obs.dnsmasq?.pid ?? null) : null;
+  // The systemd unit that runs dnsmasq (`systemctl status <unit>`), null without systemd.
+  out.dnsmasqUnit = running ? (obs.state?.dnsmasqUnit ?? null) : null;
   out.tablePresent = obs.tableRules !== undefined;
   out.ipForward = obs.ipForward === "1";
   return out;

@@ -109,6 +109,42 @@ describe("planNat", () => {
   });
 });
 
+describe("dnsmasq under systemd", () => {
+  const sd: HostSnapshot = { ...noDocker, systemd: true };
+  const fresh = inputs({ name: "new", subnet: "10.79.0.0/24", dhcp: { start: "10.79.0.10", end: "10.79.0.20" } });
+
+  it("runs as a unit of its own in /run/systemd/system where systemd runs, and as a daemon where it does not", () => {
+    const p = planNat(fresh, sd);
+    const start = p.actions.find((a) => a.op === "dnsmasq");
+    expect(start).toMatchObject({ how: "start", systemd: true });
+    expect(p.actions.find((a) => a.op === "writeState")).toMatchObject({ state: { dnsmasqUnit: "kvmnet-dnsmasq-new.service" } });
+    const text = renderNatPlan(p).steps.map((s) => s.run.text).join("\n");
+    expect(text).toContain("/run/systemd/system/kvmnet-dnsmasq-new.service");
+    expect(text).toMatch(/Type=forking\nPIDFile=\/run\/kvmnet\/nat\/new\/dnsmasq.pid\nExecStart=dnsmasq --conf-file=\/run\/kvmnet\/nat\/new\/dnsmasq.conf/);
+    expect(text).toContain("systemctl start 'kvmnet-dnsmasq-new.service'");
+    expect(text).toContain("journalctl -u 'kvmnet-dnsmasq-new.service'");
+
+    const daemon = planNat(fresh, noDocker);
+    expect(daemon.actions.find((a) => a.op === "dnsmasq")).toMatchObject({ how: "start", systemd: false });
+    expect(daemon.actions.find((a) => a.op === "writeState")).not.toHaveProperty("state.dnsmasqUnit");
+    const daemonText = renderNatPlan(daemon).steps.map((s) => s.run.text).join("\n");
+    expect(daemonText).not.toContain("systemctl start");
+    expect(daemonText).toContain("dnsmasq --conf-file='/run/kvmnet/nat/new/dnsmasq.conf'");
+  });
+
+  it("stops the unit and removes its file on delete, restarting it the same way should a later step fail", () => {
+    const withUnit: HostSnapshot = {
+      ...sd,
+      stateFiles: { ...sd.stateFiles, "/run/kvmnet/state/natNetwork/lab.json": JSON.stringify({ ...JSON.parse(sd.stateFiles["/run/kvmnet/state/natNetwork/lab.json"]), dnsmasqUnit: "kvmnet-dnsmasq-lab.service" }) },
+    };
+    const del = planNatDelete(lab, withUnit);
+    expect(del.actions[0]).toEqual({ op: "stopDnsmasq", name: "lab", systemd: true });
+    const step = renderNatPlan(del).steps[0];
+    expect(step.run.text).toContain("systemctl stop 'kvmnet-dnsmasq-lab.service'; rm -f '/run/systemd/system/kvmnet-dnsmasq-lab.service'; systemctl daemon-reload");
+    expect(step.undo?.text).toContain("systemctl start 'kvmnet-dnsmasq-lab.service'");
+  });
+});
+
 describe("planNatDelete", () => {
   it("stops dnsmasq, deletes the table, releases ip_forward, deletes the bridge, removes files", () => {
     expect(ops(planNatDelete(lab, snap).actions)).toEqual(["stopDnsmasq", "deleteTable", "releaseForward", "deleteBridge", "removeFiles"]);
