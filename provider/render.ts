@@ -13,6 +13,7 @@
  *      verifies against the state the host really has — in the same round trip.
  * Step output goes to stderr; stdout carries only the framed sections.
  */
+import { armStep, ConfirmSpec } from "./confirm";
 import type { ErrorKind } from "./errors";
 import { KvmnetError } from "./errors";
 import { LOCK_FILE, observeScript } from "./observe";
@@ -36,6 +37,8 @@ export interface Guard {
 export interface Plan {
   guards: Guard[];
   steps: Step[];
+  /** Set when the change may cut the management path: the steps run under commit-confirm (provider/confirm.ts). */
+  confirm?: ConfirmSpec;
 }
 
 export const EXIT_STEP_FAILED = 3;
@@ -45,10 +48,25 @@ export const EXIT_LOCK_BUSY = 75;
 /** Wait this long for another kvmnet script on the same host. */
 const LOCK_WAIT_SECONDS = 90;
 
-/** `observeExtra`: a kind's own observe sections, read back with the standard ones. */
-export function renderScript(plan: Plan, observeExtra: readonly Script[] = []): Script {
+/**
+ * `observeExtra`: a kind's own observe sections, read back with the standard ones.
+ * `confirmToken`: required when `plan.confirm` is set; names the armed revert.
+ */
+export function renderScript(plan: Plan, observeExtra: readonly Script[] = [], confirmToken?: string): Script {
+  let steps = plan.steps;
+  const prelude: Script[] = [];
+  if (plan.confirm) {
+    if (!confirmToken) throw new KvmnetError({ kind: "Bug", message: "a plan that needs confirming was rendered without a token" });
+    // The revert is the undo of every step, last first: the state before this plan.
+    const undos = plan.steps.filter((s) => s.undo).map((s) => s.undo as Script).reverse();
+    const arm = armStep(confirmToken, plan.confirm.timeoutSec, undos);
+    steps = [{ description: `arm the automatic revert (${plan.confirm.timeoutSec}s without confirmation)`, ...arm }, ...steps];
+    // A session cut by the change itself must not stop the steps half done.
+    prelude.push(literal("trap '' HUP PIPE"));
+  }
   const parts: Script[] = [
     literal("set -u"),
+    ...prelude,
     literal("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     literal("kvmnet_fail() { printf '@@kvmnet-fail %s %s\\n' \"$1\" \"$2\" >&2; }"),
     sh`mkdir -p /run/lock && exec 9>>${LOCK_FILE}`,
@@ -58,8 +76,8 @@ export function renderScript(plan: Plan, observeExtra: readonly Script[] = []): 
   for (const g of plan.guards) {
     parts.push(sh`if ! { ${g.test}; } >&2; then kvmnet_fail ${g.kind} ${g.message}; exit ${EXIT_GUARD_FAILED}; fi`);
   }
-  plan.steps.forEach((step, i) => {
-    const undos = plan.steps
+  steps.forEach((step, i) => {
+    const undos = steps
       .slice(0, i)
       .reverse()
       .filter((s) => s.undo)

@@ -27,15 +27,26 @@ export interface BridgeArgs {
   /** 802.1Q VLAN filtering on the bridge. */
   vlanFiltering?: pulumi.Input<boolean>;
   /**
-   * Interfaces to enslave. They must exist, have no addresses, and not carry
-   * the management or default route. Ports not listed here (guest taps) are
-   * left alone; a port removed from the list is released.
+   * Interfaces to enslave. They must exist, and — unless `takeOverUplink` —
+   * have no addresses and not carry the management or default route. Ports
+   * not listed here (guest taps) are left alone; a port removed from the list
+   * is released.
    */
   ports?: pulumi.Input<pulumi.Input<string>[]>;
   /** Addresses in CIDR form (IPv4 and IPv6), e.g. "192.168.50.1/24". Others on the bridge are left alone. */
   addresses?: pulumi.Input<pulumi.Input<string>[]>;
   /** Manage a bridge of this name that already exists instead of failing with a Conflict. Default false. */
   adopt?: pulumi.Input<boolean>;
+  /**
+   * Let `ports` include the uplink NIC — even the one this SSH session runs
+   * over: its addresses and routes move onto the bridge (which takes its MAC),
+   * and go back when it is released or the bridge is deleted. Such changes run
+   * under commit-confirm: the host reverts them by itself unless a NEW SSH
+   * connection confirms within `confirmTimeoutSec`. Default false.
+   */
+  takeOverUplink?: pulumi.Input<boolean>;
+  /** Seconds (15–3600, default 60) the host waits for the confirming connection before it reverts a change of the management path. */
+  confirmTimeoutSec?: pulumi.Input<number>;
   /** Where the configuration lives. Only "runtime" (until reboot) in this release. */
   persistence?: pulumi.Input<Persistence>;
 }
@@ -64,6 +75,10 @@ export class Bridge extends pulumi.dynamic.Resource {
   /** The listed addresses that are present. */
   declare public readonly addresses: pulumi.Output<string[]>;
   declare public readonly adopt: pulumi.Output<boolean>;
+  declare public readonly takeOverUplink: pulumi.Output<boolean>;
+  declare public readonly confirmTimeoutSec: pulumi.Output<number>;
+  /** Uplinks taken over: port → the addresses that moved from it onto the bridge. */
+  declare public readonly takenOver: pulumi.Output<Record<string, string[]>>;
   declare public readonly persistence: pulumi.Output<Persistence>;
   /** Kernel interface index. */
   declare public readonly ifindex: pulumi.Output<number>;
@@ -81,6 +96,7 @@ export class Bridge extends pulumi.dynamic.Resource {
       ifindex: undefined,
       operState: undefined,
       attachedInterfaces: undefined,
+      takenOver: undefined,
     };
     super(kindProvider("bridge"), name, props, withSecretConnection(opts), "kvmnet", "Bridge");
   }

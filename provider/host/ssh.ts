@@ -448,6 +448,26 @@ export class SshHost implements Host {
   }
 }
 
+/**
+ * A Host on an SSH connection of its own, outside the pool: commit-confirm
+ * must prove that a NEW session reaches the host after a change, not that the
+ * session which made the change survived it. Close it when done.
+ */
+export class DedicatedSshHost implements Host {
+  private readonly conn: SshConnection;
+  readonly label: string;
+  constructor(c: ResolvedConnection) {
+    this.conn = new SshConnection(c);
+    this.label = this.conn.label;
+  }
+  run(script: string, opts?: RunOptions): Promise<RunResult> {
+    return this.conn.run(script, opts);
+  }
+  close(): void {
+    this.conn.close();
+  }
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

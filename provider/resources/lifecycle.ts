@@ -10,7 +10,8 @@
 import { isDeepStrictEqual } from "util";
 import type { z } from "zod";
 import { isKvmnetError, KvmnetError } from "../errors";
-import { ConnectionInput, Host, hostFor } from "../host";
+import { ConfirmOutcome, confirmScript, ConfirmSpec, newToken, parseConfirm } from "../confirm";
+import { ConnectionInput, dedicatedHostFor, Host, hostFor } from "../host";
 import { HostSnapshot, observeScript, parseSnapshot } from "../observe";
 import { applyError, Plan, renderScript } from "../render";
 import type { Script } from "../shell";
@@ -118,11 +119,88 @@ export async function observe(host: Host, extra: readonly Script[] = []): Promis
   return snap;
 }
 
-/** Run a rendered plan; returns the host's state after it. */
-export async function apply(host: Host, plan: Plan, extra: readonly Script[] = []): Promise<HostSnapshot> {
+/**
+ * Run a rendered plan; returns the host's state after it. A plan that may
+ * cut the management path runs under commit-confirm (see provider/confirm.ts),
+ * confirmed over a new connection made from `connection`.
+ */
+export async function apply(host: Host, plan: Plan, extra: readonly Script[] = [], connection?: ConnectionInput): Promise<HostSnapshot> {
+  if (plan.confirm) {
+    if (!connection) throw new KvmnetError({ kind: "Bug", message: "a plan that needs confirming was applied without its connection", host: host.label });
+    return applyConfirmed(host, connection, plan, extra);
+  }
   const r = await host.run(renderScript(plan, extra).text);
   if (r.exitCode !== 0) throw applyError(host.label, r.exitCode, r.signal, r.stderr);
   return parseSnapshot(r.stdout, host.label);
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Seconds past the host's revert deadline the provider waits before it looks again. */
+const REVERT_GRACE_SEC = 15;
+
+async function applyConfirmed(host: Host, connection: ConnectionInput, plan: Plan, extra: readonly Script[]): Promise<HostSnapshot> {
+  const spec = plan.confirm as ConfirmSpec;
+  const token = newToken();
+  const deadline = Date.now() + spec.timeoutSec * 1000;
+  let after: HostSnapshot | undefined;
+  let lastError: unknown;
+  try {
+    const r = await host.run(renderScript(plan, extra, token).text, { timeoutMs: spec.timeoutSec * 1000 });
+    // A failed step undid the steps before it, disarming the revert with them.
+    if (r.exitCode !== 0) throw applyError(host.label, r.exitCode, r.signal, r.stderr);
+    after = parseSnapshot(r.stdout, host.label);
+  } catch (e) {
+    // The session may have been cut by the change itself: the steps carry on on the host and the revert is armed.
+    if (!isKvmnetError(e) || (e.kind !== "Unreachable" && e.kind !== "Timeout")) throw e;
+    lastError = e;
+  }
+
+  const ask = async (timeoutMs: number): Promise<ConfirmOutcome | undefined> => {
+    const fresh = dedicatedHostFor(connection);
+    try {
+      return parseConfirm((await fresh.run(confirmScript(token).text, { timeoutMs })).stdout);
+    } catch (e) {
+      lastError = e;
+      return undefined;
+    } finally {
+      fresh.close();
+    }
+  };
+  let outcome: ConfirmOutcome | undefined;
+  while (Date.now() < deadline - 1000) {
+    outcome = await ask(Math.max(3000, Math.min(20_000, deadline - Date.now())));
+    if (outcome && outcome.state !== "busy") break;
+    await sleep(2000);
+  }
+  const why = `the change needed confirming because ${spec.reason}`;
+  const cause = lastError ? (isKvmnetError(lastError) ? lastError.shortMessage : String(lastError)) : undefined;
+  const rolledBack = (log: string, verb: string, hint: string) =>
+    new KvmnetError({
+      kind: "Verification",
+      message: `the host rolled the change back: no new SSH connection ${verb} it within ${spec.timeoutSec}s (${why})${cause ? `; last error: ${cause}` : ""}`,
+      host: host.label,
+      stderr: log,
+      hint,
+    });
+  if (outcome?.state === "confirmed") return after ?? observe(host, extra);
+  if (outcome?.state === "reverted") {
+    throw rolledBack(outcome.log, "confirmed", "the host is as it was before this operation; fix what kept new SSH sessions out, or raise confirmTimeoutSec");
+  }
+  if (outcome?.state === "unknown") {
+    throw new KvmnetError({ kind: "Failed", message: `the host has no record of the change's revert (${why}); was it rebooted?`, host: host.label, hint: "run pulumi refresh to see what the host has" });
+  }
+  // Never reached: the host reverts at the deadline. Look once more after it.
+  await sleep(Math.max(0, deadline - Date.now()) + REVERT_GRACE_SEC * 1000);
+  const late = await ask(20_000);
+  if (late?.state === "reverted") throw rolledBack(late.log, "reached", "the host is as it was before this operation and answers SSH again");
+  if (late?.state === "confirmed") return observe(host, extra);
+  throw new KvmnetError({
+    kind: "Unreachable",
+    message: `no new SSH connection reached the host within ${spec.timeoutSec}s of the change, nor ${REVERT_GRACE_SEC}s after its automatic revert was due (${why})${cause ? `; last error: ${cause}` : ""}`,
+    host: host.label,
+    hint: "the host should have reverted by itself; check it from its console, then run pulumi refresh",
+  });
 }
 
 /** Parse inputs, or stored outputs (whose computed fields are dropped first). */
@@ -182,11 +260,11 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const host = hostFor(inputs.connection);
       const snap = await observe(host, spec.observeExtra);
       const plan = spec.plan(inputs, snap);
-      const after = await apply(host, plan, spec.observeExtra);
+      const after = await apply(host, plan, spec.observeExtra, inputs.connection);
       const problems = spec.verify(inputs, after);
       if (problems.length > 0) {
         // The SDK contract: a failed create leaves nothing behind.
-        await apply(host, spec.planDelete(inputs, after), spec.observeExtra).catch(() => undefined);
+        await apply(host, spec.planDelete(inputs, after), spec.observeExtra, inputs.connection).catch(() => undefined);
         throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${problems.join("; ")}`, host: host.label, hint: "the partial change was removed" });
       }
       const outs = spec.outputs(inputs, after);
@@ -212,13 +290,13 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const news = parseInputs<I>(s, newsRaw, `invalid ${spec.kind}`);
       const host = hostFor(news.connection);
       const snap = await observe(host, spec.observeExtra);
-      const after = await apply(host, spec.plan(news, snap, olds), spec.observeExtra);
+      const after = await apply(host, spec.plan(news, snap, olds), spec.observeExtra, news.connection);
       const problems = spec.verify(news, after);
       if (problems.length > 0) {
         // A failed update leaves the old state: plan back to the old inputs.
         let rolledBack = "rolled back to the previous settings";
         try {
-          await apply(host, spec.plan(olds, after, news), spec.observeExtra);
+          await apply(host, spec.plan(olds, after, news), spec.observeExtra, news.connection);
         } catch (e) {
           rolledBack = `rolling back failed too: ${isKvmnetError(e) ? e.shortMessage : String(e)}; run pulumi refresh`;
         }
@@ -235,7 +313,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const snap = await observe(host, spec.observeExtra);
       const plan = spec.planDelete(inputs, snap);
       if (plan.steps.length === 0) return;
-      const after = await apply(host, plan, spec.observeExtra);
+      const after = await apply(host, plan, spec.observeExtra, inputs.connection);
       const left = spec.outputs(inputs, after);
       if (left) throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${spec.kind} ${inputs.name} still exists after delete`, host: host.label });
     },

@@ -71,7 +71,7 @@ describe("Bridge CRUD", () => {
     expect(read.id).toBe(created.id);
     expect(read.props).toEqual(created.outs);
     // The refreshed inputs are the input fields of the outputs (computed macAddress left out).
-    expect(read.inputs).toEqual({ connection: conn(h1), name: "br-crud", stp: false, mtu: 1400, ports: ["p1"], addresses: ["192.0.2.1/24", "2001:db8::1/64"], adopt: false, persistence: "runtime" });
+    expect(read.inputs).toEqual({ connection: conn(h1), name: "br-crud", stp: false, mtu: 1400, ports: ["p1"], addresses: ["192.0.2.1/24", "2001:db8::1/64"], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" });
 
     // P6: each field updates in place and the host shows it.
     const updates: [Record<string, unknown>, (l: Record<string, any>) => unknown, unknown][] = [

@@ -11,7 +11,7 @@ export type { BridgeInputs } from "./schema";
 
 const INPUT_KEYS = [
   "connection", "name", "stp", "forwardDelay", "helloTime", "maxAge", "priority", "ageingTime",
-  "mtu", "macAddress", "vlanFiltering", "ports", "addresses", "adopt", "persistence",
+  "mtu", "macAddress", "vlanFiltering", "ports", "addresses", "adopt", "takeOverUplink", "confirmTimeoutSec", "persistence",
 ] as const;
 
 /**
@@ -33,6 +33,8 @@ export function bridgeOutputs(inputs: BridgeInputs, snap: HostSnapshot): Record<
   out.ifindex = obs.ifindex;
   out.operState = obs.operState;
   out.attachedInterfaces = obs.ports;
+  // Uplinks taken over (takeOverUplink): port → the addresses that moved onto the bridge.
+  out.takenOver = obs.takenOver;
   return out;
 }
 
@@ -55,7 +57,7 @@ export const bridgeProvider = makeKindProvider<BridgeInputs>({
     return sameHost && Array.isArray(news.ports) && news.ports.length > 0;
   },
   plan: (desired, snap, previous) => renderBridgePlan(planBridge(desired, snap, previous)),
-  planDelete: (props, snap) => renderBridgePlan(planBridgeDelete(props.name, snap)),
+  planDelete: (props, snap) => renderBridgePlan(planBridgeDelete(props.name, snap, props.confirmTimeoutSec)),
   verify: (desired, snap) => verifyBridge(desired, observeBridge(snap, desired.name)),
   outputs: bridgeOutputs,
 });

@@ -25,6 +25,14 @@ export interface BridgeObserved {
   addresses: string[];
   /** Ports this provider brought up when it enslaved them (restored to down on release). */
   portsBroughtUp: string[];
+  /** Uplink ports taken over (takeOverUplink): port → the addresses moved from it onto the bridge. */
+  takenOver: Record<string, string[]>;
+}
+
+/** What the state file keeps between operations. */
+export interface BridgeState {
+  portsBroughtUp: string[];
+  takenOver: Record<string, string[]>;
 }
 
 export function stateFilePath(name: string): string {
@@ -35,16 +43,22 @@ export function stateFilePath(name: string): string {
 export function observeBridge(snap: HostSnapshot, name: string): BridgeObserved {
   const link = findLink(snap, name);
   let portsBroughtUp: string[] = [];
+  const takenOver: Record<string, string[]> = {};
   const state = snap.stateFiles[stateFilePath(name)];
   if (state) {
     try {
-      const parsed = JSON.parse(state) as { portsBroughtUp?: unknown };
+      const parsed = JSON.parse(state) as { portsBroughtUp?: unknown; takenOver?: unknown };
       if (Array.isArray(parsed.portsBroughtUp)) portsBroughtUp = parsed.portsBroughtUp.filter((p): p is string => typeof p === "string");
+      if (parsed.takenOver && typeof parsed.takenOver === "object") {
+        for (const [port, addrs] of Object.entries(parsed.takenOver as Record<string, unknown>)) {
+          if (Array.isArray(addrs)) takenOver[port] = addrs.filter((a): a is string => typeof a === "string");
+        }
+      }
     } catch {
-      /* a damaged state file only loses the "bring the port down again" memory */
+      /* a damaged state file loses the "bring the port down again" and "give addresses back" memory */
     }
   }
-  if (!link) return { exists: false, isBridge: false, adminUp: false, options: {}, ports: [], addresses: [], portsBroughtUp };
+  if (!link) return { exists: false, isBridge: false, adminUp: false, options: {}, ports: [], addresses: [], portsBroughtUp, takenOver };
   const info = (link.linkinfo?.info_data ?? {}) as Record<string, unknown>;
   const num = (k: string) => (typeof info[k] === "number" ? (info[k] as number) : undefined);
   const isBridge = link.linkinfo?.info_kind === "bridge";
@@ -71,11 +85,12 @@ export function observeBridge(snap: HostSnapshot, name: string): BridgeObserved 
     ports: portsOf(snap, name),
     addresses: configuredAddresses(snap, name),
     portsBroughtUp,
+    takenOver,
   };
 }
 
 export type BridgeAction =
-  | { op: "create"; name: string; options: BridgeOptions }
+  | { op: "create"; name: string; options: BridgeOptions; mac?: string }
   | { op: "setOptions"; name: string; options: BridgeOptions; previous: BridgeOptions }
   | { op: "setMtu"; name: string; mtu: number; previous?: number }
   | { op: "setMac"; name: string; mac: string; previous?: string }
@@ -84,7 +99,11 @@ export type BridgeAction =
   | { op: "addAddress"; name: string; cidr: string }
   | { op: "removeAddress"; name: string; cidr: string }
   | { op: "up"; name: string }
-  | { op: "writeState"; name: string; portsBroughtUp: string[]; previous: string[] }
+  /** Enslave an uplink and move its addresses and (non-kernel) routes onto the bridge. */
+  | { op: "takeOver"; name: string; port: string; addresses: string[]; bringUp: boolean }
+  /** The reverse: addresses and routes back onto the port, which leaves the bridge. */
+  | { op: "giveBack"; name: string; port: string; addresses: string[]; bringDown: boolean }
+  | { op: "writeState"; name: string; state: BridgeState; previous: BridgeState }
   | { op: "removeState"; name: string }
   | { op: "delete"; name: string };
 
@@ -97,10 +116,17 @@ export type BridgeGuard =
 export interface BridgePlan {
   guards: BridgeGuard[];
   actions: BridgeAction[];
+  /** Set when the plan changes the management path: it runs under commit-confirm. */
+  confirm?: { timeoutSec: number; reason: string };
+}
+
+/** Whether joining the bridge would take addresses or routes from `port` (it carries the uplink). */
+export function carriesUplink(snap: HostSnapshot, port: string): boolean {
+  return port === snap.managementInterface || port === snap.defaultRouteInterface || configuredAddresses(snap, port).length > 0;
 }
 
 /** Why a port cannot join bridge `name`, or undefined when it can. */
-function portProblem(snap: HostSnapshot, name: string, port: string): KvmnetError | undefined {
+function portProblem(snap: HostSnapshot, name: string, port: string, takeOverUplink: boolean): KvmnetError | undefined {
   const link = findLink(snap, port);
   if (!link) {
     return new KvmnetError({ kind: "NotFound", message: `bridge ${name}: port ${port} does not exist on the host`, hint: "create the interface first (a VlanSubinterface, a NIC name from `ip link`) or remove it from ports" });
@@ -111,11 +137,12 @@ function portProblem(snap: HostSnapshot, name: string, port: string): KvmnetErro
   if (link.linkinfo?.info_kind === "bridge") {
     return new KvmnetError({ kind: "Conflict", message: `bridge ${name}: port ${port} is itself a bridge; Linux does not nest bridges` });
   }
+  if (takeOverUplink) return undefined;
   if (port === snap.managementInterface || port === snap.defaultRouteInterface) {
     return new KvmnetError({
       kind: "Conflict",
       message: `bridge ${name}: port ${port} carries the ${port === snap.managementInterface ? "SSH management" : "default"} route; enslaving it would cut the host off`,
-      hint: "moving the uplink NIC into a bridge needs takeOverUplink (lockout-safe commit-confirm), which is not implemented yet",
+      hint: "set takeOverUplink: true to move its addresses and routes onto the bridge under commit-confirm (the host reverts by itself unless a new SSH connection confirms the change)",
     });
   }
   const addrs = configuredAddresses(snap, port);
@@ -123,7 +150,7 @@ function portProblem(snap: HostSnapshot, name: string, port: string): KvmnetErro
     return new KvmnetError({
       kind: "Conflict",
       message: `bridge ${name}: port ${port} has addresses ${addrs.join(", ")}; a bridge port's own addresses stop working`,
-      hint: `move the addresses to the bridge (addresses: [...]) and remove them from ${port} first`,
+      hint: `set takeOverUplink: true to move them onto the bridge, or move them yourself (addresses: [...]) and remove them from ${port} first`,
     });
   }
   return undefined;
@@ -152,9 +179,14 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
     });
   }
 
+  // Uplinks to take over: listed, not yet ports, carrying addresses or routes.
+  const takeOvers = desired.takeOverUplink ? desired.ports.filter((p) => !obs.ports.includes(p) && findLink(snap, p) && carriesUplink(snap, p)) : [];
+
   if (!obs.exists) {
     guards.push({ op: "absent", name });
-    actions.push({ op: "create", name, options: want });
+    // The bridge wears the uplink's MAC, so DHCP reservations, ARP caches and switch port security still match.
+    const uplinkMac = desired.macAddress === undefined && takeOvers.length > 0 ? findLink(snap, takeOvers[0])?.address : undefined;
+    actions.push({ op: "create", name, options: want, ...(uplinkMac ? { mac: uplinkMac } : {}) });
   } else {
     guards.push({ op: "isBridge", name });
     const changed: BridgeOptions = {};
@@ -174,10 +206,12 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
 
   // Ports: attach the missing ones, release those dropped from the list.
   let broughtUp = obs.portsBroughtUp.filter((p) => obs.ports.includes(p));
+  const takenOver: Record<string, string[]> = {};
+  for (const [p, a] of Object.entries(obs.takenOver)) if (obs.ports.includes(p)) takenOver[p] = a;
   const problems: KvmnetError[] = [];
   for (const port of desired.ports) {
     if (obs.ports.includes(port)) continue;
-    const problem = portProblem(snap, name, port);
+    const problem = portProblem(snap, name, port, desired.takeOverUplink);
     if (problem) {
       problems.push(problem);
       continue;
@@ -185,7 +219,13 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
     const link = findLink(snap, port);
     const bringUp = !link?.flags.includes("UP");
     guards.push({ op: "portAvailable", name, port });
-    actions.push({ op: "attachPort", name, port, bringUp });
+    if (takeOvers.includes(port)) {
+      const addresses = configuredAddresses(snap, port);
+      actions.push({ op: "takeOver", name, port, addresses, bringUp });
+      takenOver[port] = addresses;
+    } else {
+      actions.push({ op: "attachPort", name, port, bringUp });
+    }
     if (bringUp) broughtUp.push(port);
   }
   if (problems.length === 1) throw problems[0];
@@ -195,7 +235,12 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
   for (const port of previous?.ports ?? []) {
     if (desired.ports.includes(port) || !obs.ports.includes(port)) continue;
     const bringDown = broughtUp.includes(port);
-    actions.push({ op: "detachPort", name, port, bringDown });
+    if (takenOver[port]) {
+      actions.push({ op: "giveBack", name, port, addresses: takenOver[port].filter((a) => obs.addresses.includes(a)), bringDown });
+      delete takenOver[port];
+    } else {
+      actions.push({ op: "detachPort", name, port, bringDown });
+    }
     broughtUp = broughtUp.filter((p) => p !== port);
   }
 
@@ -208,23 +253,49 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
   }
 
   if (!obs.adminUp) actions.push({ op: "up", name });
-  const sortedUp = [...new Set(broughtUp)].sort();
-  if (sortedUp.join() !== [...obs.portsBroughtUp].sort().join() || (!obs.exists && sortedUp.length > 0)) {
-    actions.push({ op: "writeState", name, portsBroughtUp: sortedUp, previous: obs.portsBroughtUp });
+  const state: BridgeState = { portsBroughtUp: [...new Set(broughtUp)].sort(), takenOver };
+  const before: BridgeState = { portsBroughtUp: [...obs.portsBroughtUp].sort(), takenOver: obs.takenOver };
+  const empty = state.portsBroughtUp.length === 0 && Object.keys(takenOver).length === 0;
+  if (JSON.stringify(state) !== JSON.stringify(before) || (!obs.exists && !empty)) {
+    actions.push({ op: "writeState", name, state, previous: before });
   }
-  return { guards, actions };
+  return { guards, actions, confirm: confirmFor(name, snap, actions, desired.confirmTimeoutSec) };
 }
 
-/** Plan the removal of bridge `name`: the kernel releases every port; we bring down those we brought up. */
-export function planBridgeDelete(name: string, snap: HostSnapshot): BridgePlan {
+/**
+ * Commit-confirm when the plan moves an uplink's addresses, or changes a
+ * bridge that itself carries the management or default route.
+ */
+function confirmFor(name: string, snap: HostSnapshot, actions: BridgeAction[], timeoutSec: number): BridgePlan["confirm"] {
+  const moved = actions.filter((a): a is Extract<BridgeAction, { op: "takeOver" | "giveBack" }> => a.op === "takeOver" || a.op === "giveBack");
+  const mgmt = (ifname: string) => (ifname === snap.managementInterface ? "the SSH session's route" : ifname === snap.defaultRouteInterface ? "the default route" : undefined);
+  for (const a of moved) {
+    const carries = mgmt(a.port) ?? mgmt(name);
+    const what = a.op === "takeOver" ? `moves ${a.port}'s addresses and routes onto bridge ${name}` : `moves bridge ${name}'s addresses and routes back to ${a.port}`;
+    return { timeoutSec, reason: `it ${what}${carries ? ` and carries ${carries}` : ""}` };
+  }
+  const changes = actions.filter((a) => a.op !== "writeState" && a.op !== "removeState");
+  const carries = mgmt(name);
+  if (carries && changes.length > 0) return { timeoutSec, reason: `bridge ${name} carries ${carries}` };
+  return undefined;
+}
+
+/**
+ * Plan the removal of bridge `name`: the kernel releases every port; we bring
+ * down those we brought up and give taken-over uplinks their addresses and
+ * routes back (under commit-confirm).
+ */
+export function planBridgeDelete(name: string, snap: HostSnapshot, confirmTimeoutSec = 60): BridgePlan {
   const obs = observeBridge(snap, name);
   const actions: BridgeAction[] = [];
   if (obs.exists && obs.isBridge) {
     for (const port of obs.ports) {
-      actions.push({ op: "detachPort", name, port, bringDown: obs.portsBroughtUp.includes(port) });
+      const bringDown = obs.portsBroughtUp.includes(port);
+      const moved = obs.takenOver[port];
+      actions.push(moved ? { op: "giveBack", name, port, addresses: moved.filter((a) => obs.addresses.includes(a)), bringDown } : { op: "detachPort", name, port, bringDown });
     }
     actions.push({ op: "delete", name });
   }
   if (snap.stateFiles[stateFilePath(name)] !== undefined) actions.push({ op: "removeState", name });
-  return { guards: [], actions };
+  return { guards: [], actions, confirm: confirmFor(name, snap, actions, confirmTimeoutSec) };
 }

@@ -1,8 +1,8 @@
 /** Bridge actions → shell steps (values quoted by shell.ts only). */
 import { STATE_DIR } from "../../observe";
 import { Guard, Plan, Step } from "../../render";
-import { Script, sh, writeFile } from "../../shell";
-import { BridgeAction, BridgeGuard, BridgePlan, stateFilePath } from "./plan";
+import { andThen, literal, Script, sh, shq, writeFile } from "../../shell";
+import { BridgeAction, BridgeGuard, BridgePlan, BridgeState, stateFilePath } from "./plan";
 import { BridgeOptions } from "./schema";
 
 function optionWords(o: BridgeOptions): Script {
@@ -11,12 +11,39 @@ function optionWords(o: BridgeOptions): Script {
   return sh`${words}`;
 }
 
+/**
+ * Move addresses and the non-kernel routes (default route, static routes)
+ * from interface `from` to `to`. Routes are read from the kernel first: they
+ * vanish with the addresses their gateways hang off. Kernel routes follow
+ * the addresses by themselves; `proto ra` routes are learnt again. `enslave`:
+ * `from` (the uplink) joins bridge `to` first, and the bridge comes up, so the
+ * moved addresses answer at once. `release`: `to` (the uplink) leaves the
+ * bridge after the addresses left it.
+ */
+function moveUplink(from: string, to: string, addresses: string[], o: { enslave?: boolean; bringUp?: boolean; release?: boolean; bringDown?: boolean }): Script {
+  const routes = (fam: "-4" | "-6") => sh`ip ${fam} route show dev ${from} | grep -vE ' proto (kernel|ra)( |$)|^(fe80:|ff00:|multicast )' | sed 's/ linkdown//'`;
+  const readd = (v: string, fam: "-4" | "-6") =>
+    // Route lines come from the kernel, word-split on purpose: "default via 10.0.0.1 metric 100" → ip route replace default via …
+    literal(`printf '%s\\n' "$${v}" | while read -r l; do [ -z "$l" ] || ip ${fam} route replace $l dev ${shq(to)}; done`);
+  const parts: Script[] = [sh`kvmnet_r4=$(${routes("-4")}; true)`, sh`kvmnet_r6=$(${routes("-6")}; true)`];
+  if (o.enslave) {
+    parts.push(sh`ip link set dev ${to} up`, sh`ip link set dev ${from} master ${to}`);
+    if (o.bringUp) parts.push(sh`ip link set dev ${from} up`);
+  }
+  if (o.release) parts.push(sh`ip link set dev ${to} nomaster`);
+  for (const a of addresses) parts.push(sh`{ ip addr del ${a} dev ${from} 2>/dev/null; ip addr replace ${a} dev ${to}; }`);
+  parts.push(readd("kvmnet_r4", "-4"), readd("kvmnet_r6", "-6"));
+  // An uplink that was down before we took it over goes down again.
+  if (o.release && o.bringDown) parts.push(sh`ip link set dev ${to} down`);
+  return andThen(parts);
+}
+
 function renderAction(a: BridgeAction): Step {
   switch (a.op) {
     case "create":
       return {
         description: `create bridge ${a.name}`,
-        run: sh`ip link add name ${a.name} type bridge ${optionWords(a.options)}`,
+        run: a.mac ? sh`ip link add name ${a.name} address ${a.mac} type bridge ${optionWords(a.options)}` : sh`ip link add name ${a.name} type bridge ${optionWords(a.options)}`,
         undo: sh`ip link del dev ${a.name}`,
       };
     case "setOptions":
@@ -63,13 +90,26 @@ function renderAction(a: BridgeAction): Step {
       };
     case "up":
       return { description: `bring ${a.name} up`, run: sh`ip link set dev ${a.name} up`, undo: sh`ip link set dev ${a.name} down` };
+    case "takeOver":
+      return {
+        description: `take over ${a.port}: enslave it to ${a.name} and move its addresses and routes onto the bridge`,
+        run: moveUplink(a.port, a.name, a.addresses, { enslave: true, bringUp: a.bringUp }),
+        undo: moveUplink(a.name, a.port, a.addresses, { release: true, bringDown: a.bringUp }),
+      };
+    case "giveBack":
+      return {
+        description: `give ${a.port} its addresses and routes back from ${a.name} and release it`,
+        run: moveUplink(a.name, a.port, a.addresses, { release: true, bringDown: a.bringDown }),
+        undo: moveUplink(a.port, a.name, a.addresses, { enslave: true, bringUp: a.bringDown }),
+      };
     case "writeState": {
       const path = stateFilePath(a.name);
       const dir = path.slice(0, path.lastIndexOf("/"));
+      const isEmpty = (st: BridgeState) => st.portsBroughtUp.length === 0 && Object.keys(st.takenOver).length === 0;
       return {
         description: `record state of ${a.name}`,
-        run: sh`mkdir -p ${dir} && ${writeFile(path, JSON.stringify({ portsBroughtUp: a.portsBroughtUp }))}`,
-        undo: a.previous.length > 0 ? writeFile(path, JSON.stringify({ portsBroughtUp: a.previous })) : sh`rm -f ${path}`,
+        run: sh`mkdir -p ${dir} && ${writeFile(path, JSON.stringify(a.state))}`,
+        undo: !isEmpty(a.previous) ? writeFile(path, JSON.stringify(a.previous)) : sh`rm -f ${path}; rmdir ${STATE_DIR}/bridge ${STATE_DIR} /run/kvmnet 2>/dev/null; true`,
       };
     }
     case "removeState":
@@ -104,5 +144,5 @@ function renderGuard(g: BridgeGuard): Guard {
 }
 
 export function renderBridgePlan(plan: BridgePlan): Plan {
-  return { guards: plan.guards.map(renderGuard), steps: plan.actions.map(renderAction) };
+  return { guards: plan.guards.map(renderGuard), steps: plan.actions.map(renderAction), ...(plan.confirm ? { confirm: plan.confirm } : {}) };
 }

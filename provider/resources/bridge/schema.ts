@@ -33,6 +33,14 @@ export const bridgeInputsSchema = z
     ports: z.array(ifname).default([]),
     addresses: z.array(interfaceCidr).default([]),
     adopt: z.boolean().default(false),
+    /**
+     * Allow ports that carry addresses or routes — the uplink NIC, even the one
+     * the SSH session runs over: their addresses and routes move onto the
+     * bridge, under commit-confirm (provider/confirm.ts).
+     */
+    takeOverUplink: z.boolean().default(false),
+    /** Seconds the host waits for a new SSH connection to confirm a change of the management path before it reverts it. */
+    confirmTimeoutSec: z.number().int().min(15, "must be at least 15 seconds").max(3600, "must be at most 3600 seconds").default(60),
     persistence: persistence.default("runtime"),
   })
   .strict()

@@ -31,6 +31,9 @@ export function verifyBridge(desired: BridgeInputs, obs: BridgeObserved): string
   }
   for (const p of desired.ports) if (!obs.ports.includes(p)) problems.push(`bridge ${name} port ${p} desired attached, current not attached`);
   for (const a of desired.addresses) if (!obs.addresses.includes(a)) problems.push(`bridge ${name} address ${a} desired present, current absent`);
+  for (const [port, moved] of Object.entries(obs.takenOver)) {
+    for (const a of moved) if (!obs.addresses.includes(a)) problems.push(`bridge ${name} address ${a} (taken over from ${port}) desired present, current absent`);
+  }
   if (!obs.adminUp) problems.push(`bridge ${name} state desired up, current down`);
   return problems;
 }

@@ -72,11 +72,57 @@ describe("planBridge", () => {
     expectError(() => planBridge(inputs({ name: "br9", ports: ["v1p"] }), s), "Conflict", /SSH management route/);
   });
 
+  it("takes over an uplink with takeOverUplink: its MAC, addresses and routes move to the bridge under commit-confirm", () => {
+    const s = { ...snap, managementInterface: "v1p" };
+    const v1pMac = snap.links.find((l) => l.ifname === "v1p")?.address;
+    const p = planBridge(inputs({ name: "br9", ports: ["v1p"], takeOverUplink: true, confirmTimeoutSec: 30 }), s);
+    expect(p.actions[0]).toEqual({ op: "create", name: "br9", options: { stp_state: 0 }, mac: v1pMac });
+    expect(p.actions).toContainEqual({ op: "takeOver", name: "br9", port: "v1p", addresses: ["10.9.1.5/24"], bringUp: true });
+    expect(p.actions).toContainEqual({ op: "writeState", name: "br9", state: { portsBroughtUp: ["v1p"], takenOver: { v1p: ["10.9.1.5/24"] } }, previous: { portsBroughtUp: [], takenOver: {} } });
+    expect(p.confirm).toEqual({ timeoutSec: 30, reason: "it moves v1p's addresses and routes onto bridge br9 and carries the SSH session's route" });
+
+    const step = renderBridgePlan(p).steps.find((x) => x.description.startsWith("take over v1p"));
+    expect(step?.run.text).toContain("ip link set dev 'v1p' master 'br9'");
+    expect(step?.run.text).toContain("ip addr del '10.9.1.5/24' dev 'v1p' 2>/dev/null; ip addr replace '10.9.1.5/24' dev 'br9'");
+    expect(step?.run.text).toContain("ip '-4' route show dev 'v1p' | grep -vE");
+    expect(step?.run.text).toContain(`ip -4 route replace $l dev 'br9'`);
+    // The undo (and so the armed revert) gives everything back.
+    expect(step?.undo?.text).toContain("ip link set dev 'v1p' nomaster");
+    expect(step?.undo?.text).toContain("ip addr del '10.9.1.5/24' dev 'br9' 2>/dev/null; ip addr replace '10.9.1.5/24' dev 'v1p'");
+
+    // Without takeOverUplink the same port is refused, pointing at the option.
+    expectError(() => planBridge(inputs({ name: "br9", ports: ["v1p"] }), s), "Conflict", /takeOverUplink: true/);
+    // A plain bridge away from the management path needs no confirming.
+    expect(planBridge(inputs({ name: "br9" }), s).confirm).toBeUndefined();
+  });
+
+  it("gives taken-over addresses back on delete and when the port leaves the list, under commit-confirm", () => {
+    const taken = {
+      ...snap,
+      managementInterface: "br0",
+      stateFiles: { ...snap.stateFiles, "/run/kvmnet/state/bridge/br0.json": JSON.stringify({ portsBroughtUp: [], takenOver: { v1: ["10.9.0.1/24"] } }) },
+    };
+    const del = planBridgeDelete("br0", taken, 45);
+    expect(del.actions).toEqual([
+      { op: "giveBack", name: "br0", port: "v1", addresses: ["10.9.0.1/24"], bringDown: false },
+      { op: "delete", name: "br0" },
+      { op: "removeState", name: "br0" },
+    ]);
+    expect(del.confirm).toEqual({ timeoutSec: 45, reason: "it moves bridge br0's addresses and routes back to v1 and carries the SSH session's route" });
+    const prev = inputs({ name: "br0", ports: ["v1"], takeOverUplink: true });
+    const upd = planBridge(inputs({ name: "br0", ports: [], takeOverUplink: true }), taken, prev);
+    expect(upd.actions).toContainEqual({ op: "giveBack", name: "br0", port: "v1", addresses: ["10.9.0.1/24"], bringDown: false });
+    expect(upd.confirm?.reason).toMatch(/back to v1/);
+    // Any other change to a bridge that carries the SSH session is confirmed too.
+    const mtu = planBridge(inputs({ name: "br0", ports: ["v1"], mtu: 1400, takeOverUplink: true }), taken, prev);
+    expect(mtu.confirm).toEqual({ timeoutSec: 60, reason: "bridge br0 carries the SSH session's route" });
+  });
+
   it("attaches a down port, bringing it up and remembering that", () => {
     const s = { ...snap, addrs: snap.addrs.filter((a) => a.ifname !== "v1p") };
     const p = planBridge(inputs({ name: "br9", ports: ["v1p"] }), s);
     expect(p.actions).toContainEqual({ op: "attachPort", name: "br9", port: "v1p", bringUp: true });
-    expect(p.actions).toContainEqual({ op: "writeState", name: "br9", portsBroughtUp: ["v1p"], previous: [] });
+    expect(p.actions).toContainEqual({ op: "writeState", name: "br9", state: { portsBroughtUp: ["v1p"], takenOver: {} }, previous: { portsBroughtUp: [], takenOver: {} } });
     expect(p.guards).toContainEqual({ op: "portAvailable", name: "br9", port: "v1p" });
   });
 

@@ -13,7 +13,7 @@ describe("Bridge check", () => {
   it("fills defaults for a minimal bridge", async () => {
     const r = await bridgeProvider.check({}, { ...base, __provider: "serialized" });
     expect(r.failures).toBeUndefined();
-    expect(r.inputs).toEqual({ ...base, stp: false, ports: [], addresses: [], adopt: false, persistence: "runtime" });
+    expect(r.inputs).toEqual({ ...base, stp: false, ports: [], addresses: [], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" });
   });
 
   it("normalises addresses and MACs", async () => {
