@@ -7,12 +7,16 @@
  */
 import { bridgeProvider } from "./resources/bridge";
 import { natNetworkProvider } from "./resources/natNetwork";
+import { pciPassthroughProvider } from "./resources/pciPassthrough";
 import { portForwardProvider } from "./resources/portForward";
+import { vlanSubinterfaceProvider } from "./resources/vlanSubinterface";
 
 export const kinds = {
   bridge: bridgeProvider,
   natNetwork: natNetworkProvider,
+  pciPassthrough: pciPassthroughProvider,
   portForward: portForwardProvider,
+  vlanSubinterface: vlanSubinterfaceProvider,
 };
 
 export type KindName = keyof typeof kinds;

@@ -82,8 +82,8 @@ export interface LabHost {
   dir: string;
   /** Image cache dir the boot uses. */
   imageDir: string;
-  /** MAC addresses: eth0 (slirp) and, when extraNics, the passthrough candidates. */
-  macs: { eth0: string; e1000?: string; virtio?: string; lan?: string };
+  /** MAC addresses: eth0 (slirp) and, when extraNics / groupedNics, the passthrough candidates. */
+  macs: { eth0: string; e1000?: string; virtio?: string; lan?: string; grouped?: [string, string] };
   /** The LAN tap (when `lan` was asked for): its namespace and name. */
   lan?: { netns: string; tap: string };
   /** Milliseconds from spawning qemu to the first successful SSH command. */
@@ -109,6 +109,15 @@ export interface BootLabHostOptions {
   cpus?: number;
   /** Add an emulated e1000 and a virtio-net without backends (PCI passthrough candidates). Default true. */
   extraNics?: boolean;
+  /**
+   * Add two e1000s (MACs in `macs.grouped`) behind a PCIe-to-PCI bridge (a
+   * pcie-root-port at slot 0x7 holding a pcie-pci-bridge). Conventional PCI
+   * devices behind such a bridge are seen by the IOMMU with the bridge's requester
+   * id, so the guest kernel puts the bridge and both NICs into ONE IOMMU group:
+   * a group with two endpoints, for PCI passthrough's viability checks. No
+   * backends (no traffic). Default false.
+   */
+  groupedNics?: boolean;
   /** How long to wait for SSH after qemu starts. Default 120 s (measured ~22 s here). */
   sshTimeoutMs?: number;
   /** Keep /tmp/kvl-<id> (logs, overlay) after shutdown, for debugging. */
@@ -138,7 +147,14 @@ const DEFAULT_GRACE_MS = 30_000;
 const PROBE_READY_TIMEOUT_MS = 20_000;
 const ID_RE = /^[0-9a-f]{8}$/;
 /** 52:54:00 is QEMU's OUI; 6b:76 = "kv". Per boot the last byte is fixed: guests never share a segment. */
-const MAC = { eth0: "52:54:00:6b:76:01", e1000: "52:54:00:6b:76:02", virtio: "52:54:00:6b:76:03", lan: "52:54:00:6b:76:04" } as const;
+const MAC = {
+  eth0: "52:54:00:6b:76:01",
+  e1000: "52:54:00:6b:76:02",
+  virtio: "52:54:00:6b:76:03",
+  lan: "52:54:00:6b:76:04",
+  groupedA: "52:54:00:6b:76:05",
+  groupedB: "52:54:00:6b:76:06",
+} as const;
 /** Placeholder in qemu's args for the LAN tap fd, filled in by TAP_OPENER. */
 const LAN_FD = "__KVL_LAN_FD__";
 /**
@@ -583,6 +599,8 @@ export function qemuArgs(o: {
   name: string;
   /** Add the LAN virtio-net on a tap whose fd is LAN_FD (see TAP_OPENER). */
   lan?: boolean;
+  /** Two e1000s sharing one IOMMU group behind a PCIe-to-PCI bridge (see BootLabHostOptions). */
+  groupedNics?: boolean;
 }): string[] {
   const append = [
     "console=ttyS0",
@@ -623,6 +641,12 @@ export function qemuArgs(o: {
   if (o.lan) {
     args.push("-netdev", `tap,id=lan0,fd=${LAN_FD}`);
     args.push("-device", `virtio-net-pci,netdev=lan0,mac=${MAC.lan},addr=0x6,romfile=`);
+  }
+  if (o.groupedNics) {
+    args.push("-device", "pcie-root-port,id=kvl_rp7,bus=pcie.0,addr=0x7,chassis=7");
+    args.push("-device", "pcie-pci-bridge,id=kvl_pb7,bus=kvl_rp7,addr=0x0");
+    args.push("-device", `e1000,mac=${MAC.groupedA},bus=kvl_pb7,addr=0x1,romfile=`);
+    args.push("-device", `e1000,mac=${MAC.groupedB},bus=kvl_pb7,addr=0x2,romfile=`);
   }
   return args;
 }
@@ -690,6 +714,7 @@ export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHos
         machineId: crypto.randomBytes(16).toString("hex"),
         name: `kvmnet-lab-${rec.id}`,
         lan: opts.lan !== undefined,
+        groupedNics: opts.groupedNics ?? false,
       });
       const logFd = fs.openSync(qemuLogPath, "a");
       t0 = Date.now();
@@ -850,6 +875,7 @@ export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHos
         eth0: MAC.eth0,
         ...(extraNics ? { e1000: MAC.e1000, virtio: MAC.virtio } : {}),
         ...(opts.lan ? { lan: MAC.lan } : {}),
+        ...(opts.groupedNics ? { grouped: [MAC.groupedA, MAC.groupedB] as [string, string] } : {}),
       },
       ...(opts.lan ? { lan: { netns: opts.lan.netns, tap: opts.lan.tap ?? `kvl${rec.id.slice(0, 6)}` } } : {}),
       bootMs,

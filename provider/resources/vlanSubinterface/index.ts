@@ -1,0 +1,75 @@
+/** The VlanSubinterface kind: schema · plan · render · verify, wired into the lifecycle. */
+import { HostSnapshot } from "../../observe";
+import { KindProvider, makeKindProvider } from "../lifecycle";
+import { isOurVlan, observeVlan, planVlan, planVlanDelete } from "./plan";
+import { renderVlanPlan } from "./render";
+import { VlanSubinterfaceInputs, vlanSubinterfaceInputsSchema } from "./schema";
+import { verifyVlan } from "./verify";
+
+export { vlanSubinterfaceInputsSchema } from "./schema";
+export type { VlanSubinterfaceInputs } from "./schema";
+
+const INPUT_KEYS = ["connection", "parent", "vlanId", "name", "protocol", "mtu", "addresses", "bridge", "adopt", "persistence"] as const;
+
+/** The fields that make a VLAN what it is: the kernel cannot change them in place. */
+const IDENTITY_KEYS = ["parent", "vlanId", "protocol"] as const;
+
+const hostOf = (c: unknown) => {
+  const conn = c as { host?: unknown; local?: unknown } | undefined;
+  return conn?.local ? "local" : conn?.host;
+};
+
+/**
+ * Outputs: the inputs as the host has them (so refresh shows drift in mtu,
+ * addresses and bridge), plus ifindex, macAddress and operState. Like
+ * Bridge's, an unset mtu is not reported (it is unmanaged), and `bridge` only
+ * when one was asked for. A VLAN of this name with another parent, id or
+ * protocol is someone else's: the resource counts as gone.
+ */
+export function vlanOutputs(inputs: VlanSubinterfaceInputs, snap: HostSnapshot): Record<string, unknown> | undefined {
+  const obs = observeVlan(snap, inputs.name);
+  if (!obs.exists || !isOurVlan(obs, inputs)) return undefined;
+  const out: Record<string, unknown> = { ...inputs };
+  if (inputs.mtu !== undefined) out.mtu = obs.mtu;
+  out.bridge = inputs.bridge !== undefined ? obs.master : undefined;
+  out.addresses = inputs.addresses.filter((a) => obs.addresses.includes(a));
+  out.ifindex = obs.ifindex;
+  out.macAddress = obs.macAddress;
+  out.operState = obs.operState;
+  return out;
+}
+
+const lifecycle = makeKindProvider<VlanSubinterfaceInputs>({
+  kind: "vlanSubinterface",
+  schema: vlanSubinterfaceInputsSchema,
+  inputKeys: INPUT_KEYS,
+  replaces(olds, news) {
+    const r: string[] = [...IDENTITY_KEYS, "name"].filter((k) => olds[k] !== news[k]);
+    if (hostOf(olds.connection) !== hostOf(news.connection)) r.push("connection");
+    return r;
+  },
+  deleteBeforeReplace(olds, news) {
+    // The new VLAN would collide with the old one while both exist: by name,
+    // or by tag (the kernel carries a parent's VLAN id once per protocol).
+    if (hostOf(olds.connection) !== hostOf(news.connection)) return false;
+    return olds.name === news.name || IDENTITY_KEYS.every((k) => olds[k] === news[k]);
+  },
+  plan: (desired, snap, previous) => renderVlanPlan(planVlan(desired, snap, previous)),
+  planDelete: (props, snap) => renderVlanPlan(planVlanDelete(props, snap)),
+  verify: (desired, snap) => verifyVlan(desired, observeVlan(snap, desired.name)),
+  outputs: vlanOutputs,
+});
+
+/**
+ * An unset optional field is normally left as the host has it (mtu), but an
+ * unset `bridge` means "in no bridge": removing it from the program is a
+ * change, which detaches the VLAN from the bridge it had.
+ */
+export const vlanSubinterfaceProvider: KindProvider = {
+  ...lifecycle,
+  async diff(id, olds, news) {
+    const d = await lifecycle.diff(id, olds, news);
+    if (!d.changes && olds.bridge !== undefined && news.bridge === undefined) return { ...d, changes: true };
+    return d;
+  },
+};

@@ -1,0 +1,69 @@
+/** VlanSubinterface inputs: the zod schema (check), with the default name filled in. */
+import { z } from "zod";
+import { connectionSchema } from "../../host/connection";
+import { ifname, interfaceCidr } from "../../validate";
+import { persistence } from "../bridge/schema";
+
+/** Tag protocols, spelled as `ip -d link` prints them. */
+export const vlanProtocol = z.enum(["802.1Q", "802.1ad"], {
+  error: () => ({ message: 'must be "802.1Q" (a VLAN tag, the default) or "802.1ad" (a QinQ service tag)' }),
+});
+export type VlanProtocol = z.output<typeof vlanProtocol>;
+
+/** Linux IFNAMSIZ 16, with the terminating NUL. */
+const MAX_IFNAME = 15;
+
+/** `<parent>.<vid>`, the name `ip link` users and ifupdown give a VLAN. */
+export function defaultVlanName(parent: string, vlanId: number): string {
+  return `${parent}.${vlanId}`;
+}
+
+export const vlanSubinterfaceInputsSchema = z
+  .object({
+    connection: connectionSchema,
+    parent: ifname,
+    vlanId: z
+      .number()
+      .int("must be a whole number")
+      .min(1, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)")
+      .max(4094, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)"),
+    name: ifname.optional(),
+    protocol: vlanProtocol.default("802.1Q"),
+    mtu: z.number().int().min(68).max(65535).optional(),
+    addresses: z.array(interfaceCidr).default([]),
+    bridge: ifname.optional(),
+    adopt: z.boolean().default(false),
+    persistence: persistence.default("runtime"),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.parent === "lo") ctx.addIssue({ code: "custom", path: ["parent"], message: "the loopback interface cannot carry VLANs" });
+    const name = v.name ?? defaultVlanName(v.parent, v.vlanId);
+    // Only a valid parent makes a default worth judging (an unknown one, during preview, is not yet).
+    if (v.name === undefined && ifname.safeParse(v.parent).success && name.length > MAX_IFNAME) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["name"],
+        message: `is required here: the default ${JSON.stringify(name)} is over ${MAX_IFNAME} characters (Linux IFNAMSIZ); give a shorter name`,
+      });
+    }
+    if (name === v.parent) ctx.addIssue({ code: "custom", path: ["name"], message: "must differ from parent" });
+    if (v.bridge !== undefined && (v.bridge === name || v.bridge === v.parent)) {
+      ctx.addIssue({ code: "custom", path: ["bridge"], message: "must be another interface than the VLAN and its parent" });
+    }
+    if (v.bridge !== undefined && v.addresses.length > 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["addresses"],
+        message: "must be empty when bridge is set: a bridge port's own addresses stop working; put them on the bridge (Bridge.addresses)",
+      });
+    }
+    const seen = new Set<string>();
+    v.addresses.forEach((a, i) => {
+      if (seen.has(a)) ctx.addIssue({ code: "custom", path: ["addresses", i], message: `lists ${a} twice` });
+      seen.add(a);
+    });
+  })
+  .transform((v) => ({ ...v, name: v.name ?? defaultVlanName(v.parent, v.vlanId) }));
+
+export type VlanSubinterfaceInputs = z.output<typeof vlanSubinterfaceInputsSchema>;

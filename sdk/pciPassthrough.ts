@@ -1,0 +1,97 @@
+import * as pulumi from "@pulumi/pulumi";
+import { kindProvider, withSecretConnection } from "./provider";
+import { Connection, Persistence, protectConnection } from "./types";
+
+/** Arguments of a {@link PciPassthrough}. */
+export interface PciPassthroughArgs {
+  /** The host to manage. */
+  connection: pulumi.Input<Connection>;
+  /**
+   * PCI address of the device, as `lspci -D` prints it ("0000:65:00.0"); the short
+   * form "65:00.0" (domain 0000) is accepted. Stored lower-case with the domain.
+   * Changing it replaces the resource.
+   */
+  address: pulumi.Input<string>;
+  /** Driver to bind the device to. Only "vfio-pci" (the default). */
+  driver?: pulumi.Input<"vfio-pci">;
+  /**
+   * Bind every endpoint device of the device's IOMMU group to vfio-pci too (a GPU
+   * and its audio function, devices behind one PCIe-to-PCI bridge). Without it, a
+   * group with another device on a host driver is refused. Default false.
+   */
+  includeIommuGroup?: pulumi.Input<boolean>;
+  /**
+   * Pass the device through even though it carries the SSH management route,
+   * the default route, or a mounted disk or swap. Default false.
+   */
+  force?: pulumi.Input<boolean>;
+  /** Where the binding lives. Only "runtime" (until reboot) in this release. */
+  persistence?: pulumi.Input<Persistence>;
+}
+
+/**
+ * A PCI device handed to vfio-pci on a remote host, ready to be given to a guest
+ * (`driver_override` + unbind + `drivers_probe`; delete gives it back to the
+ * driver it had).
+ *
+ * Type token `pulumi-nodejs:dynamic/kvmnet:PciPassthrough`; id
+ * `<host>/pcipassthrough/<address>`. Changing `address` or `connection.host`
+ * replaces it (the old device is given back first); everything else updates in place.
+ */
+export class PciPassthrough extends pulumi.dynamic.Resource {
+  /** The host connection (secret in state). */
+  declare public readonly connection: pulumi.Output<Connection>;
+  /** Canonical address ("0000:65:00.0"). */
+  declare public readonly address: pulumi.Output<string>;
+  /**
+   * "vfio-pci" while every device this resource binds is on it; otherwise the driver
+   * that took one back (refresh shows that as drift, and the next up binds it again).
+   */
+  declare public readonly driver: pulumi.Output<string>;
+  declare public readonly includeIommuGroup: pulumi.Output<boolean>;
+  declare public readonly force: pulumi.Output<boolean>;
+  declare public readonly persistence: pulumi.Output<Persistence>;
+  /** IOMMU group number. */
+  declare public readonly iommuGroup: pulumi.Output<number>;
+  /** PCI vendor id, 4 lower-case hex digits ("10de"). */
+  declare public readonly vendorId: pulumi.Output<string>;
+  /** PCI device id, 4 lower-case hex digits. */
+  declare public readonly deviceId: pulumi.Output<string>;
+  /** The driver the device had before (null: none); delete gives it back to this one. */
+  declare public readonly originalDriver: pulumi.Output<string | null>;
+  /** The driver bound now (null: none). */
+  declare public readonly currentDriver: pulumi.Output<string | null>;
+  /** The group's VFIO character device ("/dev/vfio/7"); null while the group is not on vfio-pci. */
+  declare public readonly vfioDevice: pulumi.Output<string | null>;
+  /** Every device in the IOMMU group (bridges included). */
+  declare public readonly groupDevices: pulumi.Output<string[]>;
+  /** The devices this resource binds to vfio-pci: the device, then (includeIommuGroup) the rest of its group. */
+  declare public readonly boundDevices: pulumi.Output<string[]>;
+  /** libvirt `<hostdev mode='subsystem' type='pci' managed='no'>` elements, one per bound device. */
+  declare public readonly libvirtHostdevXml: pulumi.Output<string>;
+  /** QEMU arguments, e.g. ["-device", "vfio-pci,host=0000:65:00.0"], one pair per bound device. */
+  declare public readonly qemuDeviceArgs: pulumi.Output<string[]>;
+
+  constructor(name: string, args: PciPassthroughArgs, opts?: pulumi.CustomResourceOptions) {
+    const props = {
+      ...args,
+      connection: protectConnection(args.connection),
+      // Every output key must be present (seeded undefined) to be registered.
+      driver: args.driver,
+      includeIommuGroup: args.includeIommuGroup,
+      force: args.force,
+      persistence: args.persistence,
+      iommuGroup: undefined,
+      vendorId: undefined,
+      deviceId: undefined,
+      originalDriver: undefined,
+      currentDriver: undefined,
+      vfioDevice: undefined,
+      groupDevices: undefined,
+      boundDevices: undefined,
+      libvirtHostdevXml: undefined,
+      qemuDeviceArgs: undefined,
+    };
+    super(kindProvider("pciPassthrough"), name, props, withSecretConnection(opts), "kvmnet", "PciPassthrough");
+  }
+}

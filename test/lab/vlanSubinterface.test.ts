@@ -1,0 +1,347 @@
+/**
+ * VlanSubinterface against the lab VM (a real Debian kernel with 8021q), driven
+ * through the provider the way the engine calls it (check → create/update/read/delete).
+ *
+ * The guest's LAN NIC is a tap whose host end sits in a network namespace this
+ * file creates; this machine's kernel has no 802.1Q, so the tagged peer there is
+ * a small raw-socket program (python3, AF_PACKET) that speaks tagged ARP and
+ * ICMP, and tcpdump -e shows the tags on the wire. Nothing touches the
+ * machine's own interfaces: everything is in the guest or in that namespace.
+ *
+ * One VM for the whole file (boot ~25 s alone, more when other VMs run); the
+ * tests run in order and each leaves the guest as it found it.
+ */
+import { execFileSync, spawn } from "child_process";
+import { closeAllConnections } from "../../provider/host";
+import { bridgeProvider } from "../../provider/resources/bridge";
+import { vlanSubinterfaceProvider as vlan } from "../../provider/resources/vlanSubinterface";
+import { SandboxHost, snapshotHost } from "../sandbox/fleet";
+import { expectKvmnetError } from "../support/expectError";
+import { bootLabHost, checkLabSupport, LabHost } from "./labHost";
+
+jest.setTimeout(30 * 60_000);
+
+const ns = `kvl-vl${process.pid}`;
+let lab: LabHost;
+/** The guest's LAN NIC (its tap's other end is in `ns`) and the tap's name there. */
+let lanIf: string;
+let tap: string;
+/** The guest's backend-less virtio NIC: a parent nothing else uses. */
+let spareIf: string;
+
+const root = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: "utf8" });
+
+beforeAll(async () => {
+  checkLabSupport();
+  root("python3", ["-c", "import socket; socket.AF_PACKET"]); // the tagged peer's interpreter: fail loudly, never skip
+  root("ip", ["netns", "add", ns]);
+  lab = await bootLabHost({ lan: { netns: ns } });
+  // eslint-disable-next-line no-console
+  console.log(`vlan lab: boot to SSH ${lab.bootMs} ms`);
+  tap = lab.lan!.tap;
+  const links = JSON.parse((await lab.exec("ip -j link")).stdout) as { ifname: string; address?: string }[];
+  lanIf = links.find((l) => l.address === lab.macs.lan)!.ifname;
+  spareIf = links.find((l) => l.address === lab.macs.virtio)!.ifname;
+});
+
+afterAll(async () => {
+  closeAllConnections();
+  await lab?.shutdown();
+  root("ip", ["netns", "del", ns]);
+});
+
+const connection = () => ({ host: lab.address, port: lab.port, privateKey: lab.privateKey, hostKey: lab.hostKeyFingerprint });
+/**
+ * The P4 snapshot of test/sandbox/fleet.ts (it only needs exec(), which a LabHost has),
+ * taken once IPv6 duplicate address detection is over: a link that just came up shows
+ * its link-local address "tentative" for a moment.
+ */
+async function snapshot(): Promise<unknown> {
+  await lab.exec('for i in $(seq 300); do [ -z "$(ip -6 addr show tentative)" ] && exit 0; sleep 0.1; done; exit 1');
+  return snapshotHost(lab as unknown as SandboxHost);
+}
+
+async function checked(props: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const c = await vlan.check({}, { connection: connection(), ...props });
+  if (c.failures?.length) throw new Error(JSON.stringify(c.failures));
+  return c.inputs;
+}
+async function create(props: Record<string, unknown>) {
+  return vlan.create(await checked(props));
+}
+/** diff (must be in place) → update, as the engine does. */
+async function update(id: string, outs: Record<string, unknown>, props: Record<string, unknown>) {
+  const news = await checked(props);
+  expect(await vlan.diff(id, outs, news)).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
+  return (await vlan.update(id, outs, news)).outs;
+}
+
+interface Link {
+  ifindex: number;
+  mtu: number;
+  master?: string;
+  flags: string[];
+  link?: string;
+  linkinfo?: { info_kind?: string; info_data?: { protocol?: string; id?: number } };
+}
+async function link(name: string): Promise<Link | undefined> {
+  const r = await lab.exec(`ip -j -d link show dev ${name}`, { allowFail: true });
+  return r.code === 0 ? (JSON.parse(r.stdout) as Link[])[0] : undefined;
+}
+async function addrs(name: string): Promise<string[]> {
+  const r = JSON.parse((await lab.exec(`ip -j addr show dev ${name}`)).stdout) as { addr_info: { local: string; prefixlen: number; scope: string }[] }[];
+  return (r[0]?.addr_info ?? []).filter((a) => a.scope !== "link").map((a) => `${a.local}/${a.prefixlen}`);
+}
+async function moduleLoaded(): Promise<boolean> {
+  return (await lab.exec("lsmod")).stdout.split("\n").some((l) => l.startsWith("8021q "));
+}
+
+/** tcpdump -e in the LAN namespace on the tap: `count` frames matching `filter`, while `trigger` runs. */
+async function capture(filter: string[], count: number, trigger: () => Promise<unknown>): Promise<string> {
+  // `timeout` only bounds a capture whose frames never come; the assertions are on what was seen.
+  const dump = spawn("ip", ["netns", "exec", ns, "timeout", "60", "tcpdump", "-c", String(count), "-e", "-n", "-l", "-i", tap, ...filter], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  dump.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  const closed = new Promise<void>((r) => dump.on("close", () => r()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let err = "";
+      dump.stderr.setEncoding("utf8").on("data", (d: string) => {
+        err += d;
+        if (/listening on/.test(err)) resolve();
+      });
+      dump.on("close", () => reject(new Error(`tcpdump ended before it listened: ${err}`)));
+    });
+    await trigger();
+    await closed;
+    return out;
+  } finally {
+    if (dump.exitCode === null && dump.pid) process.kill(dump.pid);
+  }
+}
+
+/**
+ * The tagged peer: from `myIp` on the tap, sends a tagged ARP request for
+ * `peerIp`, then tagged ICMP echo requests to the MAC that answered, until
+ * `count` tagged echo replies came back. Prints what it saw as JSON: the tag
+ * of the ARP reply and of each echo reply (from the frame, or from the kernel's
+ * PACKET_AUXDATA when the tag was taken off on receive).
+ */
+const PEER = String.raw`
+import json, select, socket, struct, sys, time
+ifname, vid, tpid, my_ip, peer_ip, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3], 16), sys.argv[4], sys.argv[5], int(sys.argv[6])
+SOL_PACKET, PACKET_AUXDATA, VLAN_VALID, TPID_VALID, OUTGOING = 263, 8, 0x10, 0x40, 4
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((ifname, 0))
+s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+me = s.getsockname()[4]
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while t >> 16: t = (t & 0xffff) + (t >> 16)
+    return ~t & 0xffff
+def frame(dst, ethertype, payload):
+    return dst + me + struct.pack("!HHH", tpid, vid, ethertype) + payload
+def arp_request():
+    return frame(b"\xff" * 6, 0x0806, struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, me, socket.inet_aton(my_ip), b"\0" * 6, socket.inet_aton(peer_ip)))
+def echo_request(dst, seq):
+    icmp = struct.pack("!BBHHH", 8, 0, 0, 0x6b76, seq) + b"kvmnet-vlan-peer"
+    icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq, 0, 64, 1, 0, socket.inet_aton(my_ip), socket.inet_aton(peer_ip))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    return frame(dst, 0x0800, ip + icmp)
+def receive(timeout):
+    if not select.select([s], [], [], timeout)[0]: return None
+    data, anc, _, addr = s.recvmsg(65535, socket.CMSG_SPACE(32))
+    if addr[2] == OUTGOING or len(data) < 14: return None
+    et = struct.unpack("!H", data[12:14])[0]
+    if et in (0x8100, 0x88a8) and len(data) >= 18:
+        tci, inner = struct.unpack("!HH", data[14:18])
+        return data[6:12], ("0x%04x" % et, tci & 0xfff), inner, data[18:]
+    tag = None
+    for level, kind, value in anc:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA:
+            status, _, _, _, _, tci, t = struct.unpack("IIIHHHH", value[:20])
+            if status & VLAN_VALID: tag = ("0x%04x" % (t if status & TPID_VALID else 0x8100), tci & 0xfff)
+    return data[6:12], tag, et, data[14:]
+out = {"arpReply": None, "echoReplies": [], "untagged": 0}
+peer, seq, resend, deadline = None, 0, 0.0, time.time() + 30
+while time.time() < deadline and len(out["echoReplies"]) < count:
+    if time.time() >= resend:
+        if peer is None: s.send(arp_request())
+        else: seq += 1; s.send(echo_request(peer, seq))
+        resend = time.time() + 1
+    got = receive(0.2)
+    if got is None: continue
+    src, tag, et, body = got
+    if et == 0x0806 and len(body) >= 28 and body[7] == 2 and socket.inet_ntoa(body[14:18]) == peer_ip:
+        if tag is None: out["untagged"] += 1; continue
+        out["arpReply"] = {"tpid": tag[0], "vlan": tag[1], "mac": src.hex(":")}
+        peer, resend = src, 0.0
+    elif et == 0x0800 and peer is not None and len(body) >= 28 and body[9] == 1 and socket.inet_ntoa(body[12:16]) == peer_ip:
+        ihl = (body[0] & 15) * 4
+        if body[ihl] != 0: continue
+        if tag is None: out["untagged"] += 1; continue
+        out["echoReplies"].append({"tpid": tag[0], "vlan": tag[1]})
+        resend = 0.0
+print(json.dumps(out))
+`;
+
+async function taggedPeer(vid: number, tpid: string, myIp: string, peerIp: string, count: number) {
+  return new Promise<{ arpReply: { tpid: string; vlan: number; mac: string } | null; echoReplies: { tpid: string; vlan: number }[]; untagged: number }>((resolve, reject) => {
+    const p = spawn("ip", ["netns", "exec", ns, "python3", "-c", PEER, tap, String(vid), tpid, myIp, peerIp, String(count)], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    p.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    p.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
+    p.on("close", (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`tagged peer exited ${code}: ${err}`))));
+  });
+}
+
+describe("VlanSubinterface on the lab host", () => {
+  it("a kernel without 8021q fails as Unsupported before anything changes", async () => {
+    // The image does not load 8021q at boot; a test before us may have, with no VLAN left.
+    if (await moduleLoaded()) await lab.exec("rmmod 8021q");
+    const ko = (await lab.exec("modinfo -n 8021q")).stdout.trim();
+    await lab.exec(`mv ${ko} /root/8021q.ko.hidden`);
+    try {
+      const before = await snapshot();
+      await expectKvmnetError(create({ parent: lanIf, vlanId: 10 }), "Unsupported", /no 802\.1Q VLAN support: module 8021q is not loaded and `modprobe 8021q` failed[\s\S]*stderr: .*8021q/);
+      expect(await snapshot()).toEqual(before);
+      expect(await moduleLoaded()).toBe(false);
+    } finally {
+      await lab.exec(`mv /root/8021q.ko.hidden ${ko}`);
+    }
+  });
+
+  it("loads 8021q on demand; frames leave tagged; the address answers a tagged peer; delete leaves nothing", async () => {
+    expect(await moduleLoaded()).toBe(false);
+    const before = await snapshot();
+    const created = await create({ parent: lanIf, vlanId: 10, addresses: ["198.51.100.2/24"] });
+    const name = `${lanIf}.10`;
+    expect(created.id).toBe(`${lab.address}/vlanSubinterface/${name}`);
+    expect(await moduleLoaded()).toBe(true);
+    const l = await link(name);
+    expect(l).toMatchObject({ link: lanIf, linkinfo: { info_kind: "vlan", info_data: { protocol: "802.1Q", id: 10 } } });
+    expect(l?.flags).toContain("UP");
+    expect(created.outs).toMatchObject({ name, parent: lanIf, vlanId: 10, protocol: "802.1Q", addresses: ["198.51.100.2/24"], ifindex: l?.ifindex, macAddress: lab.macs.lan, operState: "UP" });
+    expect(await addrs(name)).toEqual(["198.51.100.2/24"]);
+
+    // What the guest sends on the VLAN leaves its NIC with an 802.1Q tag, id 10.
+    const seen = await capture(["vlan", "10", "and", "arp"], 2, () => lab.exec("ping -c 3 -W 1 198.51.100.1", { allowFail: true }));
+    expect(seen).toMatch(/ethertype 802\.1Q \(0x8100\), length \d+: vlan 10, p 0, ethertype ARP.*who-has 198\.51\.100\.1 tell 198\.51\.100\.2/);
+
+    // A tagged peer on the LAN reaches the address: tagged ARP reply, tagged echo replies.
+    const peer = await taggedPeer(10, "8100", "198.51.100.1", "198.51.100.2", 3);
+    expect(peer.arpReply).toEqual({ tpid: "0x8100", vlan: 10, mac: lab.macs.lan });
+    expect(peer.echoReplies).toEqual([{ tpid: "0x8100", vlan: 10 }, { tpid: "0x8100", vlan: 10 }, { tpid: "0x8100", vlan: 10 }]);
+    expect(peer.untagged).toBe(0);
+
+    // P1: read right after create finds exactly the outputs.
+    const read = await vlan.read(created.id, created.outs);
+    expect(read.props).toEqual(created.outs);
+
+    await vlan.delete(created.id, created.outs);
+    expect(await link(name)).toBeUndefined();
+    expect(await snapshot()).toEqual(before);
+    expect((await vlan.read(created.id, created.outs)).id).toBe("");
+  });
+
+  it("802.1ad shows as such in ip -d link and on the wire, and carries traffic", async () => {
+    const before = await snapshot();
+    const created = await create({ parent: lanIf, vlanId: 30, name: "qinq30", protocol: "802.1ad", addresses: ["198.18.0.2/24"] });
+    expect(await link("qinq30")).toMatchObject({ link: lanIf, linkinfo: { info_kind: "vlan", info_data: { protocol: "802.1ad", id: 30 } } });
+    expect((await lab.exec("ip -d link show dev qinq30")).stdout).toMatch(/vlan protocol 802\.1ad id 30/);
+    expect(created.outs).toMatchObject({ name: "qinq30", protocol: "802.1ad", vlanId: 30 });
+    const seen = await capture(["vlan", "30", "and", "arp"], 2, () => lab.exec("ping -c 3 -W 1 198.18.0.1", { allowFail: true }));
+    expect(seen).toMatch(/\(0x88a8\), length \d+: vlan 30, p 0, ethertype ARP/);
+    const peer = await taggedPeer(30, "88a8", "198.18.0.1", "198.18.0.2", 2);
+    expect(peer.arpReply).toEqual({ tpid: "0x88a8", vlan: 30, mac: lab.macs.lan });
+    expect(peer.echoReplies).toEqual([{ tpid: "0x88a8", vlan: 30 }, { tpid: "0x88a8", vlan: 30 }]);
+    await vlan.delete(created.id, created.outs);
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it("updates mtu, addresses and bridge in place; refuses an mtu over the parent's and a missing bridge before anything changes", async () => {
+    const before = await snapshot();
+    const br = await bridgeProvider.create((await bridgeProvider.check({}, { connection: connection(), name: "brv40" })).inputs);
+    const name = `${lanIf}.40`;
+    let outs = (await create({ parent: lanIf, vlanId: 40, mtu: 1400, addresses: ["192.0.2.2/24"] })).outs;
+    const id = `${lab.address}/vlanSubinterface/${name}`;
+    const { ifindex } = outs;
+    expect((await link(name))?.mtu).toBe(1400);
+
+    outs = await update(id, outs, { parent: lanIf, vlanId: 40, mtu: 1300, addresses: ["192.0.2.3/24", "2001:db8:40::3/64"] });
+    expect((await link(name))?.mtu).toBe(1300);
+    expect((await addrs(name)).sort()).toEqual(["192.0.2.3/24", "2001:db8:40::3/64"]);
+    expect(outs).toMatchObject({ mtu: 1300, addresses: ["192.0.2.3/24", "2001:db8:40::3/64"], ifindex });
+
+    // Into the bridge: the addresses leave (a port's own addresses stop working), the VLAN is a port.
+    outs = await update(id, outs, { parent: lanIf, vlanId: 40, mtu: 1300, bridge: "brv40" });
+    expect((await link(name))?.master).toBe("brv40");
+    expect((await lab.exec("bridge -j link show")).stdout).toContain(`"ifname":"${name}"`);
+    expect(await addrs(name)).toEqual([]);
+    expect(outs).toMatchObject({ bridge: "brv40", addresses: [], ifindex });
+
+    // Refused before anything changes: an mtu over the parent's, a bridge that does not exist.
+    const mid = await snapshot();
+    await expectKvmnetError(vlan.update(id, outs, await checked({ parent: lanIf, vlanId: 40, mtu: 9000, bridge: "brv40" })), "InvalidArgument", new RegExp(`mtu 9000 is larger than the mtu of its parent ${lanIf} \\(1500\\)`));
+    await expectKvmnetError(vlan.update(id, outs, await checked({ parent: lanIf, vlanId: 40, bridge: "nobr" })), "NotFound", /bridge nobr does not exist on the host[\s\S]*create the Bridge first/);
+    expect(await snapshot()).toEqual(mid);
+
+    // Drift: detached by hand → read shows it; the next update re-attaches.
+    await lab.exec(`ip link set dev ${name} nomaster && ip link set dev ${name} mtu 1280`);
+    const drift = await vlan.read(id, outs);
+    expect(drift.props.bridge).toBeUndefined();
+    expect(drift.inputs).toMatchObject({ mtu: 1280 });
+    outs = await update(id, drift.props, { parent: lanIf, vlanId: 40, mtu: 1300, bridge: "brv40" });
+    expect(await link(name)).toMatchObject({ master: "brv40", mtu: 1300 });
+
+    // bridge removed from the program: detached (diff says change although the field is unset).
+    outs = await update(id, outs, { parent: lanIf, vlanId: 40, mtu: 1300 });
+    expect((await link(name))?.master).toBeUndefined();
+    expect(outs.bridge).toBeUndefined();
+    expect(outs.ifindex).toBe(ifindex);
+
+    await vlan.delete(id, outs);
+    await bridgeProvider.delete(br.id, br.outs);
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it("brings a down parent up and the last of our VLANs takes it down again, also when created and deleted at once; a VLAN made by hand keeps it up", async () => {
+    await lab.exec(`ip link set dev ${spareIf} down`);
+    const before = await snapshot();
+    const [a, b] = await Promise.all([create({ parent: spareIf, vlanId: 50 }), create({ parent: spareIf, vlanId: 51 })]);
+    expect((await link(spareIf))?.flags).toContain("UP");
+    expect((await lab.exec("cat /run/kvmnet/state/vlan/*.up")).stdout.trim().split("\n")).toEqual([spareIf, spareIf]);
+    await vlan.delete(a.id, a.outs);
+    expect((await link(spareIf))?.flags).toContain("UP"); // b still holds it
+    await vlan.delete(b.id, b.outs);
+    expect((await link(spareIf))?.flags).not.toContain("UP");
+    expect(await snapshot()).toEqual(before);
+
+    const [c, d] = await Promise.all([create({ parent: spareIf, vlanId: 52 }), create({ parent: spareIf, vlanId: 53 })]);
+    await Promise.all([vlan.delete(c.id, c.outs), vlan.delete(d.id, d.outs)]);
+    expect(await snapshot()).toEqual(before);
+
+    const e = await create({ parent: spareIf, vlanId: 54 });
+    await lab.exec(`ip link add link ${spareIf} name byhand99 type vlan id 99`);
+    await vlan.delete(e.id, e.outs);
+    expect((await link(spareIf))?.flags).toContain("UP");
+    await lab.exec(`ip link del dev byhand99 && ip link set dev ${spareIf} down`);
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it("an existing VLAN is a Conflict unless adopted; adopted, it equals what create makes", async () => {
+    const made = await create({ parent: lanIf, vlanId: 60, mtu: 1400 });
+    await vlan.delete(made.id, made.outs);
+    await lab.exec(`ip link add link ${lanIf} name ${lanIf}.60 type vlan id 60`);
+    await expectKvmnetError(create({ parent: lanIf, vlanId: 60, mtu: 1400 }), "Conflict", /already exists on the host[\s\S]*hint: set adopt: true/);
+    await expectKvmnetError(create({ parent: lanIf, vlanId: 60, name: "other60" }), "Conflict", new RegExp(`already carries VLAN 60 \\(802\\.1Q\\) on ${lanIf} as ${lanIf}\\.60`));
+    const adopted = await create({ parent: lanIf, vlanId: 60, mtu: 1400, adopt: true });
+    const strip = (o: Record<string, unknown>) => ({ ...o, ifindex: undefined, adopt: undefined });
+    expect(strip(adopted.outs)).toEqual(strip(made.outs));
+    await vlan.delete(adopted.id, adopted.outs);
+    expect(await link(`${lanIf}.60`)).toBeUndefined();
+  });
+});
