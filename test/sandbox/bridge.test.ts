@@ -51,6 +51,16 @@ async function create(props: Record<string, unknown>) {
 }
 
 describe("Bridge CRUD", () => {
+  it("replaces an IPv4 address with another in the same subnet (the old primary's removal does not take the new one)", async () => {
+    const c = await create({ connection: conn(h1), name: "br-addr", addresses: ["192.0.2.1/24"] });
+    const news = (await bridgeProvider.check({}, { connection: conn(h1), name: "br-addr", addresses: ["192.0.2.2/24"] })).inputs;
+    const u = await bridgeProvider.update(c.id, c.outs, news);
+    expect(u.outs.addresses).toEqual(["192.0.2.2/24"]);
+    const j = JSON.parse((await h1.exec("ip -j -4 addr show dev br-addr")).stdout)[0];
+    expect(j.addr_info.map((a: { local: string }) => a.local)).toEqual(["192.0.2.2"]);
+    await bridgeProvider.delete(c.id, u.outs);
+  });
+
   it("creates, reads, updates every field in place, and deletes without a trace", async () => {
     await h1.exec("ip link add p1 type veth peer name p1x && ip link add p2 type veth peer name p2x");
     const before = await snapshotHost(h1);

@@ -244,12 +244,14 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
     broughtUp = broughtUp.filter((p) => p !== port);
   }
 
-  // Addresses: add the missing ones, remove those dropped from the list.
-  for (const cidr of desired.addresses) {
-    if (!obs.addresses.includes(cidr)) actions.push({ op: "addAddress", name, cidr });
-  }
+  // Addresses: remove those dropped from the list, then add the missing ones. In
+  // that order: deleting an IPv4 primary address deletes the secondaries of its
+  // subnet, so a new address added first would vanish with the old one.
   for (const cidr of previous?.addresses ?? []) {
     if (!desired.addresses.includes(cidr) && obs.addresses.includes(cidr)) actions.push({ op: "removeAddress", name, cidr });
+  }
+  for (const cidr of desired.addresses) {
+    if (!obs.addresses.includes(cidr)) actions.push({ op: "addAddress", name, cidr });
   }
 
   if (!obs.adminUp) actions.push({ op: "up", name });

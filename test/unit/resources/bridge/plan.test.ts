@@ -118,6 +118,15 @@ describe("planBridge", () => {
     expect(mtu.confirm).toEqual({ timeoutSec: 60, reason: "bridge br0 carries the SSH session's route" });
   });
 
+  it("removes dropped addresses before adding new ones (an IPv4 primary takes its subnet's secondaries with it)", () => {
+    const prev = inputs({ name: "br0", adopt: true, addresses: ["10.9.0.1/24"] });
+    const p = planBridge(inputs({ name: "br0", adopt: true, addresses: ["10.9.0.2/24"] }), snap, prev);
+    expect(p.actions.filter((a) => a.op.endsWith("Address"))).toEqual([
+      { op: "removeAddress", name: "br0", cidr: "10.9.0.1/24" },
+      { op: "addAddress", name: "br0", cidr: "10.9.0.2/24" },
+    ]);
+  });
+
   it("attaches a down port, bringing it up and remembering that", () => {
     const s = { ...snap, addrs: snap.addrs.filter((a) => a.ifname !== "v1p") };
     const p = planBridge(inputs({ name: "br9", ports: ["v1p"] }), s);
