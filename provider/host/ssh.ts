@@ -305,14 +305,19 @@ class SshConnection {
     try {
       await new Promise<void>((resolve, reject) => {
         client.once("ready", () => resolve());
-        client.once("error", reject);
+        // `on`, not `once`: a handshake that times out can emit a second error
+        // ("Connection lost before handshake") as the socket closes.
+        client.on("error", reject);
         client.connect(cfg);
       });
     } catch (e) {
+      client.removeAllListeners("error");
+      client.on("error", () => undefined);
       client.end();
       throw this.dialError(e as Error, offered, verdict);
     }
     poolStats.handshakes++;
+    client.removeAllListeners("error");
     client.on("error", () => this.drop());
     client.on("close", () => this.drop(client));
     const raw = (client as unknown as { _sock?: Duplex & { setKeepAlive?: (on: boolean, ms: number) => void } })._sock;

@@ -118,7 +118,7 @@ export interface BootLabHostOptions {
    * backends (no traffic). Default false.
    */
   groupedNics?: boolean;
-  /** How long to wait for SSH after qemu starts. Default 120 s (measured ~22 s here). */
+  /** How long to wait for SSH after qemu starts. Default 300 s: ~25 s on an idle 2-CPU machine, but over 120 s was seen with three TCG guests at once. */
   sshTimeoutMs?: number;
   /** Keep /tmp/kvl-<id> (logs, overlay) after shutdown, for debugging. */
   keepDir?: boolean;
@@ -142,7 +142,7 @@ const VMS_DIR = `${STATE_ROOT}/vms`;
 const PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const QEMU = "qemu-system-x86_64";
 const DEFAULT_EXEC_TIMEOUT_MS = 120_000;
-const DEFAULT_SSH_TIMEOUT_MS = 120_000;
+const DEFAULT_SSH_TIMEOUT_MS = 300_000;
 const DEFAULT_GRACE_MS = 30_000;
 const PROBE_READY_TIMEOUT_MS = 20_000;
 const ID_RE = /^[0-9a-f]{8}$/;

@@ -220,7 +220,12 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
     const bringUp = !link?.flags.includes("UP");
     guards.push({ op: "portAvailable", name, port });
     if (takeOvers.includes(port)) {
-      const addresses = configuredAddresses(snap, port);
+      // IPv6 addresses the kernel configured from router advertisements (SLAAC) stay: the
+      // bridge, wearing the same MAC, configures the same ones itself.
+      const slaac = new Set(
+        (snap.addrs.find((a) => a.ifname === port)?.addr_info ?? []).filter((a) => a.family === "inet6" && a.dynamic).map((a) => `${a.local}/${a.prefixlen}`),
+      );
+      const addresses = configuredAddresses(snap, port).filter((a) => !slaac.has(a));
       actions.push({ op: "takeOver", name, port, addresses, bringUp });
       takenOver[port] = addresses;
     } else {
