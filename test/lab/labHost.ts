@@ -118,7 +118,7 @@ export interface BootLabHostOptions {
    * backends (no traffic). Default false.
    */
   groupedNics?: boolean;
-  /** How long to wait for SSH after qemu starts. Default 300 s: ~25 s on an idle 2-CPU machine, but over 120 s was seen with three TCG guests at once. */
+  /** How long to wait for SSH after qemu starts. Default 180 s per attempt (~25–60 s measured on this 2-CPU machine); a boot whose sshd never sends a banner is retried once. */
   sshTimeoutMs?: number;
   /** Keep /tmp/kvl-<id> (logs, overlay) after shutdown, for debugging. */
   keepDir?: boolean;
@@ -142,7 +142,7 @@ const VMS_DIR = `${STATE_ROOT}/vms`;
 const PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const QEMU = "qemu-system-x86_64";
 const DEFAULT_EXEC_TIMEOUT_MS = 120_000;
-const DEFAULT_SSH_TIMEOUT_MS = 300_000;
+const DEFAULT_SSH_TIMEOUT_MS = 180_000;
 const DEFAULT_GRACE_MS = 30_000;
 const PROBE_READY_TIMEOUT_MS = 20_000;
 const ID_RE = /^[0-9a-f]{8}$/;
@@ -656,6 +656,20 @@ export function qemuArgs(o: {
  * removed and the error carries the serial console's tail.
  */
 export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHost> {
+  try {
+    return await bootLabHostOnce(opts);
+  } catch (e) {
+    // Seen in 2 of ~40 boots in CI runs, with sshd started (serial log) but no banner through
+    // slirp for minutes: suspected a probe-order race that gives the slirp virtio NIC
+    // another name than eth0, which ifupdown configures. Pinning names by MAC in the
+    // image (a .link file) is the real fix; until then one fresh boot is tried.
+    if (!/no SSH banner yet/.test(String((e as Error).message))) throw e;
+    process.stderr.write(`bootLabHost: no SSH banner, booting once more: ${String((e as Error).message).split("\n")[0]}\n`);
+    return bootLabHostOnce(opts);
+  }
+}
+
+async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
   checkLabSupport();
   const imageDir = opts.imageDir ?? (await ensureLabImage()).dir;
   const privateKeyPath = path.join(imageDir, "id_ed25519");
