@@ -67,9 +67,10 @@ export interface KindSpec<I extends BaseInputs> {
   /**
    * Whether an optional field removed from the program is a change. Bridge:
    * false (an unset setting is left as the host has it). PortForward: true
-   * (no hostAddress means every address).
+   * (no hostAddress means every address). Or the fields for which it is:
+   * VlanSubinterface ["bridge"] (no bridge means in no bridge; unset mtu stays unmanaged).
    */
-  removalIsChange?: boolean;
+  removalIsChange?: boolean | readonly string[];
   /** Fields the schema derives (e.g. an internal name) that are not stored as inputs. */
   derivedInputs?: readonly string[];
   /** Fields whose change forces a replacement, given olds/news inputs. */
@@ -244,7 +245,8 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       for (const k of spec.inputKeys) {
         // Unless the kind says otherwise, an optional setting removed from the
         // program is left as the host has it.
-        if (news[k] === undefined && !spec.removalIsChange) continue;
+        const removalCounts = spec.removalIsChange === true || (Array.isArray(spec.removalIsChange) && spec.removalIsChange.includes(k));
+        if (news[k] === undefined && !removalCounts) continue;
         if (containsUnknown(news[k]) || !isDeepStrictEqual(olds[k], news[k])) changed.push(k);
       }
       const replaces = spec.replaces(olds, news).filter((k) => changed.includes(k));

@@ -108,15 +108,10 @@ describe("examples/bridge under the real engine", () => {
     await stack.setConfig("bridgeName", "br-renamed");
 
     // P8: no plaintext secret in the state; P7: export | import round-trips.
-    const exported = await stack.exportState();
+    const { exported, plainBefore, reimported } = await stack.exportImport();
     const keyBody = h.privateKey.split("\n").filter((l) => l && !l.startsWith("-----"));
     for (const line of keyBody) expect(exported.text).not.toContain(line);
     expect(exported.text).toContain("ciphertext");
-    const file = path.join(stack.work, "export.json");
-    require("fs").writeFileSync(file, exported.text);
-    const plainBefore = await stack.exportState(true);
-    await stack.ok(["stack", "import", "--file", file]);
-    const reimported = await stack.exportState(true);
     expect(bridgeResources(reimported.doc)).toEqual(bridgeResources(plainBefore.doc));
     expect(bridgeResources(reimported.doc)).toHaveLength(1);
     await stack.ok(["preview", "--expect-no-changes"]);

@@ -131,6 +131,20 @@ export class Stack {
     });
   }
 
+  /**
+   * P7: export the state (secrets encrypted), then `stack import` it back.
+   * Returns the encrypted export and the decrypted state before and after, for
+   * the test to compare.
+   */
+  async exportImport(): Promise<{ exported: Awaited<ReturnType<Stack["exportState"]>>; plainBefore: Awaited<ReturnType<Stack["exportState"]>>; reimported: Awaited<ReturnType<Stack["exportState"]>> }> {
+    const exported = await this.exportState();
+    const plainBefore = await this.exportState(true);
+    const file = path.join(this.work, "export.json");
+    fs.writeFileSync(file, exported.text);
+    await this.ok(["stack", "import", "--file", file]);
+    return { exported, plainBefore, reimported: await this.exportState(true) };
+  }
+
   /** `pulumi stack export`; with showSecrets the secrets are decrypted (ciphertexts differ on every encryption). */
   async exportState(showSecrets = false): Promise<{ text: string; doc: { deployment: { resources?: { type: string; id?: string; outputs?: Record<string, unknown> }[] } } }> {
     const r = await this.ok(["stack", "export", ...(showSecrets ? ["--show-secrets"] : [])]);

@@ -103,13 +103,8 @@ it("runs NatNetwork and PortForward through their whole life under the engine", 
   await stack.setConfig("httpsPort", "9443");
 
   // P8: no plaintext key in state; P7: export | import round-trips.
-  const exported = await stack.exportState();
+  const { exported, plainBefore, reimported } = await stack.exportImport();
   for (const line of h.privateKey.split("\n").filter((l) => l && !l.startsWith("-----"))) expect(exported.text).not.toContain(line);
-  const plainBefore = await stack.exportState(true);
-  const file = path.join(stack.work, "export.json");
-  fs.writeFileSync(file, exported.text);
-  await stack.ok(["stack", "import", "--file", file]);
-  const reimported = await stack.exportState(true);
   for (const type of [NAT, PF]) {
     expect(resources(reimported.doc, type)).toEqual(resources(plainBefore.doc, type));
     expect(resources(reimported.doc, type)).toHaveLength(1);

@@ -9,7 +9,6 @@
  * no accept counter of its own. `npm run build` first: the example loads
  * dist/ through node_modules/pulumi-kvmnet.
  */
-import * as fs from "fs";
 import * as path from "path";
 import { ensurePulumi, REPO, Stack } from "../engine/harness";
 import { SandboxHost, snapshotHost } from "../sandbox/fleet";
@@ -186,14 +185,9 @@ describe("examples/vlan-trunk under the real engine on the lab host", () => {
     await stack.setConfig("trunk", trunk);
 
     // P8: no plaintext secret in the state; P7: export | import round-trips.
-    const exported = await stack.exportState();
+    const { exported, plainBefore, reimported } = await stack.exportImport();
     for (const line of lab.privateKey.split("\n").filter((l) => l && !l.startsWith("-----"))) expect(exported.text).not.toContain(line);
     expect(exported.text).toContain("ciphertext");
-    const file = path.join(stack.work, "export.json");
-    fs.writeFileSync(file, exported.text);
-    const plainBefore = await stack.exportState(true);
-    await stack.ok(["stack", "import", "--file", file]);
-    const reimported = await stack.exportState(true);
     expect(vlanResources(reimported.doc as Doc)).toEqual(vlanResources(plainBefore.doc as Doc));
     expect(vlanResources(reimported.doc as Doc)).toHaveLength(2);
     await stack.ok(["preview", "--expect-no-changes"]);

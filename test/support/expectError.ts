@@ -12,3 +12,15 @@ export async function expectKvmnetError(p: Promise<unknown>, kind: string, re: R
   expect({ kind: (err as { kind: string }).kind, message: (err as Error).message }).toEqual({ kind, message: expect.stringMatching(re) });
   return err as Error & { kind: string };
 }
+
+/** Call `fn`, expect it to throw a KvmnetError of `kind` whose message matches `re`; returns the message. */
+export function expectKvmnetThrow(fn: () => unknown, kind: string, re: RegExp): string {
+  try {
+    fn();
+  } catch (e) {
+    expect(isKvmnetError(e)).toBe(true);
+    expect({ kind: (e as { kind: string }).kind, message: (e as Error).message }).toEqual({ kind, message: expect.stringMatching(re) });
+    return (e as Error).message;
+  }
+  throw new Error("expected an error");
+}

@@ -39,10 +39,16 @@ export function vlanOutputs(inputs: VlanSubinterfaceInputs, snap: HostSnapshot):
   return out;
 }
 
-const lifecycle = makeKindProvider<VlanSubinterfaceInputs>({
+/**
+ * An unset optional field is normally left as the host has it (mtu), but an
+ * unset `bridge` means "in no bridge": removing it from the program is a
+ * change, which detaches the VLAN from the bridge it had.
+ */
+export const vlanSubinterfaceProvider: KindProvider = makeKindProvider<VlanSubinterfaceInputs>({
   kind: "vlanSubinterface",
   schema: vlanSubinterfaceInputsSchema,
   inputKeys: INPUT_KEYS,
+  removalIsChange: ["bridge"],
   replaces(olds, news) {
     const r: string[] = [...IDENTITY_KEYS, "name"].filter((k) => olds[k] !== news[k]);
     if (hostOf(olds.connection) !== hostOf(news.connection)) r.push("connection");
@@ -59,17 +65,3 @@ const lifecycle = makeKindProvider<VlanSubinterfaceInputs>({
   verify: (desired, snap) => verifyVlan(desired, observeVlan(snap, desired.name)),
   outputs: vlanOutputs,
 });
-
-/**
- * An unset optional field is normally left as the host has it (mtu), but an
- * unset `bridge` means "in no bridge": removing it from the program is a
- * change, which detaches the VLAN from the bridge it had.
- */
-export const vlanSubinterfaceProvider: KindProvider = {
-  ...lifecycle,
-  async diff(id, olds, news) {
-    const d = await lifecycle.diff(id, olds, news);
-    if (!d.changes && olds.bridge !== undefined && news.bridge === undefined) return { ...d, changes: true };
-    return d;
-  },
-};

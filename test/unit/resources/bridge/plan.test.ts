@@ -1,11 +1,11 @@
 import * as fs from "fs";
 import * as path from "path";
-import { isKvmnetError } from "../../../../provider/errors";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
 import { observeBridge, planBridge, planBridgeDelete } from "../../../../provider/resources/bridge/plan";
 import { renderBridgePlan } from "../../../../provider/resources/bridge/render";
 import { BridgeInputs, bridgeInputsSchema } from "../../../../provider/resources/bridge/schema";
 import { verifyBridge } from "../../../../provider/resources/bridge/verify";
+import { expectKvmnetThrow } from "../../../support/expectError";
 
 // Captured from a real namespace: bridge br0 (forward_delay 2 cs) with veth port v1;
 // v1p is down and carries 10.9.1.5/24.
@@ -14,17 +14,7 @@ const snap: HostSnapshot = parseSnapshot(fixture, "fixture");
 const inputs = (over: Partial<BridgeInputs> & { name: string }): BridgeInputs =>
   bridgeInputsSchema.parse({ connection: { host: "h" }, ...over });
 
-function expectError(fn: () => unknown, kind: string, re: RegExp) {
-  try {
-    fn();
-  } catch (e) {
-    expect(isKvmnetError(e)).toBe(true);
-    expect((e as { kind: string }).kind).toBe(kind);
-    expect((e as Error).message).toMatch(re);
-    return;
-  }
-  throw new Error("expected an error");
-}
+const expectError = expectKvmnetThrow;
 
 describe("observeBridge", () => {
   it("reads the bridge, its options in kernel units, ports and addresses", () => {

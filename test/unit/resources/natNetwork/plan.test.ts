@@ -1,12 +1,12 @@
 import * as fs from "fs";
 import * as path from "path";
-import { isKvmnetError } from "../../../../provider/errors";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
 import { dnsmasqFiles, tableRules, tableScript } from "../../../../provider/resources/natNetwork/files";
 import { NatAction, observeNat, planNat, planNatDelete } from "../../../../provider/resources/natNetwork/plan";
 import { renderNatPlan } from "../../../../provider/resources/natNetwork/render";
 import { NatNetworkInputs, natNetworkInputsSchema } from "../../../../provider/resources/natNetwork/schema";
 import { natOutputs, verifyNat } from "../../../../provider/resources/natNetwork/verify";
+import { expectKvmnetThrow } from "../../../support/expectError";
 
 // Captured from a real sandbox namespace: network "lab" (nat, 10.77.0.0/24, DHCP with a
 // static host, DNS domain lab.test, dnsmasq running), network "iso" (isolated,
@@ -28,16 +28,7 @@ const lab = inputs({
 const iso = inputs({ name: "iso", mode: "isolated", subnet: "10.78.0.0/24", dns: { enabled: false } });
 const ops = (actions: NatAction[]) => actions.map((a) => (a.op === "dnsmasq" ? `dnsmasq:${a.how}` : a.op));
 
-function expectError(fn: () => unknown, kind: string, re: RegExp) {
-  try {
-    fn();
-  } catch (e) {
-    expect(isKvmnetError(e)).toBe(true);
-    expect({ kind: (e as { kind: string }).kind, message: (e as Error).message }).toEqual({ kind, message: expect.stringMatching(re) });
-    return;
-  }
-  throw new Error("expected an error");
-}
+const expectError = expectKvmnetThrow;
 
 describe("observeNat", () => {
   it("reads bridge, gateway, rules by comment, dnsmasq, ip_forward holder and state", () => {

@@ -1,7 +1,6 @@
 import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
-import { isKvmnetError } from "../../../../provider/errors";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
 import { renderScript } from "../../../../provider/render";
 import { libvirtHostdevXml, pciOutputs, qemuDeviceArgs } from "../../../../provider/resources/pciPassthrough";
@@ -10,6 +9,7 @@ import { planPci, planPciDelete, PciPlan, readState, stateFilePath } from "../..
 import { renderPciPlan } from "../../../../provider/resources/pciPassthrough/render";
 import { PciPassthroughInputs, pciPassthroughStoredSchema } from "../../../../provider/resources/pciPassthrough/schema";
 import { verifyPci } from "../../../../provider/resources/pciPassthrough/verify";
+import { expectKvmnetThrow } from "../../../support/expectError";
 
 // Captured from the lab host (test/lab, q35 + intel-iommu, groupedNics) through SSH:
 // 00:02.0 virtio-net eth0 (management and default route), 00:03.0 virtio-blk vda (/),
@@ -32,17 +32,7 @@ const withPciLines = (text: string, lines: string[]) => text.replace(/\n@@kvmnet
 const inputs = (over: Partial<PciPassthroughInputs> & { address: string }): PciPassthroughInputs =>
   pciPassthroughStoredSchema.parse({ connection: { host: "h" }, ...over });
 
-function expectError(fn: () => unknown, kind: string, re: RegExp): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(isKvmnetError(e)).toBe(true);
-    expect((e as { kind: string }).kind).toBe(kind);
-    expect((e as Error).message).toMatch(re);
-    return (e as Error).message;
-  }
-  throw new Error("expected an error");
-}
+const expectError = expectKvmnetThrow;
 
 const record = (address: string, originalDriver: string | null, originalInterfaces: string[] = []) => ({ address, originalDriver, originalOverride: null, originalInterfaces });
 

@@ -1,12 +1,12 @@
 import * as fs from "fs";
 import * as path from "path";
-import { isKvmnetError } from "../../../../provider/errors";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
 import { vlanOutputs } from "../../../../provider/resources/vlanSubinterface";
 import { observeVlan, planVlan, planVlanDelete } from "../../../../provider/resources/vlanSubinterface/plan";
 import { renderVlanPlan } from "../../../../provider/resources/vlanSubinterface/render";
 import { VlanSubinterfaceInputs, vlanSubinterfaceInputsSchema } from "../../../../provider/resources/vlanSubinterface/schema";
 import { verifyVlan } from "../../../../provider/resources/vlanSubinterface/verify";
+import { expectKvmnetThrow } from "../../../support/expectError";
 
 // Captured from the lab VM (Debian 12, kernel 6.1): eth1 (up, mtu 1500) carries
 // eth1.10 (802.1Q id 10, a port of bridge br10) and eth1.20 (802.1ad id 20,
@@ -20,16 +20,7 @@ const withLink = (ifname: string, patch: Record<string, unknown>): HostSnapshot 
   links: snap.links.map((l) => (l.ifname === ifname ? { ...l, ...patch } : l)),
 });
 
-function expectError(fn: () => unknown, kind: string, re: RegExp) {
-  try {
-    fn();
-  } catch (e) {
-    expect(isKvmnetError(e)).toBe(true);
-    expect({ kind: (e as { kind: string }).kind, message: (e as Error).message }).toEqual({ kind, message: expect.stringMatching(re) });
-    return;
-  }
-  throw new Error("expected an error");
-}
+const expectError = expectKvmnetThrow;
 
 describe("observeVlan", () => {
   it("reads parent, id, protocol, master, addresses and the parent hold", () => {
