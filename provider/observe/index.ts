@@ -77,6 +77,30 @@ export const STATE_DIR = "/run/kvmnet/state";
  */
 export const LOCK_FILE = "/run/lock/kvmnet.lock";
 
+/** Where each object lists the files it persists through: /etc/kvmnet/owned/<kind>/<name>. */
+export const OWNED_DIR = "/etc/kvmnet/owned";
+
+/** Network stacks running, and the files our objects persist through (read by provider/persist). */
+function persistSection(): Script {
+  return section(
+    "persist",
+    literal(
+      [
+        'if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then',
+        '  for u in NetworkManager systemd-networkd networking; do printf "active %s %s\\n" "$u" "$(systemctl is-active "$u" 2>/dev/null)"; done',
+        "fi",
+        "[ -e /run/network/ifstate ] && echo 'ifstate yes'",
+        "command -v ifup >/dev/null 2>&1 && echo 'ifup yes'",
+        `for m in ${OWNED_DIR}/*/*; do [ -f "$m" ] || continue; printf '@@manifest %s\\n' "$m"; ` +
+          'while IFS= read -r p; do [ -n "$p" ] || continue; ' +
+          'if [ -L "$p" ]; then printf "@@link %s %s\\n" "$p" "$(readlink "$p")"; ' +
+          'elif [ -f "$p" ]; then printf "@@file %s %s\\n" "$p" "$(base64 -w0 <"$p")"; ' +
+          'else printf "@@missing %s\\n" "$p"; fi; done <"$m"; done; true',
+      ].join("\n"),
+    ),
+  );
+}
+
 /** Shell that prints one framed section. `body` writes to stdout. */
 export function section(name: string, body: Script): Script {
   return joinLines([
@@ -133,6 +157,7 @@ export function observeScript(extra: readonly Script[] = []): Script {
         `for f in ${STATE_DIR}/*/*; do [ -f "$f" ] || continue; printf '@@kvmnet-file %s\\n' "$f"; cat "$f"; printf '\\n'; done; true`,
       ),
     ),
+    persistSection(),
     ...extra,
   ]);
 }

@@ -13,6 +13,7 @@ import { isKvmnetError, KvmnetError } from "../errors";
 import { ConfirmOutcome, confirmScript, ConfirmSpec, newToken, parseConfirm } from "../confirm";
 import { ConnectionInput, dedicatedHostFor, Host, hostFor } from "../host";
 import { HostSnapshot, observeScript, parseSnapshot } from "../observe";
+import { Backend, Persistence, persistDrift, PersistSet, persistSteps, resolveBackend, withPersistence } from "../persist";
 import { applyError, Plan, renderScript } from "../render";
 import type { Script } from "../shell";
 import { checkWith, CheckFailure, containsUnknown } from "../validate";
@@ -89,6 +90,43 @@ export interface KindSpec<I extends BaseInputs> {
    * observe and apply read-back of this kind, and only this kind.
    */
   observeExtra?: readonly Script[];
+  /**
+   * The files that recreate the object at boot through `backend` (never
+   * "runtime"), from the inputs and stable facts of the host (not from what
+   * this very plan changes). Kinds without it persist nothing.
+   */
+  persist?(desired: I, backend: Exclude<Backend, "runtime">, snap: HostSnapshot): PersistSet;
+}
+
+/** The persistence mode of inputs (kinds without the field persist nothing). */
+function persistMode(i: BaseInputs): Persistence {
+  return (i as { persistence?: Persistence }).persistence ?? "runtime";
+}
+
+/** What `desired` persists on this host, and through which backend. Throws when the mode cannot be met. */
+function persistedSet<I extends BaseInputs>(spec: KindSpec<I>, desired: I, snap: HostSnapshot): { backend: Backend; set: PersistSet } {
+  if (!spec.persist) return { backend: "runtime", set: { files: [] } };
+  const backend = resolveBackend(persistMode(desired), snap, `${spec.kind} ${desired.name}`);
+  return { backend, set: backend === "runtime" ? { files: [] } : spec.persist(desired, backend, snap) };
+}
+
+/** The kind's live plan with its persisted files brought in line after it. */
+function planWithFiles<I extends BaseInputs>(spec: KindSpec<I>, desired: I, snap: HostSnapshot, previous?: I): { plan: Plan; backend: Backend; set: PersistSet } {
+  const { backend, set } = persistedSet(spec, desired, snap);
+  const plan = spec.plan(desired, snap, previous);
+  return { plan: spec.persist ? withPersistence(plan, persistSteps(spec.kind, desired.name, set, snap)) : plan, backend, set };
+}
+
+/** The kind's delete plan, with every file the object persisted through removed. */
+function planDeleteWithFiles<I extends BaseInputs>(spec: KindSpec<I>, props: I, snap: HostSnapshot): Plan {
+  const plan = spec.planDelete(props, snap);
+  return spec.persist ? withPersistence(plan, persistSteps(spec.kind, props.name, { files: [] }, snap)) : plan;
+}
+
+/** Outputs plus where the object persists (kinds with `persist` only). */
+function withPersistOutputs<I extends BaseInputs>(spec: KindSpec<I>, outs: Record<string, unknown>, backend: Backend, drift: string[]): Record<string, unknown> {
+  if (!spec.persist) return outs;
+  return { ...outs, persistedBy: backend, persistenceDrift: drift };
 }
 
 /** Engine bookkeeping keys (`__provider`) never reach schemas. */
@@ -261,25 +299,38 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const inputs = parseInputs<I>(s, props, `invalid ${spec.kind}`);
       const host = hostFor(inputs.connection);
       const snap = await observe(host, spec.observeExtra);
-      const plan = spec.plan(inputs, snap);
+      const { plan, backend, set } = planWithFiles(spec, inputs, snap);
       const after = await apply(host, plan, spec.observeExtra, inputs.connection);
-      const problems = spec.verify(inputs, after);
+      const problems = [...spec.verify(inputs, after), ...(spec.persist ? persistDrift(spec.kind, inputs.name, set, after) : [])];
       if (problems.length > 0) {
         // The SDK contract: a failed create leaves nothing behind.
-        await apply(host, spec.planDelete(inputs, after), spec.observeExtra, inputs.connection).catch(() => undefined);
+        await apply(host, planDeleteWithFiles(spec, inputs, after), spec.observeExtra, inputs.connection).catch(() => undefined);
         throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${problems.join("; ")}`, host: host.label, hint: "the partial change was removed" });
       }
       const outs = spec.outputs(inputs, after);
       if (!outs) throw new KvmnetError({ kind: "Bug", message: `${spec.kind} ${inputs.name} verified but not found in the snapshot`, host: host.label });
-      return { id: idOf(s, inputs), outs: plain(outs) };
+      return { id: idOf(s, inputs), outs: plain(withPersistOutputs(spec, outs, backend, [])) };
     },
 
     async read(id, props) {
       const inputs = parseInputs<I>(s, props, `stored state of ${id} is not valid`, true);
       const host = hostFor(inputs.connection);
       const snap = await observe(host, spec.observeExtra);
-      const outs = spec.outputs(inputs, snap);
-      if (!outs) return { id: "", props: {} };
+      const live = spec.outputs(inputs, snap);
+      if (!live) return { id: "", props: {} };
+      // Persisted files that differ from what the inputs render are drift too:
+      // the object would not come back (or come back different) after a reboot.
+      let backend: Backend = "runtime";
+      let drift: string[] = [];
+      try {
+        const p = persistedSet(spec, inputs, snap);
+        backend = p.backend;
+        if (spec.persist) drift = persistDrift(spec.kind, inputs.name, p.set, snap);
+      } catch (e) {
+        drift = [isKvmnetError(e) ? e.shortMessage : String(e)];
+      }
+      const outs = withPersistOutputs(spec, live, backend, drift);
+      if (drift.length > 0) outs.persistence = "runtime";
       const current = plain(outs);
       // Computed inputs are left out: the stored value may be the host's pick, not the user's.
       const refreshedInputs: Record<string, unknown> = {};
@@ -292,13 +343,14 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const news = parseInputs<I>(s, newsRaw, `invalid ${spec.kind}`);
       const host = hostFor(news.connection);
       const snap = await observe(host, spec.observeExtra);
-      const after = await apply(host, spec.plan(news, snap, olds), spec.observeExtra, news.connection);
-      const problems = spec.verify(news, after);
+      const { plan, backend, set } = planWithFiles(spec, news, snap, olds);
+      const after = await apply(host, plan, spec.observeExtra, news.connection);
+      const problems = [...spec.verify(news, after), ...(spec.persist ? persistDrift(spec.kind, news.name, set, after) : [])];
       if (problems.length > 0) {
         // A failed update leaves the old state: plan back to the old inputs.
         let rolledBack = "rolled back to the previous settings";
         try {
-          await apply(host, spec.plan(olds, after, news), spec.observeExtra, news.connection);
+          await apply(host, planWithFiles(spec, olds, after, news).plan, spec.observeExtra, news.connection);
         } catch (e) {
           rolledBack = `rolling back failed too: ${isKvmnetError(e) ? e.shortMessage : String(e)}; run pulumi refresh`;
         }
@@ -306,14 +358,14 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       }
       const outs = spec.outputs(news, after);
       if (!outs) throw new KvmnetError({ kind: "Bug", message: `${spec.kind} ${news.name} verified but not found in the snapshot`, host: host.label });
-      return { outs: plain(outs) };
+      return { outs: plain(withPersistOutputs(spec, outs, backend, [])) };
     },
 
     async delete(_id, props) {
       const inputs = parseInputs<I>(s, props, "stored state is not valid", true);
       const host = hostFor(inputs.connection);
       const snap = await observe(host, spec.observeExtra);
-      const plan = spec.planDelete(inputs, snap);
+      const plan = planDeleteWithFiles(spec, inputs, snap);
       if (plan.steps.length === 0) return;
       const after = await apply(host, plan, spec.observeExtra, inputs.connection);
       const left = spec.outputs(inputs, after);

@@ -1,6 +1,7 @@
 /** Bridge inputs: the zod schema (check) and the kernel units they map to. */
 import { z } from "zod";
 import { connectionSchema } from "../../host/connection";
+import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 import { ifname, interfaceCidr, macAddress } from "../../validate";
 
 /** Seconds with the kernel's resolution (centiseconds, USER_HZ 100). */
@@ -11,11 +12,7 @@ const seconds = (min: number, max: number) =>
     .max(max, `must be at most ${max} seconds`)
     .refine((v) => Math.abs(Math.round(v * 100) - v * 100) < 1e-6, "must be a multiple of 0.01 seconds (the kernel counts in centiseconds)");
 
-export const persistence = z.enum(["runtime"], {
-  error: () => ({
-    message: 'must be "runtime": persistence through networkd, NetworkManager or ifupdown is not implemented yet (state lives until the host reboots)',
-  }),
-});
+export { persistence };
 
 export const bridgeInputsSchema = z
   .object({
@@ -41,7 +38,7 @@ export const bridgeInputsSchema = z
     takeOverUplink: z.boolean().default(false),
     /** Seconds the host waits for a new SSH connection to confirm a change of the management path before it reverts it. */
     confirmTimeoutSec: z.number().int().min(15, "must be at least 15 seconds").max(3600, "must be at most 3600 seconds").default(60),
-    persistence: persistence.default("runtime"),
+    persistence: persistence.default(DEFAULT_PERSISTENCE),
   })
   .strict()
   .superRefine((b, ctx) => {

@@ -8,7 +8,7 @@ import * as ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { connectionSchema } from "../../host/connection";
 import { ifname, macAddress } from "../../validate";
-import { persistence } from "../bridge/schema";
+import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 
 export const MODES = ["nat", "route", "isolated", "open"] as const;
 export type NatMode = (typeof MODES)[number];
@@ -100,7 +100,7 @@ export const natNetworkInputsSchema = z
     dns: dnsSchema.default({ enabled: true, hosts: [] }),
     uplink: ifname.optional(),
     mtu: z.number().int().min(68).max(65535).optional(),
-    persistence: persistence.default("runtime"),
+    persistence: persistence.default(DEFAULT_PERSISTENCE),
   })
   .strict()
   .superRefine((n, ctx) => {

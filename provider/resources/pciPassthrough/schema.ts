@@ -8,7 +8,7 @@
 import { z } from "zod";
 import type { ConnectionInput } from "../../host";
 import { connectionSchema } from "../../host/connection";
-import { persistence } from "../bridge/schema";
+import { DEFAULT_PERSISTENCE, Persistence, persistence } from "../../persist";
 
 /** `0000:65:00.0`: 4-hex-digit domain, bus, device (≤ 0x1f), function (0–7), lower-case. */
 export const CANONICAL_PCI_ADDRESS = /^[0-9a-f]{4}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]$/;
@@ -64,7 +64,7 @@ function inputsObject<D extends z.ZodType<string, string | undefined>>(driverFie
       driver: driverField,
       includeIommuGroup: z.boolean().default(false),
       force: z.boolean().default(false),
-      persistence: persistence.default("runtime"),
+      persistence: persistence.default(DEFAULT_PERSISTENCE),
     })
     .strict();
 }
@@ -77,7 +77,7 @@ export interface PciPassthroughInputs {
   driver: string;
   includeIommuGroup: boolean;
   force: boolean;
-  persistence: "runtime";
+  persistence: Persistence;
   /** Derived, never given by the user: the canonical address. */
   name: string;
 }

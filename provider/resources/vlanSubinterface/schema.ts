@@ -2,7 +2,7 @@
 import { z } from "zod";
 import { connectionSchema } from "../../host/connection";
 import { ifname, interfaceCidr } from "../../validate";
-import { persistence } from "../bridge/schema";
+import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 
 /** Tag protocols, spelled as `ip -d link` prints them. */
 export const vlanProtocol = z.enum(["802.1Q", "802.1ad"], {
@@ -33,7 +33,7 @@ export const vlanSubinterfaceInputsSchema = z
     addresses: z.array(interfaceCidr).default([]),
     bridge: ifname.optional(),
     adopt: z.boolean().default(false),
-    persistence: persistence.default("runtime"),
+    persistence: persistence.default(DEFAULT_PERSISTENCE),
   })
   .strict()
   .superRefine((v, ctx) => {

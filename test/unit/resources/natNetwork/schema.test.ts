@@ -53,7 +53,7 @@ describe("natNetwork schema refusals name the field", () => {
     ],
     [{ dns: { hosts: [{ ip: "10.0.0.1", hostnames: [] }] } }, "dns", /at least one name/],
     [{ uplink: "kvn-lab" }, "uplink", /own bridge/],
-    [{ persistence: "networkd" }, "persistence", /runtime/],
+    [{ persistence: "systemd" }, "persistence", /must be one of "auto"/],
     [{ extra: 1 }, "(inputs)", /unknown field/],
   ])("%j → %s", async (over, property, re) => {
     const r = await check(over);

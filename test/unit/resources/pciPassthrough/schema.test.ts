@@ -72,7 +72,7 @@ describe("PciPassthrough check", () => {
     [{ driver: "" }, "driver", /driver: must be "vfio-pci"/],
     [{ includeIommuGroup: "yes" }, "includeIommuGroup", /includeIommuGroup: /],
     [{ force: 1 }, "force", /force: /],
-    [{ persistence: "networkd" }, "persistence", /persistence: must be "runtime"/],
+    [{ persistence: "systemd" }, "persistence", /persistence: must be one of "auto"/],
     [{ name: "gpu" }, "(inputs)", /unknown field\(s\) "name"/],
     [{ address: undefined }, "address", /address: is required/],
   ])("rejects %j at %s", async (patch, property, reason) => {

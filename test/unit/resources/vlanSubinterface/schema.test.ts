@@ -64,7 +64,7 @@ describe("VlanSubinterface check", () => {
     [{ bridge: "br10", addresses: ["10.0.0.1/24"] }, "addresses", /bridge port's own addresses/],
     [{ addresses: ["10.0.0.1/24", "10.0.0.1/24"] }, "addresses", /twice/],
     [{ addresses: ["10.0.0.1"] }, "addresses", /CIDR/],
-    [{ persistence: "networkd" }, "persistence", /runtime/],
+    [{ persistence: "systemd" }, "persistence", /must be one of "auto"/],
     [{ colour: "blue" }, "(inputs)", /unknown field/],
   ])("rejects %j at %s", async (patch, property, re) => {
     const failures = await failuresFor({ ...base, ...patch });
