@@ -21,6 +21,7 @@
  * `ifup` exists; else runtime (nothing survives a reboot; read reports the
  * object gone afterwards, which is the truth).
  */
+import { createHash } from "crypto";
 import { z } from "zod";
 import { KvmnetError } from "../errors";
 import { HostSnapshot, OWNED_DIR } from "../observe";
@@ -76,6 +77,15 @@ export function reloadsFor(paths: readonly string[]): Script[] {
   if (paths.some((p) => p.startsWith("/etc/NetworkManager/"))) out.push(literal("if command -v nmcli >/dev/null 2>&1; then nmcli connection reload; fi"));
   if (paths.some((p) => p.startsWith("/etc/udev/"))) out.push(literal("if command -v udevadm >/dev/null 2>&1; then udevadm control --reload; fi"));
   return out;
+}
+
+/** A UUID (version 5 layout) derived from `seed`: NetworkManager profiles need one, and it must not change between renders. */
+export function stableUuid(seed: string): string {
+  const h = createHash("sha1").update(`pulumi-kvmnet\0${seed}`).digest();
+  h[6] = (h[6] & 0x0f) | 0x50;
+  h[8] = (h[8] & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString("hex");
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
 }
 
 /** Which network stacks the host runs, as observed. */

@@ -1,6 +1,7 @@
 /** The Bridge kind: schema · plan · render · verify, wired into the lifecycle. */
 import { HostSnapshot } from "../../observe";
 import { makeKindProvider } from "../lifecycle";
+import { bridgePersist } from "./persist";
 import { observeBridge, planBridge, planBridgeDelete } from "./plan";
 import { renderBridgePlan } from "./render";
 import { BridgeInputs, bridgeInputsSchema, BridgeOptions, desiredOptions, OPTION_FIELDS } from "./schema";
@@ -60,4 +61,5 @@ export const bridgeProvider = makeKindProvider<BridgeInputs>({
   planDelete: (props, snap) => renderBridgePlan(planBridgeDelete(props.name, snap, props.confirmTimeoutSec)),
   verify: (desired, snap) => verifyBridge(desired, observeBridge(snap, desired.name)),
   outputs: bridgeOutputs,
+  persist: bridgePersist,
 });

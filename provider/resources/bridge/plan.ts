@@ -7,6 +7,7 @@
  * ones it listed before (released/removed when dropped from the list), and
  * leaves every other port and address alone.
  */
+import { createHash } from "crypto";
 import { KvmnetError } from "../../errors";
 import { configuredAddresses, findLink, HostSnapshot, portsOf, STATE_DIR } from "../../observe";
 import { BridgeInputs, BridgeOptions, desiredOptions } from "./schema";
@@ -120,6 +121,31 @@ export interface BridgePlan {
   confirm?: { timeoutSec: number; reason: string };
 }
 
+/**
+ * The MAC a new bridge gets when the program sets none: the first taken-over
+ * uplink's (DHCP reservations, ARP caches and switch port security still
+ * match), else a locally administered address derived from the bridge's name
+ * and the host's NICs — like libvirt, which fixes virbr0's MAC. A fixed MAC
+ * keeps the bridge's address from changing as ports come and go (the kernel
+ * otherwise takes the lowest port MAC), and is what the persisted config
+ * recreates at boot.
+ */
+export function newBridgeMac(desired: BridgeInputs, snap: HostSnapshot): string {
+  if (desired.macAddress !== undefined) return desired.macAddress;
+  if (desired.takeOverUplink) {
+    const uplink = desired.ports.find((p) => findLink(snap, p) && carriesUplink(snap, p));
+    const mac = uplink ? findLink(snap, uplink)?.address : undefined;
+    if (mac) return mac.toLowerCase();
+  }
+  const nics = snap.links
+    .filter((l) => !l.linkinfo?.info_kind && l.link_type === "ether" && l.address)
+    .map((l) => l.address as string)
+    .sort();
+  const h = createHash("sha256").update(`kvmnet-bridge\0${desired.name}\0${nics.join(",")}`).digest();
+  // 0x02: locally administered, unicast.
+  return [0x02, h[0], h[1], h[2], h[3], h[4]].map((b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
 /** Whether joining the bridge would take addresses or routes from `port` (it carries the uplink). */
 export function carriesUplink(snap: HostSnapshot, port: string): boolean {
   return port === snap.managementInterface || port === snap.defaultRouteInterface || configuredAddresses(snap, port).length > 0;
@@ -184,9 +210,7 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
 
   if (!obs.exists) {
     guards.push({ op: "absent", name });
-    // The bridge wears the uplink's MAC, so DHCP reservations, ARP caches and switch port security still match.
-    const uplinkMac = desired.macAddress === undefined && takeOvers.length > 0 ? findLink(snap, takeOvers[0])?.address : undefined;
-    actions.push({ op: "create", name, options: want, ...(uplinkMac ? { mac: uplinkMac } : {}) });
+    actions.push({ op: "create", name, options: want, mac: newBridgeMac(desired, snap) });
   } else {
     guards.push({ op: "isBridge", name });
     const changed: BridgeOptions = {};
@@ -200,8 +224,8 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
     if (Object.keys(changed).length > 0) actions.push({ op: "setOptions", name, options: changed, previous: prev });
   }
   if (desired.mtu !== undefined && desired.mtu !== obs.mtu) actions.push({ op: "setMtu", name, mtu: desired.mtu, previous: obs.mtu });
-  if (desired.macAddress !== undefined && desired.macAddress !== obs.macAddress?.toLowerCase()) {
-    actions.push({ op: "setMac", name, mac: desired.macAddress, previous: obs.exists ? obs.macAddress : undefined });
+  if (obs.exists && desired.macAddress !== undefined && desired.macAddress !== obs.macAddress?.toLowerCase()) {
+    actions.push({ op: "setMac", name, mac: desired.macAddress, previous: obs.macAddress });
   }
 
   // Ports: attach the missing ones, release those dropped from the list.

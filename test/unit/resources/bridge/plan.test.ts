@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
-import { observeBridge, planBridge, planBridgeDelete } from "../../../../provider/resources/bridge/plan";
+import { newBridgeMac, observeBridge, planBridge, planBridgeDelete } from "../../../../provider/resources/bridge/plan";
 import { renderBridgePlan } from "../../../../provider/resources/bridge/render";
 import { BridgeInputs, bridgeInputsSchema } from "../../../../provider/resources/bridge/schema";
 import { verifyBridge } from "../../../../provider/resources/bridge/verify";
@@ -31,7 +31,7 @@ describe("planBridge", () => {
     const p = planBridge(inputs({ name: "br9", forwardDelay: 4, mtu: 9000, addresses: ["10.1.0.1/24"] }), snap);
     expect(p.guards).toEqual([{ op: "absent", name: "br9" }]);
     expect(p.actions).toEqual([
-      { op: "create", name: "br9", options: { stp_state: 0, forward_delay: 400 } },
+      { op: "create", name: "br9", options: { stp_state: 0, forward_delay: 400 }, mac: newBridgeMac(inputs({ name: "br9" }), snap) },
       { op: "setMtu", name: "br9", mtu: 9000, previous: undefined },
       { op: "addAddress", name: "br9", cidr: "10.1.0.1/24" },
       { op: "up", name: "br9" },
@@ -151,7 +151,7 @@ describe("render", () => {
   it("renders quoted ip commands with undo for each step", () => {
     const plan = renderBridgePlan(planBridge(inputs({ name: "br9", stp: true, forwardDelay: 4, addresses: ["10.1.0.1/24"] }), snap));
     expect(plan.steps.map((s) => s.run.text)).toEqual([
-      "ip link add name 'br9' type bridge 'stp_state' 1 'forward_delay' 400",
+      `ip link add name 'br9' address '${newBridgeMac(inputs({ name: "br9" }), snap)}' type bridge 'stp_state' 1 'forward_delay' 400`,
       "ip addr add '10.1.0.1/24' dev 'br9'",
       "ip link set dev 'br9' up",
     ]);
@@ -167,5 +167,22 @@ describe("verifyBridge", () => {
       "bridge br0 mtu desired 9000, current 1500",
       "bridge br0 port v9 desired attached, current not attached",
     ]);
+  });
+});
+
+describe("newBridgeMac", () => {
+  it("is a stable, locally administered unicast MAC per bridge name; an explicit macAddress wins", () => {
+    const a = newBridgeMac(inputs({ name: "br9" }), snap);
+    expect(a).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+    // Second-lowest bit of the first octet: locally administered; lowest: unicast.
+    expect(parseInt(a.slice(0, 2), 16) & 0b11).toBe(0b10);
+    expect(newBridgeMac(inputs({ name: "br9" }), snap)).toBe(a);
+    expect(newBridgeMac(inputs({ name: "br8" }), snap)).not.toBe(a);
+    expect(newBridgeMac(inputs({ name: "br9", macAddress: "52:54:00:AA:BB:CC" }), snap)).toBe("52:54:00:aa:bb:cc");
+  });
+
+  it("takes the uplink's MAC when it takes the uplink over", () => {
+    const uplink = snap.links.find((l) => l.ifname === "v1p");
+    expect(newBridgeMac(inputs({ name: "br9", ports: ["v1p"], takeOverUplink: true }), snap)).toBe(uplink?.address);
   });
 });

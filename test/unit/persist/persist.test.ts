@@ -1,0 +1,143 @@
+import * as fs from "fs";
+import * as path from "path";
+import { HostSnapshot, parseSnapshot } from "../../../provider/observe";
+import { manifestPath, persistDrift, persistFacts, persistSteps, resolveBackend, stableUuid } from "../../../provider/persist";
+import { bridgePersist } from "../../../provider/resources/bridge/persist";
+import { bridgeInputsSchema } from "../../../provider/resources/bridge/schema";
+import { expectKvmnetThrow } from "../../support/expectError";
+
+const fixture = fs.readFileSync(path.join(__dirname, "../../fixtures/observe/bridge-br0-port-v1.txt"), "utf8");
+const b64 = (s: string) => Buffer.from(s).toString("base64");
+
+/** The fixture host plus a persist section as the observe script prints it. */
+function hostWith(persistLines: string[], systemd = true): HostSnapshot {
+  const text = fixture.replace(/@@kvmnet-begin systemd\n[^\n]*\n/, `@@kvmnet-begin systemd\n${systemd ? "yes" : "no"}\n`);
+  return parseSnapshot(`${text}\n@@kvmnet-begin persist\n${persistLines.join("\n")}\n@@kvmnet-end persist 0\n`, "fixture");
+}
+
+describe("stack detection", () => {
+  it("prefers NetworkManager, then networkd, then ifupdown, else runtime", () => {
+    const nm = hostWith(["active NetworkManager active", "active systemd-networkd active", "active networking active", "ifup yes"]);
+    expect(resolveBackend("auto", nm, "x")).toBe("networkmanager");
+    const nd = hostWith(["active NetworkManager inactive", "active systemd-networkd active", "active networking inactive"]);
+    expect(resolveBackend("auto", nd, "x")).toBe("networkd");
+    const ifu = hostWith(["active NetworkManager inactive", "active systemd-networkd inactive", "active networking active", "ifup yes"]);
+    expect(resolveBackend("auto", ifu, "x")).toBe("ifupdown");
+    // sysvinit host: ifupdown configured it at boot (its state file), no systemd.
+    expect(resolveBackend("auto", hostWith(["ifstate yes", "ifup yes"], false), "x")).toBe("ifupdown");
+    // networking.service active but no ifup binary: not ifupdown.
+    expect(persistFacts(hostWith(["active networking active"])).ifupdown).toBe(false);
+    expect(resolveBackend("auto", hostWith([]), "x")).toBe("runtime");
+  });
+
+  it("refuses an explicit backend the host does not run, naming what it runs", () => {
+    const nd = hostWith(["active systemd-networkd active"]);
+    expectKvmnetThrow(() => resolveBackend("networkmanager", nd, "bridge br0"), "Unsupported", /bridge br0: persistence "networkmanager" needs NetworkManager.service active on the host, which runs systemd-networkd/);
+    expect(resolveBackend("runtime", nd, "x")).toBe("runtime");
+  });
+});
+
+describe("persisted files", () => {
+  const want = { files: [{ path: "/etc/systemd/system/kvmnet-a.service", content: "A" }, { path: "/etc/x/b", link: "/etc/x/target" }] };
+
+  it("writes missing files, records them in the manifest, reloads systemd around them", () => {
+    const snap = hostWith([]);
+    const steps = persistSteps("natNetwork", "n1", want, snap);
+    expect(steps.map((s) => s.description)).toEqual([
+      "note the stack's configuration reload",
+      "write /etc/systemd/system/kvmnet-a.service",
+      "write /etc/x/b",
+      `record the files of natNetwork n1 in ${manifestPath("natNetwork", "n1")}`,
+      "reload the stack's view of the persisted files",
+    ]);
+    // Undone, systemd reloads after the files are restored: the first step's undo runs last.
+    expect(steps[0].undo?.text).toBe("systemctl daemon-reload");
+    expect(steps[1].undo?.text).toBe("rm -f '/etc/systemd/system/kvmnet-a.service'");
+    expect(steps[2].run.text).toBe("mkdir -p '/etc/x' && ln -sfn '/etc/x/target' '/etc/x/b'");
+    expect(persistDrift("natNetwork", "n1", want, snap)).toEqual(["/etc/systemd/system/kvmnet-a.service is missing", "/etc/x/b is missing"]);
+  });
+
+  it("is in sync when the host has the same files; reports edits and leftovers as drift and repairs only them", () => {
+    const m = manifestPath("natNetwork", "n1");
+    const inSync = hostWith([`@@manifest ${m}`, `@@file /etc/systemd/system/kvmnet-a.service ${b64("A\n")}`, "@@link /etc/x/b /etc/x/target"]);
+    expect(persistSteps("natNetwork", "n1", want, inSync)).toEqual([]);
+    expect(persistDrift("natNetwork", "n1", want, inSync)).toEqual([]);
+
+    const drifted = hostWith([`@@manifest ${m}`, `@@file /etc/systemd/system/kvmnet-a.service ${b64("edited\n")}`, "@@link /etc/x/b /etc/x/target", `@@file /etc/x/old ${b64("o\n")}`]);
+    expect(persistDrift("natNetwork", "n1", want, drifted)).toEqual([
+      "/etc/systemd/system/kvmnet-a.service differs from what the inputs render",
+      "/etc/x/old is left over",
+    ]);
+    const steps = persistSteps("natNetwork", "n1", want, drifted);
+    expect(steps.map((s) => s.description)).toEqual([
+      "note the stack's configuration reload",
+      "write /etc/systemd/system/kvmnet-a.service",
+      "remove /etc/x/old",
+      `record the files of natNetwork n1 in ${m}`,
+      "reload the stack's view of the persisted files",
+    ]);
+    // The edited file is put back as it was if a later step fails.
+    expect(steps[1].undo?.text).toContain("edited");
+  });
+
+  it("removes every listed file and the manifest on delete", () => {
+    const m = manifestPath("bridge", "br0");
+    const snap = hostWith([`@@manifest ${m}`, `@@file /etc/systemd/network/05-kvmnet-bridge-br0.netdev ${b64("x\n")}`, "@@missing /etc/systemd/network/gone.network"]);
+    const steps = persistSteps("bridge", "br0", { files: [] }, snap);
+    expect(steps.map((s) => s.description)).toEqual(["remove /etc/systemd/network/05-kvmnet-bridge-br0.netdev", `remove ${m}`]);
+  });
+});
+
+describe("Bridge persistence", () => {
+  const snap = hostWith([]);
+  const br = bridgeInputsSchema.parse({
+    connection: { host: "h" }, name: "br7", stp: true, forwardDelay: 4, priority: 4096, mtu: 1500,
+    macAddress: "52:54:00:00:00:07", ports: ["v1"], addresses: ["10.7.0.1/24", "fd00:7::1/64"], persistence: "auto",
+  });
+
+  it("networkd: a netdev with the options, a network with the addresses, one network per port", () => {
+    const { files } = bridgePersist(br, "networkd", snap);
+    expect(files.map((f) => f.path)).toEqual([
+      "/etc/systemd/network/05-kvmnet-bridge-br7.netdev",
+      "/etc/systemd/network/05-kvmnet-bridge-br7.network",
+      "/etc/systemd/network/05-kvmnet-bridge-br7-port-v1.network",
+    ]);
+    expect(files[0].content).toContain("[NetDev]\nName=br7\nKind=bridge\nMACAddress=52:54:00:00:00:07\nMTUBytes=1500\n\n[Bridge]\nSTP=yes\nForwardDelaySec=4s\nPriority=4096");
+    expect(files[1].content).toContain("[Match]\nName=br7\n\n[Network]\nConfigureWithoutCarrier=yes\nAddress=10.7.0.1/24\nAddress=fd00:7::1/64");
+    expect(files[2].content).toContain("[Match]\nName=v1\n\n[Network]\nBridge=br7");
+  });
+
+  it("NetworkManager: 0600 keyfiles with stable UUIDs; whole seconds only; Ethernet ports only", () => {
+    const plain = bridgeInputsSchema.parse({ connection: { host: "h" }, name: "br7", stp: false, forwardDelay: 4, macAddress: "52:54:00:00:00:07", addresses: ["10.7.0.1/24"] });
+    const { files } = bridgePersist(plain, "networkmanager", snap);
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatchObject({ path: "/etc/NetworkManager/system-connections/kvmnet-bridge-br7.nmconnection", mode: "0600" });
+    expect(files[0].content).toContain(`id=kvmnet-bridge-br7\nuuid=${stableUuid("kvmnet-bridge-br7")}\ntype=bridge\ninterface-name=br7`);
+    expect(files[0].content).toContain("[bridge]\nstp=false\nforward-delay=4\n\n[ipv4]\nmethod=manual\naddress1=10.7.0.1/24\n\n[ipv6]\nmethod=ignore");
+    expect(stableUuid("kvmnet-bridge-br7")).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expectKvmnetThrow(() => bridgePersist({ ...plain, forwardDelay: 2.5 }, "networkmanager", snap), "InvalidArgument", /forwardDelay: NetworkManager takes whole seconds/);
+    // v1 is a veth: NM profiles are typed by device.
+    expectKvmnetThrow(() => bridgePersist(br, "networkmanager", snap), "Unsupported", /port v1 is a veth interface/);
+  });
+
+  it("ifupdown: one interfaces.d stanza of quoted ip commands", () => {
+    const { files } = bridgePersist(br, "ifupdown", snap);
+    expect(files.map((f) => f.path)).toEqual(["/etc/network/interfaces.d/kvmnet-bridge-br7"]);
+    expect(files[0].content).toContain(
+      [
+        "auto br7",
+        "iface br7 inet manual",
+        "\tpre-up ip link add name 'br7' address '52:54:00:00:00:07' type bridge 'stp_state' 1 'forward_delay' 400 'priority' 4096",
+        "\tpre-up ip link set dev 'br7' mtu 1500",
+        "\tpre-up ip link set dev 'v1' master 'br7' && ip link set dev 'v1' up",
+        "\tup ip addr add '10.7.0.1/24' dev 'br7'",
+        "\tup ip addr add 'fd00:7::1/64' dev 'br7'",
+        "\tpost-down ip link del dev 'br7'",
+      ].join("\n"),
+    );
+  });
+
+  it("refuses to persist an uplink takeover (not implemented) rather than write a config that fights the uplink's", () => {
+    expectKvmnetThrow(() => bridgePersist({ ...br, takeOverUplink: true }, "networkd", snap), "Unsupported", /takeOverUplink/);
+  });
+});
