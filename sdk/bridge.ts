@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { kindProvider, withSecretConnection } from "./provider";
-import { Connection, Persistence, protectConnection } from "./types";
+import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
 
 /** Arguments of a {@link Bridge}. Unset optional settings are left as the kernel has them. */
 export interface BridgeArgs {
@@ -47,7 +47,12 @@ export interface BridgeArgs {
   takeOverUplink?: pulumi.Input<boolean>;
   /** Seconds (15–3600, default 60) the host waits for the confirming connection before it reverts a change of the management path. */
   confirmTimeoutSec?: pulumi.Input<number>;
-  /** Where the configuration lives. Only "runtime" (until reboot) in this release. */
+  /**
+   * Where the boot-time configuration goes (default "runtime": none). networkd:
+   * .netdev/.network files; NetworkManager: keyfiles (ports must be Ethernet NICs;
+   * bridge times in whole seconds); ifupdown: an interfaces.d stanza. Not yet with
+   * takeOverUplink (refused).
+   */
   persistence?: pulumi.Input<Persistence>;
 }
 
@@ -80,6 +85,10 @@ export class Bridge extends pulumi.dynamic.Resource {
   /** Uplinks taken over: port → the addresses that moved from it onto the bridge. */
   declare public readonly takenOver: pulumi.Output<Record<string, string[]>>;
   declare public readonly persistence: pulumi.Output<Persistence>;
+  /** The backend the boot-time configuration went to ("runtime": none). */
+  declare public readonly persistedBy: pulumi.Output<PersistenceBackend>;
+  /** Differences between the persisted configuration and the inputs, found by the last read (empty: in sync). */
+  declare public readonly persistenceDrift: pulumi.Output<string[]>;
   /** Kernel interface index. */
   declare public readonly ifindex: pulumi.Output<number>;
   /** Operational state ("UP", "DOWN", "NO-CARRIER"…): a bridge with no running port is DOWN. */
@@ -97,6 +106,8 @@ export class Bridge extends pulumi.dynamic.Resource {
       operState: undefined,
       attachedInterfaces: undefined,
       takenOver: undefined,
+      persistedBy: undefined,
+      persistenceDrift: undefined,
     };
     super(kindProvider("bridge"), name, props, withSecretConnection(opts), "kvmnet", "Bridge");
   }

@@ -39,8 +39,18 @@ export interface Connection {
   local?: pulumi.Input<boolean>;
 }
 
-/** Persistence backends. Only "runtime" is implemented in this release: state lasts until the host reboots. */
-export type Persistence = "runtime";
+/**
+ * What makes an object come back after the host reboots. Live changes happen at
+ * once whatever the choice; this picks where the boot-time configuration goes:
+ * - "auto": the stack the host runs (NetworkManager, else systemd-networkd, else ifupdown, else runtime);
+ * - "networkmanager" | "networkd" | "ifupdown": that stack, refused when the host does not run it;
+ * - "runtime": nothing is written; the object is gone after a reboot (refresh then reports it gone).
+ * Every file written is listed in /etc/kvmnet/owned/<kind>/<name> and removed on delete.
+ */
+export type Persistence = "auto" | "networkmanager" | "networkd" | "ifupdown" | "runtime";
+
+/** Which backend an object's boot-time configuration went to ("runtime": none). */
+export type PersistenceBackend = Exclude<Persistence, "auto">;
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !pulumi.Output.isInstance(v) && !(v instanceof Promise);
