@@ -36,7 +36,14 @@
 # - NetworkManager installed but leaves ifupdown's eth0 alone (ifupdown plugin,
 #   managed=false) and never auto-creates DHCP profiles (no-auto-default=*), so the
 #   passthrough-candidate NICs stay untouched; systemd-networkd is present (systemd)
-#   but disabled, as on a stock Debian host;
+#   but disabled, as on a stock Debian host. So a fresh boot has BOTH networking.service
+#   and NetworkManager.service active (NM holding the extra NICs, eth0 unmanaged);
+#   test/lab/stacks.ts switches a guest to exactly one stack (ifupdown, networkd or
+#   NetworkManager) and reboots it;
+# - eth0 is pinned by MAC: kvmnet-lab-nic-names.service (before any network stack)
+#   gives the NIC whose MAC labHost passes as kvmnet_lab.eth0_mac= on the kernel
+#   command line the name eth0, swapping names with whichever NIC the kernel named
+#   eth0 when the drivers' probe order put another NIC first (see below);
 # - no machine-id (labHost passes systemd.machine_id= per boot), serial getty on
 #   ttyS0 autologs root in (debug only: the serial line is a log file);
 # - fstab with pass 0 (no fsck under TCG), empty resolv.conf (no DNS in the lab).
@@ -222,12 +229,99 @@ passwd_out="$(chroot "$ROOT" passwd -l root 2>&1)" || log "passwd -l root: $pass
 chroot "$ROOT" systemctl mask apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1 || true
 chroot "$ROOT" systemctl disable NetworkManager-wait-online.service >/dev/null 2>&1 || true
 
-# eth0 must be the slirp NIC (virtio-net, lowest PCI slot): make e1000 (a passthrough
-# candidate) always load after virtio_net, so it never registers first. The initramfs
-# carries modprobe.d, so rebuild it.
+# eth0 must be the slirp NIC, whatever order the NIC drivers probe in. With
+# net.ifnames=0 the kernel names NICs eth0, eth1, ... in the order they register, and
+# that order races: udev loads virtio_pci, virtio_net and e1000 from parallel workers,
+# and virtio_net may register while virtio_pci is still adding devices. Two layers:
+#
+# 1. make the usual order right: e1000 (a passthrough candidate) loads after
+#    virtio_pci AND virtio_net, so the virtio-net on the lowest PCI slot (slirp)
+#    normally registers first. The initramfs carries modprobe.d (rebuilt below).
+#    This narrows the race but cannot close it (kmod treats a module that is still
+#    initialising as loaded and does not wait for it).
+# 2. pin eth0 by MAC, before any network stack reads a name. A systemd .link file
+#    (Name=eth0) cannot do this: when the race hands eth0 to another NIC, udev's
+#    rename fails with EEXIST, marks the event failed ("Failed to process device,
+#    ignoring: File exists", measured on this image's udev 252) and never retries;
+#    it cannot swap two names. So a oneshot unit does the swap after udev has
+#    settled and before network-pre.target (networking.service, systemd-networkd
+#    and NetworkManager all start after it): it finds the NIC with the MAC given as
+#    kvmnet_lab.eth0_mac= on the kernel command line (labHost passes the slirp
+#    NIC's), and when that NIC is not eth0 it renames eth0's holder to a temporary
+#    name, the slirp NIC to eth0, and the other NIC to the slirp NIC's old name.
+#    Other NICs keep the kernel's names (the PCI passthrough tests rely on the
+#    kernel's "lowest free ethN" when a NIC comes back from vfio-pci). What it did
+#    goes to the kernel log, i.e. the serial console.
 cat >"$ROOT/etc/modprobe.d/kvmnet-lab.conf" <<'EOF2'
-softdep e1000 pre: virtio_net
+softdep e1000 pre: virtio_pci virtio_net
 EOF2
+install -d "$ROOT/usr/local/sbin"
+cat >"$ROOT/usr/local/sbin/kvmnet-lab-nic-names" <<'EOF2'
+#!/bin/sh
+# Give the NIC whose MAC is kvmnet_lab.eth0_mac= (kernel command line) the name eth0,
+# swapping names with the NIC that has it. Runs before any network stack (see
+# kvmnet-lab-nic-names.service); both NICs are still down then, so renames work.
+set -eu
+log() {
+  echo "kvmnet-lab-nic-names: $*"
+  echo "kvmnet-lab-nic-names: $*" >/dev/kmsg 2>/dev/null || true
+}
+mac=
+for w in $(cat /proc/cmdline); do
+  case "$w" in kvmnet_lab.eth0_mac=*) mac="${w#*=}" ;; esac
+done
+[ -n "$mac" ] || { log "no kvmnet_lab.eth0_mac= on the kernel command line; names left as they are"; exit 0; }
+mac="$(printf '%s' "$mac" | tr 'A-F' 'a-f')"
+udevadm settle --timeout=60 || true
+nic_of_mac() {
+  for d in /sys/class/net/*; do
+    [ -e "$d/device" ] || continue # physical NICs only
+    if [ "$(cat "$d/address" 2>/dev/null)" = "$1" ]; then echo "${d##*/}"; return 0; fi
+  done
+  return 1
+}
+i=0
+until cur="$(nic_of_mac "$mac")"; do
+  i=$((i + 1))
+  [ "$i" -lt 120 ] || { log "no NIC with MAC $mac after 60 s"; exit 1; }
+  sleep 0.5
+done
+if [ "$cur" = eth0 ]; then
+  log "eth0 is $mac (kernel order was right)"
+  exit 0
+fi
+other=
+if [ -e /sys/class/net/eth0 ]; then
+  other="$(cat /sys/class/net/eth0/address)"
+  ip link set dev eth0 down
+  ip link set dev eth0 name kvlnicswap
+fi
+ip link set dev "$cur" down
+ip link set dev "$cur" name eth0
+[ -z "$other" ] || ip link set dev kvlnicswap name "$cur"
+log "swapped: $mac was $cur, now eth0${other:+; $other was eth0, now $cur}"
+EOF2
+chmod 755 "$ROOT/usr/local/sbin/kvmnet-lab-nic-names"
+cat >"$ROOT/etc/systemd/system/kvmnet-lab-nic-names.service" <<'EOF2'
+[Unit]
+Description=kvmnet lab: the slirp NIC (by MAC) is eth0
+DefaultDependencies=no
+Wants=systemd-udevd.service network-pre.target
+After=systemd-udevd.service systemd-udev-trigger.service
+Before=network-pre.target ifupdown-pre.service networking.service systemd-networkd.service NetworkManager.service
+Before=shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/kvmnet-lab-nic-names
+
+[Install]
+WantedBy=sysinit.target
+EOF2
+chroot "$ROOT" systemctl enable kvmnet-lab-nic-names.service >&2
+[ -L "$ROOT/etc/systemd/system/sysinit.target.wants/kvmnet-lab-nic-names.service" ] || die "kvmnet-lab-nic-names.service not enabled"
 mount -t proc proc "$ROOT/proc"
 chroot "$ROOT" update-initramfs -u -k all >&2
 umount "$ROOT/proc"
