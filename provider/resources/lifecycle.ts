@@ -268,6 +268,11 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     async check(_olds, news) {
       const inputs = stripInternal(news);
       const { value, failures } = checkWith(spec.schema, inputs);
+      // A kind that writes no boot-time configuration yet must not accept a promise to.
+      const mode = inputs.persistence;
+      if (!spec.persist && typeof mode === "string" && mode !== "runtime" && !containsUnknown(mode)) {
+        failures.push({ property: "persistence", reason: `persistence: ${spec.kind} persists only "runtime" in this release (it is gone after a reboot); got "${mode}"` });
+      }
       if (failures.length > 0) return { inputs, failures };
       // With unknowns (preview) the parse may have been partial: keep inputs as given.
       if (!value || containsUnknown(inputs)) return { inputs };

@@ -141,3 +141,29 @@ describe("Bridge persistence", () => {
     expectKvmnetThrow(() => bridgePersist({ ...br, takeOverUplink: true }, "networkd", snap), "Unsupported", /takeOverUplink/);
   });
 });
+
+describe("kinds that persist nothing yet", () => {
+  it("refuse any persistence but runtime at check, naming the field, before any host is touched", async () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { z } = require("zod") as typeof import("zod");
+    const { makeKindProvider } = await import("../../../provider/resources/lifecycle");
+    const { persistence } = await import("../../../provider/persist");
+    const never = () => {
+      throw new Error("must not be called");
+    };
+    const p = makeKindProvider({
+      kind: "demo",
+      schema: z.object({ connection: z.any(), name: z.string(), persistence: persistence.default("runtime") }) as never,
+      inputKeys: ["connection", "name", "persistence"],
+      replaces: () => [],
+      deleteBeforeReplace: () => false,
+      plan: never,
+      planDelete: never,
+      verify: never,
+      outputs: never,
+    });
+    const bad = await p.check({}, { connection: { host: "h" }, name: "x", persistence: "auto" });
+    expect(bad.failures).toEqual([{ property: "persistence", reason: expect.stringContaining('demo persists only "runtime" in this release') }]);
+    expect((await p.check({}, { connection: { host: "h" }, name: "x", persistence: "runtime" })).failures).toBeUndefined();
+  });
+});
