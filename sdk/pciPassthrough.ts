@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { kindProvider, withSecretConnection } from "./provider";
-import { Connection, Persistence, protectConnection } from "./types";
+import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
 
 /** Arguments of a {@link PciPassthrough}. */
 export interface PciPassthroughArgs {
@@ -25,14 +25,24 @@ export interface PciPassthroughArgs {
    * the default route, or a mounted disk or swap. Default false.
    */
   force?: pulumi.Input<boolean>;
-  /** Where the binding lives. Only "runtime" (until reboot) in this release. */
+  /**
+   * Whether the binding survives a reboot (default "runtime": until the host
+   * reboots). Any other value ("auto", or the stack the host runs: the network
+   * stack itself does not matter to a PCI device) binds the devices again at
+   * every boot, before any VM can start: a udev rule sets driver_override on the
+   * device's add event so the host driver never binds it, and a oneshot unit
+   * ordered before sysinit.target binds whatever another driver got first (one
+   * built in, or loaded from the initramfs). Needs systemd. Delete removes both
+   * and gives the devices back at once.
+   */
   persistence?: pulumi.Input<Persistence>;
 }
 
 /**
  * A PCI device handed to vfio-pci on a remote host, ready to be given to a guest
  * (`driver_override` + unbind + `drivers_probe`; delete gives it back to the
- * driver it had).
+ * driver it had). With `persistence` other than "runtime" it is bound again at
+ * every boot.
  *
  * Type token `pulumi-nodejs:dynamic/kvmnet:PciPassthrough`; id
  * `<host>/pcipassthrough/<address>`. Changing `address` or `connection.host`
@@ -51,6 +61,10 @@ export class PciPassthrough extends pulumi.dynamic.Resource {
   declare public readonly includeIommuGroup: pulumi.Output<boolean>;
   declare public readonly force: pulumi.Output<boolean>;
   declare public readonly persistence: pulumi.Output<Persistence>;
+  /** The backend the boot-time binding went to ("runtime": none). */
+  declare public readonly persistedBy: pulumi.Output<PersistenceBackend>;
+  /** Differences between the boot-time rule, unit and script on the host and what the inputs render, found by the last read (empty: in sync). */
+  declare public readonly persistenceDrift: pulumi.Output<string[]>;
   /** IOMMU group number. */
   declare public readonly iommuGroup: pulumi.Output<number>;
   /** PCI vendor id, 4 lower-case hex digits ("10de"). */
@@ -91,6 +105,8 @@ export class PciPassthrough extends pulumi.dynamic.Resource {
       boundDevices: undefined,
       libvirtHostdevXml: undefined,
       qemuDeviceArgs: undefined,
+      persistedBy: undefined,
+      persistenceDrift: undefined,
     };
     super(kindProvider("pciPassthrough"), name, props, withSecretConnection(opts), "kvmnet", "PciPassthrough");
   }

@@ -1,10 +1,11 @@
 /**
- * The PciPassthrough kind: schema · observe · plan · render · verify, wired
- * into the lifecycle.
+ * The PciPassthrough kind: schema · observe · plan · render · verify ·
+ * persist (a boot-time udev rule and unit), wired into the lifecycle.
  */
 import type { HostSnapshot } from "../../observe";
 import { KindProvider, KindSpec, makeKindProvider } from "../lifecycle";
 import { groupMembers, parsePciView, pciObserveSection } from "./observe";
+import { pciPersist } from "./persist";
 import { planPci, planPciDelete, readState } from "./plan";
 import { renderPciPlan } from "./render";
 import { PciPassthroughInputs, pciPassthroughInputsSchema, pciPassthroughStoredSchema, VFIO_PCI } from "./schema";
@@ -89,6 +90,7 @@ const spec: KindSpec<PciPassthroughInputs> = {
   verify: verifyPci,
   outputs: pciOutputs,
   observeExtra: [pciObserveSection],
+  persist: pciPersist,
 };
 
 /**

@@ -7,7 +7,9 @@
  * each device back to that driver even when the host's view changed since
  * (a refresh that saw the device on vfio-pci cannot tell what it came from).
  * The state file is also what makes the resource exist: without it (after a
- * reboot, which empties /run) a refresh reports the resource gone.
+ * reboot, which empties /run) a refresh reports the resource gone, unless the
+ * binding persists: then the boot-time unit (persist.ts) binds the devices
+ * again and writes the same state file before sysinit.target.
  */
 import { KvmnetError } from "../../errors";
 import type { HostSnapshot } from "../../observe";
@@ -164,6 +166,29 @@ function safetyProblems(view: PciView, snap: HostSnapshot, addresses: string[]):
 }
 
 /**
+ * The state file `desired` should have on this host: every device it holds,
+ * with what that device had before. A device we hold keeps its recorded
+ * original while it is on vfio-pci, or still carries the driver_override
+ * vfio-pci that we (or our boot-time rule) wrote, e.g. after a boot where
+ * another driver got to it first; any other device's original is what it
+ * has now. The plan writes this state and the persisted boot script writes
+ * the same at boot, so both are one function of the inputs and the host.
+ * Throws what {@link devicesToHold} throws.
+ */
+export function heldState(desired: PciPassthroughInputs, view: PciView, snap: HostSnapshot): PciState {
+  const state = readState(snap, desired.address);
+  return {
+    address: desired.address,
+    devices: devicesToHold(desired, view).map((a) => {
+      const d = view.devices.get(a) as PciDevice;
+      const kept = recordOf(state, a);
+      if (kept && (d.driver === VFIO_PCI || d.driverOverride === VFIO_PCI)) return kept;
+      return { address: a, originalDriver: d.driver ?? null, originalOverride: d.driverOverride ?? null, originalInterfaces: interfacesOn(view, a) };
+    }),
+  };
+}
+
+/**
  * Plan the actions that take the host from `snap` to `desired` (create and
  * update alike: what the state file says the resource holds is compared with
  * what it should hold). Throws KvmnetError when the plan is refused.
@@ -205,17 +230,7 @@ export function planPci(desired: PciPassthroughInputs, snap: HostSnapshot): PciP
     }
   }
 
-  const next: PciState = {
-    address: desired.address,
-    devices: hold.map((a) => {
-      const d = view.devices.get(a) as PciDevice;
-      const kept = recordOf(state, a);
-      // A device already on vfio-pci that we bound keeps its recorded original;
-      // any other device's original is what it has now.
-      if (kept && d.driver === VFIO_PCI) return kept;
-      return { address: a, originalDriver: d.driver ?? null, originalOverride: d.driverOverride ?? null, originalInterfaces: interfacesOn(view, a) };
-    }),
-  };
+  const next = heldState(desired, view, snap);
 
   const guards: PciGuard[] = [];
   const actions: PciAction[] = [];

@@ -11,7 +11,7 @@
 import { KvmnetError } from "../../errors";
 import { STATE_DIR } from "../../observe";
 import { Guard, Plan, Step } from "../../render";
-import { Script, sh, writeFile } from "../../shell";
+import { joinLines, literal, Script, sh, writeFile } from "../../shell";
 import { PCI_STATE_DIR, PciAction, PciGuard, PciPlan, PciState, stateFilePath } from "./plan";
 import { CANONICAL_PCI_ADDRESS, VFIO_PCI } from "./schema";
 
@@ -127,4 +127,37 @@ function renderGuard(g: PciGuard): Guard {
 
 export function renderPciPlan(plan: PciPlan): Plan {
   return { guards: plan.guards.map(renderGuard), steps: plan.actions.flatMap(renderAction) };
+}
+
+/**
+ * The boot-time bind (persistence): the live bind's steps as one script that
+ * kvmnet-vfio-<address>.service runs before sysinit.target. It writes the
+ * state file first (so a refresh after the reboot finds the resource and its
+ * original drivers, as after the live bind), loads vfio-pci, then per device:
+ * driver_override := vfio-pci, unbind from any other driver (one that bound
+ * it before our udev rule could act, e.g. from the initramfs), drivers_probe.
+ * Idempotent; a device missing or not on vfio-pci afterwards fails the unit
+ * (systemctl --failed shows it) after the others are bound.
+ */
+export function renderBootBind(state: PciState): Script {
+  const lines: Script[] = [
+    literal("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    sh`mkdir -p ${PCI_STATE_DIR} && ${writeFile(stateFilePath(address(state.address)), renderState(state))}`,
+    sh`[ -d ${driverDir(VFIO_PCI)} ] || modprobe ${VFIO_PCI}`,
+    literal("kvmnet_rc=0"),
+  ];
+  for (const d of [...state.devices].sort((a, b) => a.address.localeCompare(b.address))) {
+    const a = address(d.address);
+    lines.push(
+      joinLines([
+        sh`if [ -e ${devFile(a, "config")} ]; then`,
+        sh`  ${writeOverride(a, VFIO_PCI)}`,
+        sh`  if ! { ${driverIs(a, VFIO_PCI)}; }; then ${unbindIfBound(a)}; ${probe(a)}; fi`,
+        sh`  ${driverIs(a, VFIO_PCI)} || { echo ${`kvmnet: ${a} is not on ${VFIO_PCI}`} >&2; kvmnet_rc=1; }`,
+        sh`else echo ${`kvmnet: PCI device ${a} is not on this host`} >&2; kvmnet_rc=1; fi`,
+      ]),
+    );
+  }
+  lines.push(literal('exit "$kvmnet_rc"'));
+  return joinLines(lines);
 }

@@ -77,6 +77,11 @@ export interface PciPassthroughInputs {
   driver: string;
   includeIommuGroup: boolean;
   force: boolean;
+  /**
+   * "runtime": the binding lasts until the host reboots. Any other backend
+   * (the network stack does not matter to a PCI device): bound again at every
+   * boot by a udev rule and a unit of ours (persist.ts); needs systemd.
+   */
   persistence: Persistence;
   /** Derived, never given by the user: the canonical address. */
   name: string;
