@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { kindProvider, withSecretConnection } from "./provider";
-import { Connection, Persistence, protectConnection } from "./types";
+import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
 
 /** How a {@link NatNetwork} reaches the outside (libvirt's forward modes). */
 export type NatNetworkMode = "nat" | "route" | "isolated" | "open";
@@ -51,8 +51,8 @@ export interface NatNetworkArgs {
   connection: pulumi.Input<Connection>;
   /**
    * Network name: a letter, then letters, digits and '_', at most 15 characters.
-   * It names the nft table (`kvmnet_nat_<name>`) and the files under
-   * /run/kvmnet/nat/<name>/. Changing it replaces the network.
+   * It names the nft table (`kvmnet_nat_<name>`), the files under
+   * /run/kvmnet/nat/<name>/ and the units. Changing it replaces the network.
    */
   name: pulumi.Input<string>;
   /** Bridge interface name (≤15 characters). Default `kvn-<name>` (shortened with a hash when too long). Changing it replaces the network. */
@@ -75,7 +75,17 @@ export interface NatNetworkArgs {
   uplink?: pulumi.Input<string>;
   /** MTU of the bridge (68–65535). Unset leaves the kernel's. Changes in place. */
   mtu?: pulumi.Input<number>;
-  /** Where the configuration lives. Only "runtime" (until reboot) in this release. */
+  /**
+   * Whether the network comes back after a reboot (default "runtime": it does not).
+   * Any other value (on "auto", any host whose network stack is detected) persists it
+   * through systemd units of our own, whichever stack the host runs:
+   * `kvmnet-nat-<name>.service` recreates the bridge, its address, the nft table and
+   * ip_forward after network.target; `kvmnet-dnsmasq-<name>.service` is enabled; a
+   * drop-in re-adds the table whenever nftables.service flushes the ruleset; forwarding
+   * modes also write /etc/sysctl.d/90-kvmnet-nat-<name>.conf. Persisted copies live in
+   * /etc/kvmnet/nat-<name>.*. Needs systemd. Changes in place, without touching the
+   * live network.
+   */
   persistence?: pulumi.Input<Persistence>;
 }
 
@@ -110,8 +120,12 @@ export class NatNetwork extends pulumi.dynamic.Resource {
   declare public readonly uplink: pulumi.Output<string | undefined>;
   /** The bridge's actual MTU when mtu is managed. */
   declare public readonly mtu: pulumi.Output<number | undefined>;
-  /** Where the configuration lives. */
+  /** Where the boot-time configuration goes; "runtime" after a refresh that found it out of date (persistenceDrift). */
   declare public readonly persistence: pulumi.Output<Persistence>;
+  /** The backend the boot-time configuration went to ("runtime": none). */
+  declare public readonly persistedBy: pulumi.Output<PersistenceBackend>;
+  /** Differences between the persisted files and the inputs, found by the last read (empty: in sync). */
+  declare public readonly persistenceDrift: pulumi.Output<string[]>;
   /** Conditions on the host that may hurt the network without stopping it (br_netfilter, sysctl files turning ip_forward off, Docker's FORWARD drop in isolated/open mode). */
   declare public readonly warnings: pulumi.Output<string[]>;
   /** Kernel interface index of the bridge (null when it is gone). */
@@ -147,6 +161,8 @@ export class NatNetwork extends pulumi.dynamic.Resource {
       dnsmasqUnit: undefined,
       tablePresent: undefined,
       ipForward: undefined,
+      persistedBy: undefined,
+      persistenceDrift: undefined,
     };
     super(kindProvider("natNetwork"), name, props, withSecretConnection(opts), "kvmnet", "NatNetwork");
   }

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { kindProvider, withSecretConnection } from "./provider";
-import { Connection, protectConnection } from "./types";
+import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
 
 /** Arguments of a {@link PortForward}. */
 export interface PortForwardArgs {
@@ -34,6 +34,15 @@ export interface PortForwardArgs {
   hairpin?: pulumi.Input<boolean>;
   /** Written into the nft rule's comment: printable ASCII, no quotes or backslashes, ≤ 128 characters. */
   description?: pulumi.Input<string>;
+  /**
+   * Whether the forward comes back after a reboot (default "runtime": it does not).
+   * Any other value (on "auto", any host whose network stack is detected) persists it
+   * through a unit of our own, whichever stack the host runs:
+   * `kvmnet-pf-<name>.service` loads /etc/kvmnet/pf-<name>.nft after network.target,
+   * and a drop-in loads it again whenever nftables.service flushes the ruleset.
+   * Needs systemd. Changes in place.
+   */
+  persistence?: pulumi.Input<Persistence>;
 }
 
 /**
@@ -72,6 +81,12 @@ export class PortForward extends pulumi.dynamic.Resource {
   declare public readonly warnings: pulumi.Output<string[]>;
   /** Differences between the host's table and what this resource wrote (empty when none). */
   declare public readonly drift: pulumi.Output<string[]>;
+  /** Where the boot-time configuration goes; "runtime" after a refresh that found it out of date (persistenceDrift). */
+  declare public readonly persistence: pulumi.Output<Persistence>;
+  /** The backend the boot-time configuration went to ("runtime": none). */
+  declare public readonly persistedBy: pulumi.Output<PersistenceBackend>;
+  /** Differences between the persisted files and the inputs, found by the last read (empty: in sync). */
+  declare public readonly persistenceDrift: pulumi.Output<string[]>;
 
   constructor(name: string, args: PortForwardArgs, opts?: pulumi.CustomResourceOptions) {
     const props = {
@@ -83,9 +98,12 @@ export class PortForward extends pulumi.dynamic.Resource {
       sourceCidrs: args.sourceCidrs,
       hairpin: args.hairpin,
       description: args.description,
+      persistence: args.persistence,
       table: undefined,
       warnings: undefined,
       drift: undefined,
+      persistedBy: undefined,
+      persistenceDrift: undefined,
     };
     super(kindProvider("portForward"), name, props, withSecretConnection(opts), "kvmnet", "PortForward");
   }

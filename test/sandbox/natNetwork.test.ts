@@ -304,6 +304,22 @@ describe("ip_forward hold", () => {
   });
 });
 
+describe("persistence on a host without a network stack or systemd", () => {
+  it('"auto" persists nothing (persistedBy runtime); an explicit backend is refused before anything changes', async () => {
+    const before = await snapshotHost(h);
+    const n = await create({ name: "pst", mode: "isolated", subnet: "10.84.0.0/24", persistence: "auto" });
+    expect(n.outs).toMatchObject({ persistence: "auto", persistedBy: "runtime", persistenceDrift: [] });
+    expect((await h.exec("ls -A /etc/kvmnet")).stdout.trim()).toBe("");
+    await destroy(n.id, n.outs);
+    await expectKvmnetError(
+      p.create((await p.check({}, { connection: conn(), name: "pst", subnet: "10.84.0.0/24", persistence: "networkd" })).inputs),
+      "Unsupported",
+      /natNetwork pst: persistence "networkd" needs systemd-networkd\.service active/,
+    );
+    expect(await snapshotHost(h)).toEqual(before);
+  });
+});
+
 describe("conflicts and warnings", () => {
   it("refuses a subnet overlapping a host address, naming the interface", async () => {
     await expectKvmnetError(create({ name: "ovl", subnet: "198.19.0.0/16" }), "Conflict", /198\.19\.0\.0\/16 overlaps 198\.19\.0\.11\/24 on interface eth0/);

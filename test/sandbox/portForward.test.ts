@@ -204,6 +204,16 @@ describe("PortForward with real traffic", () => {
     expect(await snapshotHost(h)).toEqual(baseline);
   });
 
+  it('persistence "auto" on a host without a network stack persists nothing; an explicit backend is refused', async () => {
+    const r = await create({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", persistence: "auto" });
+    expect(r.outs).toMatchObject({ persistence: "auto", persistedBy: "runtime", persistenceDrift: [] });
+    expect(await portForwardProvider.read(r.id, r.outs)).toEqual({ id: r.id, props: r.outs, inputs: r.inputs });
+    await portForwardProvider.delete(r.id, r.outs);
+    const props = (await portForwardProvider.check({}, { connection: conn(), protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", persistence: "ifupdown" })).inputs;
+    await expectKvmnetError(portForwardProvider.create(props), "Unsupported", /portforward tcp_any_8080: persistence "ifupdown" needs networking\.service/);
+    expect(await snapshotHost(h)).toEqual(baseline);
+  });
+
   it("rejects hostile input at check naming the field, and nothing reaches the host", async () => {
     const fields: [string, (v: string) => Record<string, unknown>][] = [
       ["destination", (v) => ({ destination: v })],

@@ -6,9 +6,11 @@
  * through shell.ts. The texts reach the host only inside quoted here-documents
  * (shell.ts writeFile), never through a shell's word splitting.
  */
-import { STATE_DIR } from "../../observe";
+import { createHash } from "crypto";
+import { KvmnetError } from "../../errors";
+import { HostSnapshot, STATE_DIR } from "../../observe";
 import { nftAddr, nftIdent, nftString } from "../../shell";
-import { NatMode, NatNetworkInputs, netmask, subnetRange } from "./schema";
+import { modeForwards, NatMode, NatNetworkInputs, netmask, subnetRange } from "./schema";
 
 /** Where the network's dnsmasq files, leases and pid file live. */
 export function runDir(name: string): string {
@@ -201,4 +203,49 @@ export function dnsmasqFiles(n: NatNetworkInputs): DnsmasqFiles {
 /** The gateway address as the bridge carries it (gateway/prefix). */
 export function gatewayCidr(n: NatNetworkInputs): string {
   return `${n.gateway}/${subnetRange(n.subnet).prefix}`;
+}
+
+/** The uplink a forwarding network uses: the input, else the default route's interface. */
+export function resolveUplink(desired: NatNetworkInputs, snap: HostSnapshot): string | undefined {
+  return desired.uplink ?? snap.defaultRouteInterface;
+}
+
+/**
+ * A fixed, locally administered MAC for the bridge, derived from the network
+ * name. Without one a bridge takes the lowest MAC of its ports, so plugging in
+ * a guest could change the gateway's MAC under the other guests' ARP caches
+ * (libvirt pins its bridges' MACs for the same reason). A reboot recreates the
+ * bridge with the same one.
+ */
+export function bridgeMac(name: string): string {
+  const h = createHash("sha256").update(`kvmnet-nat:${name}`).digest();
+  return ["52", "54", "00", ...[h[0], h[1], h[2]].map((b) => b.toString(16).padStart(2, "0"))].join(":");
+}
+
+/** What the last apply recorded (state file), so later plans can tell reload from restart and undo. */
+export interface NatState {
+  uplink?: string;
+  table: string;
+  files?: DnsmasqFiles;
+  /** The systemd unit running dnsmasq; absent when it runs as a plain daemon (no systemd) or not at all. */
+  dnsmasqUnit?: string;
+}
+
+/**
+ * The state record an apply of `n` writes on this host: the table script,
+ * dnsmasq's files and unit. Persisted networks restore it at boot, so the
+ * first plan after a reboot finds the host as the last apply left it.
+ * Throws when a forwarding mode has no uplink to forward through.
+ */
+export function natState(n: NatNetworkInputs, snap: HostSnapshot): NatState {
+  const forwards = modeForwards(n.mode);
+  const uplink = resolveUplink(n, snap);
+  if (forwards && !uplink) {
+    throw new KvmnetError({ kind: "NotFound", message: `natNetwork ${n.name}: mode ${n.mode} needs an uplink, and the host has no default route`, hint: "set uplink to the interface that leads out" });
+  }
+  const table = tableScript(n.name, tableRules(n.mode, n.bridgeName, n.subnet, forwards ? uplink : undefined));
+  const files = needsDnsmasq(n) ? dnsmasqFiles(n) : undefined;
+  // Under systemd dnsmasq runs as a unit of its own (decided by the host, which cannot change init without a reboot).
+  const unit = files && snap.systemd ? dnsmasqUnit(n.name) : undefined;
+  return { uplink: forwards ? uplink : n.uplink, table, files, ...(unit ? { dnsmasqUnit: unit } : {}) };
 }

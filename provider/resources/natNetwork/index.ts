@@ -1,10 +1,12 @@
 /**
  * The NatNetwork kind: a bridge with a gateway address, its own nft table,
  * ip_forward when the mode needs it, and a dnsmasq for DHCP/DNS — libvirt's
- * `<network>` without libvirt. schema · plan · render · verify, wired into the lifecycle.
+ * `<network>` without libvirt. schema · plan · render · verify · persist
+ * (boot units of our own, persist.ts), wired into the lifecycle.
  */
 import { makeKindProvider } from "../lifecycle";
-import { planNat, planNatDelete } from "./plan";
+import { natPersist } from "./persist";
+import { NAT_KIND, planNat, planNatDelete } from "./plan";
 import { renderNatPlan } from "./render";
 import { cidrsOverlap, NatNetworkInputs, natNetworkInputsSchema } from "./schema";
 import { natOutputs, verifyNat } from "./verify";
@@ -17,7 +19,7 @@ const INPUT_KEYS = ["connection", "name", "bridgeName", "mode", "subnet", "gatew
 const hostOf = (p: Record<string, unknown>) => (p.connection as { host?: unknown } | undefined)?.host;
 
 export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
-  kind: "natNetwork",
+  kind: NAT_KIND,
   schema: natNetworkInputsSchema,
   inputKeys: INPUT_KEYS,
   // The uplink defaults to the default route's interface, resolved on the host at create.
@@ -37,4 +39,5 @@ export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
   planDelete: (props, snap) => renderNatPlan(planNatDelete(props, snap)),
   verify: verifyNat,
   outputs: natOutputs,
+  persist: natPersist,
 });

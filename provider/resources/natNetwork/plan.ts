@@ -5,34 +5,32 @@
  * update after drift (table deleted, dnsmasq killed, address removed by hand)
  * repairs whatever is missing.
  */
-import { createHash } from "crypto";
 import { KvmnetError } from "../../errors";
 import { configuredAddresses, findLink, HostSnapshot } from "../../observe";
+import { resolveBackend } from "../../persist";
 import {
-  dnsmasqFiles,
-  dnsmasqUnit,
+  bridgeMac,
   DnsmasqFiles,
   forwardHolder,
   gatewayCidr,
-  needsDnsmasq,
+  NatState,
+  natState,
   NftRule,
   pidFile,
+  resolveUplink,
   stateFile,
   sysctlFile,
   tableName,
   tableRules,
-  tableScript,
 } from "./files";
+import { BootHooks, bootHooksToDisarm, natPersistPaths, owns, persistentDnsmasqUnitFile } from "./persist";
 import { cidrsOverlap, modeForwards, NatNetworkInputs } from "./schema";
 
-/** What the last apply recorded (state file), so later plans can tell reload from restart and undo. */
-export interface NatState {
-  uplink?: string;
-  table: string;
-  files?: DnsmasqFiles;
-  /** The systemd unit running dnsmasq; absent when it runs as a plain daemon (no systemd) or not at all. */
-  dnsmasqUnit?: string;
-}
+export { bridgeMac, resolveUplink } from "./files";
+export type { NatState } from "./files";
+
+/** The kind name the lifecycle (and the persistence manifests) use. */
+export const NAT_KIND = "natNetwork";
 
 export interface NatObserved {
   bridge?: { ifindex: number; isBridge: boolean; kind?: string; mtu: number; up: boolean; macAddress?: string };
@@ -114,7 +112,15 @@ export type NatAction =
   | { op: "recordSysctl"; name: string }
   | { op: "forgetSysctl"; name: string }
   | { op: "deleteBridge"; bridge: string }
-  | { op: "removeFiles"; name: string };
+  | { op: "removeFiles"; name: string }
+  /** Persistence is coming off: stop the boot unit, remove the nftables.service drop-in (see persist.ts). */
+  | { op: "disarmBootHooks"; hooks: BootHooks }
+  /**
+   * dnsmasq keeps running when persistence is set to "runtime": its unit's
+   * file in /run/systemd/system takes over from the persisted one in /etc
+   * (which shadowed it), which the core removes after this plan's steps.
+   */
+  | { op: "writeRuntimeUnit"; name: string };
 
 export type NatGuard = { op: "absent"; ifname: string } | { op: "isBridge"; ifname: string };
 
@@ -137,25 +143,9 @@ export function wildcardDnsListeners(snap: HostSnapshot): string[] {
   return snap.dns53Listeners.filter((l) => /^(0\.0\.0\.0|\*|\[::\]|::|\[::ffff:0\.0\.0\.0\]):53$/.test(l));
 }
 
-/** The uplink a forwarding network uses: the input, else the default route's interface. */
-export function resolveUplink(desired: NatNetworkInputs, snap: HostSnapshot): string | undefined {
-  return desired.uplink ?? snap.defaultRouteInterface;
-}
-
 /** The rules the table must have (as `chain:comment`), sorted. */
 export function expectedRuleKeys(rules: NftRule[]): string[] {
   return rules.map((r) => `${r.chain}:${r.comment}`).sort();
-}
-
-/**
- * A fixed, locally administered MAC for the bridge, derived from the network
- * name. Without one a bridge takes the lowest MAC of its ports, so plugging in
- * a guest could change the gateway's MAC under the other guests' ARP caches
- * (libvirt pins its bridges' MACs for the same reason).
- */
-export function bridgeMac(name: string): string {
-  const h = createHash("sha256").update(`kvmnet-nat:${name}`).digest();
-  return ["52", "54", "00", ...[h[0], h[1], h[2]].map((b) => b.toString(16).padStart(2, "0"))].join(":");
 }
 
 function conflict(message: string, hint?: string): KvmnetError {
@@ -194,10 +184,9 @@ export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?
   }
   const forwards = modeForwards(desired.mode);
   const uplink = resolveUplink(desired, snap);
-  if (forwards) {
-    if (!uplink) {
-      throw new KvmnetError({ kind: "NotFound", message: `natNetwork ${name}: mode ${desired.mode} needs an uplink, and the host has no default route`, hint: "set uplink to the interface that leads out" });
-    }
+  // Throws when a forwarding mode has no uplink.
+  const state = natState(desired, snap);
+  if (forwards && uplink) {
     if (!findLink(snap, uplink)) {
       throw new KvmnetError({ kind: "NotFound", message: `natNetwork ${name}: uplink ${uplink} does not exist on the host` });
     }
@@ -234,7 +223,7 @@ export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?
 
   // The firewall table: re-applied (atomically) whenever its text or its rules differ.
   const rules = tableRules(desired.mode, br, desired.subnet, forwards ? uplink : undefined);
-  const script = tableScript(name, rules);
+  const script = state.table;
   const rulesMatch = obs.tableRules !== undefined && obs.tableRules.slice().sort().join() === expectedRuleKeys(rules).join();
   if (!rulesMatch || obs.state?.table !== script) {
     actions.push({ op: "applyTable", name, script, previous: obs.tableRules !== undefined ? obs.state?.table : undefined });
@@ -245,11 +234,9 @@ export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?
   if (!forwards && obs.forwardHeld) actions.push({ op: "releaseForward", name });
 
   // dnsmasq: start, reload (hosts files only: SIGHUP keeps leases and pid) or restart (config).
-  const files = needsDnsmasq(desired) ? dnsmasqFiles(desired) : undefined;
+  const files = state.files;
   const had = obs.state?.files;
-  // Under systemd it runs as a unit of its own (decided by the host, which cannot change init without a reboot).
   const systemd = snap.systemd;
-  const unitNow = files && systemd ? dnsmasqUnit(name) : undefined;
   if (files) {
     if (!ownDnsmasqRunning) actions.push({ op: "dnsmasq", name, how: "start", files, previous: had, systemd });
     else if (!had || had.conf !== files.conf) actions.push({ op: "dnsmasq", name, how: "restart", files, previous: had, systemd });
@@ -258,17 +245,39 @@ export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?
     actions.push({ op: "stopDnsmasq", name, systemd: obs.state?.dnsmasqUnit !== undefined });
   }
 
-  const state: NatState = { uplink: forwards ? uplink : desired.uplink, table: script, files, ...(unitNow ? { dnsmasqUnit: unitNow } : {}) };
+  // Persistence coming off (set to "runtime"; on "auto", a host that runs no stack):
+  // the boot-time hooks come off before the core removes the files, and a running
+  // dnsmasq unit gets its runtime file back, which takes over when the /etc one goes.
+  if (resolveBackend(desired.persistence, snap, `${NAT_KIND} ${name}`) === "runtime") {
+    const hooks = natHooksToDisarm(name, snap);
+    if (hooks) actions.push({ op: "disarmBootHooks", hooks });
+    const dnsmasqAction = actions.some((a) => a.op === "dnsmasq" && a.how !== "reload");
+    if (state.dnsmasqUnit && ownDnsmasqRunning && !dnsmasqAction && owns(snap, NAT_KIND, name, persistentDnsmasqUnitFile(name))) {
+      actions.push({ op: "writeRuntimeUnit", name });
+    }
+  }
+
   if (JSON.stringify(state) !== JSON.stringify(obs.state)) actions.push({ op: "writeState", name, state, previous: obs.state });
   actions.push(forwards ? { op: "recordSysctl", name } : { op: "forgetSysctl", name });
   return { guards, actions };
 }
 
-/** Plan the removal of network `n`: dnsmasq, table, ip_forward hold, bridge, files. */
+/** The boot unit and nftables drop-in network `name` persisted, when it did. */
+function natHooksToDisarm(name: string, snap: HostSnapshot): BootHooks | undefined {
+  const p = natPersistPaths(name);
+  return bootHooksToDisarm(NAT_KIND, name, p.bootUnit, p.nftDropIn, snap);
+}
+
+/**
+ * Plan the removal of network `n`: dnsmasq, boot-time hooks, table, ip_forward
+ * hold, bridge, files (the persisted files are the core's, after these).
+ */
 export function planNatDelete(n: NatNetworkInputs, snap: HostSnapshot): NatPlan {
   const obs = observeNat(snap, n);
   const actions: NatAction[] = [];
   if (obs.dnsmasq || obs.state?.dnsmasqUnit) actions.push({ op: "stopDnsmasq", name: n.name, systemd: obs.state?.dnsmasqUnit !== undefined });
+  const hooks = natHooksToDisarm(n.name, snap);
+  if (hooks) actions.push({ op: "disarmBootHooks", hooks });
   if (obs.tableRules !== undefined) actions.push({ op: "deleteTable", name: n.name });
   if (obs.forwardHeld) actions.push({ op: "releaseForward", name: n.name });
   if (obs.bridge?.isBridge) actions.push({ op: "deleteBridge", bridge: n.bridgeName });

@@ -21,6 +21,7 @@ import {
   tableFile,
   tableName,
 } from "./files";
+import { disarmSteps, persistentDnsmasqUnitFile } from "./persist";
 import { NatAction, NatGuard, NatPlan } from "./plan";
 
 const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";
@@ -77,10 +78,15 @@ function withDnsmasqPid(name: string, body: Script): Script {
   return sh`p=$(cat ${pidFile(name)} 2>/dev/null || true); if ${DNSMASQ_ALIVE}; then ${body}; fi`;
 }
 
-/** Stop and forget the unit (if there is one): its file goes, and systemd drops it from memory. */
+/**
+ * Stop and forget the unit (if there is one): its runtime file goes, and
+ * systemd drops it from memory. A persisted network's unit file in /etc
+ * (which shadows the runtime one, and is the only one after a reboot) is left
+ * to the persistence core, which removes it after the plan's steps.
+ */
 function removeUnit(name: string): Script {
   const unit = dnsmasqUnit(name);
-  return sh`if [ -f ${dnsmasqUnitFile(name)} ]; then systemctl stop ${unit}; rm -f ${dnsmasqUnitFile(name)}; systemctl daemon-reload; systemctl reset-failed ${unit} 2>/dev/null; fi; true`;
+  return sh`if [ -f ${dnsmasqUnitFile(name)} ] || [ -f ${persistentDnsmasqUnitFile(name)} ]; then systemctl stop ${unit}; rm -f ${dnsmasqUnitFile(name)}; systemctl daemon-reload; systemctl reset-failed ${unit} 2>/dev/null; fi; true`;
 }
 
 function startDnsmasq(name: string, systemd: boolean): Script {
@@ -131,7 +137,12 @@ function pruneDirs(name: string): Script {
   return sh`rmdir ${runDir(name)} /run/kvmnet/nat ${NAT_STATE_DIR} ${STATE_DIR} /run/kvmnet 2>/dev/null || true`;
 }
 
-function renderAction(a: NatAction): Step {
+function renderAction(a: NatAction): Step[] {
+  if (a.op === "disarmBootHooks") return disarmSteps(a.hooks);
+  return [renderOne(a)];
+}
+
+function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
   switch (a.op) {
     case "createBridge":
       return { description: `create bridge ${a.bridge}`, run: sh`ip link add name ${a.bridge} address ${a.mac} type bridge`, undo: sh`ip link del dev ${a.bridge}` };
@@ -203,6 +214,9 @@ function renderAction(a: NatAction): Step {
       return { description: `delete bridge ${a.bridge}`, run: sh`ip link del dev ${a.bridge}` };
     case "removeFiles":
       return { description: `remove files of ${a.name}`, run: joinLines([sh`rm -rf ${runDir(a.name)} && rm -f ${stateFile(a.name)} ${sysctlFile(a.name)}`, pruneDirs(a.name)]) };
+    case "writeRuntimeUnit":
+      // No undo: while the persisted unit file exists it shadows this one.
+      return { description: `keep ${dnsmasqUnit(a.name)} as a runtime unit`, run: writeFile(dnsmasqUnitFile(a.name), dnsmasqUnitText(a.name)) };
   }
 }
 
@@ -216,5 +230,5 @@ function renderGuard(g: NatGuard): Guard {
 }
 
 export function renderNatPlan(plan: NatPlan): Plan {
-  return { guards: plan.guards.map(renderGuard), steps: plan.actions.map(renderAction) };
+  return { guards: plan.guards.map(renderGuard), steps: plan.actions.flatMap(renderAction) };
 }

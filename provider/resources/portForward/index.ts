@@ -1,13 +1,14 @@
 /**
- * The PortForward kind: schema · observe · plan · render · verify, wired into
- * the lifecycle.
+ * The PortForward kind: schema · observe · plan · render · verify · persist
+ * (a boot unit of our own, persist.ts), wired into the lifecycle.
  */
 import { isDeepStrictEqual } from "util";
 import type { HostSnapshot } from "../../observe";
 import { checkWith, containsUnknown } from "../../validate";
 import { KindProvider, makeKindProvider } from "../lifecycle";
 import { keysOverlap, observeForward } from "./observe";
-import { desiredTable, planPortForward, planPortForwardDelete } from "./plan";
+import { portForwardPersist } from "./persist";
+import { desiredTable, PF_KIND, planPortForward, planPortForwardDelete } from "./plan";
 import { renderForwardDelete, renderForwardPlan } from "./render";
 import { PortForwardInputs, portForwardArgsSchema, portForwardInputsSchema, tableName, toRange } from "./schema";
 import { sameSet, verifyPortForward } from "./verify";
@@ -16,7 +17,7 @@ export { portForwardArgsSchema, portForwardInputsSchema, deriveName, tableName }
 export type { PortForwardInputs, PortForwardArgs } from "./schema";
 
 export const PORT_FORWARD_INPUT_KEYS = [
-  "connection", "protocol", "hostPort", "destination", "destinationPort", "hostAddress", "sourceCidrs", "hairpin", "description",
+  "connection", "protocol", "hostPort", "destination", "destinationPort", "hostAddress", "sourceCidrs", "hairpin", "description", "persistence",
 ] as const;
 
 /** Fields that make up a forward's identity (its table): changing one replaces the forward. */
@@ -79,8 +80,8 @@ function identity(v: Record<string, unknown>) {
  * stored inputs. Unlike Bridge, an optional field removed from the program is
  * a change: no hostAddress means every address, no description no comment.
  */
-export const portForwardProvider: KindProvider = makeKindProvider<PortForwardInputs>({
-  kind: "portforward",
+const kindProvider: KindProvider = makeKindProvider<PortForwardInputs>({
+  kind: PF_KIND,
   schema: portForwardInputsSchema,
   inputKeys: PORT_FORWARD_INPUT_KEYS,
   derivedInputs: ["name"],
@@ -100,4 +101,15 @@ export const portForwardProvider: KindProvider = makeKindProvider<PortForwardInp
   planDelete: (props, snap) => renderForwardDelete(planPortForwardDelete(props, snap)),
   verify: verifyPortForward,
   outputs: portForwardOutputs,
+  persist: portForwardPersist,
 });
+
+/**
+ * State written before forwards had `persistence` lacks the field; it meant
+ * what "runtime" means now (whatever the default becomes), so such state
+ * is not a change by itself.
+ */
+export const portForwardProvider: KindProvider = {
+  ...kindProvider,
+  diff: (id, olds, news) => kindProvider.diff(id, olds?.persistence === undefined ? { ...olds, persistence: "runtime" } : olds, news),
+};

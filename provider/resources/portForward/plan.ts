@@ -5,6 +5,8 @@
 import * as ipaddr from "ipaddr.js";
 import { KvmnetError } from "../../errors";
 import type { HostSnapshot } from "../../observe";
+import { resolveBackend } from "../../persist";
+import { BootHooks, bootHooksToDisarm, ETC_DIR, nftablesDropInPath, SYSTEMD_DIR } from "../natNetwork/persist";
 import { keysOverlap, listForwardTables, observeForward, OWNER_PREFIX } from "./observe";
 import { fromRange, PortForwardInputs, PortRange, tableName, toRange } from "./schema";
 
@@ -25,6 +27,27 @@ export interface ForwardTable {
   owner: string;
 }
 
+/** The kind name the lifecycle (and the persistence manifests) use. */
+export const PF_KIND = "portforward";
+
+/** A persisted forward's boot unit. */
+export const pfBootUnit = (name: string) => `kvmnet-pf-${name}.service`;
+
+/** Where a persisted forward's files go (see persist.ts). */
+export function pfPersistPaths(name: string) {
+  return {
+    table: `${ETC_DIR}/pf-${name}.nft`,
+    bootUnit: `${SYSTEMD_DIR}/${pfBootUnit(name)}`,
+    nftDropIn: nftablesDropInPath(`pf-${name}`),
+  };
+}
+
+/** The boot unit and nftables drop-in forward `name` persisted, when it did. */
+function hooksToDisarm(name: string, snap: HostSnapshot): BootHooks | undefined {
+  const p = pfPersistPaths(name);
+  return bootHooksToDisarm(PF_KIND, name, p.bootUnit, p.nftDropIn, snap);
+}
+
 export interface ForwardPlan {
   table: string;
   /** The host has the table now (update rewrites it in one transaction). */
@@ -32,6 +55,8 @@ export interface ForwardPlan {
   desired: ForwardTable;
   /** What to restore when the apply fails after writing (undefined = remove the table). */
   previous?: ForwardTable;
+  /** Persistence coming off ("runtime"): the boot-time hooks to take off first. */
+  disarm?: BootHooks;
 }
 
 /** `<host>/portforward/<name>`: the resource id, as the lifecycle makes it. */
@@ -108,16 +133,27 @@ export function planPortForward(desired: PortForwardInputs, snap: HostSnapshot, 
       hint: "choose another host port or host address, or remove the other forward first",
     });
   }
+  const persisting = resolveBackend(desired.persistence, snap, `${PF_KIND} ${desired.name}`) !== "runtime";
+  const disarm = persisting ? undefined : hooksToDisarm(desired.name, snap);
   return {
     table: want.table,
     exists: own !== undefined,
     desired: want,
     previous: previous && own ? desiredTable(previous, snap) : undefined,
+    ...(disarm ? { disarm } : {}),
   };
 }
 
-/** Remove the table when the host has it; nothing to do otherwise. */
-export function planPortForwardDelete(inputs: PortForwardInputs, snap: HostSnapshot): { table: string; exists: boolean } {
+export interface ForwardDeletePlan {
+  table: string;
+  exists: boolean;
+  /** The boot-time hooks the forward persisted through, taken off before the table goes. */
+  disarm?: BootHooks;
+}
+
+/** Remove the table when the host has it (and the boot-time hooks when there are); nothing to do otherwise. */
+export function planPortForwardDelete(inputs: PortForwardInputs, snap: HostSnapshot): ForwardDeletePlan {
   const table = tableName(inputs.name);
-  return { table, exists: observeForward(snap, table) !== undefined };
+  const disarm = hooksToDisarm(inputs.name, snap);
+  return { table, exists: observeForward(snap, table) !== undefined, ...(disarm ? { disarm } : {}) };
 }

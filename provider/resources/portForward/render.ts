@@ -22,7 +22,8 @@
 import { Step, Plan, Guard } from "../../render";
 import { nftAddr, nftIdent, nftPortRange, nftString, sh } from "../../shell";
 import { OWNER_PREFIX } from "./observe";
-import { ForwardPlan, ForwardTable } from "./plan";
+import { disarmSteps } from "../natNetwork/persist";
+import { ForwardDeletePlan, ForwardPlan, ForwardTable } from "./plan";
 import { PortRange } from "./schema";
 
 function nftPorts(r: PortRange): string {
@@ -80,7 +81,7 @@ export function renderTable(t: ForwardTable): string {
 }
 
 /** Replace-or-create in one transaction: declaring the table first makes the delete valid when it is absent. */
-function replaceText(t: ForwardTable): string {
+export function replaceText(t: ForwardTable): string {
   const ident = nftIdent(t.table);
   return `table ip ${ident} {}\ndelete table ip ${ident}\n${renderTable(t)}`;
 }
@@ -134,10 +135,11 @@ export function renderForwardPlan(plan: ForwardPlan): Plan {
         run: loadNft(renderTable(plan.desired)),
         undo: sh`nft delete table ip ${ident}`,
       };
-  return { guards, steps: [step] };
+  return { guards, steps: [step, ...(plan.disarm ? disarmSteps(plan.disarm) : [])] };
 }
 
-export function renderForwardDelete(d: { table: string; exists: boolean }): Plan {
-  if (!d.exists) return { guards: [], steps: [] };
-  return { guards: [], steps: [{ description: `delete nft table ip ${d.table}`, run: sh`nft delete table ip ${nftIdent(d.table)}` }] };
+export function renderForwardDelete(d: ForwardDeletePlan): Plan {
+  const steps: Step[] = d.disarm ? disarmSteps(d.disarm) : [];
+  if (d.exists) steps.push({ description: `delete nft table ip ${d.table}`, run: sh`nft delete table ip ${nftIdent(d.table)}` });
+  return { guards: [], steps };
 }

@@ -9,6 +9,7 @@ import * as ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { connectionSchema } from "../../host/connection";
 import type { ConnectionInput } from "../../host";
+import { DEFAULT_PERSISTENCE, Persistence, persistence } from "../../persist";
 
 /** A run of ports, first ≤ last. A single port has first === last. */
 export interface PortRange {
@@ -101,6 +102,7 @@ const portForwardObject = z
     sourceCidrs: z.array(ipv4Cidr).max(256, "at most 256 entries").default([]),
     hairpin: z.boolean().default(true),
     description: description.optional(),
+    persistence: persistence.default(DEFAULT_PERSISTENCE),
   })
   .strict();
 
@@ -115,6 +117,8 @@ export interface PortForwardInputs {
   sourceCidrs: string[];
   hairpin: boolean;
   description?: string;
+  /** Where the forward's boot-time configuration goes (any backend but "runtime": a unit of our own). */
+  persistence: Persistence;
   /** Derived, never given by the user: see {@link deriveName}. */
   name: string;
 }

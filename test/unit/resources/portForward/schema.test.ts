@@ -14,7 +14,7 @@ describe("PortForward check", () => {
   it("fills defaults and keeps the derived name out of the inputs", async () => {
     const r = await portForwardProvider.check({}, { ...base, __provider: "serialized" });
     expect(r.failures).toBeUndefined();
-    expect(r.inputs).toEqual({ ...base, destinationPort: 8080, sourceCidrs: [], hairpin: true });
+    expect(r.inputs).toEqual({ ...base, destinationPort: 8080, sourceCidrs: [], hairpin: true, persistence: "runtime" });
   });
 
   it.each([
@@ -42,6 +42,7 @@ describe("PortForward check", () => {
     ["destination", "destination", (v) => ({ ...base, destination: v }), []],
     ["hostAddress", "hostAddress", (v) => ({ ...base, hostAddress: v }), []],
     ["sourceCidrs", "sourceCidrs", (v) => ({ ...base, sourceCidrs: [v] }), []],
+    ["persistence", "persistence", (v) => ({ ...base, persistence: v }), []],
     // Printable ASCII without quotes/backslashes is a fine description.
     ["description", "description", (v) => ({ ...base, description: v }), HOSTILE_STRINGS.filter((s) => /^[\x20-\x7e]{1,128}$/.test(s) && !/["'\\`]/.test(s))],
   ];
@@ -104,8 +105,8 @@ describe("PortForward check", () => {
 });
 
 describe("PortForward diff", () => {
-  const olds = { ...base, destinationPort: 8080, sourceCidrs: [], hairpin: true, table: "kvmnet_pf_tcp_any_8080", warnings: [], drift: [] };
-  const news = { ...base, destinationPort: 8080, sourceCidrs: [], hairpin: true };
+  const olds = { ...base, destinationPort: 8080, sourceCidrs: [], hairpin: true, persistence: "runtime", table: "kvmnet_pf_tcp_any_8080", warnings: [], drift: [] };
+  const news = { ...base, destinationPort: 8080, sourceCidrs: [], hairpin: true, persistence: "runtime" };
   it.each([
     [{}, { changes: false, replaces: [], deleteBeforeReplace: false }],
     [{ destination: "192.168.122.11" }, { changes: true, replaces: [], deleteBeforeReplace: false }],
@@ -119,8 +120,15 @@ describe("PortForward diff", () => {
     [{ hostAddress: "198.19.0.11" }, { changes: true, replaces: ["hostAddress"], deleteBeforeReplace: true }],
     [{ connection: { ...connection, host: "kvm2" } }, { changes: true, replaces: ["connection"], deleteBeforeReplace: false }],
     [{ connection: { ...connection, port: 2222 } }, { changes: true, replaces: [], deleteBeforeReplace: false }],
+    [{ persistence: "auto" }, { changes: true, replaces: [], deleteBeforeReplace: false }],
   ])("%j → %j", async (patch, want) => {
     expect(await portForwardProvider.diff("id", olds, { ...news, ...patch })).toEqual(want);
+  });
+
+  it("reads state from before `persistence` existed as runtime, and still sees a real change", async () => {
+    const { persistence: _p, ...older } = olds;
+    expect(await portForwardProvider.diff("id", older, news)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+    expect(await portForwardProvider.diff("id", older, { ...news, persistence: "auto" })).toMatchObject({ changes: true, replaces: [] });
   });
 
   it("treats removing description or hostAddress as a change", async () => {

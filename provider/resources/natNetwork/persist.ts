@@ -1,0 +1,275 @@
+/**
+ * A NatNetwork's boot-time configuration: systemd units of our own, whatever
+ * network stack the host runs (issue 6). Like libvirt's virbr0, the network's
+ * bridge is not handed to the host's stack: the stack would own an interface
+ * whose address, MAC and dnsmasq we manage, and an `ifreload`, `nmcli
+ * connection reload` or networkd restart could reconfigure it under the guests.
+ * One boot unit per network recreates everything, on every backend alike.
+ *
+ * Files (every one listed in the object's manifest, removed on delete):
+ *   /etc/kvmnet/nat-<name>.up.sh          what the boot unit runs (below)
+ *   /etc/kvmnet/nat-<name>.table.nft      the nft table, as the live apply loads it
+ *   /etc/kvmnet/nat-<name>.state.json     the live state record, restored at boot
+ *   /etc/kvmnet/nat-<name>.dnsmasq.conf   dnsmasq's files (only when it runs)
+ *                         .dhcp-hosts .hosts
+ *   /etc/systemd/system/kvmnet-nat-<name>.service       oneshot, RemainAfterExit
+ *   /etc/systemd/system/kvmnet-dnsmasq-<name>.service   the live unit, After= the above
+ *   /etc/systemd/system/multi-user.target.wants/…       both enabled (`systemctl enable`'s links)
+ *   /etc/systemd/system/nftables.service.d/kvmnet-nat-<name>.conf
+ *   /etc/sysctl.d/90-kvmnet-nat-<name>.conf             nat/route modes: ip_forward=1
+ *
+ * The copies sit directly in /etc/kvmnet, not in a directory per network: the
+ * persistence core removes files, not directories, and prunes /etc/kvmnet
+ * itself once the last manifest is gone.
+ *
+ * Boot order: network.target (the host's stack has configured its NICs), then
+ * kvmnet-nat-<name> (run dir and dnsmasq files, bridge with its MAC, MTU and
+ * gateway address, nft table, ip_forward hold, state record), then
+ * kvmnet-dnsmasq-<name>; both before libvirt starts guests.
+ *
+ * nftables.service flushes the whole ruleset when it starts or reloads
+ * (Debian's /etc/nftables.conf begins with `flush ruleset`). A drop-in adds
+ * our table back right after it (ExecStartPost, and ExecReload after the
+ * service's own reload). A `PartOf=nftables.service` boot unit would act only
+ * while that unit is active, i.e. not between a live create and the next
+ * reboot (the core writes files; nothing starts the unit), and PartOf does not
+ * propagate reloads at all.
+ *
+ * The dnsmasq unit is ordered After= the boot unit but neither Requires= nor
+ * Wants= it: a live (re)start of dnsmasq during an apply would then start the
+ * boot unit, whose persisted copies are one step behind the live state until
+ * the core writes them at the end of that same apply.
+ */
+import { HostSnapshot } from "../../observe";
+import { Backend, ownedFiles, PersistFile, PersistSet, requireSystemd } from "../../persist";
+import { Step } from "../../render";
+import { joinLines, literal, Script, sh, writeFile } from "../../shell";
+import {
+  bridgeMac,
+  confFile,
+  dhcpHostsFile,
+  dnsHostsFile,
+  dnsmasqUnit,
+  dnsmasqUnitText,
+  FORWARD_DIR,
+  forwardHolder,
+  gatewayCidr,
+  NAT_STATE_DIR,
+  natState,
+  needsDnsmasq,
+  runDir,
+  stateFile,
+  tableFile,
+  tableName,
+} from "./files";
+import { modeForwards, NatNetworkInputs } from "./schema";
+
+/** Where persisted copies live (flat: see the module comment). */
+export const ETC_DIR = "/etc/kvmnet";
+export const SYSTEMD_DIR = "/etc/systemd/system";
+export const WANTS_DIR = `${SYSTEMD_DIR}/multi-user.target.wants`;
+export const NFTABLES_DROPIN_DIR = `${SYSTEMD_DIR}/nftables.service.d`;
+export const SYSCTL_DIR = "/etc/sysctl.d";
+
+/** Paths of one network's persisted files. */
+export function natPersistPaths(name: string) {
+  const base = `${ETC_DIR}/nat-${name}`;
+  return {
+    up: `${base}.up.sh`,
+    table: `${base}.table.nft`,
+    state: `${base}.state.json`,
+    conf: `${base}.dnsmasq.conf`,
+    dhcpHosts: `${base}.dhcp-hosts`,
+    dnsHosts: `${base}.hosts`,
+    bootUnit: `${SYSTEMD_DIR}/${natBootUnit(name)}`,
+    dnsmasqUnit: `${SYSTEMD_DIR}/${dnsmasqUnit(name)}`,
+    nftDropIn: nftablesDropInPath(`nat-${name}`),
+    sysctl: `${SYSCTL_DIR}/90-kvmnet-nat-${name}.conf`,
+  };
+}
+
+/** The network's boot unit. */
+export const natBootUnit = (name: string) => `kvmnet-nat-${name}.service`;
+/** The dnsmasq unit as persisted in /etc (it shadows the runtime copy in /run/systemd/system). */
+export const persistentDnsmasqUnitFile = (name: string) => `${SYSTEMD_DIR}/${dnsmasqUnit(name)}`;
+/** `<what>` is `nat-<network>` or `pf-<forward>`. */
+export const nftablesDropInPath = (what: string) => `${NFTABLES_DROPIN_DIR}/kvmnet-${what}.conf`;
+
+const header = (what: string) => `# Written by pulumi-kvmnet for ${what}. Edits here are reported as drift and replaced.`;
+
+/** `systemctl enable`'s link for a unit WantedBy=multi-user.target. */
+export function enableLink(unit: string): PersistFile {
+  return { path: `${WANTS_DIR}/${unit}`, link: `${SYSTEMD_DIR}/${unit}` };
+}
+
+/**
+ * A drop-in for nftables.service that loads `tableFile` again after the
+ * service (re)loads its configuration, which flushes the whole ruleset. The
+ * `-` prefix: our table failing to load must not fail the host's firewall.
+ */
+export function nftablesDropIn(what: string, tableFilePath: string): PersistFile {
+  return {
+    path: nftablesDropInPath(what),
+    content: [
+      header(what),
+      "# nftables.service flushes the whole ruleset when it starts or reloads; load this table again after it.",
+      "[Service]",
+      `ExecStartPost=-nft -f ${tableFilePath}`,
+      `ExecReload=-nft -f ${tableFilePath}`,
+    ].join("\n"),
+  };
+}
+
+/**
+ * A oneshot boot unit: runs once the host's network stack has configured its
+ * interfaces (network.target) and after nftables.service (whose flush would
+ * remove what this unit loads), and before libvirt starts guests.
+ */
+export function bootUnitText(description: string, execStart: string): string {
+  return [
+    "[Unit]",
+    `Description=${description}, managed by pulumi-kvmnet`,
+    "After=network.target nftables.service",
+    // Guests attached to our bridge (or reached through our forwards) start after it is there.
+    "Before=libvirtd.service virtqemud.service libvirt-guests.service",
+    "",
+    "[Service]",
+    "Type=oneshot",
+    "RemainAfterExit=yes",
+    `ExecStart=${execStart}`,
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+}
+
+/** The persisted dnsmasq unit: the runtime one, ordered after the boot unit, enabled. */
+export function persistentDnsmasqUnitText(name: string): string {
+  return dnsmasqUnitText(name)
+    .replace("[Service]", `After=${natBootUnit(name)}\n\n[Service]`)
+    .replace(/\n*$/, "\n\n[Install]\nWantedBy=multi-user.target\n");
+}
+
+/**
+ * The value of net.ipv4.ip_forward the host's own sysctl configuration gives,
+ * our files left out (kernel default 0): what to restore when the last network
+ * needing forwarding goes. `systemd-analyze cat-config` prints the files in the
+ * order systemd-sysctl applies them, each after a `# /path` line; the last
+ * assignment wins.
+ */
+export const FORWARD_WITHOUT_OURS_AWK =
+  '/^# \\/.*\\.conf$/ { ours = index($0, "kvmnet-") > 0; next } ' +
+  '!ours && /^[[:space:]]*-?net[.\\/]ipv4[.\\/]ip_forward[[:space:]]*=/ { v = $0; sub(/^[^=]*=[[:space:]]*/, "", v); sub(/[[:space:]]*$/, "", v) } ' +
+  'END { print (v == "" ? 0 : v) }';
+
+/**
+ * What kvmnet-nat-<name>.service runs: the live create's steps, made
+ * idempotent (it may run again by hand), from the persisted copies. Every
+ * value goes through shell.ts.
+ */
+export function natUpScript(n: NatNetworkInputs): string {
+  const name = n.name;
+  const br = n.bridgeName;
+  const p = natPersistPaths(name);
+  const original = `${FORWARD_DIR}/original`;
+  const lines: (Script | false)[] = [
+    literal("#!/bin/sh"),
+    literal("# Written by pulumi-kvmnet for a NatNetwork: run at boot by its kvmnet-nat-*.service. Edits here are reported as drift and replaced."),
+    literal("set -e"),
+    literal("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    // World-traversable: dnsmasq re-reads its hosts files as nobody.
+    sh`for d in /run/kvmnet /run/kvmnet/nat ${runDir(name)}; do [ -d "$d" ] || mkdir -m 0755 "$d"; done`,
+    needsDnsmasq(n) && sh`cp ${p.conf} ${confFile(name)} && cp ${p.dhcpHosts} ${dhcpHostsFile(name)} && cp ${p.dnsHosts} ${dnsHostsFile(name)}`,
+    sh`ip link show dev ${br} >/dev/null 2>&1 || ip link add name ${br} address ${bridgeMac(name)} type bridge`,
+    sh`[ -d /sys/class/net/${br}/bridge ] || { echo ${`kvmnet: ${br} exists and is not a bridge`} >&2; exit 1; }`,
+    n.mtu !== undefined && sh`ip link set dev ${br} mtu ${n.mtu}`,
+    sh`ip addr replace ${gatewayCidr(n)} dev ${br}`,
+    sh`ip link set dev ${br} up`,
+    sh`cp ${p.table} ${tableFile(name)} && nft -f ${tableFile(name)}`,
+    ...(modeForwards(n.mode)
+      ? [
+          // Held as the live apply holds it, so delete restores what the host's configuration says.
+          sh`mkdir -p ${FORWARD_DIR}`,
+          sh`if [ ! -f ${original} ]; then v=$(systemd-analyze cat-config sysctl.d 2>/dev/null | awk ${FORWARD_WITHOUT_OURS_AWK}); case "$v" in 0|1) ;; *) v=0 ;; esac; echo "$v" > ${original}; fi`,
+          sh`: > ${forwardHolder(name)} && echo 1 > /proc/sys/net/ipv4/ip_forward`,
+        ]
+      : []),
+    // Last: the state record marks the network as ours and complete.
+    sh`mkdir -p ${NAT_STATE_DIR} && cp ${p.state} ${stateFile(name)}`,
+  ];
+  return joinLines(lines).text + "\n";
+}
+
+/** The files network `n` persists through (any backend but runtime: they are systemd units of our own). */
+export function natPersist(n: NatNetworkInputs, backend: Exclude<Backend, "runtime">, snap: HostSnapshot): PersistSet {
+  requireSystemd(backend, snap, `natNetwork ${n.name}`);
+  const p = natPersistPaths(n.name);
+  const state = natState(n, snap);
+  const files: PersistFile[] = [
+    { path: p.up, content: natUpScript(n) },
+    { path: p.table, content: state.table },
+    { path: p.state, content: JSON.stringify(state) },
+  ];
+  if (state.files) {
+    files.push({ path: p.conf, content: state.files.conf }, { path: p.dhcpHosts, content: state.files.dhcpHosts }, { path: p.dnsHosts, content: state.files.dnsHosts });
+  }
+  files.push(
+    { path: p.bootUnit, content: bootUnitText(`NatNetwork ${n.name}: bridge ${n.bridgeName}, nft table inet ${tableName(n.name)}`, `/bin/sh ${p.up}`) },
+    enableLink(natBootUnit(n.name)),
+  );
+  if (state.files) files.push({ path: p.dnsmasqUnit, content: persistentDnsmasqUnitText(n.name) }, enableLink(dnsmasqUnit(n.name)));
+  files.push(nftablesDropIn(`nat-${n.name}`, p.table));
+  if (modeForwards(n.mode)) {
+    files.push({ path: p.sysctl, content: [header(`NatNetwork ${n.name}`), `# mode ${n.mode} forwards between ${n.bridgeName} and the uplink.`, "net.ipv4.ip_forward = 1"].join("\n") });
+  }
+  return { files };
+}
+
+/** Does the object's manifest list `path` as present on the host? */
+export function owns(snap: HostSnapshot, kind: string, name: string, path: string): boolean {
+  return ownedFiles(snap, kind, name).some((f) => f.path === path && f.state !== "missing");
+}
+
+/**
+ * What comes off, live, when an object stops persisting (delete, or
+ * persistence set to "runtime"), ahead of the core removing its files:
+ * - the boot unit is stopped (it has no ExecStop: this only marks it
+ *   inactive), so no "not-found, active" unit is left once its file is gone;
+ * - the nftables.service drop-in goes first, with a daemon-reload, so a restart
+ *   of nftables no longer re-adds a table being deleted; its directory goes too
+ *   when nothing else is in it (the core removes files, not directories).
+ */
+export interface BootHooks {
+  /** Boot unit to stop (its manifest lists it). */
+  unit?: string;
+  /** The drop-in as the host has it (restored if a later step fails). */
+  dropIn?: { path: string; content: string };
+}
+
+/** The hooks object kind/name persisted (from its manifest), or undefined when none. */
+export function bootHooksToDisarm(kind: string, name: string, bootUnitPath: string, dropInPath: string, snap: HostSnapshot): BootHooks | undefined {
+  const have = ownedFiles(snap, kind, name);
+  const unit = have.some((f) => f.path === bootUnitPath && f.state !== "missing") ? bootUnitPath.replace(/^.*\//, "") : undefined;
+  const d = have.find((f) => f.path === dropInPath && f.state === "file");
+  if (!unit && !d) return undefined;
+  return { ...(unit ? { unit } : {}), ...(d ? { dropIn: { path: d.path, content: d.content ?? "" } } : {}) };
+}
+
+/** The steps that take `hooks` off (see {@link BootHooks}). */
+export function disarmSteps(hooks: BootHooks): Step[] {
+  const steps: Step[] = [];
+  if (hooks.unit) {
+    steps.push({ description: `stop boot unit ${hooks.unit}`, run: sh`systemctl stop ${hooks.unit} && { systemctl reset-failed ${hooks.unit} 2>/dev/null; true; }` });
+  }
+  if (hooks.dropIn) {
+    const { path, content } = hooks.dropIn;
+    const dir = path.replace(/\/[^/]+$/, "");
+    steps.push({
+      description: `remove nftables.service drop-in ${path}`,
+      run: sh`rm -f ${path} && { rmdir ${dir} 2>/dev/null || true; } && systemctl daemon-reload`,
+      undo: joinLines([sh`mkdir -p ${dir}`, writeFile(path, content), sh`systemctl daemon-reload`]),
+    });
+  }
+  return steps;
+}
