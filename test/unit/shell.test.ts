@@ -50,6 +50,12 @@ describe("sh template", () => {
 });
 
 describe("writeFile / withStdin", () => {
+  it("keeps its umask to itself: a directory made after it in the same script is 755, the file has the mode asked for", () => {
+    const dir = execFileSync("mktemp", ["-d"], { encoding: "utf8" }).trim();
+    const out = execFileSync("sh", ["-c", `umask 022\n${writeFile(`${dir}/f`, "x", "0600").text}\nmkdir ${shq(`${dir}/d.d`)} && stat -c '%a' ${shq(`${dir}/d.d`)} ${shq(`${dir}/f`)}`], { encoding: "utf8" });
+    expect(out.trim().split("\n")).toEqual(["755", "600"]);
+    execFileSync("rm", ["-rf", dir]);
+  });
   it("writes content verbatim even when it contains the default delimiter", () => {
     const dir = execFileSync("mktemp", ["-d"], { encoding: "utf8" }).trim();
     const content = "line $HOME `x`\nKVMNET_EOF\n'quote'\n";

@@ -98,7 +98,7 @@ describe("PciPassthrough persistence files", () => {
     const live = renderPciPlan(planPci(e1000, snapOf(PRISTINE))).steps[0].run.text;
     const stateJson = '{"address":"0000:00:04.0","devices":[{"address":"0000:00:04.0","originalDriver":"e1000","originalOverride":null,"originalInterfaces":["eth2"]}]}';
     expect(live).toContain(`\n${stateJson}\n`);
-    expect(script).toContain(`cat > '/run/kvmnet/state/pci/0000:00:04.0.json.tmp' <<'KVMNET_EOF'\n${stateJson}\nKVMNET_EOF\n`);
+    expect(script).toContain(`cat > '/run/kvmnet/state/pci/0000:00:04.0.json.tmp') <<'KVMNET_EOF'\n${stateJson}\nKVMNET_EOF\n`);
     expect(script).toContain("[ -d '/sys/bus/pci/drivers/vfio-pci' ] || modprobe 'vfio-pci'");
     expect(script).toContain("printf '%s\\n' 'vfio-pci' > '/sys/bus/pci/devices/0000:00:04.0/driver_override'");
     // Another driver that got there first (initramfs, built in) is unbound, then the device probed.
