@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { kindProvider, withSecretConnection } from "./provider";
-import { Connection, Persistence, protectConnection } from "./types";
+import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
 
 /** Tag protocol: "802.1Q" (a VLAN tag, TPID 0x8100) or "802.1ad" (a QinQ service tag, TPID 0x88a8). */
 export type VlanProtocol = "802.1Q" | "802.1ad";
@@ -25,7 +25,19 @@ export interface VlanSubinterfaceArgs {
   bridge?: pulumi.Input<string>;
   /** Manage an existing VLAN of this name (same parent, id and protocol) instead of failing with a Conflict. Default false. */
   adopt?: pulumi.Input<boolean>;
-  /** Where the configuration lives. Only "runtime" (until reboot) in this release. */
+  /**
+   * Whether the VLAN survives a reboot (default "runtime": until the host
+   * reboots). "auto" persists through the network stack the host runs;
+   * "networkmanager", "networkd" or "ifupdown" name it (refused when the host
+   * does not run it). The files: networkd `05-kvmnet-vlan-<name>.netdev` and
+   * `.network` plus a drop-in that adds `VLAN=<name>` to the .network file
+   * managing the parent (networkd must manage the parent); a NetworkManager
+   * keyfile `kvmnet-vlan-<name>.nmconnection`; an ifupdown stanza
+   * `/etc/network/interfaces.d/kvmnet-vlan-<name>`. A setup the stack could not
+   * bring back at boot (a bridge it does not create, an unmanaged parent,
+   * 802.1ad on NetworkManager before 1.42) is refused before anything changes.
+   * Delete removes every file.
+   */
   persistence?: pulumi.Input<Persistence>;
 }
 
@@ -36,8 +48,8 @@ export interface VlanSubinterfaceArgs {
  *
  * Type token `pulumi-nodejs:dynamic/kvmnet:VlanSubinterface`; id
  * `<host>/vlanSubinterface/<name>`. Changing `parent`, `vlanId`, `protocol`,
- * `name` or `connection.host` replaces it; `mtu`, `addresses` and `bridge`
- * update in place.
+ * `name` or `connection.host` replaces it; `mtu`, `addresses`, `bridge` and
+ * `persistence` update in place.
  */
 export class VlanSubinterface extends pulumi.dynamic.Resource {
   declare public readonly connection: pulumi.Output<Connection>;
@@ -54,6 +66,10 @@ export class VlanSubinterface extends pulumi.dynamic.Resource {
   declare public readonly bridge: pulumi.Output<string | undefined>;
   declare public readonly adopt: pulumi.Output<boolean>;
   declare public readonly persistence: pulumi.Output<Persistence>;
+  /** The stack the VLAN persists through ("runtime": none). */
+  declare public readonly persistedBy: pulumi.Output<PersistenceBackend>;
+  /** Differences between the persisted files on the host and what the inputs render, found by the last read (empty: in sync). */
+  declare public readonly persistenceDrift: pulumi.Output<string[]>;
   /** Kernel interface index. */
   declare public readonly ifindex: pulumi.Output<number>;
   /** The VLAN's MAC address (the parent's, as the kernel gives it). */
@@ -76,6 +92,8 @@ export class VlanSubinterface extends pulumi.dynamic.Resource {
       ifindex: undefined,
       macAddress: undefined,
       operState: undefined,
+      persistedBy: undefined,
+      persistenceDrift: undefined,
     };
     super(kindProvider("vlanSubinterface"), name, props, withSecretConnection(opts), "kvmnet", "VlanSubinterface");
   }

@@ -1,6 +1,7 @@
 /** The VlanSubinterface kind: schema · plan · render · verify, wired into the lifecycle. */
 import { HostSnapshot } from "../../observe";
 import { KindProvider, makeKindProvider } from "../lifecycle";
+import { persistVlan, vlanPersistObserveSection } from "./persist";
 import { isOurVlan, observeVlan, planVlan, planVlanDelete } from "./plan";
 import { renderVlanPlan } from "./render";
 import { VlanSubinterfaceInputs, vlanSubinterfaceInputsSchema } from "./schema";
@@ -64,4 +65,6 @@ export const vlanSubinterfaceProvider: KindProvider = makeKindProvider<VlanSubin
   planDelete: (props, snap) => renderVlanPlan(planVlanDelete(props, snap)),
   verify: (desired, snap) => verifyVlan(desired, observeVlan(snap, desired.name)),
   outputs: vlanOutputs,
+  observeExtra: [vlanPersistObserveSection],
+  persist: persistVlan,
 });
