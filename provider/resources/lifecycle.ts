@@ -188,7 +188,14 @@ async function applyConfirmed(host: Host, connection: ConnectionInput, plan: Pla
     const r = await host.run(renderScript(plan, extra, token).text, { timeoutMs: spec.timeoutSec * 1000 });
     // A failed step undid the steps before it, disarming the revert with them.
     if (r.exitCode !== 0) throw applyError(host.label, r.exitCode, r.signal, r.stderr);
-    after = parseSnapshot(r.stdout, host.label);
+    try {
+      after = parseSnapshot(r.stdout, host.label);
+    } catch (e) {
+      // The steps all ran, but the read-back right after them failed: the path
+      // back to us may be moving (a network stack re-applying its profile to the
+      // uplink just given back, say). The confirmation decides; look again after it.
+      lastError = e;
+    }
   } catch (e) {
     // The session may have been cut by the change itself: the steps carry on on the host and the revert is armed.
     if (!isKvmnetError(e) || (e.kind !== "Unreachable" && e.kind !== "Timeout")) throw e;
