@@ -35,6 +35,21 @@ import type { LabHost, RebootResult } from "./labHost";
 export type NetworkStack = "ifupdown" | "networkd" | "networkmanager";
 export const NETWORK_STACKS: readonly NetworkStack[] = ["ifupdown", "networkd", "networkmanager"];
 
+/**
+ * The stacks a per-kind lab test runs on: KVMNET_LAB_STACK ("all", or a comma
+ * list such as "networkd,ifupdown") when set, else the test's own default.
+ * Each reboot costs about a minute under TCG, so CI runs every per-kind test on
+ * one stack and test/lab/persistMatrix.test.ts runs all five kinds on each.
+ */
+export function labStacks(defaults: readonly NetworkStack[]): NetworkStack[] {
+  const env = process.env.KVMNET_LAB_STACK?.trim();
+  if (!env) return [...defaults];
+  if (env === "all") return [...NETWORK_STACKS];
+  const picked = env.split(",").map((x) => x.trim()) as NetworkStack[];
+  for (const x of picked) if (!NETWORK_STACKS.includes(x)) throw new Error(`KVMNET_LAB_STACK: unknown stack ${JSON.stringify(x)} (one of ${NETWORK_STACKS.join(", ")}, or "all")`);
+  return picked;
+}
+
 export const LAB_ETH0 = { address: "10.0.2.15", prefixlen: 24, gateway: "10.0.2.2" } as const;
 
 export const STACK_PATHS = {

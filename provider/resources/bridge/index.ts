@@ -4,6 +4,7 @@ import { makeKindProvider } from "../lifecycle";
 import { bridgePersist } from "./persist";
 import { observeBridge, planBridge, planBridgeDelete } from "./plan";
 import { renderBridgePlan } from "./render";
+import { routesSection } from "./takeover";
 import { BridgeInputs, bridgeInputsSchema, BridgeOptions, desiredOptions, OPTION_FIELDS } from "./schema";
 import { optionToInput, verifyBridge } from "./verify";
 
@@ -61,5 +62,7 @@ export const bridgeProvider = makeKindProvider<BridgeInputs>({
   planDelete: (props, snap) => renderBridgePlan(planBridgeDelete(props.name, snap, props.confirmTimeoutSec)),
   verify: (desired, snap) => verifyBridge(desired, observeBridge(snap, desired.name)),
   outputs: bridgeOutputs,
+  // The routes a taken-over uplink brings onto the bridge, for its persisted configuration.
+  observeExtra: [routesSection],
   persist: bridgePersist,
 });

@@ -13,14 +13,20 @@
  *
  * The MAC is always written (the program's, or the one the bridge was created
  * with), so the bridge comes back with the same address after a reboot.
+ *
+ * A taken-over uplink (takeOverUplink) brings its addresses and routes into the
+ * bridge's configuration, and its port profile outranks the uplink's own
+ * (takeover.ts); ifupdown cannot do that without editing the administrator's
+ * stanza, and is refused.
  */
 import { KvmnetError } from "../../errors";
 import { findLink, HostSnapshot } from "../../observe";
 import type { Backend, PersistFile, PersistSet } from "../../persist";
 import { stableUuid } from "../../persist";
 import { sh } from "../../shell";
-import { newBridgeMac } from "./plan";
+import { carriesUplink, newBridgeMac, observeBridge } from "./plan";
 import { BridgeInputs, desiredOptions } from "./schema";
+import { isV6, recordAddresses, recordRoutes, takeoverRecord, TakeoverRecord, takeoverRecordPath } from "./takeover";
 
 export const NETWORKD_DIR = "/etc/systemd/network";
 export const NM_DIR = "/etc/NetworkManager/system-connections";
@@ -33,14 +39,16 @@ function bridgeMac(b: BridgeInputs, snap: HostSnapshot): string {
   return b.macAddress ?? findLink(snap, b.name)?.address?.toLowerCase() ?? newBridgeMac(b, snap);
 }
 
-function refuseTakeOver(b: BridgeInputs, backend: Backend): void {
-  if (b.takeOverUplink) {
-    throw new KvmnetError({
-      kind: "Unsupported",
-      message: `bridge ${b.name}: persistence "${backend}" of a bridge that takes over an uplink (takeOverUplink) is not implemented yet; the uplink's own boot configuration would fight the bridge's`,
-      hint: 'set persistence: "runtime" for this bridge (it is then gone after a reboot, and the uplink comes back as it was)',
-    });
-  }
+/** What the bridge's taken-over uplinks bring onto it (empty without takeOverUplink). */
+function takeover(b: BridgeInputs, snap: HostSnapshot): TakeoverRecord {
+  if (!b.takeOverUplink) return {};
+  const obs = observeBridge(snap, b.name);
+  return takeoverRecord(b.name, b.ports, snap, { takenOverLive: obs.takenOver, isPort: (p) => obs.ports.includes(p), carries: (p) => carriesUplink(snap, p) });
+}
+
+/** The bridge's addresses at boot: its own, then those taken over. */
+function bootAddresses(b: BridgeInputs, rec: TakeoverRecord): string[] {
+  return [...new Set([...b.addresses, ...recordAddresses(rec)])];
 }
 
 /** Whole seconds, for stacks that take no fractions (NetworkManager). */
@@ -53,9 +61,7 @@ function wholeSeconds(b: BridgeInputs, field: "forwardDelay" | "helloTime" | "ma
   return v;
 }
 
-const cidrsOf = (b: BridgeInputs, fam: 4 | 6) => b.addresses.filter((a) => (fam === 6) === a.includes(":"));
-
-function networkd(b: BridgeInputs, snap: HostSnapshot): PersistFile[] {
+function networkd(b: BridgeInputs, snap: HostSnapshot, rec: TakeoverRecord): PersistFile[] {
   const o = desiredOptions(b);
   const sec = (cs: number) => `${(cs / 100).toString()}s`;
   const netdev = [
@@ -83,7 +89,15 @@ function networkd(b: BridgeInputs, snap: HostSnapshot): PersistFile[] {
     "[Network]",
     // A bridge has no carrier until a port is up; its addresses are configured anyway.
     "ConfigureWithoutCarrier=yes",
-    ...b.addresses.map((a) => `Address=${a}`),
+    ...bootAddresses(b, rec).map((a) => `Address=${a}`),
+    // Routes a taken-over uplink had (its default route above all).
+    ...recordRoutes(rec).flatMap((r) => [
+      "",
+      "[Route]",
+      ...(r.dst !== "default" ? [`Destination=${r.dst}`] : []),
+      ...(r.gateway ? [`Gateway=${r.gateway}`] : []),
+      ...(r.metric !== undefined ? [`Metric=${r.metric}`] : []),
+    ]),
   ];
   const base = `${NETWORKD_DIR}/05-kvmnet-bridge-${b.name}`;
   return [
@@ -96,13 +110,23 @@ function networkd(b: BridgeInputs, snap: HostSnapshot): PersistFile[] {
   ];
 }
 
-function networkManager(b: BridgeInputs, snap: HostSnapshot): PersistFile[] {
+function networkManager(b: BridgeInputs, snap: HostSnapshot, rec: TakeoverRecord): PersistFile[] {
   const id = `kvmnet-bridge-${b.name}`;
   const ip = (fam: 4 | 6) => {
-    const cidrs = cidrsOf(b, fam);
+    const cidrs = bootAddresses(b, rec).filter((a) => (fam === 6) === isV6(a));
     // "ignore" (IPv6): NM leaves the kernel's own link-local addressing alone, as live.
     if (cidrs.length === 0) return [`[ipv${fam}]`, `method=${fam === 4 ? "disabled" : "ignore"}`];
-    return [`[ipv${fam}]`, "method=manual", ...cidrs.map((a, i) => `address${i + 1}=${a}`)];
+    const routes = recordRoutes(rec).filter((r) => (fam === 6) === (isV6(r.dst) || isV6(r.gateway ?? "")));
+    const gw = routes.find((r) => r.dst === "default" && r.gateway);
+    const others = routes.filter((r) => r !== gw);
+    return [
+      `[ipv${fam}]`,
+      "method=manual",
+      ...cidrs.map((a, i) => `address${i + 1}=${a}`),
+      ...(gw ? [`gateway=${gw.gateway}`, ...(gw.metric !== undefined ? [`route-metric=${gw.metric}`] : [])] : []),
+      // routeN=destination[,gateway[,metric]]; NM's default-route spelling is the gateway key above.
+      ...others.map((r, i) => `route${i + 1}=${[r.dst === "default" ? (fam === 6 ? "::/0" : "0.0.0.0/0") : r.dst, r.gateway ?? (fam === 6 ? "::" : "0.0.0.0"), ...(r.metric !== undefined ? [r.metric] : [])].join(",")}`),
+    ];
   };
   const bridge = [
     header(b.name),
@@ -154,15 +178,25 @@ function networkManager(b: BridgeInputs, snap: HostSnapshot): PersistFile[] {
         `master=${b.name}`,
         "slave-type=bridge",
         "autoconnect=true",
-        // Ahead of any other profile for the same NIC.
-        "autoconnect-priority=100",
+        // Ahead of the NIC's other profiles; a taken-over uplink's own profile
+        // (often 100 already) must lose to this one: NM's highest.
+        `autoconnect-priority=${rec[p] ? 999 : 100}`,
       ].join("\n"),
     });
   }
   return files;
 }
 
-function ifupdown(b: BridgeInputs, snap: HostSnapshot): PersistFile[] {
+function ifupdown(b: BridgeInputs, snap: HostSnapshot, rec: TakeoverRecord): PersistFile[] {
+  const uplinks = Object.keys(rec);
+  if (uplinks.length > 0) {
+    // /etc/network/interfaces still configures the uplink itself, and kvmnet does not edit the administrator's stanzas.
+    throw new KvmnetError({
+      kind: "Unsupported",
+      message: `bridge ${b.name}: persistence "ifupdown" of a taken-over uplink (${uplinks.join(", ")}) is not supported: the uplink's own stanza in /etc/network/interfaces would configure it again at boot, and kvmnet does not edit that file`,
+      hint: `change the stanza to \`iface ${uplinks[0]} inet manual\` and list the addresses in the bridge's addresses yourself, or set persistence: "runtime" (the bridge is then gone after a reboot and ${uplinks[0]} comes back as it was)`,
+    });
+  }
   const words: (string | number)[] = [];
   for (const [k, v] of Object.entries(desiredOptions(b))) if (v !== undefined) words.push(k, v);
   const lines = [
@@ -179,13 +213,9 @@ function ifupdown(b: BridgeInputs, snap: HostSnapshot): PersistFile[] {
 }
 
 export function bridgePersist(b: BridgeInputs, backend: Exclude<Backend, "runtime">, snap: HostSnapshot): PersistSet {
-  refuseTakeOver(b, backend);
-  switch (backend) {
-    case "networkd":
-      return { files: networkd(b, snap) };
-    case "networkmanager":
-      return { files: networkManager(b, snap) };
-    case "ifupdown":
-      return { files: ifupdown(b, snap) };
-  }
+  const rec = takeover(b, snap);
+  const files = backend === "networkd" ? networkd(b, snap, rec) : backend === "networkmanager" ? networkManager(b, snap, rec) : ifupdown(b, snap, rec);
+  // The record of what moved: the same rendering after the change and after a reboot, and what delete gives back.
+  if (Object.keys(rec).length > 0) files.push({ path: takeoverRecordPath(b.name), content: JSON.stringify(rec, null, 2) });
+  return { files };
 }

@@ -11,6 +11,7 @@ import { createHash } from "crypto";
 import { KvmnetError } from "../../errors";
 import { configuredAddresses, findLink, HostSnapshot, portsOf, STATE_DIR } from "../../observe";
 import { BridgeInputs, BridgeOptions, desiredOptions } from "./schema";
+import { persistedTakeover } from "./takeover";
 
 export interface BridgeObserved {
   exists: boolean;
@@ -58,6 +59,11 @@ export function observeBridge(snap: HostSnapshot, name: string): BridgeObserved 
     } catch {
       /* a damaged state file loses the "bring the port down again" and "give addresses back" memory */
     }
+  }
+  if (!state && link) {
+    // After a reboot /run is empty: a persisted takeover's record still says what to give back.
+    const ports = portsOf(snap, name);
+    for (const [port, u] of Object.entries(persistedTakeover(snap, name) ?? {})) if (ports.includes(port)) takenOver[port] = u.addresses;
   }
   if (!link) return { exists: false, isBridge: false, adminUp: false, options: {}, ports: [], addresses: [], portsBroughtUp, takenOver };
   const info = (link.linkinfo?.info_data ?? {}) as Record<string, unknown>;

@@ -3,7 +3,9 @@ import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../provider/observe";
 import { manifestPath, persistDrift, persistFacts, persistSteps, resolveBackend, stableUuid } from "../../../provider/persist";
 import { bridgePersist } from "../../../provider/resources/bridge/persist";
+import { observeBridge, planBridgeDelete } from "../../../provider/resources/bridge/plan";
 import { bridgeInputsSchema } from "../../../provider/resources/bridge/schema";
+import { ROUTES_SECTION, takeoverRecordPath } from "../../../provider/resources/bridge/takeover";
 import { expectKvmnetThrow } from "../../support/expectError";
 
 const fixture = fs.readFileSync(path.join(__dirname, "../../fixtures/observe/bridge-br0-port-v1.txt"), "utf8");
@@ -137,8 +139,83 @@ describe("Bridge persistence", () => {
     );
   });
 
-  it("refuses to persist an uplink takeover (not implemented) rather than write a config that fights the uplink's", () => {
-    expectKvmnetThrow(() => bridgePersist({ ...br, takeOverUplink: true }, "networkd", snap), "Unsupported", /takeOverUplink/);
+});
+
+describe("Bridge persistence of a taken-over uplink", () => {
+  // v1p carries 10.9.1.5/24 and, in the routes section, the default route via 10.9.1.1.
+  const routes = [
+    JSON.stringify([
+      { dst: "default", gateway: "10.9.1.1", dev: "v1p", protocol: "static", metric: 50, flags: [] },
+      { dst: "10.9.1.0/24", dev: "v1p", protocol: "kernel", scope: "link", prefsrc: "10.9.1.5", flags: [] },
+      { dst: "10.50.0.0/16", gateway: "10.9.1.254", dev: "v1p", protocol: "boot", flags: [] },
+    ]),
+    "",
+    JSON.stringify([{ dst: "fe80::/64", dev: "v1p", protocol: "kernel", metric: 256, flags: [] }]),
+  ].join("\n");
+  const withRoutes = (persistLines: string[], edit?: (s: HostSnapshot) => void): HostSnapshot => {
+    const text = fixture.replace(/@@kvmnet-begin systemd\n[^\n]*\n/, "@@kvmnet-begin systemd\nyes\n");
+    const s = parseSnapshot(`${text}\n@@kvmnet-begin persist\n${persistLines.join("\n")}\n@@kvmnet-end persist 0\n@@kvmnet-begin ${ROUTES_SECTION}\n${routes}\n@@kvmnet-end ${ROUTES_SECTION} 0\n`, "fixture");
+    edit?.(s);
+    return s;
+  };
+  const up = bridgeInputsSchema.parse({ connection: { host: "h" }, name: "br7", macAddress: "52:54:00:00:00:07", ports: ["v1p"], takeOverUplink: true, persistence: "auto" });
+  const record = { v1p: { addresses: ["10.9.1.5/24"], routes: [{ dst: "default", gateway: "10.9.1.1", metric: 50 }, { dst: "10.50.0.0/16", gateway: "10.9.1.254" }] } };
+
+  it("networkd: the bridge's network carries the uplink's addresses and routes; the record of what moved is written with it", () => {
+    const { files } = bridgePersist(up, "networkd", withRoutes([]));
+    expect(files.map((f) => f.path)).toEqual([
+      "/etc/systemd/network/05-kvmnet-bridge-br7.netdev",
+      "/etc/systemd/network/05-kvmnet-bridge-br7.network",
+      "/etc/systemd/network/05-kvmnet-bridge-br7-port-v1p.network",
+      takeoverRecordPath("br7"),
+    ]);
+    expect(files[1].content).toContain(
+      "[Network]\nConfigureWithoutCarrier=yes\nAddress=10.9.1.5/24\n\n[Route]\nGateway=10.9.1.1\nMetric=50\n\n[Route]\nDestination=10.50.0.0/16\nGateway=10.9.1.254",
+    );
+    expect(JSON.parse(files[3].content ?? "")).toEqual(record);
+  });
+
+  it("renders the same files after the takeover and after a reboot (from the record), and delete still knows what to give back", () => {
+    // br0 exists on the fixture host (port v1); v1p is about to be taken over.
+    const up0 = bridgeInputsSchema.parse({ connection: { host: "h" }, name: "br0", ports: ["v1", "v1p"], takeOverUplink: true, persistence: "auto" });
+    const before = bridgePersist(up0, "networkd", withRoutes([]));
+    expect(JSON.parse(before.files.find((f) => f.path === takeoverRecordPath("br0"))?.content ?? "")).toEqual(record);
+    // After a reboot: v1p is a port of br0 and has no address of its own, /run is empty, the files are ours.
+    const m = manifestPath("bridge", "br0");
+    const rebooted = withRoutes([`@@manifest ${m}`, ...before.files.map((f) => `@@file ${f.path} ${b64(f.content + "\n")}`)], (s) => {
+      const v1p = s.links.find((l) => l.ifname === "v1p");
+      if (v1p) v1p.master = "br0";
+      const a = s.addrs.find((x) => x.ifname === "v1p");
+      if (a) a.addr_info = [];
+    });
+    expect(bridgePersist(up0, "networkd", rebooted)).toEqual(before);
+    expect(persistDrift("bridge", "br0", before, rebooted)).toEqual([]);
+    expect(observeBridge(rebooted, "br0").takenOver).toEqual({ v1p: ["10.9.1.5/24"] });
+    const del = planBridgeDelete("br0", rebooted, 60);
+    expect(del.actions).toContainEqual(expect.objectContaining({ op: "giveBack", port: "v1p" }));
+    expect(del.confirm).toBeDefined();
+  });
+
+  it("NetworkManager: manual addresses, the default route as gateway, other routes as routeN", () => {
+    const snap = withRoutes([], (s) => {
+      const v1p = s.links.find((l) => l.ifname === "v1p");
+      if (v1p) v1p.linkinfo = undefined; // an Ethernet NIC, as NM port profiles need
+    });
+    const { files } = bridgePersist(up, "networkmanager", snap);
+    expect(files[0].content).toContain("[ipv4]\nmethod=manual\naddress1=10.9.1.5/24\ngateway=10.9.1.1\nroute-metric=50\nroute1=10.50.0.0/16,10.9.1.254\n\n[ipv6]\nmethod=ignore");
+    expect(files[1].content).toContain("interface-name=v1p\nmaster=br7\nslave-type=bridge\nautoconnect=true\nautoconnect-priority=999");
+    expect(files.map((f) => f.path)).toContain(takeoverRecordPath("br7"));
+  });
+
+  it("refuses an uplink configured by DHCP, and ifupdown (the uplink's own stanza would come back), naming the uplink", () => {
+    const leased = withRoutes([], (s) => {
+      const a = s.addrs.find((x) => x.ifname === "v1p");
+      if (a) a.addr_info = a.addr_info.map((i) => ({ ...i, dynamic: true }));
+    });
+    expectKvmnetThrow(() => bridgePersist(up, "networkd", leased), "Unsupported", /cannot persist the takeover of v1p: its address 10.9.1.5\/24 is a DHCP lease/);
+    expectKvmnetThrow(() => bridgePersist(up, "ifupdown", withRoutes([])), "Unsupported", /persistence "ifupdown" of a taken-over uplink \(v1p\) is not supported/);
+    // Without an uplink among the ports there is nothing to carry: ifupdown is fine.
+    expect(bridgePersist({ ...up, ports: [] }, "ifupdown", withRoutes([])).files).toHaveLength(1);
   });
 });
 
