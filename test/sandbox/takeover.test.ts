@@ -77,6 +77,10 @@ describe("Bridge takeOverUplink on the interface that carries the SSH session", 
   });
 
   it("a change that keeps new SSH sessions out is rolled back by the host, which answers again", async () => {
+    // A static route over mgmt0 must come back too (the revert once brought the bridge
+    // down before moving routes back, and a link going down flushes its routes).
+    const peer = h.address.replace(/\d+$/, (d) => String(Number(d) - 1));
+    await h.exec(`ip route add 203.0.113.0/24 via ${peer} dev mgmt0`);
     const before = await snapshotHost(h);
     // New connections arriving over the bridge are dropped; the pooled session (established) is not.
     await h.exec(
@@ -94,10 +98,12 @@ describe("Bridge takeOverUplink on the interface that carries the SSH session", 
       // The host reverted by itself: mgmt0 has its address, the bridge is gone, new sessions work.
       expect(await addrsOf("mgmt0")).toEqual([`${h.address}/30`]);
       expect((await h.exec("ip link show dev br-up", { allowFail: true })).code).not.toBe(0);
+      expect((await h.exec("ip route show 203.0.113.0/24")).stdout).toContain("dev mgmt0");
     } finally {
       await h.exec("nft delete table inet kvmnet_test_lock");
     }
     // Nothing left: snapshotHost covers every path under /run/kvmnet (a tmpfs of its own here), links, addresses, routes, nft.
     expect(await snapshotHost(h)).toEqual(before);
+    await h.exec("ip route del 203.0.113.0/24");
   });
 });

@@ -234,6 +234,10 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
     actions.push({ op: "setMac", name, mac: desired.macAddress, previous: obs.macAddress });
   }
 
+  // Up before any port or address action, so its undo (bring the bridge down, which
+  // flushes the bridge's routes) runs after a taken-over uplink's routes were given back.
+  if (!obs.adminUp) actions.push({ op: "up", name });
+
   // Ports: attach the missing ones, release those dropped from the list.
   let broughtUp = obs.portsBroughtUp.filter((p) => obs.ports.includes(p));
   const takenOver: Record<string, string[]> = {};
@@ -289,7 +293,6 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
     if (!obs.addresses.includes(cidr)) actions.push({ op: "addAddress", name, cidr });
   }
 
-  if (!obs.adminUp) actions.push({ op: "up", name });
   const state: BridgeState = { portsBroughtUp: [...new Set(broughtUp)].sort(), takenOver };
   const before: BridgeState = { portsBroughtUp: [...obs.portsBroughtUp].sort(), takenOver: obs.takenOver };
   const empty = state.portsBroughtUp.length === 0 && Object.keys(takenOver).length === 0;

@@ -27,14 +27,14 @@ describe("observeBridge", () => {
 });
 
 describe("planBridge", () => {
-  it("creates a new bridge with options, mtu and addresses, then brings it up", () => {
+  it("creates a new bridge with options and mtu, brings it up, then adds addresses", () => {
     const p = planBridge(inputs({ name: "br9", forwardDelay: 4, mtu: 9000, addresses: ["10.1.0.1/24"] }), snap);
     expect(p.guards).toEqual([{ op: "absent", name: "br9" }]);
     expect(p.actions).toEqual([
       { op: "create", name: "br9", options: { stp_state: 0, forward_delay: 400 }, mac: newBridgeMac(inputs({ name: "br9" }), snap) },
       { op: "setMtu", name: "br9", mtu: 9000, previous: undefined },
-      { op: "addAddress", name: "br9", cidr: "10.1.0.1/24" },
       { op: "up", name: "br9" },
+      { op: "addAddress", name: "br9", cidr: "10.1.0.1/24" },
     ]);
   });
 
@@ -79,6 +79,10 @@ describe("planBridge", () => {
     // The undo (and so the armed revert) gives everything back.
     expect(step?.undo?.text).toContain("ip link set dev 'v1p' nomaster");
     expect(step?.undo?.text).toContain("ip addr del '10.9.1.5/24' dev 'br9' 2>/dev/null; ip addr replace '10.9.1.5/24' dev 'v1p'");
+    // The revert undoes last step first: the routes go back to v1p before the bridge goes
+    // down (a link going down flushes its routes, the default route with them).
+    const undos = renderBridgePlan(p).steps.filter((x) => x.undo).map((x) => x.description).reverse();
+    expect(undos.indexOf("bring br9 up")).toBeGreaterThan(undos.findIndex((d) => d.startsWith("take over v1p")));
 
     // Without takeOverUplink the same port is refused, pointing at the option.
     expectError(() => planBridge(inputs({ name: "br9", ports: ["v1p"] }), s), "Conflict", /takeOverUplink: true/);
@@ -152,8 +156,8 @@ describe("render", () => {
     const plan = renderBridgePlan(planBridge(inputs({ name: "br9", stp: true, forwardDelay: 4, addresses: ["10.1.0.1/24"] }), snap));
     expect(plan.steps.map((s) => s.run.text)).toEqual([
       `ip link add name 'br9' address '${newBridgeMac(inputs({ name: "br9" }), snap)}' type bridge 'stp_state' 1 'forward_delay' 400`,
-      "ip addr add '10.1.0.1/24' dev 'br9'",
       "ip link set dev 'br9' up",
+      "ip addr add '10.1.0.1/24' dev 'br9'",
     ]);
     expect(plan.steps[0].undo?.text).toBe("ip link del dev 'br9'");
   });
