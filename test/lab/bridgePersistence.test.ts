@@ -14,7 +14,7 @@ import { execFileSync } from "child_process";
 import { closeAllConnections } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { bootLabHost, LabHost } from "./labHost";
-import { useNetworkStack } from "./stacks";
+import { labStacks, useNetworkStack } from "./stacks";
 
 jest.setTimeout(40 * 60_000);
 
@@ -65,7 +65,9 @@ async function bridgeState(name: string) {
   return { kind: link?.linkinfo?.info_kind, mac: link?.address, addrs, portOf: master };
 }
 
-describe.each(["ifupdown", "networkd", "networkmanager"] as const)("Bridge persisted through %s", (stack) => {
+// CI: NetworkManager (NM taking up a live bridge it did not make is the likeliest to break);
+// KVMNET_LAB_STACK=all for every stack (all three passed; see the README).
+describe.each(labStacks(["networkmanager"]))("Bridge persisted through %s", (stack) => {
   it("comes back after a reboot without drift; edits are drift and repaired; delete leaves nothing, also after a reboot", async () => {
     await useNetworkStack(lab, stack);
     expect((await lab.exec(OURS)).stdout.trim()).toBe("");

@@ -31,11 +31,14 @@ import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
 import { portForwardProvider } from "../../provider/resources/portForward";
 import { bootLabHost, LabHost } from "./labHost";
-import { NETWORK_STACKS, NetworkStack, useNetworkStack } from "./stacks";
+import { labStacks, NETWORK_STACKS, NetworkStack, useNetworkStack } from "./stacks";
 
 jest.setTimeout(60 * 60_000);
 
-const STACK = (process.env.KVMNET_LAB_STACK ?? "ifupdown") as NetworkStack;
+// One stack per run (the steps share one guest): KVMNET_LAB_STACK names it.
+const STACKS = labStacks(["ifupdown"]);
+if (STACKS.length !== 1) throw new Error(`natPersistence.test.ts runs on one stack per run; KVMNET_LAB_STACK names ${STACKS.length} (${STACKS.join(", ")})`);
+const STACK: NetworkStack = STACKS[0];
 const ns = `kvnp${process.pid}`;
 const sh = (c: string) => execFileSync("sh", ["-c", c], { encoding: "utf8", timeout: 60_000, stdio: ["ignore", "pipe", "pipe"] });
 let lab: LabHost;

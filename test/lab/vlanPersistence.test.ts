@@ -30,7 +30,7 @@ import { closeAllConnections } from "../../provider/host";
 import { vlanSubinterfaceProvider as vlan } from "../../provider/resources/vlanSubinterface";
 import { expectKvmnetError } from "../support/expectError";
 import { bootLabHost, checkLabSupport, LabHost } from "./labHost";
-import { NetworkStack, useNetworkStack } from "./stacks";
+import { labStacks, NETWORK_STACKS, NetworkStack, useNetworkStack } from "./stacks";
 
 jest.setTimeout(40 * 60_000);
 
@@ -253,11 +253,9 @@ async function adminSetup(stack: NetworkStack): Promise<string> {
   return "nmcli connection delete admin-brp";
 }
 
-describe.each([
-  ["ifupdown", 0],
-  ["networkd", 1],
-  ["networkmanager", 2],
-] as const)("VlanSubinterface persisted through %s", (stack, k) => {
+// CI: networkd (the stack with the most to refuse); KVMNET_LAB_STACK=all for every
+// stack (all three passed; see the README). k keeps names apart between stacks.
+describe.each(labStacks(["networkd"]).map((st) => [st, NETWORK_STACKS.indexOf(st)] as const))("VlanSubinterface persisted through %s", (stack, k) => {
   it("comes back after a reboot with its address and bridge, no drift, tagged traffic; edits are drift and repaired; delete leaves nothing, also after a reboot", async () => {
     closeAllConnections();
     const sw = await useNetworkStack(lab, stack);
