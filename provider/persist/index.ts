@@ -282,6 +282,51 @@ export function persistSteps(kind: string, name: string, want: PersistSet, snap:
   ];
 }
 
+/**
+ * What comes off, live, when an object stops persisting (delete, or
+ * persistence set to "runtime"), ahead of the core removing its files:
+ * - its boot unit is stopped (ours have no ExecStop: this only marks it
+ *   inactive), so no "not-found, active" unit is left once its file is gone;
+ * - a drop-in for another unit (nftables.service's, which loads a table
+ *   again after nftables flushes) goes first, with a daemon-reload, so a
+ *   restart of that unit no longer re-adds what is being deleted; its
+ *   directory goes too when nothing else is in it.
+ */
+export interface BootHooks {
+  /** Boot unit to stop (its manifest lists it). */
+  unit?: string;
+  /** The drop-in as the host has it (restored if a later step fails). */
+  dropIn?: { path: string; content: string };
+}
+
+/** The hooks object kind/name persisted (from its manifest), or undefined when none. */
+export function bootHooksToDisarm(kind: string, name: string, bootUnitPath: string, dropInPath: string | undefined, snap: HostSnapshot): BootHooks | undefined {
+  const have = ownedFiles(snap, kind, name);
+  const unit = have.some((f) => f.path === bootUnitPath && f.state !== "missing") ? bootUnitPath.replace(/^.*\//, "") : undefined;
+  const d = dropInPath === undefined ? undefined : have.find((f) => f.path === dropInPath && f.state === "file");
+  if (!unit && !d) return undefined;
+  return { ...(unit ? { unit } : {}), ...(d ? { dropIn: { path: d.path, content: d.content ?? "" } } : {}) };
+}
+
+/** The steps that take `hooks` off (see {@link BootHooks}). */
+export function disarmSteps(hooks: BootHooks): Step[] {
+  const steps: Step[] = [];
+  if (hooks.unit) {
+    steps.push({ description: `stop boot unit ${hooks.unit}`, run: sh`systemctl stop ${hooks.unit} && { systemctl reset-failed ${hooks.unit} 2>/dev/null; true; }` });
+  }
+  if (hooks.dropIn) {
+    const { path, content } = hooks.dropIn;
+    const dir = path.replace(/\/[^/]+$/, "");
+    const unit = dir.replace(/^.*\//, "").replace(/\.d$/, "");
+    steps.push({
+      description: `remove ${unit} drop-in ${path}`,
+      run: sh`rm -f ${path} && { rmdir ${dir} 2>/dev/null || true; } && systemctl daemon-reload`,
+      undo: joinLines([sh`mkdir -p ${dir}`, writeFile(path, content), sh`systemctl daemon-reload`]),
+    });
+  }
+  return steps;
+}
+
 /** Append persistence steps to a live plan. */
 export function withPersistence(plan: Plan, steps: Step[]): Plan {
   return steps.length === 0 ? plan : { ...plan, steps: [...plan.steps, ...steps] };

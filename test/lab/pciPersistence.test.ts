@@ -224,6 +224,8 @@ describe("PciPassthrough persistence on the lab host (initramfs without e1000)",
     }
     expect((await h.exec(OUR_FILES)).stdout).toBe(pristineFiles);
     expect((await h.exec("ls -d /etc/kvmnet /run/kvmnet 2>/dev/null || true")).stdout.trim()).toBe("");
+    // The oneshot units were stopped, not left "active" without their files until the next boot.
+    expect((await h.exec(`systemctl list-units --all --no-legend 'kvmnet-vfio-*' | wc -l`)).stdout.trim()).toBe("0");
 
     // Reboot: nothing binds them to vfio-pci any more; the host is as on its first boot.
     timings.reboot2Ms = await reboot(h);

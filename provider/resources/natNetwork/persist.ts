@@ -42,8 +42,7 @@
  */
 import { HostSnapshot } from "../../observe";
 import { Backend, ownedFiles, PersistFile, PersistSet, requireSystemd } from "../../persist";
-import { Step } from "../../render";
-import { joinLines, literal, Script, sh, writeFile } from "../../shell";
+import { joinLines, literal, Script, sh } from "../../shell";
 import {
   bridgeMac,
   confFile,
@@ -231,45 +230,3 @@ export function owns(snap: HostSnapshot, kind: string, name: string, path: strin
   return ownedFiles(snap, kind, name).some((f) => f.path === path && f.state !== "missing");
 }
 
-/**
- * What comes off, live, when an object stops persisting (delete, or
- * persistence set to "runtime"), ahead of the core removing its files:
- * - the boot unit is stopped (it has no ExecStop: this only marks it
- *   inactive), so no "not-found, active" unit is left once its file is gone;
- * - the nftables.service drop-in goes first, with a daemon-reload, so a restart
- *   of nftables no longer re-adds a table being deleted; its directory goes too
- *   when nothing else is in it (the core removes files, not directories).
- */
-export interface BootHooks {
-  /** Boot unit to stop (its manifest lists it). */
-  unit?: string;
-  /** The drop-in as the host has it (restored if a later step fails). */
-  dropIn?: { path: string; content: string };
-}
-
-/** The hooks object kind/name persisted (from its manifest), or undefined when none. */
-export function bootHooksToDisarm(kind: string, name: string, bootUnitPath: string, dropInPath: string, snap: HostSnapshot): BootHooks | undefined {
-  const have = ownedFiles(snap, kind, name);
-  const unit = have.some((f) => f.path === bootUnitPath && f.state !== "missing") ? bootUnitPath.replace(/^.*\//, "") : undefined;
-  const d = have.find((f) => f.path === dropInPath && f.state === "file");
-  if (!unit && !d) return undefined;
-  return { ...(unit ? { unit } : {}), ...(d ? { dropIn: { path: d.path, content: d.content ?? "" } } : {}) };
-}
-
-/** The steps that take `hooks` off (see {@link BootHooks}). */
-export function disarmSteps(hooks: BootHooks): Step[] {
-  const steps: Step[] = [];
-  if (hooks.unit) {
-    steps.push({ description: `stop boot unit ${hooks.unit}`, run: sh`systemctl stop ${hooks.unit} && { systemctl reset-failed ${hooks.unit} 2>/dev/null; true; }` });
-  }
-  if (hooks.dropIn) {
-    const { path, content } = hooks.dropIn;
-    const dir = path.replace(/\/[^/]+$/, "");
-    steps.push({
-      description: `remove nftables.service drop-in ${path}`,
-      run: sh`rm -f ${path} && { rmdir ${dir} 2>/dev/null || true; } && systemctl daemon-reload`,
-      undo: joinLines([sh`mkdir -p ${dir}`, writeFile(path, content), sh`systemctl daemon-reload`]),
-    });
-  }
-  return steps;
-}

@@ -7,7 +7,7 @@
  */
 import { KvmnetError } from "../../errors";
 import { configuredAddresses, findLink, HostSnapshot } from "../../observe";
-import { resolveBackend } from "../../persist";
+import { BootHooks, bootHooksToDisarm, resolveBackend } from "../../persist";
 import {
   bridgeMac,
   DnsmasqFiles,
@@ -23,7 +23,7 @@ import {
   tableName,
   tableRules,
 } from "./files";
-import { BootHooks, bootHooksToDisarm, natPersistPaths, owns, persistentDnsmasqUnitFile } from "./persist";
+import { natPersistPaths, owns, persistentDnsmasqUnitFile } from "./persist";
 import { cidrsOverlap, modeForwards, NatNetworkInputs } from "./schema";
 
 export { bridgeMac, resolveUplink } from "./files";

@@ -21,7 +21,8 @@ import {
   tableFile,
   tableName,
 } from "./files";
-import { disarmSteps, persistentDnsmasqUnitFile } from "./persist";
+import { persistentDnsmasqUnitFile } from "./persist";
+import { disarmSteps } from "../../persist";
 import { NatAction, NatGuard, NatPlan } from "./plan";
 
 const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";

@@ -5,7 +5,7 @@
 import type { HostSnapshot } from "../../observe";
 import { KindProvider, KindSpec, makeKindProvider } from "../lifecycle";
 import { groupMembers, parsePciView, pciObserveSection } from "./observe";
-import { pciPersist } from "./persist";
+import { pciPersist, withPciDeleteDisarm, withPciDisarm } from "./persist";
 import { planPci, planPciDelete, readState } from "./plan";
 import { renderPciPlan } from "./render";
 import { PciPassthroughInputs, pciPassthroughInputsSchema, pciPassthroughStoredSchema, VFIO_PCI } from "./schema";
@@ -70,10 +70,12 @@ export function pciOutputs(inputs: PciPassthroughInputs, snap: HostSnapshot): Re
   };
 }
 
+export const PCI_KIND = "pcipassthrough";
+
 const hostOf = (c: unknown) => ((c as { local?: unknown } | undefined)?.local ? "local" : (c as { host?: unknown } | undefined)?.host);
 
 const spec: KindSpec<PciPassthroughInputs> = {
-  kind: "pcipassthrough",
+  kind: PCI_KIND,
   schema: pciPassthroughStoredSchema,
   inputKeys: PCI_INPUT_KEYS,
   derivedInputs: ["name"],
@@ -85,8 +87,8 @@ const spec: KindSpec<PciPassthroughInputs> = {
   },
   // On one host, give the old device back before binding the new one: they may share an IOMMU group.
   deleteBeforeReplace: (olds, news) => hostOf(olds.connection) === hostOf(news.connection),
-  plan: (desired, snap) => renderPciPlan(planPci(desired, snap)),
-  planDelete: (props, snap) => renderPciPlan(planPciDelete(props, snap)),
+  plan: (desired, snap) => withPciDisarm(PCI_KIND, renderPciPlan(planPci(desired, snap)), desired, snap),
+  planDelete: (props, snap) => withPciDeleteDisarm(PCI_KIND, renderPciPlan(planPciDelete(props, snap)), props, snap),
   verify: verifyPci,
   outputs: pciOutputs,
   observeExtra: [pciObserveSection],

@@ -5,8 +5,8 @@
 import * as ipaddr from "ipaddr.js";
 import { KvmnetError } from "../../errors";
 import type { HostSnapshot } from "../../observe";
-import { resolveBackend } from "../../persist";
-import { BootHooks, bootHooksToDisarm, ETC_DIR, nftablesDropInPath, SYSTEMD_DIR } from "../natNetwork/persist";
+import { BootHooks, bootHooksToDisarm, resolveBackend } from "../../persist";
+import { ETC_DIR, nftablesDropInPath, SYSTEMD_DIR } from "../natNetwork/persist";
 import { keysOverlap, listForwardTables, observeForward, OWNER_PREFIX } from "./observe";
 import { fromRange, PortForwardInputs, PortRange, tableName, toRange } from "./schema";
 

@@ -3,8 +3,8 @@ import * as fs from "fs";
 import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
 import { manifestPath, persistDrift, persistSteps, PersistSet } from "../../../../provider/persist";
-import { bootScriptPath, pciPersist, udevRulePath, unitPath, unitWantsLink } from "../../../../provider/resources/pciPassthrough/persist";
-import { heldState, planPci, stateFilePath } from "../../../../provider/resources/pciPassthrough/plan";
+import { bootScriptPath, pciPersist, udevRulePath, unitPath, unitWantsLink, withPciDeleteDisarm, withPciDisarm } from "../../../../provider/resources/pciPassthrough/persist";
+import { heldState, planPci, planPciDelete, stateFilePath } from "../../../../provider/resources/pciPassthrough/plan";
 import { parsePciView } from "../../../../provider/resources/pciPassthrough/observe";
 import { renderPciPlan } from "../../../../provider/resources/pciPassthrough/render";
 import { PciPassthroughInputs, pciPassthroughStoredSchema } from "../../../../provider/resources/pciPassthrough/schema";
@@ -177,5 +177,34 @@ describe("PciPassthrough persistence across create, read and reboot", () => {
       `remove ${manifestPath("pcipassthrough", E1000)}`,
       "reload the stack's view of the persisted files",
     ]);
+  });
+
+  it("delete stops the boot unit after the devices went back: a oneshot with RemainAfterExit stays active without its file until the next boot", () => {
+    const snap = snapOf(withFiles(afterBind(e1000), E1000, beforeCreate));
+    const steps = withPciDeleteDisarm("pcipassthrough", renderPciPlan(planPciDelete(e1000, snap)), e1000, snap).steps;
+    const stop = steps.findIndex((s) => s.description === "stop boot unit kvmnet-vfio-0000:00:04.0.service");
+    expect(stop).toBe(steps.length - 1);
+    const giveBack = steps.findIndex((s) => s.description === `give ${E1000} back to e1000`);
+    expect(giveBack).toBeGreaterThanOrEqual(0);
+    expect(giveBack).toBeLessThan(stop);
+    expect(steps[stop].run.text).toBe(
+      "systemctl stop 'kvmnet-vfio-0000:00:04.0.service' && { systemctl reset-failed 'kvmnet-vfio-0000:00:04.0.service' 2>/dev/null; true; }",
+    );
+    // A binding that never persisted has no unit to stop.
+    const runtimeOnly = snapOf(afterBind(e1000));
+    expect(withPciDeleteDisarm("pcipassthrough", renderPciPlan(planPciDelete(e1000, runtimeOnly)), e1000, runtimeOnly).steps.map((s) => s.description)).not.toContainEqual(
+      expect.stringMatching(/^stop boot unit/),
+    );
+  });
+
+  it("an update to persistence \"runtime\" stops the boot unit; one that keeps persisting does not", () => {
+    const persisted = withFiles(afterBind(e1000), E1000, beforeCreate);
+    const toRuntime = { ...e1000, persistence: "runtime" as const };
+    const snap = snapOf(persisted);
+    expect(withPciDisarm("pcipassthrough", renderPciPlan(planPci(toRuntime, snap)), toRuntime, snap).steps.map((s) => s.description)).toEqual([
+      "stop boot unit kvmnet-vfio-0000:00:04.0.service",
+    ]);
+    const onNetworkd = snapOf(persisted.replace("@@kvmnet-begin persist\n", "@@kvmnet-begin persist\nactive systemd-networkd active\n"));
+    expect(withPciDisarm("pcipassthrough", renderPciPlan(planPci(e1000, onNetworkd)), e1000, onNetworkd).steps).toEqual([]);
   });
 });
