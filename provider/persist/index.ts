@@ -200,11 +200,32 @@ function sameAs(want: PersistFile, have: OwnedFile | undefined): boolean {
   return have.state === "file" && have.content === withNewline(want.content ?? "");
 }
 
+/**
+ * The directory of `path` when it is a systemd drop-in directory of one named
+ * file or unit (`/etc/systemd/network/10-eth0.network.d`,
+ * `/etc/systemd/system/nftables.service.d`): such a directory exists only for
+ * its drop-ins, so when removing ours empties it, it goes too (`rmdir` only
+ * removes it empty: an admin's drop-ins keep it). Undefined for every other
+ * directory (interfaces.d, system-connections, sysinit.target.wants, …),
+ * which belong to the system.
+ */
+export function dropInDirOf(path: string): string | undefined {
+  const dir = path.replace(/\/[^/]+$/, "");
+  return /^\/etc\/systemd\/(network|system)\/[^/]+\.(network|netdev|link|service|socket|timer|target|mount|path)\.d$/.test(dir) ? dir : undefined;
+}
+
+/** rm -f `path`, and its drop-in directory when that leaves it empty. */
+function removeFile(path: string): Script {
+  const dir = dropInDirOf(path);
+  return dir ? sh`rm -f ${path} && { rmdir ${dir} 2>/dev/null || true; }` : sh`rm -f ${path}`;
+}
+
 /** Restore a file to what the host had (used as an undo). */
 function restore(have: OwnedFile | undefined, path: string): Script {
-  if (!have || have.state === "missing") return sh`rm -f ${path}`;
-  if (have.state === "link") return sh`ln -sfn ${have.link ?? ""} ${path}`;
-  return writeFile(path, have.content ?? "");
+  if (!have || have.state === "missing") return removeFile(path);
+  const dir = path.replace(/\/[^/]+$/, "") || "/";
+  if (have.state === "link") return sh`mkdir -p ${dir} && ln -sfn ${have.link ?? ""} ${path}`;
+  return joinLines([sh`mkdir -p ${dir}`, writeFile(path, have.content ?? "")]);
 }
 
 function write(f: PersistFile): Script {
@@ -247,7 +268,7 @@ export function persistSteps(kind: string, name: string, want: PersistSet, snap:
   const wanted = new Set(want.files.map((f) => f.path));
   for (const h of owned) {
     if (wanted.has(h.path) || h.state === "missing") continue;
-    steps.push({ description: `remove ${h.path}`, run: sh`rm -f ${h.path}`, undo: restore(h, h.path) });
+    steps.push({ description: `remove ${h.path}`, run: removeFile(h.path), undo: restore(h, h.path) });
     touched.push(h.path);
   }
   const manifest = manifestPath(kind, name);

@@ -275,10 +275,9 @@ describe.each(labStacks(["networkd"]).map((st) => [st, NETWORK_STACKS.indexOf(st
       expect(await link(nameB)).toBeUndefined();
       expect((await lab.exec(OURS)).stdout.trim()).toBe("");
       if (stack === "networkd") {
-        // The drop-in's directory beside the admin's file: provider/persist removes files, not directories.
-        const left = (await lab.exec("ls -A /etc/systemd/network/10-trunk.network.d 2>&1 || true")).stdout.trim();
-        // eslint-disable-next-line no-console
-        console.log(`networkd: after delete, 10-trunk.network.d: ${JSON.stringify(left)}`);
+        // The drop-in directory beside the admin's file held only ours: it goes with it.
+        expect((await lab.exec("[ -e /etc/systemd/network/10-trunk.network.d ] && echo left || echo gone")).stdout.trim()).toBe("gone");
+        expect((await lab.exec("[ -e /etc/systemd/network/10-trunk.network ] && echo kept || echo gone")).stdout.trim()).toBe("kept");
       }
 
       // The same stack boots again: the admin's bridge comes back, nothing of ours does.

@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../provider/observe";
-import { manifestPath, persistDrift, persistFacts, persistSteps, resolveBackend, stableUuid } from "../../../provider/persist";
+import { dropInDirOf, manifestPath, persistDrift, persistFacts, persistSteps, resolveBackend, stableUuid } from "../../../provider/persist";
 import { bridgePersist } from "../../../provider/resources/bridge/persist";
 import { observeBridge, planBridgeDelete } from "../../../provider/resources/bridge/plan";
 import { bridgeInputsSchema } from "../../../provider/resources/bridge/schema";
@@ -87,6 +87,28 @@ describe("persisted files", () => {
     const snap = hostWith([`@@manifest ${m}`, `@@file /etc/systemd/network/05-kvmnet-bridge-br0.netdev ${b64("x\n")}`, "@@missing /etc/systemd/network/gone.network"]);
     const steps = persistSteps("bridge", "br0", { files: [] }, snap);
     expect(steps.map((s) => s.description)).toEqual(["remove /etc/systemd/network/05-kvmnet-bridge-br0.netdev", `remove ${m}`]);
+  });
+
+  it("takes a systemd drop-in directory along when removing ours empties it, and no other directory", () => {
+    const m = manifestPath("vlansubinterface", "eth0.10");
+    const dropIn = "/etc/systemd/network/10-eth0.network.d/kvmnet-vlan-eth0.10.conf";
+    const snap = hostWith([`@@manifest ${m}`, `@@file ${dropIn} ${b64("x\n")}`, `@@file /etc/network/interfaces.d/kvmnet-vlan-eth0.10 ${b64("y\n")}`]);
+    const steps = persistSteps("vlansubinterface", "eth0.10", { files: [] }, snap);
+    const remove = steps.find((s) => s.description === `remove ${dropIn}`);
+    // rmdir only removes it empty: an admin's own drop-ins there keep it.
+    expect(remove?.run.text).toBe(`rm -f '${dropIn}' && { rmdir '/etc/systemd/network/10-eth0.network.d' 2>/dev/null || true; }`);
+    // Undone, the directory comes back first.
+    expect(remove?.undo?.text).toMatch(/^mkdir -p '\/etc\/systemd\/network\/10-eth0\.network\.d'\n/);
+    expect(steps.find((s) => s.description === "remove /etc/network/interfaces.d/kvmnet-vlan-eth0.10")?.run.text).toBe("rm -f '/etc/network/interfaces.d/kvmnet-vlan-eth0.10'");
+  });
+
+  it("knows a drop-in directory from the system's own directories", () => {
+    expect(dropInDirOf("/etc/systemd/network/10-eth0.network.d/a.conf")).toBe("/etc/systemd/network/10-eth0.network.d");
+    expect(dropInDirOf("/etc/systemd/system/nftables.service.d/kvmnet-nat-n.conf")).toBe("/etc/systemd/system/nftables.service.d");
+    expect(dropInDirOf("/etc/systemd/system/sysinit.target.wants/kvmnet-vfio-0000:00:03.0.service")).toBeUndefined();
+    expect(dropInDirOf("/etc/systemd/network/05-kvmnet-bridge-br0.netdev")).toBeUndefined();
+    expect(dropInDirOf("/etc/sysctl.d/kvmnet.conf")).toBeUndefined();
+    expect(dropInDirOf("/etc/network/interfaces.d/kvmnet-bridge-br0")).toBeUndefined();
   });
 });
 
