@@ -13,7 +13,7 @@ import { isKvmnetError, KvmnetError } from "../errors";
 import { ConfirmOutcome, confirmScript, ConfirmSpec, newToken, parseConfirm } from "../confirm";
 import { ConnectionInput, dedicatedHostFor, Host, hostFor } from "../host";
 import { HostSnapshot, observeScript, parseSnapshot } from "../observe";
-import { Backend, Persistence, persistDrift, PersistSet, persistSteps, resolveBackend, withPersistence } from "../persist";
+import { Backend, ownedFiles, Persistence, persistDrift, PersistSet, persistSteps, resolveBackend, withPersistence } from "../persist";
 import { applyError, Plan, renderScript } from "../render";
 import type { Script } from "../shell";
 import { checkWith, CheckFailure, containsUnknown } from "../validate";
@@ -121,6 +121,36 @@ function planWithFiles<I extends BaseInputs>(spec: KindSpec<I>, desired: I, snap
 function planDeleteWithFiles<I extends BaseInputs>(spec: KindSpec<I>, props: I, snap: HostSnapshot): Plan {
   const plan = spec.planDelete(props, snap);
   return spec.persist ? withPersistence(plan, persistSteps(spec.kind, props.name, { files: [] }, snap)) : plan;
+}
+
+/**
+ * NetworkManager acts on a profile reload by itself, after `nmcli connection
+ * reload` returned: a bridge deleted live while its port's profile was still
+ * loaded is brought back by that port's autoconnect, and taken down again once
+ * the reload dropped the profiles (seen in the lab: back for about half a
+ * second). So when an object's files include NetworkManager profiles, a
+ * read-back that is not yet what the change wants is looked at again until it
+ * is, for up to this long, before it counts as a failure.
+ */
+export const NM_SETTLE_MS = 10_000;
+
+/** Does object kind/name persist (or will it) through NetworkManager profiles? */
+function usesNetworkManager(kind: string, name: string, snap: HostSnapshot, set?: PersistSet): boolean {
+  const paths = [...ownedFiles(snap, kind, name).map((f) => f.path), ...(set?.files ?? []).map((f) => f.path)];
+  return paths.some((p) => p.startsWith("/etc/NetworkManager/"));
+}
+
+/** `after`, or once NetworkManager settled, a later snapshot for which `done` holds (the last one looked at when it never did). */
+async function settled(host: Host, extra: readonly Script[] | undefined, after: HostSnapshot, nm: boolean, done: (s: HostSnapshot) => boolean): Promise<HostSnapshot> {
+  if (!nm || done(after)) return after;
+  const deadline = Date.now() + NM_SETTLE_MS;
+  let snap = after;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    snap = await observe(host, extra);
+    if (done(snap)) break;
+  }
+  return snap;
 }
 
 /** Outputs plus where the object persists (kinds with `persist` only). */
@@ -312,8 +342,11 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const host = hostFor(inputs.connection);
       const snap = await observe(host, spec.observeExtra);
       const { plan, backend, set } = planWithFiles(spec, inputs, snap);
-      const after = await apply(host, plan, spec.observeExtra, inputs.connection);
-      const problems = [...spec.verify(inputs, after), ...(spec.persist ? persistDrift(spec.kind, inputs.name, set, after) : [])];
+      const problemsIn = (h: HostSnapshot) => [...spec.verify(inputs, h), ...(spec.persist ? persistDrift(spec.kind, inputs.name, set, h) : [])];
+      const applied = await apply(host, plan, spec.observeExtra, inputs.connection);
+      const nm = usesNetworkManager(spec.kind, inputs.name, snap, set);
+      const after = await settled(host, spec.observeExtra, applied, nm, (h) => problemsIn(h).length === 0);
+      const problems = problemsIn(after);
       if (problems.length > 0) {
         // The SDK contract: a failed create leaves nothing behind.
         await apply(host, planDeleteWithFiles(spec, inputs, after), spec.observeExtra, inputs.connection).catch(() => undefined);
@@ -356,8 +389,11 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const host = hostFor(news.connection);
       const snap = await observe(host, spec.observeExtra);
       const { plan, backend, set } = planWithFiles(spec, news, snap, olds);
-      const after = await apply(host, plan, spec.observeExtra, news.connection);
-      const problems = [...spec.verify(news, after), ...(spec.persist ? persistDrift(spec.kind, news.name, set, after) : [])];
+      const problemsIn = (h: HostSnapshot) => [...spec.verify(news, h), ...(spec.persist ? persistDrift(spec.kind, news.name, set, h) : [])];
+      const applied = await apply(host, plan, spec.observeExtra, news.connection);
+      const nm = usesNetworkManager(spec.kind, news.name, snap, set);
+      const after = await settled(host, spec.observeExtra, applied, nm, (h) => problemsIn(h).length === 0);
+      const problems = problemsIn(after);
       if (problems.length > 0) {
         // A failed update leaves the old state: plan back to the old inputs.
         let rolledBack = "rolled back to the previous settings";
@@ -379,9 +415,15 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const snap = await observe(host, spec.observeExtra);
       const plan = planDeleteWithFiles(spec, inputs, snap);
       if (plan.steps.length === 0) return;
-      const after = await apply(host, plan, spec.observeExtra, inputs.connection);
-      const left = spec.outputs(inputs, after);
-      if (left) throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${spec.kind} ${inputs.name} still exists after delete`, host: host.label });
+      const gone = (h: HostSnapshot) => spec.outputs(inputs, h) === undefined;
+      const nm = usesNetworkManager(spec.kind, inputs.name, snap);
+      let after = await settled(host, spec.observeExtra, await apply(host, plan, spec.observeExtra, inputs.connection), nm, gone);
+      if (!gone(after) && nm) {
+        // NetworkManager brought it back and kept it: with its profiles gone now, a second pass removes what is left.
+        const again = planDeleteWithFiles(spec, inputs, after);
+        if (again.steps.length > 0) after = await apply(host, again, spec.observeExtra, inputs.connection);
+      }
+      if (!gone(after)) throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${spec.kind} ${inputs.name} still exists after delete`, host: host.label });
     },
   };
 }
