@@ -11,9 +11,9 @@
  * another reboot nothing of ours is on the guest.
  */
 import { execFileSync } from "child_process";
-import { closeAllConnections } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { bootLabHost, LabHost } from "./labHost";
+import { releaseLab } from "./persistSupport";
 import { labStacks, useNetworkStack } from "./stacks";
 
 jest.setTimeout(40 * 60_000);
@@ -33,13 +33,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  closeAllConnections();
-  await lab?.shutdown();
-  try {
-    root("ip", ["netns", "del", ns]);
-  } catch {
-    /* already gone */
-  }
+  await releaseLab(lab, ns);
 });
 
 const conn = () => ({ host: "127.0.0.1", port: lab.port, user: "root", privateKey: lab.privateKey, hostKey: lab.hostKeyFingerprint });

@@ -31,6 +31,7 @@ import { vlanSubinterfaceProvider as vlan } from "../../provider/resources/vlanS
 import { expectKvmnetError } from "../support/expectError";
 import { bootLabHost, checkLabSupport, LabHost } from "./labHost";
 import { labStacks, NETWORK_STACKS, NetworkStack, useNetworkStack } from "./stacks";
+import { releaseLab, stackDiagnostics } from "./persistSupport";
 import { runTaggedPeer } from "./taggedPeer";
 
 jest.setTimeout(40 * 60_000);
@@ -55,9 +56,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  closeAllConnections();
-  await lab?.shutdown();
-  root("ip", ["netns", "del", ns]);
+  await releaseLab(lab, ns);
   // eslint-disable-next-line no-console
   console.log(`vlan persistence timings (ms): ${JSON.stringify(timings)}`);
 });
@@ -95,16 +94,6 @@ async function settle(stack: NetworkStack): Promise<number> {
   return Date.now() - t;
 }
 
-/** What the stacks say, for a failure's message. */
-async function diagnostics(): Promise<string> {
-  return (
-    await lab.exec(
-      "ip -br link; ip -br addr; networkctl list --no-pager 2>/dev/null; nmcli -t -f DEVICE,STATE,CONNECTION device 2>/dev/null; " +
-        "journalctl -b --no-pager -u systemd-networkd -u NetworkManager -u networking 2>/dev/null | tail -n 60; true",
-      { allowFail: true },
-    )
-  ).stdout;
-}
 
 const connection = () => ({ host: lab.address, port: lab.port, privateKey: lab.privateKey, hostKey: lab.hostKeyFingerprint });
 
@@ -236,7 +225,7 @@ describe.each(labStacks(["networkd"]).map((st) => [st, NETWORK_STACKS.indexOf(st
         timings[`${stack}.settleMs`] = await settle(stack);
         timings[`${stack}.vlansBackMs`] = await waitFor("both VLANs back", 30_000, async () => (await addrs(nameA).catch(() => [])).length > 0 && (await link(nameB))?.master === "brp");
       } catch (e) {
-        throw new Error(`${(e as Error).message}\n${await diagnostics()}`);
+        throw new Error(`${(e as Error).message}\n${await stackDiagnostics(lab)}`);
       }
       if (stack === "networkmanager") {
         // eslint-disable-next-line no-console
