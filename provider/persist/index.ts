@@ -25,7 +25,7 @@ import { createHash } from "crypto";
 import { z } from "zod";
 import { KvmnetError } from "../errors";
 import { HostSnapshot, OWNED_DIR } from "../observe";
-import { joinLines, literal, Script, sh, writeFile } from "../shell";
+import { andThen, joinLines, literal, Script, sh, writeFile } from "../shell";
 import type { Plan, Step } from "../render";
 
 export const PERSISTENCE_MODES = ["auto", "networkmanager", "networkd", "ifupdown", "runtime"] as const;
@@ -200,6 +200,9 @@ function sameAs(want: PersistFile, have: OwnedFile | undefined): boolean {
   return have.state === "file" && have.content === withNewline(want.content ?? "");
 }
 
+/** The directory `path` is in. */
+const dirOf = (path: string) => path.replace(/\/[^/]+$/, "") || "/";
+
 /**
  * The directory of `path` when it is a systemd drop-in directory of one named
  * file or unit (`/etc/systemd/network/10-eth0.network.d`,
@@ -210,7 +213,7 @@ function sameAs(want: PersistFile, have: OwnedFile | undefined): boolean {
  * which belong to the system.
  */
 export function dropInDirOf(path: string): string | undefined {
-  const dir = path.replace(/\/[^/]+$/, "");
+  const dir = dirOf(path);
   return /^\/etc\/systemd\/(network|system)\/[^/]+\.(network|netdev|link|service|socket|timer|target|mount|path)\.d$/.test(dir) ? dir : undefined;
 }
 
@@ -223,13 +226,13 @@ function removeFile(path: string): Script {
 /** Restore a file to what the host had (used as an undo). */
 function restore(have: OwnedFile | undefined, path: string): Script {
   if (!have || have.state === "missing") return removeFile(path);
-  const dir = path.replace(/\/[^/]+$/, "") || "/";
+  const dir = dirOf(path);
   if (have.state === "link") return sh`mkdir -p ${dir} && ln -sfn ${have.link ?? ""} ${path}`;
   return joinLines([sh`mkdir -p ${dir}`, writeFile(path, have.content ?? "")]);
 }
 
 function write(f: PersistFile): Script {
-  const dir = f.path.replace(/\/[^/]+$/, "") || "/";
+  const dir = dirOf(f.path);
   if (f.link !== undefined) return sh`mkdir -p ${dir} && ln -sfn ${f.link} ${f.path}`;
   return joinLines([sh`mkdir -p ${dir}`, writeFile(f.path, f.content ?? "", f.mode ?? "0644")]);
 }
@@ -337,12 +340,11 @@ export function disarmSteps(hooks: BootHooks): Step[] {
   }
   if (hooks.dropIn) {
     const { path, content } = hooks.dropIn;
-    const dir = path.replace(/\/[^/]+$/, "");
-    const unit = dir.replace(/^.*\//, "").replace(/\.d$/, "");
+    const unit = dirOf(path).replace(/^.*\//, "").replace(/\.d$/, "");
     steps.push({
       description: `remove ${unit} drop-in ${path}`,
-      run: sh`rm -f ${path} && { rmdir ${dir} 2>/dev/null || true; } && systemctl daemon-reload`,
-      undo: joinLines([sh`mkdir -p ${dir}`, writeFile(path, content), sh`systemctl daemon-reload`]),
+      run: andThen([removeFile(path), sh`systemctl daemon-reload`]),
+      undo: joinLines([restore({ path, state: "file", content }, path), sh`systemctl daemon-reload`]),
     });
   }
   return steps;

@@ -153,6 +153,18 @@ async function settled(host: Host, extra: readonly Script[] | undefined, after: 
   return snap;
 }
 
+/**
+ * Apply a create/update plan and judge the host after it: what `verify` finds
+ * wrong, and persisted files that differ from `set` (after NetworkManager
+ * settled, when the object has profiles).
+ */
+async function applyAndCheck<I extends BaseInputs>(spec: KindSpec<I>, host: Host, plan: Plan, desired: I, set: PersistSet, before: HostSnapshot): Promise<{ after: HostSnapshot; problems: string[] }> {
+  const problemsIn = (h: HostSnapshot) => [...spec.verify(desired, h), ...(spec.persist ? persistDrift(spec.kind, desired.name, set, h) : [])];
+  const applied = await apply(host, plan, spec.observeExtra, desired.connection);
+  const after = await settled(host, spec.observeExtra, applied, usesNetworkManager(spec.kind, desired.name, before, set), (h) => problemsIn(h).length === 0);
+  return { after, problems: problemsIn(after) };
+}
+
 /** Outputs plus where the object persists (kinds with `persist` only). */
 function withPersistOutputs<I extends BaseInputs>(spec: KindSpec<I>, outs: Record<string, unknown>, backend: Backend, drift: string[]): Record<string, unknown> {
   if (!spec.persist) return outs;
@@ -342,11 +354,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const host = hostFor(inputs.connection);
       const snap = await observe(host, spec.observeExtra);
       const { plan, backend, set } = planWithFiles(spec, inputs, snap);
-      const problemsIn = (h: HostSnapshot) => [...spec.verify(inputs, h), ...(spec.persist ? persistDrift(spec.kind, inputs.name, set, h) : [])];
-      const applied = await apply(host, plan, spec.observeExtra, inputs.connection);
-      const nm = usesNetworkManager(spec.kind, inputs.name, snap, set);
-      const after = await settled(host, spec.observeExtra, applied, nm, (h) => problemsIn(h).length === 0);
-      const problems = problemsIn(after);
+      const { after, problems } = await applyAndCheck(spec, host, plan, inputs, set, snap);
       if (problems.length > 0) {
         // The SDK contract: a failed create leaves nothing behind.
         await apply(host, planDeleteWithFiles(spec, inputs, after), spec.observeExtra, inputs.connection).catch(() => undefined);
@@ -389,11 +397,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const host = hostFor(news.connection);
       const snap = await observe(host, spec.observeExtra);
       const { plan, backend, set } = planWithFiles(spec, news, snap, olds);
-      const problemsIn = (h: HostSnapshot) => [...spec.verify(news, h), ...(spec.persist ? persistDrift(spec.kind, news.name, set, h) : [])];
-      const applied = await apply(host, plan, spec.observeExtra, news.connection);
-      const nm = usesNetworkManager(spec.kind, news.name, snap, set);
-      const after = await settled(host, spec.observeExtra, applied, nm, (h) => problemsIn(h).length === 0);
-      const problems = problemsIn(after);
+      const { after, problems } = await applyAndCheck(spec, host, plan, news, set, snap);
       if (problems.length > 0) {
         // A failed update leaves the old state: plan back to the old inputs.
         let rolledBack = "rolled back to the previous settings";

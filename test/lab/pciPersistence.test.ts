@@ -19,10 +19,10 @@
  * that cannot run lab hosts fails here (checkLabSupport throws), never skips.
  */
 import { closeAllConnections } from "../../provider/host";
-import { KindProvider } from "../../provider/resources/lifecycle";
 import { pciPassthroughProvider as provider } from "../../provider/resources/pciPassthrough";
 import { bootScriptPath, udevRulePath, unitName, unitPath, unitWantsLink } from "../../provider/resources/pciPassthrough/persist";
 import { bootLabHost, checkLabSupport, cleanupStaleLab, LabHost } from "./labHost";
+import { createThrough, driverOf } from "./persistSupport";
 
 jest.setTimeout(45 * 60_000);
 
@@ -39,20 +39,6 @@ afterAll(() => {
 });
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function connectionOf(h: LabHost) {
-  return { host: h.address, port: h.port, privateKey: h.privateKey, hostKey: h.hostKeyFingerprint };
-}
-
-async function create(p: KindProvider, h: LabHost, args: Record<string, unknown>) {
-  const checked = await p.check({}, { connection: connectionOf(h), ...args });
-  expect(checked.failures).toBeUndefined();
-  return { checked: checked.inputs, ...(await p.create(checked.inputs)) };
-}
-
-async function driverOf(h: LabHost, address: string): Promise<string> {
-  return (await h.exec(`d=$(readlink /sys/bus/pci/devices/${address}/driver) || d=; echo "\${d##*/}"`)).stdout.trim();
-}
 
 async function overrideOf(h: LabHost, address: string): Promise<string> {
   return (await h.exec(`cat /sys/bus/pci/devices/${address}/driver_override`)).stdout.trim();
@@ -156,9 +142,9 @@ describe("PciPassthrough persistence on the lab host (initramfs without e1000)",
 
     // Bind the single e1000 and the group, persisted.
     let t = Date.now();
-    const single = await create(provider, h, { address: E1000, persistence: "auto" });
+    const single = await createThrough(provider, h, { address: E1000, persistence: "auto" });
     timings.createMs = Date.now() - t;
-    const group = await create(provider, h, { address: GROUP_A, includeIommuGroup: true, persistence: "auto" });
+    const group = await createThrough(provider, h, { address: GROUP_A, includeIommuGroup: true, persistence: "auto" });
     expect(single.outs).toMatchObject({ driver: "vfio-pci", originalDriver: "e1000", persistence: "auto", persistedBy: backend, persistenceDrift: [] });
     expect(group.outs).toMatchObject({ driver: "vfio-pci", boundDevices: [GROUP_A, GROUP_B], persistedBy: backend, persistenceDrift: [] });
     for (const a of ALL_E1000) expect(await driverOf(h, a)).toBe("vfio-pci");
@@ -207,8 +193,8 @@ describe("PciPassthrough persistence on the lab host (initramfs without e1000)",
     await h.exec(`rm ${udevRulePath(E1000)}`);
     const drifted = await provider.read(single.id, single.outs);
     expect(drifted.props).toMatchObject({ driver: "vfio-pci", persistenceDrift: [`${udevRulePath(E1000)} is missing`], persistence: "runtime" });
-    expect(await provider.diff(single.id, drifted.props, single.checked)).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
-    const repaired = await provider.update(single.id, drifted.props, single.checked);
+    expect(await provider.diff(single.id, drifted.props, single.inputs)).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
+    const repaired = await provider.update(single.id, drifted.props, single.inputs);
     expect(repaired.outs).toEqual(single.outs);
     expect((await provider.read(single.id, repaired.outs)).props).toEqual(single.outs);
     await h.exec(`test -f ${udevRulePath(E1000)}`);
@@ -255,7 +241,7 @@ describe("PciPassthrough persistence on the lab host (e1000 in the initramfs)", 
 
   it("the unit moves a device the initramfs driver bound to vfio-pci before sysinit.target; read shows no drift", async () => {
     expect(await driverOf(h, E1000)).toBe("e1000");
-    const { id, outs, checked } = await create(provider, h, { address: E1000, persistence: "auto" });
+    const { id, outs, inputs: checked } = await createThrough(provider, h, { address: E1000, persistence: "auto" });
     expect(outs).toMatchObject({ driver: "vfio-pci", persistedBy: await expectedBackend(h), persistenceDrift: [] });
 
     timings.initramfsRebootMs = await reboot(h);

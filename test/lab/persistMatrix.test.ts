@@ -36,8 +36,9 @@ import { portForwardProvider } from "../../provider/resources/portForward";
 import { vlanSubinterfaceProvider } from "../../provider/resources/vlanSubinterface";
 import type { KindProvider } from "../../provider/resources/lifecycle";
 import { bootLabHost, checkLabSupport, LabHost } from "./labHost";
-import { BOOT_LISTING, Created, createThrough, listingDiff, namesByMac, releaseLab, stackDiagnostics, taggedOk, taggedPeer, taggedSummary, waitFor, without } from "./persistSupport";
+import { BOOT_LISTING, Created, createThrough, driverOf, listingDiff, namesByMac, releaseLab, stackDiagnostics, waitFor, without } from "./persistSupport";
 import { labStacks, NetworkStack, useNetworkStack } from "./stacks";
+import { runTaggedPeer, taggedOk, taggedSummary } from "./taggedPeer";
 
 jest.setTimeout(90 * 60_000);
 
@@ -120,10 +121,6 @@ async function oursRunning() {
   return { links, units, tables, run, ipForward };
 }
 const NOTHING_RUNNING = { links: [], units: [], tables: [], run: [], ipForward: "0" };
-
-async function driverOf(address: string): Promise<string> {
-  return guest(`d=$(readlink /sys/bus/pci/devices/${address}/driver) || d=; echo "\${d##*/}"`);
-}
 
 async function ipv4Of(dev: string): Promise<string[]> {
   const r = JSON.parse((await lab.exec(`ip -j -4 addr show dev ${dev} 2>/dev/null || echo '[]'`)).stdout) as { addr_info?: { local: string; prefixlen: number }[] }[];
@@ -232,7 +229,7 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       undoAdmin = await adminSetup(stack);
       const baseline = await guest(BOOT_LISTING);
       expect(await oursRunning()).toEqual(NOTHING_RUNNING);
-      expect(await driverOf(e1000Addr)).toBe("e1000");
+      expect(await driverOf(lab, e1000Addr)).toBe("e1000");
 
       // 2. Create all five, persistence "auto".
       const args: Record<Kind, Record<string, unknown>> = {
@@ -263,7 +260,7 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
         expect({ kind: k, props: without(state[k], attached) }).toEqual({ kind: k, props: without(c[k].outs, attached) });
       }
       // Live: the tagged peer reaches the bridge through the VLAN.
-      expect(taggedSummary(await step("traffic.vlanLive", () => taggedPeer(ns, lab.lan!.tap, VID, "8100", PEER_IP, BRIDGE_ADDR.split("/")[0]!)))).toEqual(taggedOk(VID, "8100"));
+      expect(taggedSummary(await step("traffic.vlanLive", () => runTaggedPeer(ns, lab.lan!.tap, VID, "8100", PEER_IP, BRIDGE_ADDR.split("/")[0]!, 2)))).toEqual(taggedOk(VID, "8100"));
       const persisted = listingDiff(baseline, await guest(BOOT_LISTING));
       expect(persisted.removed).toEqual([]);
       // eslint-disable-next-line no-console
@@ -274,7 +271,7 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       d.reboot1Ssh = r1.ms;
       d.reboot1Settle = r1.settleMs;
       d.objectsBack = await waitFor("all five back", 90_000, async () => {
-        const [br, vl, nat, drv] = [await ipv4Of(BRIDGE), await masterOf(VLAN), await ipv4Of(NAT.bridge), await driverOf(e1000Addr)];
+        const [br, vl, nat, drv] = [await ipv4Of(BRIDGE), await masterOf(VLAN), await ipv4Of(NAT.bridge), await driverOf(lab, e1000Addr)];
         return br.includes(BRIDGE_ADDR) && vl === BRIDGE && nat.includes(`${NAT.gateway}/24`) && drv === "vfio-pci";
       });
       const after = await namesByMac(lab);
@@ -292,7 +289,7 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       expect(await masterOf(spareIf)).toBe(BRIDGE);
       expect(JSON.parse(await guest(`ip -j -d link show dev ${VLAN}`))[0]).toMatchObject({ link: lanIf, master: BRIDGE, linkinfo: { info_kind: "vlan", info_data: { protocol: "802.1Q", id: VID } } });
       // VLAN + bridge: tagged 802.1Q frames on the LAN reach the bridge's address.
-      expect(taggedSummary(await step("traffic.vlan", () => taggedPeer(ns, lab.lan!.tap, VID, "8100", PEER_IP, BRIDGE_ADDR.split("/")[0]!)))).toEqual(taggedOk(VID, "8100"));
+      expect(taggedSummary(await step("traffic.vlan", () => runTaggedPeer(ns, lab.lan!.tap, VID, "8100", PEER_IP, BRIDGE_ADDR.split("/")[0]!, 2)))).toEqual(taggedOk(VID, "8100"));
       // NAT + forward: a VM on the network's bridge reaches its gateway, resolves from its dnsmasq, and the forward reaches it.
       await step("traffic.nat", async () => {
         await plugVm();
@@ -322,15 +319,15 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
         await step(`delete.${k}`, () => PROVIDERS[k].delete(c[k].id, state[k]));
         delete created[k];
       }
-      const afterDelete = { files: listingDiff(baseline, await guest(BOOT_LISTING)), running: await oursRunning(), e1000: await driverOf(e1000Addr) };
+      const afterDelete = { files: listingDiff(baseline, await guest(BOOT_LISTING)), running: await oursRunning(), e1000: await driverOf(lab, e1000Addr) };
       const r2 = await step("reboot2", reboot);
       d.reboot2Ssh = r2.ms;
       // The e1000 driver binds the NIC again at boot; give udev its time (bounded).
-      await waitFor("e1000 bound", 30_000, async () => (await driverOf(e1000Addr)) !== "").catch(() => 0);
+      await waitFor("e1000 bound", 30_000, async () => (await driverOf(lab, e1000Addr)) !== "").catch(() => 0);
       const afterReboot = {
         files: listingDiff(baseline, await guest(BOOT_LISTING)),
         running: await oursRunning(),
-        e1000: await driverOf(e1000Addr),
+        e1000: await driverOf(lab, e1000Addr),
         override: await guest(`cat /sys/bus/pci/devices/${e1000Addr}/driver_override`),
         vfioUnits: await guest(`systemctl list-units --all --no-legend 'kvmnet-vfio-*' | wc -l`),
       };

@@ -1,7 +1,7 @@
 /**
  * Helpers shared by the lab's persistence tests (test/lab/*Persistence.test.ts,
  * persistMatrix.test.ts): driving a kind's provider as the engine does, what a
- * boot could read, polling, and what the tagged peer (taggedPeer.ts) saw.
+ * boot could read, polling, releasing the guest, diagnostics.
  *
  * Test files cannot import each other (a .test.ts registers its tests when
  * imported), so what several of them need lives here.
@@ -10,7 +10,6 @@ import { execFileSync } from "child_process";
 import { closeAllConnections } from "../../provider/host";
 import type { KindProvider } from "../../provider/resources/lifecycle";
 import type { LabHost } from "./labHost";
-import { PeerResult, runTaggedPeer } from "./taggedPeer";
 
 /** The `connection` input of every kind, for a lab guest (host key pinned). */
 export function connectionOf(lab: LabHost) {
@@ -76,28 +75,17 @@ export async function waitFor(what: string, ms: number, probe: () => Promise<boo
   }
 }
 
+/** The driver PCI device `address` is bound to ("" when none). */
+export async function driverOf(lab: LabHost, address: string): Promise<string> {
+  return (await lab.exec(`d=$(readlink /sys/bus/pci/devices/${address}/driver) || d=; echo "\${d##*/}"`)).stdout.trim();
+}
+
 /** Name of the NIC with each MAC (lower case MAC → name); links stacked on another (a VLAN shares its parent's MAC) are left out. */
 export async function namesByMac(lab: LabHost): Promise<Map<string, string>> {
   const links = JSON.parse((await lab.exec("ip -j link")).stdout) as { ifname: string; address?: string; link?: string }[];
   const out = new Map<string, string>();
   for (const l of links) if (l.address && l.link === undefined && !out.has(l.address.toLowerCase())) out.set(l.address.toLowerCase(), l.ifname);
   return out;
-}
-
-/** The tagged peer (taggedPeer.ts) on `tap` in namespace `ns`, with `count` echo replies wanted. */
-export function taggedPeer(ns: string, tap: string, vid: number, tpid: "8100" | "88a8", myIp: string, peerIp: string, count = 2): Promise<PeerResult> {
-  return runTaggedPeer(ns, tap, vid, tpid, myIp, peerIp, count);
-}
-
-/** The tagged peer's result reduced to what a test compares: tags of the ARP reply and echo replies, untagged answers. */
-export function taggedSummary(r: PeerResult) {
-  return { arp: r.arpReply && { tpid: r.arpReply.tpid, vlan: r.arpReply.vlan }, echo: r.echoReplies, untagged: r.untagged };
-}
-
-/** What {@link taggedSummary} is when `count` echo replies came back tagged `vid`/`tpid` and nothing untagged. */
-export function taggedOk(vid: number, tpid: "8100" | "88a8", count = 2) {
-  const tag = { tpid: `0x${tpid}`, vlan: vid };
-  return { arp: tag, echo: Array.from({ length: count }, () => tag), untagged: 0 };
 }
 
 /** After a lab test file: drop the provider's SSH connections, stop the guest, remove the test's LAN namespace (when it made one). */

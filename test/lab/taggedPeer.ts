@@ -89,3 +89,14 @@ export function runTaggedPeer(ns: string, tap: string, vid: number, tpid: string
     p.on("close", (code) => (code === 0 ? resolve(JSON.parse(out) as PeerResult) : reject(new Error(`tagged peer exited ${code}: ${err}`))));
   });
 }
+
+/** The tagged peer's result reduced to what a test compares: tags of the ARP reply and echo replies, untagged answers. */
+export function taggedSummary(r: PeerResult) {
+  return { arp: r.arpReply && { tpid: r.arpReply.tpid, vlan: r.arpReply.vlan }, echo: r.echoReplies, untagged: r.untagged };
+}
+
+/** What {@link taggedSummary} is when `count` echo replies came back tagged `vid`/`tpid` and nothing untagged. */
+export function taggedOk(vid: number, tpid: "8100" | "88a8", count = 2) {
+  const tag = { tpid: `0x${tpid}`, vlan: vid };
+  return { arp: tag, echo: Array.from({ length: count }, () => tag), untagged: 0 };
+}

@@ -3,12 +3,13 @@
  * persist (a boot-time udev rule and unit), wired into the lifecycle.
  */
 import type { HostSnapshot } from "../../observe";
+import { withPersistence } from "../../persist";
 import { KindProvider, KindSpec, makeKindProvider } from "../lifecycle";
 import { groupMembers, parsePciView, pciObserveSection } from "./observe";
-import { pciPersist, withPciDeleteDisarm, withPciDisarm } from "./persist";
+import { pciDisarmSteps, pciPersist } from "./persist";
 import { planPci, planPciDelete, readState } from "./plan";
 import { renderPciPlan } from "./render";
-import { PciPassthroughInputs, pciPassthroughInputsSchema, pciPassthroughStoredSchema, VFIO_PCI } from "./schema";
+import { PCI_KIND, PciPassthroughInputs, pciPassthroughInputsSchema, pciPassthroughStoredSchema, VFIO_PCI } from "./schema";
 import { verifyPci } from "./verify";
 
 export { normalisePciAddress, pciPassthroughInputsSchema, pciPassthroughStoredSchema } from "./schema";
@@ -70,8 +71,6 @@ export function pciOutputs(inputs: PciPassthroughInputs, snap: HostSnapshot): Re
   };
 }
 
-export const PCI_KIND = "pcipassthrough";
-
 const hostOf = (c: unknown) => ((c as { local?: unknown } | undefined)?.local ? "local" : (c as { host?: unknown } | undefined)?.host);
 
 const spec: KindSpec<PciPassthroughInputs> = {
@@ -87,8 +86,8 @@ const spec: KindSpec<PciPassthroughInputs> = {
   },
   // On one host, give the old device back before binding the new one: they may share an IOMMU group.
   deleteBeforeReplace: (olds, news) => hostOf(olds.connection) === hostOf(news.connection),
-  plan: (desired, snap) => withPciDisarm(PCI_KIND, renderPciPlan(planPci(desired, snap)), desired, snap),
-  planDelete: (props, snap) => withPciDeleteDisarm(PCI_KIND, renderPciPlan(planPciDelete(props, snap)), props, snap),
+  plan: (desired, snap) => withPersistence(renderPciPlan(planPci(desired, snap)), pciDisarmSteps(desired, snap, false)),
+  planDelete: (props, snap) => withPersistence(renderPciPlan(planPciDelete(props, snap)), pciDisarmSteps(props, snap, true)),
   verify: verifyPci,
   outputs: pciOutputs,
   observeExtra: [pciObserveSection],

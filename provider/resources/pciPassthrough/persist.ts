@@ -35,11 +35,11 @@ import { KvmnetError } from "../../errors";
 import type { HostSnapshot } from "../../observe";
 import type { Backend, PersistFile, PersistSet } from "../../persist";
 import { bootHooksToDisarm, disarmSteps, requireSystemd, resolveBackend } from "../../persist";
-import type { Plan, Step } from "../../render";
+import type { Step } from "../../render";
 import { parsePciView } from "./observe";
 import { heldState, PciState } from "./plan";
 import { renderBootBind } from "./render";
-import { CANONICAL_PCI_ADDRESS, PciPassthroughInputs, VFIO_PCI } from "./schema";
+import { CANONICAL_PCI_ADDRESS, PCI_KIND, PciPassthroughInputs, VFIO_PCI } from "./schema";
 
 export const UDEV_RULES_DIR = "/etc/udev/rules.d";
 export const UNIT_DIR = "/etc/systemd/system";
@@ -127,23 +127,15 @@ export function pciPersist(desired: PciPassthroughInputs, backend: Exclude<Backe
 }
 
 /**
- * The boot unit comes off live when the binding stops persisting (delete, or
- * persistence "runtime"): a oneshot with RemainAfterExit stays "active" after
- * its file is removed until the next boot, so it is stopped first (it has no
- * ExecStop: the devices are untouched; the give-back is the live plan's).
+ * The boot unit comes off live when the binding stops persisting (on delete,
+ * or when `desired`'s persistence resolves to "runtime"): a oneshot with
+ * RemainAfterExit stays "active" after its file is removed until the next
+ * boot, so it is stopped (it has no ExecStop: the devices are untouched; the
+ * give-back is the live plan's). Appended to the live plan, before the core
+ * removes the files.
  */
-function disarm(kind: string, address: string, snap: HostSnapshot): Step[] {
-  const hooks = bootHooksToDisarm(kind, address, unitPath(address), undefined, snap);
+export function pciDisarmSteps(desired: PciPassthroughInputs, snap: HostSnapshot, deleting: boolean): Step[] {
+  if (!deleting && resolveBackend(desired.persistence, snap, `${PCI_KIND} ${desired.address}`) !== "runtime") return [];
+  const hooks = bootHooksToDisarm(PCI_KIND, desired.address, unitPath(desired.address), undefined, snap);
   return hooks ? disarmSteps(hooks) : [];
-}
-
-/** The live plan of `desired`, with the boot unit stopped when persistence is coming off. */
-export function withPciDisarm(kind: string, plan: Plan, desired: PciPassthroughInputs, snap: HostSnapshot): Plan {
-  if (resolveBackend(desired.persistence, snap, `${kind} ${desired.address}`) !== "runtime") return plan;
-  return { ...plan, steps: [...plan.steps, ...disarm(kind, desired.address, snap)] };
-}
-
-/** The live delete plan, with the boot unit stopped after the devices went back. */
-export function withPciDeleteDisarm(kind: string, plan: Plan, props: PciPassthroughInputs, snap: HostSnapshot): Plan {
-  return { ...plan, steps: [...plan.steps, ...disarm(kind, props.address, snap)] };
 }

@@ -37,6 +37,9 @@ export const pciAddress = z.string().transform((s, ctx) => {
   return a;
 });
 
+/** The lifecycle kind of PciPassthrough (IDs, manifests under /etc/kvmnet/owned/). */
+export const PCI_KIND = "pcipassthrough";
+
 /** The only driver this release binds devices to. */
 export const VFIO_PCI = "vfio-pci";
 

@@ -2,8 +2,8 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
-import { manifestPath, persistDrift, persistSteps, PersistSet } from "../../../../provider/persist";
-import { bootScriptPath, pciPersist, udevRulePath, unitPath, unitWantsLink, withPciDeleteDisarm, withPciDisarm } from "../../../../provider/resources/pciPassthrough/persist";
+import { manifestPath, persistDrift, persistSteps, PersistSet, withPersistence } from "../../../../provider/persist";
+import { bootScriptPath, pciPersist, udevRulePath, unitPath, unitWantsLink, pciDisarmSteps } from "../../../../provider/resources/pciPassthrough/persist";
 import { heldState, planPci, planPciDelete, stateFilePath } from "../../../../provider/resources/pciPassthrough/plan";
 import { parsePciView } from "../../../../provider/resources/pciPassthrough/observe";
 import { renderPciPlan } from "../../../../provider/resources/pciPassthrough/render";
@@ -181,7 +181,7 @@ describe("PciPassthrough persistence across create, read and reboot", () => {
 
   it("delete stops the boot unit after the devices went back: a oneshot with RemainAfterExit stays active without its file until the next boot", () => {
     const snap = snapOf(withFiles(afterBind(e1000), E1000, beforeCreate));
-    const steps = withPciDeleteDisarm("pcipassthrough", renderPciPlan(planPciDelete(e1000, snap)), e1000, snap).steps;
+    const steps = withPersistence(renderPciPlan(planPciDelete(e1000, snap)), pciDisarmSteps(e1000, snap, true)).steps;
     const stop = steps.findIndex((s) => s.description === "stop boot unit kvmnet-vfio-0000:00:04.0.service");
     expect(stop).toBe(steps.length - 1);
     const giveBack = steps.findIndex((s) => s.description === `give ${E1000} back to e1000`);
@@ -192,7 +192,7 @@ describe("PciPassthrough persistence across create, read and reboot", () => {
     );
     // A binding that never persisted has no unit to stop.
     const runtimeOnly = snapOf(afterBind(e1000));
-    expect(withPciDeleteDisarm("pcipassthrough", renderPciPlan(planPciDelete(e1000, runtimeOnly)), e1000, runtimeOnly).steps.map((s) => s.description)).not.toContainEqual(
+    expect(withPersistence(renderPciPlan(planPciDelete(e1000, runtimeOnly)), pciDisarmSteps(e1000, runtimeOnly, true)).steps.map((s) => s.description)).not.toContainEqual(
       expect.stringMatching(/^stop boot unit/),
     );
   });
@@ -201,10 +201,10 @@ describe("PciPassthrough persistence across create, read and reboot", () => {
     const persisted = withFiles(afterBind(e1000), E1000, beforeCreate);
     const toRuntime = { ...e1000, persistence: "runtime" as const };
     const snap = snapOf(persisted);
-    expect(withPciDisarm("pcipassthrough", renderPciPlan(planPci(toRuntime, snap)), toRuntime, snap).steps.map((s) => s.description)).toEqual([
+    expect(withPersistence(renderPciPlan(planPci(toRuntime, snap)), pciDisarmSteps(toRuntime, snap, false)).steps.map((s) => s.description)).toEqual([
       "stop boot unit kvmnet-vfio-0000:00:04.0.service",
     ]);
     const onNetworkd = snapOf(persisted.replace("@@kvmnet-begin persist\n", "@@kvmnet-begin persist\nactive systemd-networkd active\n"));
-    expect(withPciDisarm("pcipassthrough", renderPciPlan(planPci(e1000, onNetworkd)), e1000, onNetworkd).steps).toEqual([]);
+    expect(withPersistence(renderPciPlan(planPci(e1000, onNetworkd)), pciDisarmSteps(e1000, onNetworkd, false)).steps).toEqual([]);
   });
 });
