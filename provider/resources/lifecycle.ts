@@ -134,6 +134,9 @@ function planDeleteWithFiles<I extends BaseInputs>(spec: KindSpec<I>, props: I, 
  */
 export const NM_SETTLE_MS = 10_000;
 
+/** Further delete passes when NetworkManager kept (or brought back) an object after its profiles were removed. */
+const NM_DELETE_PASSES = 2;
+
 /** Does object kind/name persist (or will it) through NetworkManager profiles? */
 function usesNetworkManager(kind: string, name: string, snap: HostSnapshot, set?: PersistSet): boolean {
   const paths = [...ownedFiles(snap, kind, name).map((f) => f.path), ...(set?.files ?? []).map((f) => f.path)];
@@ -422,10 +425,22 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const gone = (h: HostSnapshot) => spec.outputs(inputs, h) === undefined;
       const nm = usesNetworkManager(spec.kind, inputs.name, snap);
       let after = await settled(host, spec.observeExtra, await apply(host, plan, spec.observeExtra, inputs.connection), nm, gone);
-      if (!gone(after) && nm) {
-        // NetworkManager brought it back and kept it: with its profiles gone now, a second pass removes what is left.
+      // NetworkManager brought it back and kept it: with its profiles gone now,
+      // another pass removes what is left. NetworkManager may still be taking
+      // it down itself meanwhile, so a pass that fails counts only if the
+      // object is still there afterwards.
+      for (let pass = 0; nm && !gone(after) && pass < NM_DELETE_PASSES; pass++) {
         const again = planDeleteWithFiles(spec, inputs, after);
-        if (again.steps.length > 0) after = await apply(host, again, spec.observeExtra, inputs.connection);
+        if (again.steps.length === 0) break;
+        let failed: unknown;
+        try {
+          after = await apply(host, again, spec.observeExtra, inputs.connection);
+        } catch (e) {
+          failed = e;
+          after = await observe(host, spec.observeExtra);
+        }
+        after = await settled(host, spec.observeExtra, after, true, gone);
+        if (failed !== undefined && !gone(after)) throw failed;
       }
       if (!gone(after)) throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${spec.kind} ${inputs.name} still exists after delete`, host: host.label });
     },
