@@ -27,6 +27,7 @@
  * passed. Step durations are printed, never asserted.
  */
 import { execFileSync } from "child_process";
+import { isDeepStrictEqual } from "util";
 import { closeAllConnections } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
@@ -121,6 +122,8 @@ async function oursRunning() {
   return { links, units, tables, run, ipForward };
 }
 const NOTHING_RUNNING = { links: [], units: [], tables: [], run: [], ipForward: "0" };
+
+const plainJson = (v: unknown): unknown => JSON.parse(JSON.stringify(v ?? null));
 
 async function ipv4Of(dev: string): Promise<string[]> {
   const r = JSON.parse((await lab.exec(`ip -j -4 addr show dev ${dev} 2>/dev/null || echo '[]'`)).stdout) as { addr_info?: { local: string; prefixlen: number }[] }[];
@@ -272,8 +275,19 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       d.reboot1Settle = r1.settleMs;
       d.objectsBack = await waitFor("all five back", 90_000, async () => {
         const [br, vl, nat, drv] = [await ipv4Of(BRIDGE), await masterOf(VLAN), await ipv4Of(NAT.bridge), await driverOf(lab, e1000Addr)];
-        return br.includes(BRIDGE_ADDR) && vl === BRIDGE && nat.includes(`${NAT.gateway}/24`) && drv === "vfio-pci";
+        return br.includes(BRIDGE_ADDR) && vl === BRIDGE && (await masterOf(spareIf)) === BRIDGE && nat.includes(`${NAT.gateway}/24`) && drv === "vfio-pci";
       });
+      // The stack may still be finishing what it brings up (is-system-running does not wait
+      // for NetworkManager's activations): reads are taken again until they are the
+      // reboot's (bounded); the assertions below judge the reads taken after that.
+      const sameAsBefore = async (k: Kind) => {
+        const read = await PROVIDERS[k].read(c[k].id, state[k]);
+        return isDeepStrictEqual(plainJson(without(read.props, VOLATILE[k]!)), plainJson(without(state[k], VOLATILE[k]!)));
+      };
+      d.readsSettled = await waitFor("every read back as before", 60_000, async () => {
+        for (const k of ORDER) if (!(await sameAsBefore(k))) return false;
+        return true;
+      }).catch(() => -1);
       const after = await namesByMac(lab);
       expect([after.get(lab.macs.lan!), after.get(lab.macs.virtio!)]).toEqual([lanIf, spareIf]);
       for (const k of ORDER) {
