@@ -13,7 +13,7 @@
 import { execFileSync } from "child_process";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { bootLabHost, LabHost } from "./labHost";
-import { releaseLab } from "./persistSupport";
+import { releaseLab, waitFor } from "./persistSupport";
 import { labStacks, useNetworkStack } from "./stacks";
 
 jest.setTimeout(40 * 60_000);
@@ -77,6 +77,9 @@ describe.each(labStacks(["networkmanager"]))("Bridge persisted through %s", (sta
 
     const boot = await lab.reboot();
     console.log(`${stack}: reboot ${boot.ms} ms`);
+    // SSH answers over eth0; the stack may bring the bridge up a moment later: poll, bounded.
+    const backMs = await waitFor(`${name} back`, 60_000, async () => JSON.stringify(await bridgeState(name)) === JSON.stringify(live)).catch(() => -1);
+    console.log(`${stack}: bridge back ${backMs} ms after SSH`);
     expect(await bridgeState(name)).toEqual(live);
     expect(pingFromLan()).toBe(true);
     const read = await bridgeProvider.read(c.id, c.outs);
