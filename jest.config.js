@@ -1,4 +1,4 @@
-// Four tiers, each its own jest project so they can be run alone
+// Five tiers, each its own jest project so they can be run alone
 // (`jest --selectProjects unit`). Integration tiers need root and real
 // kernel features; they fail loudly under CI=true when those are missing.
 const tsJest = ["ts-jest", { tsconfig: "test/tsconfig.json" }];
@@ -13,5 +13,8 @@ module.exports = {
     { ...base, displayName: "engine", testMatch: ["<rootDir>/test/engine/**/*.test.ts"] },
     // Tier 3: a Debian guest under QEMU (802.1Q, IOMMU, systemd), see test/lab/labHost.ts.
     { ...base, displayName: "lab", testMatch: ["<rootDir>/test/lab/**/*.test.ts"] },
+    // Tier 5: whole programs as users write them (several kinds, several hosts) under the
+    // real engine, judged from outside the host (a client upstream, a guest on the bridge).
+    { ...base, displayName: "scenarios", testMatch: ["<rootDir>/test/scenarios/**/*.test.ts"] },
   ],
 };
