@@ -85,6 +85,13 @@ export interface KindSpec<I extends BaseInputs> {
   /** Full outputs from inputs and the host, or undefined when the object is gone. */
   outputs(inputs: I, snap: HostSnapshot): Record<string, unknown> | undefined;
   /**
+   * Outputs that describe the last apply rather than the object (PortForward's
+   * `warnings`: "ip_forward is off", "no host subnet holds the destination"):
+   * read keeps their stored value, so another object arriving or leaving on
+   * the host (a NatNetwork turning ip_forward on) is not drift of this one.
+   */
+  keptOnRead?: readonly string[];
+  /**
    * Extra framed sections (built with observe's `section()`) this kind reads
    * from `snap.sections`, e.g. sysfs for PCI devices. They run in every
    * observe and apply read-back of this kind, and only this kind.
@@ -387,6 +394,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       }
       const outs = withPersistOutputs(spec, live, backend, drift);
       if (drift.length > 0) outs.persistence = "runtime";
+      for (const k of spec.keptOnRead ?? []) if (props?.[k] !== undefined) outs[k] = props[k];
       const current = plain(outs);
       // Computed inputs are left out: the stored value may be the host's pick, not the user's.
       const refreshedInputs: Record<string, unknown> = {};

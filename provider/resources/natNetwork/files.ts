@@ -90,7 +90,15 @@ export interface NftRule {
  *   broadcast (libvirt leaves those alone: they must keep the guest's source);
  * - route: forwards both ways without masquerade;
  * - isolated: forwards nothing to or from the bridge;
- * - open: no rules (the table stays, empty, so refresh can tell it is ours and present).
+ * - open: no rules (the table stays, empty, so refresh can tell it is ours and present);
+ * - every mode but open lets port-forwarded traffic (a PortForward's DNAT) in to the
+ *   subnet and the guests' replies out, from and to any interface, and masquerades it
+ *   when it hairpins (a guest reaching another guest through a host address).
+ *   nftables base chains at one hook are independent: the forward's own accept does
+ *   not stop this table's rejects, so this table must let that traffic through
+ *   itself — and it does not depend on which of the two was created first. In an
+ *   isolated network a forward is the one way in, and guests still start nothing
+ *   towards the outside (replies only: `ct direction reply`).
  */
 export function tableRules(mode: NatMode, bridge: string, subnet: string, uplink: string | undefined): NftRule[] {
   if (mode === "open") return [];
@@ -100,6 +108,8 @@ export function tableRules(mode: NatMode, bridge: string, subnet: string, uplink
     { chain: "input", comment: "dhcp", body: `iifname ${br} udp dport 67 accept` },
     { chain: "input", comment: "dns", body: `iifname ${br} meta l4proto { tcp, udp } th dport 53 accept` },
     { chain: "forward", comment: "bridge-local", body: `iifname ${br} oifname ${br} accept` },
+    { chain: "forward", comment: "in-dnat", body: `oifname ${br} ip daddr ${net} ct status dnat ct direction original accept` },
+    { chain: "forward", comment: "out-dnat-reply", body: `iifname ${br} ip saddr ${net} ct status dnat ct direction reply accept` },
   ];
   if (mode === "nat" || mode === "route") {
     if (!uplink) throw new TypeError(`mode ${mode} needs an uplink`);
@@ -113,6 +123,7 @@ export function tableRules(mode: NatMode, bridge: string, subnet: string, uplink
   }
   rules.push({ chain: "forward", comment: "reject-from-bridge", body: `iifname ${br} reject` });
   rules.push({ chain: "forward", comment: "reject-to-bridge", body: `oifname ${br} reject` });
+  rules.push({ chain: "postrouting", comment: "hairpin-dnat", body: `oifname ${br} ip saddr ${net} ip daddr ${net} ct status dnat masquerade` });
   if (mode === "nat") {
     const up = nftString(uplink as string);
     rules.push({ chain: "postrouting", comment: "keep-multicast", body: `ip saddr ${net} ip daddr 224.0.0.0/24 return` });

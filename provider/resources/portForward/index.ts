@@ -101,6 +101,8 @@ const kindProvider: KindProvider = makeKindProvider<PortForwardInputs>({
   planDelete: (props, snap) => renderForwardDelete(planPortForwardDelete(props, snap)),
   verify: verifyPortForward,
   outputs: portForwardOutputs,
+  // Both warnings depend on other objects (ip_forward, a network holding the destination).
+  keptOnRead: ["warnings"],
   persist: portForwardPersist,
 });
 

@@ -30,14 +30,32 @@ const ops = (actions: NatAction[]) => actions.map((a) => (a.op === "dnsmasq" ? `
 
 const expectError = expectKvmnetThrow;
 
+// The same two networks as a release before issue #14 left them: no rules for a
+// PortForward's DNAT, so a forward into the network was rejected by its table.
+const fixtureV1 = fs.readFileSync(path.join(__dirname, "../../../fixtures/observe/nat-lab-iso-dockerdrop-v1.txt"), "utf8");
+const snapV1: HostSnapshot = parseSnapshot(fixtureV1, "fixture-v1");
+
+describe("networks written before forwards were let in", () => {
+  it.each([["lab"], ["iso"]])("%s: verify names the missing rules, refresh drops mode, and up rewrites only the table", (name) => {
+    const n = name === "lab" ? lab : iso;
+    expect(verifyNat(n, snapV1).join()).toMatch(/nft rules desired \[.*forward:in-dnat.*\], current/);
+    expect(natOutputs(n, snapV1)).not.toHaveProperty("mode");
+    const v1NoDocker = { ...snapV1, nftables: (snapV1.nftables ?? []).filter((o) => !JSON.stringify(o).includes('"table":"filter"') && !JSON.stringify(o).includes('"name":"filter"')) };
+    const planned = ops(planNat(n, v1NoDocker, n).actions);
+    expect(planned).toContain("applyTable");
+    expect(planned.filter((op) => /Bridge|dnsmasq|Address|Forward/.test(op))).toEqual([]);
+    expect(verifyNat(n, snap)).toEqual([]);
+  });
+});
+
 describe("observeNat", () => {
   it("reads bridge, gateway, rules by comment, dnsmasq, ip_forward holder and state", () => {
     const o = observeNat(snap, lab);
     expect(o).toMatchObject({ gatewayPresent: true, dnsmasq: { running: true }, forwardHeld: true, ipForward: "1", sysctlFilesDisablingForward: [] });
     expect(o.bridge).toMatchObject({ isBridge: true, up: true });
     expect(o.tableRules?.slice().sort()).toEqual([
-      "forward:bridge-local", "forward:in-established", "forward:out", "forward:reject-from-bridge", "forward:reject-to-bridge",
-      "input:dhcp", "input:dns", "postrouting:keep-broadcast", "postrouting:keep-multicast", "postrouting:masquerade",
+      "forward:bridge-local", "forward:in-dnat", "forward:in-established", "forward:out", "forward:out-dnat-reply", "forward:reject-from-bridge", "forward:reject-to-bridge",
+      "input:dhcp", "input:dns", "postrouting:hairpin-dnat", "postrouting:keep-broadcast", "postrouting:keep-multicast", "postrouting:masquerade",
     ]);
     expect(o.state?.uplink).toBe("eth0");
     expect(observeNat(snap, iso)).toMatchObject({ dnsmasq: undefined, forwardHeld: false });

@@ -170,6 +170,15 @@ describe("verify and outputs", () => {
     expect(portForwardOutputs(web, gone)).toMatchObject({ destination: "10.77.0.10", drift: expect.arrayContaining(["portforward tcp_any_8080 prerouting has 0 DNAT rules, expected 1"]) });
   });
 
+  // Issue #14: the engine creates a NatNetwork and its forwards at once, so the
+  // network's subnet can appear (or go) between a forward's plan and its read-back.
+  it("is not judged against a network that came or went around it", () => {
+    const noBridgeAddress = { ...snap, addrs: snap.addrs.map((a) => (a.ifname === "brpf" ? { ...a, addr_info: [] } : a)) };
+    expect(desiredTable(web, noBridgeAddress).masqueradeSubnet).toBeUndefined();
+    expect(verifyPortForward(web, noBridgeAddress)).toEqual([]);
+    expect(portForwardOutputs(web, noBridgeAddress)?.drift).toEqual([]);
+  });
+
   it("reports a deleted table as gone", () => {
     const s = { ...snap, nftables: (snap.nftables ?? []).filter((i) => JSON.stringify(i).indexOf("kvmnet_pf_tcp_any_8080") < 0) };
     expect(portForwardOutputs(web, s)).toBeUndefined();
