@@ -55,7 +55,7 @@ it("runs NatNetwork and PortForward through their whole life under the engine", 
   const modeSteps = (await stack.previewSteps()).filter((s) => s.op !== "same");
   expect(modeSteps).toEqual([{ op: "update", type: NAT, name: "lab", changedInputs: ["mode"] }]);
   await stack.ok(["up", "--yes"]);
-  expect((await h.exec("nft list table inet kvmnet_nat_lab")).stdout).not.toMatch(/masquerade/);
+  expect((await h.exec("nft list table inet kvmnet_nat_lab")).stdout).not.toMatch(/comment "kvmnet:masquerade"/);
   await stack.ok(["preview", "--expect-no-changes"]);
   await stack.setConfig("mode", "nat");
   await stack.setConfig("httpsPort", "9443");
@@ -69,7 +69,7 @@ it("runs NatNetwork and PortForward through their whole life under the engine", 
   await stack.ok(["up", "--yes"]);
   expect(await tables()).toMatch(/kvmnet_pf_tcp_any_9443/);
   expect(await tables()).not.toMatch(/kvmnet_pf_tcp_any_8443/);
-  expect((await h.exec("nft list table inet kvmnet_nat_lab")).stdout).toMatch(/masquerade/);
+  expect((await h.exec("nft list table inet kvmnet_nat_lab")).stdout).toMatch(/comment "kvmnet:masquerade"/);
   await stack.ok(["preview", "--expect-no-changes"]);
 
   // P5: the forward deleted by hand → refresh drops it → up recreates it.

@@ -242,7 +242,7 @@ describe("NatNetwork route and isolated modes", () => {
     const before = await snapshotHost(h);
     const c = await create({ name: "rt", mode: "route", subnet: "10.78.0.0/24", dhcp: { start: "10.78.0.100", end: "10.78.0.120" } });
     expect(await tableRuleComments("rt")).toEqual(
-      ["forward:kvmnet:bridge-local", "forward:kvmnet:in", "forward:kvmnet:out", "forward:kvmnet:reject-from-bridge", "forward:kvmnet:reject-to-bridge", "input:kvmnet:dhcp", "input:kvmnet:dns"].sort(),
+      ["forward:kvmnet:bridge-local", "forward:kvmnet:in", "forward:kvmnet:in-dnat", "forward:kvmnet:out", "forward:kvmnet:out-dnat-reply", "forward:kvmnet:reject-from-bridge", "forward:kvmnet:reject-to-bridge", "input:kvmnet:dhcp", "input:kvmnet:dns", "postrouting:kvmnet:hairpin-dnat"].sort(),
     );
     await h.exec("ip link set dev vrt1 master kvn-rt && ip link set dev vrt2 master kvn-rt");
     const a1 = await dhcp(g1);
@@ -257,7 +257,7 @@ describe("NatNetwork route and isolated modes", () => {
       expect(iso.diff).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
       expect(iso.outs).toMatchObject({ mode: "isolated", ipForward: false });
       expect(await tableRuleComments("rt")).toEqual(
-        ["forward:kvmnet:bridge-local", "forward:kvmnet:reject-from-bridge", "forward:kvmnet:reject-to-bridge", "input:kvmnet:dhcp", "input:kvmnet:dns"].sort(),
+        ["forward:kvmnet:bridge-local", "forward:kvmnet:in-dnat", "forward:kvmnet:out-dnat-reply", "forward:kvmnet:reject-from-bridge", "forward:kvmnet:reject-to-bridge", "input:kvmnet:dhcp", "input:kvmnet:dns", "postrouting:kvmnet:dnat-from-gateway"].sort(),
       );
       // Forwarding on (as another network would hold it) must not open an isolated network.
       await h.exec("echo 1 > /proc/sys/net/ipv4/ip_forward");

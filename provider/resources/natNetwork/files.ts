@@ -98,7 +98,8 @@ export interface NftRule {
  *   not stop this table's rejects, so this table must let that traffic through
  *   itself — and it does not depend on which of the two was created first. In an
  *   isolated network a forward is the one way in, and guests still start nothing
- *   towards the outside (replies only: `ct direction reply`).
+ *   towards the outside (replies only: `ct direction reply`); as its guests have no
+ *   route out, forwarded connections are masqueraded to the gateway address.
  */
 export function tableRules(mode: NatMode, bridge: string, subnet: string, uplink: string | undefined): NftRule[] {
   if (mode === "open") return [];
@@ -123,7 +124,12 @@ export function tableRules(mode: NatMode, bridge: string, subnet: string, uplink
   }
   rules.push({ chain: "forward", comment: "reject-from-bridge", body: `iifname ${br} reject` });
   rules.push({ chain: "forward", comment: "reject-to-bridge", body: `oifname ${br} reject` });
-  rules.push({ chain: "postrouting", comment: "hairpin-dnat", body: `oifname ${br} ip saddr ${net} ip daddr ${net} ct status dnat masquerade` });
+  rules.push(
+    mode === "isolated"
+      ? // Guests of an isolated network have no route out (no default route in their lease): forwarded connections arrive from the gateway.
+        { chain: "postrouting", comment: "dnat-from-gateway", body: `oifname ${br} ip daddr ${net} ct status dnat masquerade` }
+      : { chain: "postrouting", comment: "hairpin-dnat", body: `oifname ${br} ip saddr ${net} ip daddr ${net} ct status dnat masquerade` },
+  );
   if (mode === "nat") {
     const up = nftString(uplink as string);
     rules.push({ chain: "postrouting", comment: "keep-multicast", body: `ip saddr ${net} ip daddr 224.0.0.0/24 return` });
