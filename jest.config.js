@@ -7,6 +7,8 @@ module.exports = {
   // Per-test limit for the integration tiers (jest reads it globally, not per project);
   // engine tests raise it themselves with jest.setTimeout.
   testTimeout: 120000,
+  // The default output, then a time table per tier, the slowest files and a plain closing line.
+  reporters: ["default", "<rootDir>/test/support/timeTable.js"],
   projects: [
     { ...base, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.test.ts"] },
     { ...base, displayName: "sandbox", testMatch: ["<rootDir>/test/sandbox/**/*.test.ts"] },
