@@ -11,8 +11,8 @@
  */
 import * as path from "path";
 import { ensurePulumi, REPO, Stack } from "../engine/harness";
-import { SandboxHost, snapshotHost } from "../sandbox/fleet";
 import { bootLabHost, checkLabSupport, LabHost } from "./labHost";
+import { labSnapshot } from "./labSnapshot";
 
 jest.setTimeout(30 * 60_000);
 
@@ -40,16 +40,6 @@ afterAll(async () => {
   await stack?.dispose();
   await lab?.shutdown();
 });
-
-/**
- * The P4 snapshot of test/sandbox/fleet.ts (it only needs exec(), which a LabHost has),
- * taken once IPv6 duplicate address detection is over: a link that just came up shows
- * its link-local address "tentative" for a moment.
- */
-async function snapshot(): Promise<unknown> {
-  await lab.exec('for i in $(seq 300); do [ -z "$(ip -6 addr show tentative)" ] && exit 0; sleep 0.1; done; exit 1');
-  return snapshotHost(lab as unknown as SandboxHost);
-}
 
 interface Link {
   ifindex: number;
@@ -82,7 +72,7 @@ describe("examples/vlan-trunk under the real engine on the lab host", () => {
   it("runs the whole life cycle and leaves the host as it was", async () => {
     // A trunk that is down: the VLANs bring it up, and destroy takes it down again.
     await lab.exec(`ip link set dev ${trunk} down`);
-    const before = await snapshot();
+    const before = await labSnapshot(lab);
     const v10 = `${trunk}.10`;
     const v20 = `${trunk}.20`;
 
@@ -194,6 +184,6 @@ describe("examples/vlan-trunk under the real engine on the lab host", () => {
 
     // P4: destroy leaves the host as before up (the trunk down again, no files of ours).
     await stack.ok(["destroy", "--yes"]);
-    expect(await snapshot()).toEqual(before);
+    expect(await labSnapshot(lab)).toEqual(before);
   });
 });

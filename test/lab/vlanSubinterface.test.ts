@@ -15,9 +15,9 @@ import { execFileSync, spawn } from "child_process";
 import { closeAllConnections } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { vlanSubinterfaceProvider as vlan } from "../../provider/resources/vlanSubinterface";
-import { SandboxHost, snapshotHost } from "../sandbox/fleet";
 import { expectKvmnetError } from "../support/expectError";
 import { bootLabHost, checkLabSupport, LabHost } from "./labHost";
+import { labSnapshot } from "./labSnapshot";
 import { runTaggedPeer } from "./taggedPeer";
 
 jest.setTimeout(30 * 60_000);
@@ -52,16 +52,6 @@ afterAll(async () => {
 });
 
 const connection = () => ({ host: lab.address, port: lab.port, privateKey: lab.privateKey, hostKey: lab.hostKeyFingerprint });
-/**
- * The P4 snapshot of test/sandbox/fleet.ts (it only needs exec(), which a LabHost has),
- * taken once IPv6 duplicate address detection is over: a link that just came up shows
- * its link-local address "tentative" for a moment.
- */
-async function snapshot(): Promise<unknown> {
-  await lab.exec('for i in $(seq 300); do [ -z "$(ip -6 addr show tentative)" ] && exit 0; sleep 0.1; done; exit 1');
-  return snapshotHost(lab as unknown as SandboxHost);
-}
-
 async function checked(props: Record<string, unknown>): Promise<Record<string, unknown>> {
   const c = await vlan.check({}, { connection: connection(), ...props });
   if (c.failures?.length) throw new Error(JSON.stringify(c.failures));
@@ -133,9 +123,9 @@ describe("VlanSubinterface on the lab host", () => {
     const ko = (await lab.exec("modinfo -n 8021q")).stdout.trim();
     await lab.exec(`mv ${ko} /root/8021q.ko.hidden`);
     try {
-      const before = await snapshot();
+      const before = await labSnapshot(lab);
       await expectKvmnetError(create({ parent: lanIf, vlanId: 10 }), "Unsupported", /no 802\.1Q VLAN support: module 8021q is not loaded and `modprobe 8021q` failed[\s\S]*stderr: .*8021q/);
-      expect(await snapshot()).toEqual(before);
+      expect(await labSnapshot(lab)).toEqual(before);
       expect(await moduleLoaded()).toBe(false);
     } finally {
       await lab.exec(`mv /root/8021q.ko.hidden ${ko}`);
@@ -144,7 +134,7 @@ describe("VlanSubinterface on the lab host", () => {
 
   it("loads 8021q on demand; frames leave tagged; the address answers a tagged peer; delete leaves nothing", async () => {
     expect(await moduleLoaded()).toBe(false);
-    const before = await snapshot();
+    const before = await labSnapshot(lab);
     const created = await create({ parent: lanIf, vlanId: 10, addresses: ["198.51.100.2/24"] });
     const name = `${lanIf}.10`;
     expect(created.id).toBe(`${lab.address}/vlanSubinterface/${name}`);
@@ -171,12 +161,12 @@ describe("VlanSubinterface on the lab host", () => {
 
     await vlan.delete(created.id, created.outs);
     expect(await link(name)).toBeUndefined();
-    expect(await snapshot()).toEqual(before);
+    expect(await labSnapshot(lab)).toEqual(before);
     expect((await vlan.read(created.id, created.outs)).id).toBe("");
   });
 
   it("802.1ad shows as such in ip -d link and on the wire, and carries traffic", async () => {
-    const before = await snapshot();
+    const before = await labSnapshot(lab);
     const created = await create({ parent: lanIf, vlanId: 30, name: "qinq30", protocol: "802.1ad", addresses: ["198.18.0.2/24"] });
     expect(await link("qinq30")).toMatchObject({ link: lanIf, linkinfo: { info_kind: "vlan", info_data: { protocol: "802.1ad", id: 30 } } });
     expect((await lab.exec("ip -d link show dev qinq30")).stdout).toMatch(/vlan protocol 802\.1ad id 30/);
@@ -187,11 +177,11 @@ describe("VlanSubinterface on the lab host", () => {
     expect(peer.arpReply).toEqual({ tpid: "0x88a8", vlan: 30, mac: lab.macs.lan });
     expect(peer.echoReplies).toEqual([{ tpid: "0x88a8", vlan: 30 }, { tpid: "0x88a8", vlan: 30 }]);
     await vlan.delete(created.id, created.outs);
-    expect(await snapshot()).toEqual(before);
+    expect(await labSnapshot(lab)).toEqual(before);
   });
 
   it("updates mtu, addresses and bridge in place; refuses an mtu over the parent's and a missing bridge before anything changes", async () => {
-    const before = await snapshot();
+    const before = await labSnapshot(lab);
     const br = await bridgeProvider.create((await bridgeProvider.check({}, { connection: connection(), name: "brv40" })).inputs);
     const name = `${lanIf}.40`;
     let outs = (await create({ parent: lanIf, vlanId: 40, mtu: 1400, addresses: ["192.0.2.2/24"] })).outs;
@@ -212,10 +202,10 @@ describe("VlanSubinterface on the lab host", () => {
     expect(outs).toMatchObject({ bridge: "brv40", addresses: [], ifindex });
 
     // Refused before anything changes: an mtu over the parent's, a bridge that does not exist.
-    const mid = await snapshot();
+    const mid = await labSnapshot(lab);
     await expectKvmnetError(vlan.update(id, outs, await checked({ parent: lanIf, vlanId: 40, mtu: 9000, bridge: "brv40" })), "InvalidArgument", new RegExp(`mtu 9000 is larger than the mtu of its parent ${lanIf} \\(1500\\)`));
     await expectKvmnetError(vlan.update(id, outs, await checked({ parent: lanIf, vlanId: 40, bridge: "nobr" })), "NotFound", /bridge nobr does not exist on the host[\s\S]*create the Bridge first/);
-    expect(await snapshot()).toEqual(mid);
+    expect(await labSnapshot(lab)).toEqual(mid);
 
     // Drift: detached by hand → read shows it; the next update re-attaches.
     await lab.exec(`ip link set dev ${name} nomaster && ip link set dev ${name} mtu 1280`);
@@ -233,12 +223,12 @@ describe("VlanSubinterface on the lab host", () => {
 
     await vlan.delete(id, outs);
     await bridgeProvider.delete(br.id, br.outs);
-    expect(await snapshot()).toEqual(before);
+    expect(await labSnapshot(lab)).toEqual(before);
   });
 
   it("brings a down parent up and the last of our VLANs takes it down again, also when created and deleted at once; a VLAN made by hand keeps it up", async () => {
     await lab.exec(`ip link set dev ${spareIf} down`);
-    const before = await snapshot();
+    const before = await labSnapshot(lab);
     const [a, b] = await Promise.all([create({ parent: spareIf, vlanId: 50 }), create({ parent: spareIf, vlanId: 51 })]);
     expect((await link(spareIf))?.flags).toContain("UP");
     expect((await lab.exec("cat /run/kvmnet/state/vlan/*.up")).stdout.trim().split("\n")).toEqual([spareIf, spareIf]);
@@ -246,18 +236,18 @@ describe("VlanSubinterface on the lab host", () => {
     expect((await link(spareIf))?.flags).toContain("UP"); // b still holds it
     await vlan.delete(b.id, b.outs);
     expect((await link(spareIf))?.flags).not.toContain("UP");
-    expect(await snapshot()).toEqual(before);
+    expect(await labSnapshot(lab)).toEqual(before);
 
     const [c, d] = await Promise.all([create({ parent: spareIf, vlanId: 52 }), create({ parent: spareIf, vlanId: 53 })]);
     await Promise.all([vlan.delete(c.id, c.outs), vlan.delete(d.id, d.outs)]);
-    expect(await snapshot()).toEqual(before);
+    expect(await labSnapshot(lab)).toEqual(before);
 
     const e = await create({ parent: spareIf, vlanId: 54 });
     await lab.exec(`ip link add link ${spareIf} name byhand99 type vlan id 99`);
     await vlan.delete(e.id, e.outs);
     expect((await link(spareIf))?.flags).toContain("UP");
     await lab.exec(`ip link del dev byhand99 && ip link set dev ${spareIf} down`);
-    expect(await snapshot()).toEqual(before);
+    expect(await labSnapshot(lab)).toEqual(before);
   });
 
   it("an existing VLAN is a Conflict unless adopted; adopted, it equals what create makes", async () => {
