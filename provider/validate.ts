@@ -13,14 +13,24 @@ export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 /** Names the kernel reserves for itself in /sys/class/net and /proc/sys/net. */
 const RESERVED_IFNAMES = new Set([".", "..", "all", "default", "bonding_masters"]);
 
-/** A Linux interface name: 1–15 chars of [A-Za-z0-9_.-] (IFNAMSIZ 16 with the NUL). */
+/**
+ * A Linux interface name: 1–15 chars of [A-Za-z0-9_.-] (IFNAMSIZ 16 with the NUL),
+ * not starting with '-' or '.'.
+ *
+ * Narrower than the kernel's dev_valid_name on purpose: the name becomes part
+ * of paths (state files under /run/kvmnet/state, manifests, networkd/NM/ifupdown
+ * files) that observe lists with `*` globs, and `*` does not match a leading
+ * '.', so a hidden name's files would be left behind by delete (#14); a
+ * leading '-' reads as an option to ip/nmcli.
+ */
 export const ifname = z
   .string()
   .min(1, "must not be empty")
   .max(15, "must be at most 15 characters (Linux IFNAMSIZ)")
   .regex(/^[A-Za-z0-9_.-]+$/, "may contain only letters, digits, '_', '.' and '-'")
   .refine((s) => !RESERVED_IFNAMES.has(s), "is a name the kernel reserves")
-  .refine((s) => !s.startsWith("-"), "must not start with '-'");
+  .refine((s) => !s.startsWith("-"), "must not start with '-'")
+  .refine((s) => s === "." || s === ".." || !s.startsWith("."), "must not start with '.' (its files would be hidden from the globs that list them)");
 
 /** A unicast MAC address, written as six colon-separated hex pairs. Lower-cased. */
 export const macAddress = z

@@ -71,6 +71,13 @@ describe("Bridge check", () => {
     expect(failures.map((f) => f.property)).toContain(property);
   });
 
+  // #14: a name starting with '.' makes its state file hidden from the `*` glob
+  // observe lists state with, so delete would leave it behind.
+  it.each([[{ name: ".x" }, "name"], [{ ports: [".eth1"] }, "ports"]])("refuses the hidden name %j at %s", async (patch, property) => {
+    const failures = await failuresFor({ ...base, ...patch });
+    expect(failures).toEqual([{ property, reason: expect.stringMatching(/must not start with '\.'/) }]);
+  });
+
   it("names the nested path in the reason", async () => {
     const failures = await failuresFor({ ...base, ports: ["ok0", "bad;port"] });
     expect(failures[0].reason).toMatch(/^ports\.1: /);
