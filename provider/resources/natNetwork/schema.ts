@@ -31,14 +31,51 @@ export const networkName = z
 /** A dotted-quad IPv4 address. */
 export const ipv4 = z.string().refine((s) => ipaddr.IPv4.isValidFourPartDecimal(s), "must be an IPv4 address (192.168.122.10)");
 
-/** One DNS label or a dotted name of them (RFC 1123 host names), at most 253 characters. */
-export const dnsName = z
-  .string()
-  .max(253, "must be at most 253 characters")
-  .regex(
-    /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/,
-    "must be a DNS name: dot-separated labels of letters, digits and '-' (1–63 characters, not starting or ending with '-')",
-  );
+const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/** inet_aton(3) reads these as an IPv4 address: one to four dot-separated numbers, decimal, octal or 0x-hex. */
+const INET_ATON = /^(0x[0-9a-f]*|\d+)(\.(0x[0-9a-f]*|\d+)){0,3}$/i;
+
+/**
+ * Why `s` is not a host name dnsmasq reads as one, or undefined. The last
+ * label must not be all digits (RFC 1123 §2.1; "10.66.0.77", "3600") nor may
+ * the whole look like an address to inet_aton ("0x0a.0x01"): as an addn-hosts
+ * name or domain= it would answer queries for an address-shaped name.
+ */
+function hostNameProblem(s: string): string | undefined {
+  if (s.length > 253) return "must be at most 253 characters";
+  if (!DNS_NAME.test(s)) return "must be a DNS name: dot-separated labels of letters, digits and '-' (1–63 characters, not starting or ending with '-')";
+  if (/^\d+$/.test(s.slice(s.lastIndexOf(".") + 1))) return "must not end in an all-digit label (RFC 1123: it reads as an address or a number)";
+  if (INET_ATON.test(s)) return "must not look like an IPv4 address (inet_aton reads it as one)";
+  return undefined;
+}
+
+/**
+ * A host or domain name as dnsmasq reads it from `domain=`, `local=/…/` and
+ * an addn-hosts line (`<ip> <name>…`): RFC 1123 labels, at most 253
+ * characters, whose last label is not all digits.
+ */
+export const dnsName = z.string().superRefine((s, ctx) => {
+  const problem = hostNameProblem(s);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
+/**
+ * A dhcp-host line's host name. dnsmasq(8) --dhcp-host reads each
+ * comma-separated field by its shape: a MAC, `id:`/`tag:`/`set:`, an IPv4
+ * address, `[ipv6]`, a lease time (digits with an optional s/m/h/d/w, or
+ * "infinite"), "ignore" (deny DHCP), and only otherwise a host name (#14). So
+ * on top of {@link dnsName} the keywords and lease-time shapes are refused;
+ * in any case, since host names are case-insensitive and a later dnsmasq
+ * comparing them so would change the line's meaning.
+ */
+export const dhcpHostName = z.string().superRefine((s, ctx) => {
+  let problem: string | undefined;
+  if (/^(ignore|infinite)$/i.test(s)) problem = `is a keyword in a dnsmasq dhcp-host line ("ignore" denies the host DHCP, "infinite" is a lease time), not a host name`;
+  else if (/^\d+[smhdw]?$/i.test(s)) problem = "reads as a lease time in a dnsmasq dhcp-host line (digits with an optional s/m/h/d/w), not a host name";
+  else problem = hostNameProblem(s);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
 
 /** An IPv4 network in CIDR form with the host bits zero, /8 – /30. */
 export const ipv4Subnet = z.string().superRefine((s, ctx) => {
@@ -62,22 +99,42 @@ const dhcpHost = z
     /** Guest MAC the fixed address is for. */
     mac: macAddress,
     ip: ipv4,
-    hostname: dnsName.optional(),
+    hostname: dhcpHostName.optional(),
   })
   .strict();
 
-const dhcpSchema = z.union([
-  z.literal(false),
-  z
-    .object({
-      start: ipv4,
-      end: ipv4,
-      /** Lease time in seconds; dnsmasq's minimum is 120. */
-      leaseTime: z.number().int().min(120, "must be at least 120 seconds (dnsmasq's minimum)").max(31_536_000).default(3600),
-      hosts: z.array(dhcpHost).default([]),
-    })
-    .strict(),
-]);
+const dhcpObject = z
+  .object({
+    start: ipv4,
+    end: ipv4,
+    /** Lease time in whole seconds, written as a number into dhcp-range; dnsmasq's minimum is 120. */
+    leaseTime: z
+      .number({ error: () => ({ message: "must be a number of seconds (120–31536000)" }) })
+      .int("must be a whole number of seconds")
+      .min(120, "must be at least 120 seconds (dnsmasq's minimum)")
+      .max(31_536_000, "must be at most 31536000 seconds (a year)")
+      .default(3600),
+    hosts: z.array(dhcpHost).default([]),
+  })
+  .strict();
+
+/**
+ * `false`, or the DHCP settings. Not a z.union: a union that fails on both
+ * sides reports only "Invalid input" at `dhcp`, hiding which nested field
+ * (dhcp.leaseTime, dhcp.hosts.0.hostname) is wrong; here the object's own
+ * issues, with their paths, are the answer.
+ */
+const dhcpSchema = z.unknown().transform((v, ctx): false | z.output<typeof dhcpObject> => {
+  if (v === false) return false;
+  if (v === null || typeof v !== "object" || Array.isArray(v)) {
+    ctx.addIssue({ code: "custom", message: "must be false or an object { start, end, leaseTime, hosts }" });
+    return z.NEVER;
+  }
+  const r = dhcpObject.safeParse(v);
+  if (r.success) return r.data;
+  for (const issue of r.error.issues) ctx.addIssue({ ...issue, input: undefined } as Parameters<typeof ctx.addIssue>[0]);
+  return z.NEVER;
+});
 
 const dnsSchema = z
   .object({

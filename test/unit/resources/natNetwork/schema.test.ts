@@ -79,6 +79,61 @@ describe("natNetwork schema refusals name the field", () => {
   });
 });
 
+/**
+ * #14: dnsmasq reads each field of a dhcp-host line by its shape (dnsmasq(8)
+ * --dhcp-host): a MAC, an IPv4 address, a lease time (digits with an optional
+ * s/m/h/d/w, or "infinite"), "ignore", else a host name. A "hostname" of any
+ * other shape would change what the line means, so check refuses it.
+ */
+describe("natNetwork names that reach dnsmasq mean what they say", () => {
+  const dhcpHost = (hostname: unknown) => ({
+    dhcp: { start: "192.168.122.100", end: "192.168.122.200", hosts: [{ mac: "52:54:00:00:00:10", ip: "192.168.122.10", hostname }] },
+  });
+  const READ_AS_KEYWORD_OR_ADDRESS = [
+    "ignore", "IGNORE", "Ignore", "infinite", "INFINITE", "12h", "12H", "45m", "30s", "2d", "1w", "3600", "0", "00",
+    "127.0.0.1", "10.66.0.77", "10.1", "0x0a.0x01", "0x7f.1", "web.123", "1.2.3.4.5",
+  ];
+  it.each(READ_AS_KEYWORD_OR_ADDRESS.map((s) => [s]))("refuses dhcp.hosts[].hostname %j, naming the field", async (v) => {
+    const r = await check(dhcpHost(v));
+    expect(r.failures).toEqual([{ property: "dhcp", reason: expect.stringMatching(/^dhcp\.hosts\.0\.hostname: /) }]);
+  });
+
+  it.each(HOSTILE_STRINGS.filter((s) => !/^[a-z]+$/.test(s)).map((s) => [s]))("refuses hostile dhcp.hosts[].hostname %j", async (v) => {
+    expect((await check(dhcpHost(v))).failures?.map((f) => f.property)).toEqual(["dhcp"]);
+  });
+
+  it.each(["web", "web-1", "h12", "12web", "1h2", "web.lab", "a", "h", "w", "ignored", "infinity", "x0x1"].map((s) => [s]))(
+    "accepts the host name %j (dnsmasq reads it as a name)",
+    async (v) => {
+      const r = await check(dhcpHost(v));
+      expect(r.failures).toBeUndefined();
+    },
+  );
+
+  // An addn-hosts line is "<ip> <name>…" and domain= takes a name: names whose
+  // last label is all digits (RFC 1123 §2.1) or that inet_aton reads as an
+  // address would answer queries for an address-looking name.
+  it.each(["127.0.0.1", "10.66.0.77", "10.1", "0", "3600", "web.123", "0x0a.0x01"].map((s) => [s]))(
+    "refuses dns.domain and dns.hosts[].hostnames %j, naming the field",
+    async (v) => {
+      expect((await check({ dns: { domain: v } })).failures).toEqual([{ property: "dns", reason: expect.stringMatching(/^dns\.domain: /) }]);
+      expect((await check({ dns: { hosts: [{ ip: "192.168.122.5", hostnames: ["ok", v] }] } })).failures).toEqual([
+        { property: "dns", reason: expect.stringMatching(/^dns\.hosts\.0\.hostnames\.1: /) },
+      ]);
+    },
+  );
+
+  it("accepts ordinary names in dns.domain and dns.hosts", async () => {
+    const r = await check({ dns: { domain: "lab.example", hosts: [{ ip: "192.168.122.5", hostnames: ["www", "12h", "ignore", "db.lab.example"] }] } });
+    expect(r.failures).toBeUndefined();
+  });
+
+  it.each([1.5, -1, "3600", "12h", "infinite", 119, 31_536_001])("refuses dhcp.leaseTime %j (dnsmasq reads only whole seconds)", async (v) => {
+    const r = await check({ dhcp: { start: "192.168.122.100", end: "192.168.122.200", leaseTime: v } });
+    expect(r.failures).toEqual([{ property: "dhcp", reason: expect.stringMatching(/^dhcp\.leaseTime: /) }]);
+  });
+});
+
 describe("cidrsOverlap", () => {
   it.each([
     ["10.0.0.0/24", "10.0.0.128/25", true],
