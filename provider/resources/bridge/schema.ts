@@ -14,10 +14,18 @@ const seconds = (min: number, max: number) =>
 
 export { persistence };
 
+/**
+ * A port's persisted files are named `<the bridge's stem>-port-<port>`
+ * (05-kvmnet-bridge-x-port-y.network, kvmnet-bridge-x-port-y.nmconnection,
+ * whose id also seeds the profile's UUID), so a bridge named "x-port-y" would
+ * own the same paths and profile as bridge "x"'s port "y".
+ */
+const bridgeName = ifname.refine((s) => !s.includes("-port-"), 'must not contain "-port-" (its persisted files would be those of another bridge\'s port)');
+
 export const bridgeInputsSchema = z
   .object({
     connection: connectionSchema,
-    name: ifname,
+    name: bridgeName,
     stp: z.boolean().default(false),
     forwardDelay: seconds(0, 30).optional(),
     helloTime: seconds(1, 10).optional(),

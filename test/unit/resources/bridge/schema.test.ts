@@ -78,6 +78,17 @@ describe("Bridge check", () => {
     expect(failures).toEqual([{ property, reason: expect.stringMatching(/must not start with '\.'/) }]);
   });
 
+  // Bridge "x" with port "y" persists to 05-kvmnet-bridge-x-port-y.network and
+  // kvmnet-bridge-x-port-y.nmconnection: the very files bridge "x-port-y" would own.
+  it.each(["x-port-y", "br-port-eth1", "a-port-"])("refuses the bridge name %j, whose files would collide with a port's", async (name) => {
+    const failures = await failuresFor({ ...base, name });
+    expect(failures).toEqual([{ property: "name", reason: expect.stringMatching(/^name: must not contain "-port-"/) }]);
+  });
+
+  it.each(["port", "br-port", "port-br", "br-portx", "xport-y", "a-PORT-b"])("accepts the bridge name %j", async (name) => {
+    expect(await failuresFor({ ...base, name })).toEqual([]);
+  });
+
   it("names the nested path in the reason", async () => {
     const failures = await failuresFor({ ...base, ports: ["ok0", "bad;port"] });
     expect(failures[0].reason).toMatch(/^ports\.1: /);
