@@ -7,7 +7,15 @@
 import { z } from "zod";
 import * as ipaddr from "ipaddr.js";
 
-/** The engine's placeholder for values not known until apply (preview). */
+/**
+ * The engine's placeholder for values not known until apply (preview).
+ *
+ * check cannot tell it from the same string typed into a program: the dynamic
+ * provider's check gets no preview flag, and runs with unknowns during preview
+ * and with known values during up. So check validates around it, and create
+ * and update, which the engine calls only with known values, refuse it like
+ * any invalid value (`checkWith(…, "refuse")`), before any host is contacted.
+ */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
 /** Names the kernel reserves for itself in /sys/class/net and /proc/sys/net. */
@@ -107,20 +115,46 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   return cur;
 }
 
+/** The paths (from `root`) of every value in `v` that is the unknown placeholder. */
+export function unknownPaths(v: unknown, path: PropertyKey[] = []): PropertyKey[][] {
+  if (v === UNKNOWN) return [path];
+  if (Array.isArray(v)) return v.flatMap((x, i) => unknownPaths(x, [...path, i]));
+  if (v && typeof v === "object") return Object.entries(v).flatMap(([k, x]) => unknownPaths(x, [...path, k]));
+  return [];
+}
+
+/**
+ * How {@link checkWith} treats the placeholder: "validateAround" (check:
+ * during preview a value may not be known yet) or "refuse" (create/update:
+ * every value is known, so the placeholder is a literal, and not a valid one).
+ */
+export type UnknownPolicy = "validateAround" | "refuse";
+
 /**
  * Parse `inputs` with `schema` and turn zod issues into engine check failures
  * `{property: <top-level key>, reason: "<dot.path>: <message>"}`.
  *
  * Issues located at (or inside) a value that is still unknown are dropped:
- * during preview we validate around unknowns, never on them.
+ * during preview we validate around unknowns, never on them. With "refuse",
+ * each placeholder is itself a failure at its path (whether or not the
+ * field's own rule would take the string).
  */
 export function checkWith<S extends z.ZodType>(
   schema: S,
   inputs: Record<string, unknown>,
+  unknowns: UnknownPolicy = "validateAround",
 ): { value?: z.output<S>; failures: CheckFailure[] } {
-  const result = schema.safeParse(inputs);
-  if (result.success) return { value: result.data, failures: [] };
   const failures: CheckFailure[] = [];
+  if (unknowns === "refuse") {
+    for (const path of unknownPaths(inputs)) {
+      failures.push({
+        property: String(path[0]),
+        reason: `${path.map(String).join(".")}: is the engine's placeholder for an unknown value (${UNKNOWN}); create and update receive only known values, so here it can only be a literal, which is not a valid value`,
+      });
+    }
+  }
+  const result = schema.safeParse(inputs);
+  if (result.success) return failures.length > 0 ? { failures } : { value: result.data, failures };
   for (const issue of result.error.issues) {
     const path = issue.path;
     // Walk up the path: an unknown anywhere on it makes the issue moot.

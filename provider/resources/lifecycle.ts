@@ -294,14 +294,20 @@ async function applyConfirmed(host: Host, connection: ConnectionInput, plan: Pla
   });
 }
 
-/** Parse inputs, or stored outputs (whose computed fields are dropped first). */
+/**
+ * Parse inputs, or stored outputs (whose computed fields are dropped first).
+ * New inputs reach create/update only once every value is known, so the
+ * engine's unknown placeholder among them is refused (a program typed it);
+ * stored state is read as it was written.
+ */
 function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknown>, what: string, stored = false): I {
   const picked: Record<string, unknown> = {};
   for (const k of spec.inputKeys) if (props?.[k] !== undefined) picked[k] = props[k];
-  let { value, failures } = checkWith(spec.schema, picked);
+  const unknowns = stored ? "validateAround" : "refuse";
+  let { value, failures } = checkWith(spec.schema, picked, unknowns);
   if (!value && stored && failures.every((f) => spec.computedInputs?.includes(f.property))) {
     for (const f of failures) delete picked[f.property];
-    ({ value, failures } = checkWith(spec.schema, picked));
+    ({ value, failures } = checkWith(spec.schema, picked, unknowns));
   }
   if (!value) {
     throw new KvmnetError({ kind: "InvalidArgument", message: `${what}: ${failures.map((f) => f.reason).join("; ")}` });
