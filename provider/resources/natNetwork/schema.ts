@@ -7,7 +7,7 @@ import { createHash } from "crypto";
 import * as ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { connectionSchema } from "../../host/connection";
-import { ifname, macAddress } from "../../validate";
+import { ifname, macAddress, UNKNOWN } from "../../validate";
 import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 
 export const MODES = ["nat", "route", "isolated", "open"] as const;
@@ -190,6 +190,19 @@ export const natNetworkInputsSchema = z
         else if (h.ip === gateway) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: "is the gateway's address" });
         if (macs.has(h.mac)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "mac"], message: `lists ${h.mac} twice` });
         if (ips.has(h.ip)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: `lists ${h.ip} twice` });
+        // dnsmasq(8) --domain: a DHCP host name with a domain part (after its first
+        // '.') is honoured only when that part is the domain; else the name is dropped.
+        const dot = h.hostname?.indexOf(".") ?? -1;
+        const domain = n.dns.enabled ? n.dns.domain : undefined;
+        if (h.hostname !== undefined && dot >= 0 && domain !== UNKNOWN && h.hostname.slice(dot + 1).toLowerCase() !== domain?.toLowerCase()) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["dhcp", "hosts", i, "hostname"],
+            message: domain
+              ? `has the domain part "${h.hostname.slice(dot + 1)}", not dns.domain "${domain}": dnsmasq drops such a name; give the bare name (${h.hostname.slice(0, dot)})`
+              : `has a domain part, and the network serves no domain (dns.domain, with dns enabled): dnsmasq drops such a name; give the bare name (${h.hostname.slice(0, dot)})`,
+          });
+        }
         if (h.hostname !== undefined && names.has(h.hostname.toLowerCase())) {
           ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "hostname"], message: `lists ${h.hostname} twice` });
         }

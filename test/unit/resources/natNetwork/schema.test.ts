@@ -102,13 +102,38 @@ describe("natNetwork names that reach dnsmasq mean what they say", () => {
     expect((await check(dhcpHost(v))).failures?.map((f) => f.property)).toEqual(["dhcp"]);
   });
 
-  it.each(["web", "web-1", "h12", "12web", "1h2", "web.lab", "a", "h", "w", "ignored", "infinity", "x0x1"].map((s) => [s]))(
+  it.each(["web", "web-1", "h12", "12web", "1h2", "a", "h", "w", "ignored", "infinity", "x0x1"].map((s) => [s]))(
     "accepts the host name %j (dnsmasq reads it as a name)",
     async (v) => {
       const r = await check(dhcpHost(v));
       expect(r.failures).toBeUndefined();
     },
   );
+
+  // dnsmasq(8) --domain: a DHCP host name with a domain part is allowed only when
+  // the part after its first '.' is the domain; otherwise dnsmasq drops the name.
+  it.each([
+    ["web.lab", undefined],
+    ["web.other", "lab"],
+    ["web.sub.lab", "lab"],
+    ["web.lab", "lab", false],
+  ])("refuses the dotted dhcp host name %j when dns.domain is %j (dns enabled: %j)", async (hostname, domain, enabled = true) => {
+    const r = await check({ ...dhcpHost(hostname), dns: { enabled, domain } });
+    expect(r.failures).toEqual([{ property: "dhcp", reason: expect.stringMatching(/^dhcp\.hosts\.0\.hostname: .*domain/) }]);
+  });
+
+  it.each([
+    ["web.lab", "lab"],
+    ["web.LAB", "lab"],
+    ["db.lab.example", "lab.example"],
+  ])("accepts the dotted dhcp host name %j when dns.domain is %j", async (hostname, domain) => {
+    expect((await check({ ...dhcpHost(hostname), dns: { domain } })).failures).toBeUndefined();
+  });
+
+  it("validates a dotted dhcp host name around an unknown domain (preview)", async () => {
+    expect((await check({ ...dhcpHost("web.lab"), dns: { domain: UNKNOWN } })).failures).toBeUndefined();
+    expect((await check({ ...dhcpHost("web.lab"), dns: UNKNOWN })).failures).toBeUndefined();
+  });
 
   // An addn-hosts line is "<ip> <name>…" and domain= takes a name: names whose
   // last label is all digits (RFC 1123 §2.1) or that inet_aton reads as an
