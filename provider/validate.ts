@@ -178,10 +178,18 @@ function describeIssue(issue: z.core.$ZodIssue, inputs: Record<string, unknown>)
   if (issue.code === "unrecognized_keys") return `unknown field(s) ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
   const value = valueAt(inputs, issue.path);
   if (issue.code === "invalid_type" && value === undefined) return "is required";
-  // Never echo a secret back, even a malformed one.
-  const secret = issue.path.some((k) => SECRET_FIELDS.has(String(k)));
+  // Never echo a secret back, even a malformed one, nor a value that holds one
+  // (a union such as connection.sudo reports its issue at the parent object).
+  const secret = issue.path.some((k) => SECRET_FIELDS.has(String(k))) || holdsSecret(value);
   const shown = value === undefined ? "" : secret ? " (value hidden: secret)" : ` (got ${preview(value)})`;
   return `${issue.message}${shown}`;
+}
+
+/** True if `v` is an object or array with a secret field anywhere inside. */
+function holdsSecret(v: unknown): boolean {
+  if (Array.isArray(v)) return v.some(holdsSecret);
+  if (v && typeof v === "object") return Object.entries(v).some(([k, x]) => SECRET_FIELDS.has(k) || holdsSecret(x));
+  return false;
 }
 
 function preview(v: unknown): string {

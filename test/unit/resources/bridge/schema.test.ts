@@ -102,6 +102,15 @@ describe("Bridge check", () => {
     expect(text).not.toContain("hunter2");
   });
 
+  it.each([{ password: ["hunter2hunter2"] }, { password: 42, note: "hunter2hunter2" }, { password: { p: "hunter2hunter2" } }])(
+    "never echoes a value holding a secret (connection.sudo %j)",
+    async (sudo) => {
+      const failures = await failuresFor({ ...base, connection: { host: "h", sudo } });
+      expect(failures.map((f) => f.property)).toEqual(["connection"]);
+      expect(JSON.stringify(failures)).not.toMatch(/hunter2|42/);
+    },
+  );
+
   it("validates around unknown values during preview", async () => {
     const r = await bridgeProvider.check({}, { ...base, name: UNKNOWN, mtu: 1 });
     expect(r.failures?.map((f) => f.property)).toEqual(["mtu"]);
