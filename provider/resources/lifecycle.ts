@@ -354,7 +354,12 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       return {
         changes: changed.length > 0,
         replaces,
-        deleteBeforeReplace: replaces.length > 0 && spec.deleteBeforeReplace(olds, news),
+        // Never delete first with the unknown placeholder among the new inputs:
+        // diff cannot tell a preview's unknown from a literal (#14), and during up
+        // a literal would have the old object deleted before create refuses it.
+        // Creating first, that refusal leaves the old object alone; in preview
+        // only the displayed order differs, as up's diff sees known values.
+        deleteBeforeReplace: replaces.length > 0 && !containsUnknown(news) && spec.deleteBeforeReplace(olds, news),
       };
     },
 

@@ -66,3 +66,33 @@ describe("the unknown placeholder at create/update", () => {
     expect(r.failures).toBeUndefined();
   });
 });
+
+/**
+ * A replacement that deletes first would delete the old object during up
+ * before create refuses a literal placeholder in the new inputs. diff cannot
+ * tell a literal from a preview's unknown either, so with the placeholder in
+ * the new inputs it never deletes first: during up (known values) it is a
+ * literal and create refuses it with the old object intact; during preview
+ * only the displayed order differs, and up's own diff decides with known values.
+ */
+describe("the unknown placeholder in diff", () => {
+  const connection = { host: "kvm1.example.net" };
+  const bridge = { connection, name: "br0", stp: false, ports: ["eth1"], addresses: [], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" };
+  const forward = { connection, protocol: "tcp", hostPort: 8080, destination: "192.168.122.10", destinationPort: 8080, sourceCidrs: [], hairpin: true, persistence: "runtime" };
+  const pci = { connection, address: "0000:65:00.0", driver: "vfio-pci", includeIommuGroup: false, force: false, persistence: "runtime" };
+  const nat = { connection, name: "lab", bridgeName: "kvn-lab", mode: "nat", subnet: "192.168.122.0/24", gateway: "192.168.122.1", dhcp: false, dns: { enabled: true, hosts: [] }, persistence: "runtime" };
+  const cases: [string, KindProvider, Record<string, unknown>, Record<string, unknown>, string][] = [
+    ["Bridge name (with ports)", bridgeProvider, bridge, { name: UNKNOWN }, "name"],
+    ["Bridge rename with a placeholder port", bridgeProvider, bridge, { name: "br1", ports: [UNKNOWN] }, "name"],
+    ["NatNetwork subnet", natNetworkProvider, nat, { subnet: UNKNOWN }, "subnet"],
+    ["VlanSubinterface vlanId", vlanSubinterfaceProvider, { connection, parent: "eth1", vlanId: 10, name: "eth1.10", protocol: "802.1Q", addresses: [], adopt: false, persistence: "runtime" }, { vlanId: UNKNOWN }, "vlanId"],
+    ["PortForward hostPort", portForwardProvider, forward, { hostPort: UNKNOWN }, "hostPort"],
+    ["PciPassthrough address", pciPassthroughProvider, pci, { address: UNKNOWN }, "address"],
+  ];
+  it.each(cases)("%s: replaces, creating first", async (_label, provider, olds, patch, field) => {
+    const d = await provider.diff("id", olds, { ...olds, ...patch });
+    expect(d.replaces).toContain(field);
+    expect(d.deleteBeforeReplace).toBe(false);
+  });
+});
+
