@@ -40,6 +40,19 @@ export const ifname = z
   .refine((s) => !s.startsWith("-"), "must not start with '-'")
   .refine((s) => s === "." || s === ".." || !s.startsWith("."), "must not start with '.' (its files would be hidden from the globs that list them)");
 
+/**
+ * {@link ifname} as it was before #14 (a leading '.' allowed), for stored
+ * state only: an object created then must stay readable, or it could be
+ * neither updated (the old inputs are parsed first) nor refreshed nor destroyed.
+ */
+export const storedIfname = z
+  .string()
+  .min(1, "must not be empty")
+  .max(15, "must be at most 15 characters (Linux IFNAMSIZ)")
+  .regex(/^[A-Za-z0-9_.-]+$/, "may contain only letters, digits, '_', '.' and '-'")
+  .refine((s) => !RESERVED_IFNAMES.has(s), "is a name the kernel reserves")
+  .refine((s) => !s.startsWith("-"), "must not start with '-'");
+
 /** A unicast MAC address, written as six colon-separated hex pairs. Lower-cased. */
 export const macAddress = z
   .string()

@@ -57,6 +57,11 @@ export interface KindSpec<I extends BaseInputs> {
   /** Lower-case kind used in IDs: `<host>/<kind>/<name>`. */
   kind: string;
   schema: z.ZodType<I>;
+  /**
+   * The schema for stored state (read, delete, update's old inputs) when it
+   * must accept values written before a rule was tightened; default `schema`.
+   */
+  storedSchema?: z.ZodType<I>;
   /** Input field names (diff compares these). */
   inputKeys: readonly string[];
   /**
@@ -304,10 +309,11 @@ function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknow
   const picked: Record<string, unknown> = {};
   for (const k of spec.inputKeys) if (props?.[k] !== undefined) picked[k] = props[k];
   const unknowns = stored ? "validateAround" : "refuse";
-  let { value, failures } = checkWith(spec.schema, picked, unknowns);
+  const schema = stored ? spec.storedSchema ?? spec.schema : spec.schema;
+  let { value, failures } = checkWith(schema, picked, unknowns);
   if (!value && stored && failures.every((f) => spec.computedInputs?.includes(f.property))) {
     for (const f of failures) delete picked[f.property];
-    ({ value, failures } = checkWith(spec.schema, picked, unknowns));
+    ({ value, failures } = checkWith(schema, picked, unknowns));
   }
   if (!value) {
     throw new KvmnetError({ kind: "InvalidArgument", message: `${what}: ${failures.map((f) => f.reason).join("; ")}` });

@@ -96,3 +96,32 @@ describe("the unknown placeholder in diff", () => {
   });
 });
 
+/**
+ * State written before #14's name rules may hold interface names check now
+ * refuses (".x", a bridge "x-port-y"). update parses the old inputs first, and
+ * read and delete only them: refusing them there would leave such an object
+ * impossible to update, refresh or destroy. Only the new inputs meet the new rules.
+ */
+describe("stored state written before the interface-name rules", () => {
+  const connection = { host: "kvm1.example.net" };
+  const bridge = { connection, name: "br0", stp: false, ports: [], addresses: [], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" };
+  const vlan = { connection, parent: "eth1", vlanId: 10, name: "eth1.10", protocol: "802.1Q", addresses: [], adopt: false, persistence: "runtime" };
+  const nat = { connection, name: "lab", bridgeName: "kvn-lab", mode: "nat", subnet: "192.168.122.0/24", gateway: "192.168.122.1", dhcp: false, dns: { enabled: true, hosts: [] }, persistence: "runtime" };
+  const cases: [string, KindProvider, Record<string, unknown>, RegExp][] = [
+    ["Bridge name .x", bridgeProvider, { ...bridge, name: ".x" }, /name: must not start with '\.'/],
+    ["Bridge name x-port-y", bridgeProvider, { ...bridge, name: "x-port-y" }, /name: must not contain "-port-"/],
+    ["Bridge port .eth1", bridgeProvider, { ...bridge, ports: [".eth1"] }, /ports\.0: must not start with '\.'/],
+    ["VlanSubinterface name .v10", vlanSubinterfaceProvider, { ...vlan, name: ".v10" }, /name: must not start with '\.'/],
+    ["NatNetwork bridgeName .kvn", natNetworkProvider, { ...nat, bridgeName: ".kvn" }, /bridgeName: must not start with '\.'/],
+  ];
+  it.each(cases)("%s is read; update refuses only the new inputs", async (_label, provider, stored, re) => {
+    const err = await provider.update("id", stored, stored).then(
+      () => undefined,
+      (e: { kind: string; message: string }) => e,
+    );
+    expect(err?.kind).toBe("InvalidArgument");
+    expect(err?.message).toMatch(/^InvalidArgument: invalid \w+: /);
+    expect(err?.message).toMatch(re);
+  });
+});
+

@@ -159,6 +159,30 @@ describe("natNetwork names that reach dnsmasq mean what they say", () => {
   });
 });
 
+/**
+ * State written before #14's name rules may hold names check now refuses.
+ * Reading it must still work, or neither update (which parses the old
+ * inputs first) nor refresh nor destroy could get past it: the program's
+ * new inputs are judged by the new rules, the stored ones as they were.
+ */
+describe("natNetwork state written before the dnsmasq name rules", () => {
+  const stored = (hostname: string, domain?: string) => ({
+    ...natNetworkInputsSchema.parse(base),
+    dhcp: { start: "192.168.122.100", end: "192.168.122.200", leaseTime: 3600, hosts: [{ mac: "52:54:00:00:00:10", ip: "192.168.122.10", hostname }] },
+    dns: { enabled: true, hosts: [{ ip: "192.168.122.5", hostnames: ["10.66.0.77"] }], ...(domain ? { domain } : {}) },
+  });
+  it.each([["12h"], ["ignore"], ["web.other"], ["10.66.0.77"]])("is still read (hostname %j): update judges only the new inputs", async (hostname) => {
+    // The new inputs are refused too, so update stops before any connection: by the new rules, not on the old state.
+    const err = await natNetworkProvider.update("h/natNetwork/lab", stored(hostname, "lab"), stored(hostname, "lab")).then(
+      () => undefined,
+      (e: { kind: string; message: string }) => e,
+    );
+    expect(err?.kind).toBe("InvalidArgument");
+    expect(err?.message).toMatch(/^InvalidArgument: invalid natNetwork: /);
+    expect(err?.message).toMatch(/dhcp\.hosts\.0\.hostname: /);
+  });
+});
+
 describe("cidrsOverlap", () => {
   it.each([
     ["10.0.0.0/24", "10.0.0.128/25", true],
