@@ -14,7 +14,9 @@ import * as ipaddr from "ipaddr.js";
  * provider's check gets no preview flag, and runs with unknowns during preview
  * and with known values during up. So check validates around it, and create
  * and update, which the engine calls only with known values, refuse it like
- * any invalid value (`checkWith(…, "refuse")`), before any host is contacted.
+ * any invalid value (`checkWith(…, "refuse")`), before any host is contacted
+ * (and diff never plans a delete-first replacement around it). The SDK, which
+ * can tell, refuses it typed as a plain value when a resource is declared.
  */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
