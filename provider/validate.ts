@@ -7,14 +7,47 @@
 import { z } from "zod";
 import * as ipaddr from "ipaddr.js";
 
-/** The engine's placeholder for values not known until apply (preview). */
+/**
+ * The engine's placeholder for values not known until apply (preview).
+ *
+ * check cannot tell it from the same string typed into a program: the dynamic
+ * provider's check gets no preview flag, and runs with unknowns during preview
+ * and with known values during up. So check validates around it, and create
+ * and update, which the engine calls only with known values, refuse it like
+ * any invalid value (`checkWith(…, "refuse")`), before any host is contacted
+ * (and diff never plans a delete-first replacement around it). The SDK, which
+ * can tell, refuses it typed as a plain value when a resource is declared.
+ */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
 /** Names the kernel reserves for itself in /sys/class/net and /proc/sys/net. */
 const RESERVED_IFNAMES = new Set([".", "..", "all", "default", "bonding_masters"]);
 
-/** A Linux interface name: 1–15 chars of [A-Za-z0-9_.-] (IFNAMSIZ 16 with the NUL). */
+/**
+ * A Linux interface name: 1–15 chars of [A-Za-z0-9_.-] (IFNAMSIZ 16 with the NUL),
+ * not starting with '-' or '.'.
+ *
+ * Narrower than the kernel's dev_valid_name on purpose: the name becomes part
+ * of paths (state files under /run/kvmnet/state, manifests, networkd/NM/ifupdown
+ * files) that observe lists with `*` globs, and `*` does not match a leading
+ * '.', so a hidden name's files would be left behind by delete (#14); a
+ * leading '-' reads as an option to ip/nmcli.
+ */
 export const ifname = z
+  .string()
+  .min(1, "must not be empty")
+  .max(15, "must be at most 15 characters (Linux IFNAMSIZ)")
+  .regex(/^[A-Za-z0-9_.-]+$/, "may contain only letters, digits, '_', '.' and '-'")
+  .refine((s) => !RESERVED_IFNAMES.has(s), "is a name the kernel reserves")
+  .refine((s) => !s.startsWith("-"), "must not start with '-'")
+  .refine((s) => s === "." || s === ".." || !s.startsWith("."), "must not start with '.' (its files would be hidden from the globs that list them)");
+
+/**
+ * {@link ifname} as it was before #14 (a leading '.' allowed), for stored
+ * state only: an object created then must stay readable, or it could be
+ * neither updated (the old inputs are parsed first) nor refreshed nor destroyed.
+ */
+export const storedIfname = z
   .string()
   .min(1, "must not be empty")
   .max(15, "must be at most 15 characters (Linux IFNAMSIZ)")
@@ -97,20 +130,46 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   return cur;
 }
 
+/** The paths (from `root`) of every value in `v` that is the unknown placeholder. */
+export function unknownPaths(v: unknown, path: PropertyKey[] = []): PropertyKey[][] {
+  if (v === UNKNOWN) return [path];
+  if (Array.isArray(v)) return v.flatMap((x, i) => unknownPaths(x, [...path, i]));
+  if (v && typeof v === "object") return Object.entries(v).flatMap(([k, x]) => unknownPaths(x, [...path, k]));
+  return [];
+}
+
+/**
+ * How {@link checkWith} treats the placeholder: "validateAround" (check:
+ * during preview a value may not be known yet) or "refuse" (create/update:
+ * every value is known, so the placeholder is a literal, and not a valid one).
+ */
+export type UnknownPolicy = "validateAround" | "refuse";
+
 /**
  * Parse `inputs` with `schema` and turn zod issues into engine check failures
  * `{property: <top-level key>, reason: "<dot.path>: <message>"}`.
  *
  * Issues located at (or inside) a value that is still unknown are dropped:
- * during preview we validate around unknowns, never on them.
+ * during preview we validate around unknowns, never on them. With "refuse",
+ * each placeholder is itself a failure at its path (whether or not the
+ * field's own rule would take the string).
  */
 export function checkWith<S extends z.ZodType>(
   schema: S,
   inputs: Record<string, unknown>,
+  unknowns: UnknownPolicy = "validateAround",
 ): { value?: z.output<S>; failures: CheckFailure[] } {
-  const result = schema.safeParse(inputs);
-  if (result.success) return { value: result.data, failures: [] };
   const failures: CheckFailure[] = [];
+  if (unknowns === "refuse") {
+    for (const path of unknownPaths(inputs)) {
+      failures.push({
+        property: String(path[0]),
+        reason: `${path.map(String).join(".")}: is the engine's placeholder for an unknown value (${UNKNOWN}); create and update receive only known values, so here it can only be a literal, which is not a valid value`,
+      });
+    }
+  }
+  const result = schema.safeParse(inputs);
+  if (result.success) return failures.length > 0 ? { failures } : { value: result.data, failures };
   for (const issue of result.error.issues) {
     const path = issue.path;
     // Walk up the path: an unknown anywhere on it makes the issue moot.
@@ -134,10 +193,18 @@ function describeIssue(issue: z.core.$ZodIssue, inputs: Record<string, unknown>)
   if (issue.code === "unrecognized_keys") return `unknown field(s) ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}`;
   const value = valueAt(inputs, issue.path);
   if (issue.code === "invalid_type" && value === undefined) return "is required";
-  // Never echo a secret back, even a malformed one.
-  const secret = issue.path.some((k) => SECRET_FIELDS.has(String(k)));
+  // Never echo a secret back, even a malformed one, nor a value that holds one
+  // (a union such as connection.sudo reports its issue at the parent object).
+  const secret = issue.path.some((k) => SECRET_FIELDS.has(String(k))) || holdsSecret(value);
   const shown = value === undefined ? "" : secret ? " (value hidden: secret)" : ` (got ${preview(value)})`;
   return `${issue.message}${shown}`;
+}
+
+/** True if `v` is an object or array with a secret field anywhere inside. */
+function holdsSecret(v: unknown): boolean {
+  if (Array.isArray(v)) return v.some(holdsSecret);
+  if (v && typeof v === "object") return Object.entries(v).some(([k, x]) => SECRET_FIELDS.has(k) || holdsSecret(x));
+  return false;
 }
 
 function preview(v: unknown): string {

@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider, withSecretConnection } from "./provider";
+import { kindProvider, refuseLiteralUnknown, withSecretConnection } from "./provider";
 import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
 
 /** Arguments of a {@link Bridge}. Unset optional settings are left as the kernel has them. */
@@ -97,6 +97,7 @@ export class Bridge extends pulumi.dynamic.Resource {
   declare public readonly attachedInterfaces: pulumi.Output<string[]>;
 
   constructor(name: string, args: BridgeArgs, opts?: pulumi.CustomResourceOptions) {
+    refuseLiteralUnknown("Bridge", name, args);
     const props = {
       ...args,
       connection: protectConnection(args.connection),

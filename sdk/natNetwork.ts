@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider, withSecretConnection } from "./provider";
+import { kindProvider, refuseLiteralUnknown, withSecretConnection } from "./provider";
 import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
 
 /** How a {@link NatNetwork} reaches the outside (libvirt's forward modes). */
@@ -142,6 +142,7 @@ export class NatNetwork extends pulumi.dynamic.Resource {
   declare public readonly ipForward: pulumi.Output<boolean>;
 
   constructor(name: string, args: NatNetworkArgs, opts?: pulumi.CustomResourceOptions) {
+    refuseLiteralUnknown("NatNetwork", name, args);
     const props = {
       ...args,
       connection: protectConnection(args.connection),

@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider, withSecretConnection } from "./provider";
+import { kindProvider, refuseLiteralUnknown, withSecretConnection } from "./provider";
 import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
 
 /** Arguments of a {@link PciPassthrough}. */
@@ -87,6 +87,7 @@ export class PciPassthrough extends pulumi.dynamic.Resource {
   declare public readonly qemuDeviceArgs: pulumi.Output<string[]>;
 
   constructor(name: string, args: PciPassthroughArgs, opts?: pulumi.CustomResourceOptions) {
+    refuseLiteralUnknown("PciPassthrough", name, args);
     const props = {
       ...args,
       connection: protectConnection(args.connection),

@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider, withSecretConnection } from "./provider";
+import { kindProvider, refuseLiteralUnknown, withSecretConnection } from "./provider";
 import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
 
 /** Arguments of a {@link PortForward}. */
@@ -89,6 +89,7 @@ export class PortForward extends pulumi.dynamic.Resource {
   declare public readonly persistenceDrift: pulumi.Output<string[]>;
 
   constructor(name: string, args: PortForwardArgs, opts?: pulumi.CustomResourceOptions) {
+    refuseLiteralUnknown("PortForward", name, args);
     const props = {
       ...args,
       connection: protectConnection(args.connection),

@@ -1,4 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
+import { UNKNOWN } from "../provider/validate";
 
 /**
  * The dynamic provider object for one resource kind.
@@ -22,4 +23,29 @@ export function kindProvider(kind: string): pulumi.dynamic.ResourceProvider {
 /** Options every kvmnet resource gets: the connection (credentials) is secret in outputs. */
 export function withSecretConnection(opts: pulumi.CustomResourceOptions | undefined): pulumi.CustomResourceOptions {
   return { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connection"] };
+}
+
+/** The dotted paths of the plain values in `v` (not Outputs or promises) that are the placeholder. */
+function literalUnknownPaths(v: unknown, path: string[] = []): string[] {
+  if (v === UNKNOWN) return [path.join(".") || "(args)"];
+  if (pulumi.Output.isInstance(v) || (v !== null && typeof v === "object" && typeof (v as { then?: unknown }).then === "function")) return [];
+  if (Array.isArray(v)) return v.flatMap((x, i) => literalUnknownPaths(x, [...path, String(i)]));
+  if (v !== null && typeof v === "object") return Object.entries(v).flatMap(([k, x]) => literalUnknownPaths(x, [...path, k]));
+  return [];
+}
+
+/**
+ * Refuse the engine's unknown-value placeholder typed into a program as a
+ * plain value. The provider's check cannot tell it from a value not known yet
+ * during preview (#14), but the program can: such a value reaches it as an
+ * Output, never as that string. So a plain value holding it fails here, when
+ * the resource is declared (preview included), naming the field. One resolved
+ * through an Output is refused by create/update before they touch the host.
+ */
+export function refuseLiteralUnknown(type: string, name: string, args: object): void {
+  const paths = literalUnknownPaths(args);
+  if (paths.length === 0) return;
+  throw new Error(
+    `kvmnet:${type} ${name}: ${paths.map((p) => `${p}: is the engine's placeholder for an unknown value (${UNKNOWN}), not a valid value`).join("; ")}`,
+  );
 }

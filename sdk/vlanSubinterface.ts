@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider, withSecretConnection } from "./provider";
+import { kindProvider, refuseLiteralUnknown, withSecretConnection } from "./provider";
 import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
 
 /** Tag protocol: "802.1Q" (a VLAN tag, TPID 0x8100) or "802.1ad" (a QinQ service tag, TPID 0x88a8). */
@@ -78,6 +78,7 @@ export class VlanSubinterface extends pulumi.dynamic.Resource {
   declare public readonly operState: pulumi.Output<string>;
 
   constructor(name: string, args: VlanSubinterfaceArgs, opts?: pulumi.CustomResourceOptions) {
+    refuseLiteralUnknown("VlanSubinterface", name, args);
     const props = {
       ...args,
       connection: protectConnection(args.connection),

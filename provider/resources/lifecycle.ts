@@ -57,6 +57,11 @@ export interface KindSpec<I extends BaseInputs> {
   /** Lower-case kind used in IDs: `<host>/<kind>/<name>`. */
   kind: string;
   schema: z.ZodType<I>;
+  /**
+   * The schema for stored state (read, delete, update's old inputs) when it
+   * must accept values written before a rule was tightened; default `schema`.
+   */
+  storedSchema?: z.ZodType<I>;
   /** Input field names (diff compares these). */
   inputKeys: readonly string[];
   /**
@@ -301,14 +306,21 @@ async function applyConfirmed(host: Host, connection: ConnectionInput, plan: Pla
   });
 }
 
-/** Parse inputs, or stored outputs (whose computed fields are dropped first). */
+/**
+ * Parse inputs, or stored outputs (whose computed fields are dropped first).
+ * New inputs reach create/update only once every value is known, so the
+ * engine's unknown placeholder among them is refused (a program typed it);
+ * stored state is read as it was written.
+ */
 function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknown>, what: string, stored = false): I {
   const picked: Record<string, unknown> = {};
   for (const k of spec.inputKeys) if (props?.[k] !== undefined) picked[k] = props[k];
-  let { value, failures } = checkWith(spec.schema, picked);
+  const unknowns = stored ? "validateAround" : "refuse";
+  const schema = stored ? spec.storedSchema ?? spec.schema : spec.schema;
+  let { value, failures } = checkWith(schema, picked, unknowns);
   if (!value && stored && failures.every((f) => spec.computedInputs?.includes(f.property))) {
     for (const f of failures) delete picked[f.property];
-    ({ value, failures } = checkWith(spec.schema, picked));
+    ({ value, failures } = checkWith(schema, picked, unknowns));
   }
   if (!value) {
     throw new KvmnetError({ kind: "InvalidArgument", message: `${what}: ${failures.map((f) => f.reason).join("; ")}` });
@@ -355,7 +367,12 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       return {
         changes: changed.length > 0,
         replaces,
-        deleteBeforeReplace: replaces.length > 0 && spec.deleteBeforeReplace(olds, news),
+        // Never delete first with the unknown placeholder among the new inputs:
+        // diff cannot tell a preview's unknown from a literal (#14), and during up
+        // a literal would have the old object deleted before create refuses it.
+        // Creating first, that refusal leaves the old object alone; in preview
+        // only the displayed order differs, as up's diff sees known values.
+        deleteBeforeReplace: replaces.length > 0 && !containsUnknown(news) && spec.deleteBeforeReplace(olds, news),
       };
     },
 

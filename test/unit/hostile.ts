@@ -5,4 +5,6 @@ export const HOSTILE_STRINGS: string[] = [
   "aaaaaaaaaaaaaaaa", "abcdefghijklmnopqrstuvwxyz", "brü0", "бр0", "br\u200b0", "😀", "br0#", "#br0", "br0;", "{br0}",
   "br0*", "br?", "[br0]", "br0>x", "<br0", "br0!", "-rf", "--help", "~", "br0%", "br0@", "br0,br1", "br0=1", "(br0)",
   "br0^", "'; drop table --", "\u0007", "br0\u0085",
+  // Hidden names: a state file or profile named ".x" escapes the `*` globs that list them (#14).
+  ".", "..", ".br0", ".hidden",
 ];

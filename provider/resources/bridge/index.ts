@@ -5,10 +5,10 @@ import { bridgePersist } from "./persist";
 import { observeBridge, planBridge, planBridgeDelete } from "./plan";
 import { renderBridgePlan } from "./render";
 import { routesSection } from "./takeover";
-import { BridgeInputs, bridgeInputsSchema, BridgeOptions, desiredOptions, OPTION_FIELDS } from "./schema";
+import { BridgeInputs, bridgeInputsSchema, BridgeOptions, bridgeStoredSchema, desiredOptions, OPTION_FIELDS } from "./schema";
 import { optionToInput, verifyBridge } from "./verify";
 
-export { bridgeInputsSchema } from "./schema";
+export { bridgeInputsSchema, bridgeStoredSchema } from "./schema";
 export type { BridgeInputs } from "./schema";
 
 const INPUT_KEYS = [
@@ -43,6 +43,7 @@ export function bridgeOutputs(inputs: BridgeInputs, snap: HostSnapshot): Record<
 export const bridgeProvider = makeKindProvider<BridgeInputs>({
   kind: "bridge",
   schema: bridgeInputsSchema,
+  storedSchema: bridgeStoredSchema,
   inputKeys: INPUT_KEYS,
   computedInputs: ["macAddress"],
   replaces(olds, news) {

@@ -8,10 +8,10 @@ import { makeKindProvider } from "../lifecycle";
 import { natPersist } from "./persist";
 import { NAT_KIND, planNat, planNatDelete } from "./plan";
 import { renderNatPlan } from "./render";
-import { cidrsOverlap, NatNetworkInputs, natNetworkInputsSchema } from "./schema";
+import { cidrsOverlap, NatNetworkInputs, natNetworkInputsSchema, natNetworkStoredSchema } from "./schema";
 import { natOutputs, verifyNat } from "./verify";
 
-export { natNetworkInputsSchema } from "./schema";
+export { natNetworkInputsSchema, natNetworkStoredSchema } from "./schema";
 export type { NatNetworkInputs } from "./schema";
 
 const INPUT_KEYS = ["connection", "name", "bridgeName", "mode", "subnet", "gateway", "dhcp", "dns", "uplink", "mtu", "persistence"] as const;
@@ -21,6 +21,7 @@ const hostOf = (p: Record<string, unknown>) => (p.connection as { host?: unknown
 export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
   kind: NAT_KIND,
   schema: natNetworkInputsSchema,
+  storedSchema: natNetworkStoredSchema,
   inputKeys: INPUT_KEYS,
   // The uplink defaults to the default route's interface, resolved on the host at create.
   computedInputs: ["uplink"],

@@ -7,7 +7,7 @@ import { createHash } from "crypto";
 import * as ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { connectionSchema } from "../../host/connection";
-import { ifname, macAddress } from "../../validate";
+import { ifname, macAddress, storedIfname, UNKNOWN } from "../../validate";
 import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 
 export const MODES = ["nat", "route", "isolated", "open"] as const;
@@ -31,14 +31,51 @@ export const networkName = z
 /** A dotted-quad IPv4 address. */
 export const ipv4 = z.string().refine((s) => ipaddr.IPv4.isValidFourPartDecimal(s), "must be an IPv4 address (192.168.122.10)");
 
-/** One DNS label or a dotted name of them (RFC 1123 host names), at most 253 characters. */
-export const dnsName = z
-  .string()
-  .max(253, "must be at most 253 characters")
-  .regex(
-    /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/,
-    "must be a DNS name: dot-separated labels of letters, digits and '-' (1–63 characters, not starting or ending with '-')",
-  );
+const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/** inet_aton(3) reads these as an IPv4 address: one to four dot-separated numbers, decimal, octal or 0x-hex. */
+const INET_ATON = /^(0x[0-9a-f]*|\d+)(\.(0x[0-9a-f]*|\d+)){0,3}$/i;
+
+/**
+ * Why `s` is not a host name dnsmasq reads as one, or undefined. The last
+ * label must not be all digits (RFC 1123 §2.1; "10.66.0.77", "3600") nor may
+ * the whole look like an address to inet_aton ("0x0a.0x01"): as an addn-hosts
+ * name or domain= it would answer queries for an address-shaped name.
+ */
+function hostNameProblem(s: string): string | undefined {
+  if (s.length > 253) return "must be at most 253 characters";
+  if (!DNS_NAME.test(s)) return "must be a DNS name: dot-separated labels of letters, digits and '-' (1–63 characters, not starting or ending with '-')";
+  if (/^\d+$/.test(s.slice(s.lastIndexOf(".") + 1))) return "must not end in an all-digit label (RFC 1123: it reads as an address or a number)";
+  if (INET_ATON.test(s)) return "must not look like an IPv4 address (inet_aton reads it as one)";
+  return undefined;
+}
+
+/**
+ * A host or domain name as dnsmasq reads it from `domain=`, `local=/…/` and
+ * an addn-hosts line (`<ip> <name>…`): RFC 1123 labels, at most 253
+ * characters, whose last label is not all digits.
+ */
+export const dnsName = z.string().superRefine((s, ctx) => {
+  const problem = hostNameProblem(s);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
+/**
+ * A dhcp-host line's host name. dnsmasq(8) --dhcp-host reads each
+ * comma-separated field by its shape: a MAC, `id:`/`tag:`/`set:`, an IPv4
+ * address, `[ipv6]`, a lease time (digits with an optional s/m/h/d/w, or
+ * "infinite"), "ignore" (deny DHCP), and only otherwise a host name (#14). So
+ * on top of {@link dnsName} the keywords and lease-time shapes are refused;
+ * in any case, since host names are case-insensitive and a later dnsmasq
+ * comparing them so would change the line's meaning.
+ */
+export const dhcpHostName = z.string().superRefine((s, ctx) => {
+  let problem: string | undefined;
+  if (/^(ignore|infinite)$/i.test(s)) problem = `is a keyword in a dnsmasq dhcp-host line ("ignore" denies the host DHCP, "infinite" is a lease time), not a host name`;
+  else if (/^\d+[smhdw]?$/i.test(s)) problem = "reads as a lease time in a dnsmasq dhcp-host line (digits with an optional s/m/h/d/w), not a host name";
+  else problem = hostNameProblem(s);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
 
 /** An IPv4 network in CIDR form with the host bits zero, /8 – /30. */
 export const ipv4Subnet = z.string().superRefine((s, ctx) => {
@@ -57,96 +94,157 @@ export const ipv4Subnet = z.string().superRefine((s, ctx) => {
   }
 });
 
-const dhcpHost = z
-  .object({
-    /** Guest MAC the fixed address is for. */
-    mac: macAddress,
-    ip: ipv4,
-    hostname: dnsName.optional(),
-  })
-  .strict();
+/** The name rules before #14 (RFC 1123 labels only): what state written then may hold. */
+const storedDnsName = z
+  .string()
+  .max(253, "must be at most 253 characters")
+  .regex(DNS_NAME, "must be a DNS name: dot-separated labels of letters, digits and '-' (1–63 characters, not starting or ending with '-')");
 
-const dhcpSchema = z.union([
-  z.literal(false),
-  z
+/** The name rules a NatNetwork schema applies. */
+interface NameRules {
+  dnsName: z.ZodType<string, string>;
+  dhcpHostName: z.ZodType<string, string>;
+  /** Whether a dotted dhcp host name must carry dns.domain as its domain part. */
+  domainPart: boolean;
+  /** bridgeName and uplink. */
+  ifname: z.ZodType<string, string>;
+}
+
+function natNetworkSchema(rules: NameRules) {
+  const dhcpHost = z
+    .object({
+      /** Guest MAC the fixed address is for. */
+      mac: macAddress,
+      ip: ipv4,
+      hostname: rules.dhcpHostName.optional(),
+    })
+    .strict();
+
+  const dhcpObject = z
     .object({
       start: ipv4,
       end: ipv4,
-      /** Lease time in seconds; dnsmasq's minimum is 120. */
-      leaseTime: z.number().int().min(120, "must be at least 120 seconds (dnsmasq's minimum)").max(31_536_000).default(3600),
+      /** Lease time in whole seconds, written as a number into dhcp-range; dnsmasq's minimum is 120. */
+      leaseTime: z
+        .number({ error: () => ({ message: "must be a number of seconds (120–31536000)" }) })
+        .int("must be a whole number of seconds")
+        .min(120, "must be at least 120 seconds (dnsmasq's minimum)")
+        .max(31_536_000, "must be at most 31536000 seconds (a year)")
+        .default(3600),
       hosts: z.array(dhcpHost).default([]),
     })
-    .strict(),
-]);
+    .strict();
 
-const dnsSchema = z
-  .object({
-    enabled: z.boolean().default(true),
-    /** Local domain: guests' names resolve as <name>.<domain>, and queries for it never leave the host. */
-    domain: dnsName.optional(),
-    hosts: z.array(z.object({ ip: ipv4, hostnames: z.array(dnsName).min(1, "must list at least one name") }).strict()).default([]),
-  })
-  .strict();
+  /**
+   * `false`, or the DHCP settings. Not a z.union: a union that fails on both
+   * sides reports only "Invalid input" at `dhcp`, hiding which nested field
+   * (dhcp.leaseTime, dhcp.hosts.0.hostname) is wrong; here the object's own
+   * issues, with their paths, are the answer.
+   */
+  const dhcpSchema = z.unknown().transform((v, ctx): false | z.output<typeof dhcpObject> => {
+    if (v === false) return false;
+    if (v === null || typeof v !== "object" || Array.isArray(v)) {
+      ctx.addIssue({ code: "custom", message: "must be false or an object { start, end, leaseTime, hosts }" });
+      return z.NEVER;
+    }
+    const r = dhcpObject.safeParse(v);
+    if (r.success) return r.data;
+    for (const issue of r.error.issues) ctx.addIssue({ ...issue, input: undefined } as Parameters<typeof ctx.addIssue>[0]);
+    return z.NEVER;
+  });
 
-export const natNetworkInputsSchema = z
-  .object({
-    connection: connectionSchema,
-    name: networkName,
-    bridgeName: ifname.optional(),
-    mode: z.enum(MODES, { error: () => ({ message: 'must be one of "nat", "route", "isolated", "open"' }) }).default("nat"),
-    subnet: ipv4Subnet,
-    gateway: ipv4.optional(),
-    dhcp: dhcpSchema.default(false),
-    dns: dnsSchema.default({ enabled: true, hosts: [] }),
-    uplink: ifname.optional(),
-    mtu: z.number().int().min(68).max(65535).optional(),
-    persistence: persistence.default(DEFAULT_PERSISTENCE),
-  })
-  .strict()
-  .superRefine((n, ctx) => {
-    if (!ipaddr.IPv4.isValidFourPartDecimal(n.subnet.split("/")[0] ?? "")) return; // reported on subnet
-    const net = subnetRange(n.subnet);
-    const inside = (ip: string) => ipaddr.IPv4.isValidFourPartDecimal(ip) && ipToInt(ip) > net.network && ipToInt(ip) < net.broadcast;
-    const gateway = n.gateway ?? intToIp(net.network + 1);
-    if (n.gateway !== undefined && !inside(n.gateway)) {
-      ctx.addIssue({ code: "custom", path: ["gateway"], message: `must be a usable address inside ${n.subnet}` });
-    }
-    if (n.bridgeName === "lo") ctx.addIssue({ code: "custom", path: ["bridgeName"], message: "must not be the loopback interface" });
-    if (n.uplink !== undefined && n.uplink === (n.bridgeName ?? defaultBridgeName(n.name))) {
-      ctx.addIssue({ code: "custom", path: ["uplink"], message: "must not be the network's own bridge" });
-    }
-    if (n.dhcp !== false) {
-      const d = n.dhcp;
-      if (!inside(d.start)) ctx.addIssue({ code: "custom", path: ["dhcp", "start"], message: `must be a usable address inside ${n.subnet}` });
-      if (!inside(d.end)) ctx.addIssue({ code: "custom", path: ["dhcp", "end"], message: `must be a usable address inside ${n.subnet}` });
-      if (inside(d.start) && inside(d.end)) {
-        if (ipToInt(d.start) > ipToInt(d.end)) ctx.addIssue({ code: "custom", path: ["dhcp", "end"], message: "must not come before dhcp.start" });
-        else if (ipToInt(gateway) >= ipToInt(d.start) && ipToInt(gateway) <= ipToInt(d.end)) {
-          ctx.addIssue({ code: "custom", path: ["dhcp", "start"], message: `the range ${d.start}–${d.end} includes the gateway ${gateway}` });
-        }
+  const dnsSchema = z
+    .object({
+      enabled: z.boolean().default(true),
+      /** Local domain: guests' names resolve as <name>.<domain>, and queries for it never leave the host. */
+      domain: rules.dnsName.optional(),
+      hosts: z.array(z.object({ ip: ipv4, hostnames: z.array(rules.dnsName).min(1, "must list at least one name") }).strict()).default([]),
+    })
+    .strict();
+
+  return z
+    .object({
+      connection: connectionSchema,
+      name: networkName,
+      bridgeName: rules.ifname.optional(),
+      mode: z.enum(MODES, { error: () => ({ message: 'must be one of "nat", "route", "isolated", "open"' }) }).default("nat"),
+      subnet: ipv4Subnet,
+      gateway: ipv4.optional(),
+      dhcp: dhcpSchema.default(false),
+      dns: dnsSchema.default({ enabled: true, hosts: [] }),
+      uplink: rules.ifname.optional(),
+      mtu: z.number().int().min(68).max(65535).optional(),
+      persistence: persistence.default(DEFAULT_PERSISTENCE),
+    })
+    .strict()
+    .superRefine((n, ctx) => {
+      if (!ipaddr.IPv4.isValidFourPartDecimal(n.subnet.split("/")[0] ?? "")) return; // reported on subnet
+      const net = subnetRange(n.subnet);
+      const inside = (ip: string) => ipaddr.IPv4.isValidFourPartDecimal(ip) && ipToInt(ip) > net.network && ipToInt(ip) < net.broadcast;
+      const gateway = n.gateway ?? intToIp(net.network + 1);
+      if (n.gateway !== undefined && !inside(n.gateway)) {
+        ctx.addIssue({ code: "custom", path: ["gateway"], message: `must be a usable address inside ${n.subnet}` });
       }
-      const macs = new Set<string>();
-      const ips = new Set<string>();
-      const names = new Set<string>();
-      d.hosts.forEach((h, i) => {
-        if (!inside(h.ip)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: `must be a usable address inside ${n.subnet}` });
-        else if (h.ip === gateway) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: "is the gateway's address" });
-        if (macs.has(h.mac)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "mac"], message: `lists ${h.mac} twice` });
-        if (ips.has(h.ip)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: `lists ${h.ip} twice` });
-        if (h.hostname !== undefined && names.has(h.hostname.toLowerCase())) {
-          ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "hostname"], message: `lists ${h.hostname} twice` });
+      if (n.bridgeName === "lo") ctx.addIssue({ code: "custom", path: ["bridgeName"], message: "must not be the loopback interface" });
+      if (n.uplink !== undefined && n.uplink === (n.bridgeName ?? defaultBridgeName(n.name))) {
+        ctx.addIssue({ code: "custom", path: ["uplink"], message: "must not be the network's own bridge" });
+      }
+      if (n.dhcp !== false) {
+        const d = n.dhcp;
+        if (!inside(d.start)) ctx.addIssue({ code: "custom", path: ["dhcp", "start"], message: `must be a usable address inside ${n.subnet}` });
+        if (!inside(d.end)) ctx.addIssue({ code: "custom", path: ["dhcp", "end"], message: `must be a usable address inside ${n.subnet}` });
+        if (inside(d.start) && inside(d.end)) {
+          if (ipToInt(d.start) > ipToInt(d.end)) ctx.addIssue({ code: "custom", path: ["dhcp", "end"], message: "must not come before dhcp.start" });
+          else if (ipToInt(gateway) >= ipToInt(d.start) && ipToInt(gateway) <= ipToInt(d.end)) {
+            ctx.addIssue({ code: "custom", path: ["dhcp", "start"], message: `the range ${d.start}–${d.end} includes the gateway ${gateway}` });
+          }
         }
-        macs.add(h.mac);
-        ips.add(h.ip);
-        if (h.hostname !== undefined) names.add(h.hostname.toLowerCase());
-      });
-    }
-  })
-  .transform((n) => ({
-    ...n,
-    bridgeName: n.bridgeName ?? defaultBridgeName(n.name),
-    gateway: n.gateway ?? intToIp(subnetRange(n.subnet).network + 1),
-  }));
+        const macs = new Set<string>();
+        const ips = new Set<string>();
+        const names = new Set<string>();
+        d.hosts.forEach((h, i) => {
+          if (!inside(h.ip)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: `must be a usable address inside ${n.subnet}` });
+          else if (h.ip === gateway) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: "is the gateway's address" });
+          if (macs.has(h.mac)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "mac"], message: `lists ${h.mac} twice` });
+          if (ips.has(h.ip)) ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "ip"], message: `lists ${h.ip} twice` });
+          // dnsmasq(8) --domain: a DHCP host name with a domain part (after its first
+          // '.') is honoured only when that part is the domain; else the name is dropped.
+          const dot = h.hostname?.indexOf(".") ?? -1;
+          const domain = n.dns.enabled ? n.dns.domain : undefined;
+          if (rules.domainPart && h.hostname !== undefined && dot >= 0 && domain !== UNKNOWN && h.hostname.slice(dot + 1).toLowerCase() !== domain?.toLowerCase()) {
+            ctx.addIssue({
+              code: "custom",
+              path: ["dhcp", "hosts", i, "hostname"],
+              message: domain
+                ? `has the domain part "${h.hostname.slice(dot + 1)}", not dns.domain "${domain}": dnsmasq drops such a name; give the bare name (${h.hostname.slice(0, dot)})`
+                : `has a domain part, and the network serves no domain (dns.domain, with dns enabled): dnsmasq drops such a name; give the bare name (${h.hostname.slice(0, dot)})`,
+            });
+          }
+          if (h.hostname !== undefined && names.has(h.hostname.toLowerCase())) {
+            ctx.addIssue({ code: "custom", path: ["dhcp", "hosts", i, "hostname"], message: `lists ${h.hostname} twice` });
+          }
+          macs.add(h.mac);
+          ips.add(h.ip);
+          if (h.hostname !== undefined) names.add(h.hostname.toLowerCase());
+        });
+      }
+    })
+    .transform((n) => ({
+      ...n,
+      bridgeName: n.bridgeName ?? defaultBridgeName(n.name),
+      gateway: n.gateway ?? intToIp(subnetRange(n.subnet).network + 1),
+    }));
+}
+
+/** A program's inputs: check, create and update. */
+export const natNetworkInputsSchema = natNetworkSchema({ dnsName, dhcpHostName, domainPart: true, ifname });
+
+/**
+ * Stored state (read, delete, and update's old inputs) may hold names written
+ * before #14's rules; refusing them there would leave no way to update,
+ * refresh or destroy the network. The program's new inputs still meet them.
+ */
+export const natNetworkStoredSchema = natNetworkSchema({ dnsName: storedDnsName, dhcpHostName: storedDnsName, domainPart: false, ifname: storedIfname });
 
 export type NatNetworkInputs = z.output<typeof natNetworkInputsSchema>;
 export type DhcpInputs = Exclude<NatNetworkInputs["dhcp"], false>;

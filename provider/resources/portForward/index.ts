@@ -4,7 +4,7 @@
  */
 import { isDeepStrictEqual } from "util";
 import type { HostSnapshot } from "../../observe";
-import { checkWith, containsUnknown } from "../../validate";
+import { checkWith } from "../../validate";
 import { KindProvider, makeKindProvider } from "../lifecycle";
 import { keysOverlap, observeForward } from "./observe";
 import { portForwardPersist } from "./persist";
@@ -95,7 +95,7 @@ const kindProvider: KindProvider = makeKindProvider<PortForwardInputs>({
     // The new forward would conflict with the old one while both exist.
     const a = identity(olds);
     const b = identity(news);
-    return hostOf(olds.connection) === hostOf(news.connection) && (!a || !b || containsUnknown(news) || keysOverlap(a, b));
+    return hostOf(olds.connection) === hostOf(news.connection) && (!a || !b || keysOverlap(a, b));
   },
   plan: (desired, snap, previous) => renderForwardPlan(planPortForward(desired, snap, previous)),
   planDelete: (props, snap) => renderForwardDelete(planPortForwardDelete(props, snap)),

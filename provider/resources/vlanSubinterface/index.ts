@@ -4,10 +4,10 @@ import { KindProvider, makeKindProvider } from "../lifecycle";
 import { persistVlan, vlanPersistObserveSection } from "./persist";
 import { isOurVlan, observeVlan, planVlan, planVlanDelete } from "./plan";
 import { renderVlanPlan } from "./render";
-import { VlanSubinterfaceInputs, vlanSubinterfaceInputsSchema } from "./schema";
+import { VlanSubinterfaceInputs, vlanSubinterfaceInputsSchema, vlanSubinterfaceStoredSchema } from "./schema";
 import { verifyVlan } from "./verify";
 
-export { vlanSubinterfaceInputsSchema } from "./schema";
+export { vlanSubinterfaceInputsSchema, vlanSubinterfaceStoredSchema } from "./schema";
 export type { VlanSubinterfaceInputs } from "./schema";
 
 const INPUT_KEYS = ["connection", "parent", "vlanId", "name", "protocol", "mtu", "addresses", "bridge", "adopt", "persistence"] as const;
@@ -48,6 +48,7 @@ export function vlanOutputs(inputs: VlanSubinterfaceInputs, snap: HostSnapshot):
 export const vlanSubinterfaceProvider: KindProvider = makeKindProvider<VlanSubinterfaceInputs>({
   kind: "vlanSubinterface",
   schema: vlanSubinterfaceInputsSchema,
+  storedSchema: vlanSubinterfaceStoredSchema,
   inputKeys: INPUT_KEYS,
   removalIsChange: ["bridge"],
   replaces(olds, news) {

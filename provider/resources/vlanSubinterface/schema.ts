@@ -1,7 +1,7 @@
 /** VlanSubinterface inputs: the zod schema (check), with the default name filled in. */
 import { z } from "zod";
 import { connectionSchema } from "../../host/connection";
-import { ifname, interfaceCidr } from "../../validate";
+import { ifname, interfaceCidr, storedIfname } from "../../validate";
 import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 
 /** Tag protocols, spelled as `ip -d link` prints them. */
@@ -18,52 +18,61 @@ export function defaultVlanName(parent: string, vlanId: number): string {
   return `${parent}.${vlanId}`;
 }
 
-export const vlanSubinterfaceInputsSchema = z
-  .object({
-    connection: connectionSchema,
-    parent: ifname,
-    vlanId: z
-      .number()
-      .int("must be a whole number")
-      .min(1, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)")
-      .max(4094, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)"),
-    name: ifname.optional(),
-    protocol: vlanProtocol.default("802.1Q"),
-    mtu: z.number().int().min(68).max(65535).optional(),
-    addresses: z.array(interfaceCidr).default([]),
-    bridge: ifname.optional(),
-    adopt: z.boolean().default(false),
-    persistence: persistence.default(DEFAULT_PERSISTENCE),
-  })
-  .strict()
-  .superRefine((v, ctx) => {
-    if (v.parent === "lo") ctx.addIssue({ code: "custom", path: ["parent"], message: "the loopback interface cannot carry VLANs" });
-    const name = v.name ?? defaultVlanName(v.parent, v.vlanId);
-    // Only a valid parent makes a default worth judging (an unknown one, during preview, is not yet).
-    if (v.name === undefined && ifname.safeParse(v.parent).success && name.length > MAX_IFNAME) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["name"],
-        message: `is required here: the default ${JSON.stringify(name)} is over ${MAX_IFNAME} characters (Linux IFNAMSIZ); give a shorter name`,
+/** The schema, with `ifnameRule` the rule for every interface name in it. */
+function vlanSchema(ifnameRule: z.ZodType<string, string>) {
+  return z
+    .object({
+      connection: connectionSchema,
+      parent: ifnameRule,
+      vlanId: z
+        .number()
+        .int("must be a whole number")
+        .min(1, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)")
+        .max(4094, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)"),
+      name: ifnameRule.optional(),
+      protocol: vlanProtocol.default("802.1Q"),
+      mtu: z.number().int().min(68).max(65535).optional(),
+      addresses: z.array(interfaceCidr).default([]),
+      bridge: ifnameRule.optional(),
+      adopt: z.boolean().default(false),
+      persistence: persistence.default(DEFAULT_PERSISTENCE),
+    })
+    .strict()
+    .superRefine((v, ctx) => {
+      if (v.parent === "lo") ctx.addIssue({ code: "custom", path: ["parent"], message: "the loopback interface cannot carry VLANs" });
+      const name = v.name ?? defaultVlanName(v.parent, v.vlanId);
+      // Only a valid parent makes a default worth judging (an unknown one, during preview, is not yet).
+      if (v.name === undefined && ifnameRule.safeParse(v.parent).success && name.length > MAX_IFNAME) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["name"],
+          message: `is required here: the default ${JSON.stringify(name)} is over ${MAX_IFNAME} characters (Linux IFNAMSIZ); give a shorter name`,
+        });
+      }
+      if (name === v.parent) ctx.addIssue({ code: "custom", path: ["name"], message: "must differ from parent" });
+      if (v.bridge !== undefined && (v.bridge === name || v.bridge === v.parent)) {
+        ctx.addIssue({ code: "custom", path: ["bridge"], message: "must be another interface than the VLAN and its parent" });
+      }
+      if (v.bridge !== undefined && v.addresses.length > 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["addresses"],
+          message: "must be empty when bridge is set: a bridge port's own addresses stop working; put them on the bridge (Bridge.addresses)",
+        });
+      }
+      const seen = new Set<string>();
+      v.addresses.forEach((a, i) => {
+        if (seen.has(a)) ctx.addIssue({ code: "custom", path: ["addresses", i], message: `lists ${a} twice` });
+        seen.add(a);
       });
-    }
-    if (name === v.parent) ctx.addIssue({ code: "custom", path: ["name"], message: "must differ from parent" });
-    if (v.bridge !== undefined && (v.bridge === name || v.bridge === v.parent)) {
-      ctx.addIssue({ code: "custom", path: ["bridge"], message: "must be another interface than the VLAN and its parent" });
-    }
-    if (v.bridge !== undefined && v.addresses.length > 0) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["addresses"],
-        message: "must be empty when bridge is set: a bridge port's own addresses stop working; put them on the bridge (Bridge.addresses)",
-      });
-    }
-    const seen = new Set<string>();
-    v.addresses.forEach((a, i) => {
-      if (seen.has(a)) ctx.addIssue({ code: "custom", path: ["addresses", i], message: `lists ${a} twice` });
-      seen.add(a);
-    });
-  })
-  .transform((v) => ({ ...v, name: v.name ?? defaultVlanName(v.parent, v.vlanId) }));
+    })
+    .transform((v) => ({ ...v, name: v.name ?? defaultVlanName(v.parent, v.vlanId) }));
+}
+
+/** A program's inputs: check, create and update. */
+export const vlanSubinterfaceInputsSchema = vlanSchema(ifname);
+
+/** Stored state, which may hold names written before #14's rules (see storedIfname). */
+export const vlanSubinterfaceStoredSchema = vlanSchema(storedIfname);
 
 export type VlanSubinterfaceInputs = z.output<typeof vlanSubinterfaceInputsSchema>;

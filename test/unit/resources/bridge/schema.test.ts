@@ -71,6 +71,24 @@ describe("Bridge check", () => {
     expect(failures.map((f) => f.property)).toContain(property);
   });
 
+  // #14: a name starting with '.' makes its state file hidden from the `*` glob
+  // observe lists state with, so delete would leave it behind.
+  it.each([[{ name: ".x" }, "name"], [{ ports: [".eth1"] }, "ports"]])("refuses the hidden name %j at %s", async (patch, property) => {
+    const failures = await failuresFor({ ...base, ...patch });
+    expect(failures).toEqual([{ property, reason: expect.stringMatching(/must not start with '\.'/) }]);
+  });
+
+  // Bridge "x" with port "y" persists to 05-kvmnet-bridge-x-port-y.network and
+  // kvmnet-bridge-x-port-y.nmconnection: the very files bridge "x-port-y" would own.
+  it.each(["x-port-y", "br-port-eth1", "a-port-"])("refuses the bridge name %j, whose files would collide with a port's", async (name) => {
+    const failures = await failuresFor({ ...base, name });
+    expect(failures).toEqual([{ property: "name", reason: expect.stringMatching(/^name: must not contain "-port-"/) }]);
+  });
+
+  it.each(["port", "br-port", "port-br", "br-portx", "xport-y", "a-PORT-b"])("accepts the bridge name %j", async (name) => {
+    expect(await failuresFor({ ...base, name })).toEqual([]);
+  });
+
   it("names the nested path in the reason", async () => {
     const failures = await failuresFor({ ...base, ports: ["ok0", "bad;port"] });
     expect(failures[0].reason).toMatch(/^ports\.1: /);
@@ -83,6 +101,15 @@ describe("Bridge check", () => {
     expect(text).not.toContain("42");
     expect(text).not.toContain("hunter2");
   });
+
+  it.each([{ password: ["hunter2hunter2"] }, { password: 42, note: "hunter2hunter2" }, { password: { p: "hunter2hunter2" } }])(
+    "never echoes a value holding a secret (connection.sudo %j)",
+    async (sudo) => {
+      const failures = await failuresFor({ ...base, connection: { host: "h", sudo } });
+      expect(failures.map((f) => f.property)).toEqual(["connection"]);
+      expect(JSON.stringify(failures)).not.toMatch(/hunter2|42/);
+    },
+  );
 
   it("validates around unknown values during preview", async () => {
     const r = await bridgeProvider.check({}, { ...base, name: UNKNOWN, mtu: 1 });
