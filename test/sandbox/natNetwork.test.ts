@@ -6,6 +6,7 @@
  * (upstream sees the guest), isolation, reload-not-restart, the ip_forward
  * hold, conflicts and warnings, drift, and that destroy leaves the host as it was.
  */
+import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -386,6 +387,28 @@ describe("failed create", () => {
     } finally {
       await h.exec(`kill ${pid}; sysctl -qw net.ipv4.ip_nonlocal_bind=0`, { allowFail: true });
     }
+  });
+});
+
+describe("a host whose nft cannot run (#14)", () => {
+  it("create fails naming the nft step, and leaves nothing behind: no table file, no run dir", async () => {
+    // A non-executable file over the nft binary, in this host's own mount namespace only:
+    // `ip netns exec` made it a slave of the machine's, so nothing propagates back.
+    const nft = (await h.exec("command -v nft")).stdout.trim();
+    expect((await h.exec(`findmnt -no PROPAGATION --target ${nft}`)).stdout).not.toMatch(/^shared/);
+    await h.exec(`: > /run/kvmnet-test-nonft && mount --bind /run/kvmnet-test-nonft ${nft}`);
+    try {
+      expect((await h.exec("nft --version", { allowFail: true })).code).not.toBe(0);
+      const before = await snapshotHost(h);
+      const e = await expectKvmnetError(create({ name: "nonft", mode: "isolated", subnet: "10.86.0.0/24" }), "Failed", /step failed: apply nft table inet kvmnet_nat_nonft/);
+      expect(e).toMatchObject({ stderr: expect.stringMatching(/nft/) });
+      expect(await snapshotHost(h)).toEqual(before);
+      expect((await h.exec("ls -A /run/kvmnet")).stdout.trim()).toBe("");
+    } finally {
+      await h.exec(`umount ${nft}; rm -f /run/kvmnet-test-nonft`);
+    }
+    // The machine's own nft (root mount namespace, this test's process) was never covered.
+    expect(execFileSync("nft", ["--version"]).toString()).toMatch(/nftables/);
   });
 });
 

@@ -164,50 +164,49 @@ function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
         undo: a.previous
           ? nftApply(a.name, `${tableFile(a.name)}.previous`, a.previous)
           : joinLines([sh`nft delete table inet ${tableName(a.name)}`, sh`rm -f ${tableFile(a.name)}`, pruneDirs(a.name)]),
+        // The file is written before `nft -c` judges it (no nft, a rule the kernel
+        // refuses): `nft -f` is one transaction, so only the file needs putting back.
+        cleanup: a.previous
+          ? writeFile(tableFile(a.name), a.previous)
+          : joinLines([sh`rm -f ${tableFile(a.name)} ${`${tableFile(a.name)}.tmp`}`, pruneDirs(a.name)]),
       };
     case "deleteTable":
       return { description: `delete nft table inet ${tableName(a.name)}`, run: sh`nft delete table inet ${tableName(a.name)}` };
     case "acquireForward":
-      return { description: "turn on net.ipv4.ip_forward", run: acquireForward(a.name), undo: releaseForward(a.name) };
+      // Releasing is right after a partial acquire too: the original value, if recorded, is put back.
+      return { description: "turn on net.ipv4.ip_forward", run: acquireForward(a.name), undo: releaseForward(a.name), cleanup: releaseForward(a.name) };
     case "releaseForward":
       return { description: "release net.ipv4.ip_forward (restored when no other network needs it)", run: releaseForward(a.name), undo: acquireForward(a.name) };
     case "dnsmasq": {
-      // A failing step is not undone by the script (only the steps before it are),
-      // so each variant cleans up after itself before reporting the failure.
+      // Each variant's undo is also right after its own run stopped part way, so it is the cleanup too.
       const write = writeDnsmasqFiles(a.name, a.files);
       const back = a.previous ? writeDnsmasqFiles(a.name, a.previous) : undefined;
       const removeOwn = sh`rm -f ${confFile(a.name)} ${dhcpHostsFile(a.name)} ${dnsHostsFile(a.name)} ${leaseFile(a.name)} ${pidFile(a.name)}`;
-      const orElse = (run: Script, cleanup: Script) => joinLines([sh`{ ${run}; } || {`, cleanup, sh`false; }`]);
       if (a.how === "start") {
         const undo = back ? joinLines([stopDnsmasq(a.name), back]) : joinLines([stopDnsmasq(a.name), removeOwn]);
-        return { description: `start dnsmasq for ${a.name}${a.systemd ? ` (unit ${dnsmasqUnit(a.name)})` : ""}`, run: orElse(andThen([write, startDnsmasq(a.name, a.systemd)]), undo), undo };
+        return { description: `start dnsmasq for ${a.name}${a.systemd ? ` (unit ${dnsmasqUnit(a.name)})` : ""}`, run: andThen([write, startDnsmasq(a.name, a.systemd)]), undo, cleanup: undo };
       }
       if (a.how === "reload") {
         const undo = back ? joinLines([back, reloadDnsmasq(a.name)]) : undefined;
-        return {
-          description: `reload dnsmasq for ${a.name} (SIGHUP: hosts files)`,
-          run: undo ? orElse(andThen([write, reloadDnsmasq(a.name)]), undo) : andThen([write, reloadDnsmasq(a.name)]),
-          undo,
-        };
+        return { description: `reload dnsmasq for ${a.name} (SIGHUP: hosts files)`, run: andThen([write, reloadDnsmasq(a.name)]), undo, cleanup: undo };
       }
       const undo = back ? joinLines([back, stopDnsmasq(a.name), startDnsmasq(a.name, a.systemd)]) : undefined;
       const run = andThen([write, joinLines([stopDnsmasq(a.name), startDnsmasq(a.name, a.systemd)])]);
-      return { description: `restart dnsmasq for ${a.name} (configuration changed)`, run: undo ? orElse(run, undo) : run, undo };
+      return { description: `restart dnsmasq for ${a.name} (configuration changed)`, run, undo, cleanup: undo };
     }
     case "stopDnsmasq":
       return { description: `stop dnsmasq of ${a.name}`, run: stopDnsmasq(a.name), undo: startDnsmasq(a.name, a.systemd) };
-    case "writeState":
-      return {
-        description: `record state of ${a.name}`,
-        run: writeState(a.name, JSON.stringify(a.state)),
-        undo: a.previous ? writeState(a.name, JSON.stringify(a.previous)) : joinLines([sh`rm -f ${stateFile(a.name)}`, pruneDirs(a.name)]),
-      };
+    case "writeState": {
+      const undo = a.previous ? writeState(a.name, JSON.stringify(a.previous)) : joinLines([sh`rm -f ${stateFile(a.name)} ${`${stateFile(a.name)}.tmp`}`, pruneDirs(a.name)]);
+      return { description: `record state of ${a.name}`, run: writeState(a.name, JSON.stringify(a.state)), undo, cleanup: undo };
+    }
     case "recordSysctl":
       // Later files override earlier ones in sysctl.d; any file saying 0 is worth a warning.
       return {
         description: "look for sysctl files that turn ip_forward off",
         run: sh`mkdir -p ${NAT_STATE_DIR} && { grep -lsE '^[[:space:]]*net[./]ipv4[./]ip_forward[[:space:]]*=[[:space:]]*0' /etc/sysctl.conf /etc/sysctl.d/*.conf /run/sysctl.d/*.conf /usr/local/lib/sysctl.d/*.conf /usr/lib/sysctl.d/*.conf /lib/sysctl.d/*.conf > ${sysctlFile(a.name)}; true; }`,
         undo: joinLines([sh`rm -f ${sysctlFile(a.name)}`, pruneDirs(a.name)]),
+        cleanup: joinLines([sh`rm -f ${sysctlFile(a.name)}`, pruneDirs(a.name)]),
       };
     case "forgetSysctl":
       return { description: "forget sysctl findings", run: joinLines([sh`rm -f ${sysctlFile(a.name)}`, pruneDirs(a.name)]) };
