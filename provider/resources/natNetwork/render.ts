@@ -73,7 +73,7 @@ function writeDnsmasqFiles(name: string, f: DnsmasqFiles): Script {
  * never signal a recycled pid, and never wait on a zombie (an init that is
  * slow to reap leaves a dead dnsmasq whose comm still reads "dnsmasq").
  */
-const DNSMASQ_ALIVE = sh`[ -n "$p" ] && [ "$(cat /proc/$p/comm 2>/dev/null)" = dnsmasq ] && ! grep -qE '^[0-9]+ \(dnsmasq\) Z' /proc/$p/stat 2>/dev/null`;
+const DNSMASQ_ALIVE = sh`[ -n "$p" ] && [ "$(cat /proc/$p/comm 2>/dev/null)" = dnsmasq ] && ! grep -qE '^[0-9]+ \\(dnsmasq\\) Z' /proc/$p/stat 2>/dev/null`;
 
 function withDnsmasqPid(name: string, body: Script): Script {
   return sh`p=$(cat ${pidFile(name)} 2>/dev/null || true); if ${DNSMASQ_ALIVE}; then ${body}; fi`;
