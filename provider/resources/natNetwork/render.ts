@@ -116,13 +116,53 @@ function startDnsmasq(name: string, systemd: boolean): Script {
   return andThen([sh`rm -f ${pidFile(name)}`, sh`dnsmasq --conf-file=${confFile(name)} </dev/null >/dev/null`, waitAlive]);
 }
 
-function stopDnsmasq(name: string): Script {
+/** Tenths of a second a dnsmasq gets to act on SIGTERM, then on SIGKILL. */
+const TERM_WAIT_TENTHS = 100;
+const KILL_WAIT_TENTHS = 50;
+
+/**
+ * Prints the live dnsmasq processes of this network, one pid a line: the pid
+ * file's, and every other one started with this network's config (a daemon the
+ * pid file lost track of; dnsmasq's forked TCP children). grep -z reads
+ * /proc/<pid>/cmdline argument by argument.
+ */
+function ourDnsmasqPids(name: string): Script {
   return joinLines([
-    removeUnit(name),
-    // Without systemd (or should the unit have lost track of it): by pid, checked to be our dnsmasq.
-    withDnsmasqPid(name, sh`kill "$p"; i=0; while ${DNSMASQ_ALIVE} && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done`),
-    sh`rm -f ${pidFile(name)}`,
+    sh`{ p=$(cat ${pidFile(name)} 2>/dev/null || true); if ${DNSMASQ_ALIVE}; then echo "$p"; fi`,
+    sh`  for f in $(grep -lzxF -e ${`--conf-file=${confFile(name)}`} /proc/[0-9]*/cmdline 2>/dev/null); do p=\${f#/proc/}; p=\${p%/cmdline}; if ${DNSMASQ_ALIVE}; then echo "$p"; fi; done; } | sort -u`,
   ]);
+}
+
+/** Waits (bounded) while any pid in $pids is a live dnsmasq; leaves the living ones in $left. */
+function waitGone(tenths: number): Script {
+  return sh`i=0; while :; do left=; for p in $pids; do if ${DNSMASQ_ALIVE}; then left="$left $p"; fi; done; [ -n "$left" ] && [ $i -lt ${tenths} ] || break; sleep 0.1; i=$((i+1)); done`;
+}
+
+/**
+ * Stop the network's dnsmasq and succeed only once it is gone, sockets and all
+ * (#14): a dnsmasq reading a big hosts list acts on SIGTERM only when done (45 s
+ * for a million names), and one that outlives its network keeps the gateway's
+ * :53 and :67, so the next network there fails with "Address already in use".
+ * The unit (if any) is stopped first: systemd escalates after TimeoutStopSec.
+ * Whatever still runs our config after that (no systemd, or a unit that lost
+ * track) gets SIGTERM, then SIGKILL after TERM_WAIT_TENTHS; a process exits
+ * (closing its sockets) before it is a zombie, so "no live process" is "no socket".
+ */
+function stopDnsmasq(name: string): Script {
+  const who = `dnsmasq of NatNetwork ${name}`;
+  // One group, so `&&` around it (a restart: write && stop && start) takes its status as a whole.
+  const lines = joinLines([
+    removeUnit(name),
+    sh`pids=$(${ourDnsmasqPids(name)})`,
+    sh`if [ -n "$pids" ]; then`,
+    sh`  kill $pids 2>/dev/null; ${waitGone(TERM_WAIT_TENTHS)}`,
+    sh`  if [ -n "$left" ]; then echo ${`${who} (pid`}$left${`) ignored SIGTERM for ${TERM_WAIT_TENTHS / 10} s: SIGKILL`} >&2; pids=$left; kill -KILL $pids 2>/dev/null; ${waitGone(KILL_WAIT_TENTHS)}; fi`,
+    sh`fi`,
+    // Judged afresh: a process forked meanwhile counts too.
+    sh`left=$(${ourDnsmasqPids(name)})`,
+    sh`if [ -n "$left" ]; then echo ${`${who} still runs after SIGKILL (pid`} $left")" >&2; false; else rm -f ${pidFile(name)}; fi`,
+  ]);
+  return sh`{ ${lines}; }`;
 }
 
 function reloadDnsmasq(name: string): Script {
@@ -191,7 +231,7 @@ function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
         return { description: `reload dnsmasq for ${a.name} (SIGHUP: hosts files)`, run: andThen([write, reloadDnsmasq(a.name)]), undo, cleanup: undo };
       }
       const undo = back ? joinLines([back, stopDnsmasq(a.name), startDnsmasq(a.name, a.systemd)]) : undefined;
-      const run = andThen([write, joinLines([stopDnsmasq(a.name), startDnsmasq(a.name, a.systemd)])]);
+      const run = andThen([write, stopDnsmasq(a.name), startDnsmasq(a.name, a.systemd)]);
       return { description: `restart dnsmasq for ${a.name} (configuration changed)`, run, undo, cleanup: undo };
     }
     case "stopDnsmasq":
