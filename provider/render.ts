@@ -6,9 +6,10 @@
  *      on one host never interleave read-modify-write;
  *   2. re-check the plan's preconditions (guards) under the lock: the observe
  *      round trip ran without it;
- *   3. run the steps in order; when step k fails, run the undo of steps
- *      k-1 … 1 (reverse order) and exit, so a failed create leaves nothing
- *      and a failed update leaves the old state;
+ *   3. run the steps in order; when step k fails, run its own cleanup (what
+ *      its run may have left half done), then the undo of steps k-1 … 1
+ *      (reverse order) and exit, so a failed create leaves nothing and a
+ *      failed update leaves the old state;
  *   4. release the lock and print the observe sections, so the caller
  *      verifies against the state the host really has — in the same round trip.
  * Step output goes to stderr; stdout carries only the framed sections.
@@ -25,6 +26,13 @@ export interface Step {
   run: Script;
   /** Restores what `run` changed; omitted when nothing needs restoring. */
   undo?: Script;
+  /**
+   * Runs when `run` itself fails, before the undos of the earlier steps: removes
+   * what a run that stopped part way may have left (a file written before the
+   * command that failed, #14). Unlike `undo` it must hold after a partial run,
+   * so it is its own field: an undo may assume its step completed.
+   */
+  cleanup?: Script;
 }
 
 export interface Guard {
@@ -86,6 +94,7 @@ export function renderScript(plan: Plan, observeExtra: readonly Script[] = [], c
       joinLines([
         sh`if ! { ${step.run}; } >&2; then`,
         sh`  kvmnet_fail Failed ${`step failed: ${step.description}`}`,
+        ...(step.cleanup ? [sh`  { ${step.cleanup}; } >&2 2>/dev/null || true`] : []),
         ...undos.map((u) => sh`  ${u}`),
         sh`  exit ${EXIT_STEP_FAILED}`,
         literal("fi"),

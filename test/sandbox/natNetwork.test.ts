@@ -6,6 +6,7 @@
  * (upstream sees the guest), isolation, reload-not-restart, the ip_forward
  * hold, conflicts and warnings, drift, and that destroy leaves the host as it was.
  */
+import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -367,25 +368,140 @@ describe("conflicts and warnings", () => {
 });
 
 describe("failed create", () => {
-  it("leaves nothing behind when dnsmasq cannot start (a server already on the gateway's :53), ip_forward included", async () => {
-    // A listener bound to the future gateway address (nonlocal bind, inside this sandbox host
-    // only) passes planning — it is not a wildcard — and makes dnsmasq fail on the host.
+  it("names a process on the gateway's :53 before anything changes (#14), rather than dnsmasq's 'Address already in use'", async () => {
+    // A listener bound to the future gateway address (nonlocal bind, inside this sandbox host only).
     await h.exec("sysctl -qw net.ipv4.ip_nonlocal_bind=1");
     const r = await h.exec("socat TCP-LISTEN:53,bind=10.98.0.1,fork SYSTEM:true >/dev/null 2>&1 & echo $!");
     const pid = Number(r.stdout.trim());
     try {
       for (let i = 0; i < 50 && !(await h.exec("ss -Hltn 'sport = :53'")).stdout.trim(); i++) await new Promise((res) => setTimeout(res, 100));
       const before = await snapshotHost(h);
-      await expectKvmnetError(
+      const e = await expectKvmnetError(
         create({ name: "fl", subnet: "10.98.0.0/24", dhcp: { start: "10.98.0.10", end: "10.98.0.20" } }),
-        "Failed",
-        /step failed: start dnsmasq for fl[\s\S]*Address already in use[\s\S]*undone/,
+        "Conflict",
+        new RegExp(`natNetwork fl: pid ${pid} \\(socat\\) holds 10\\.98\\.0\\.1:53`),
       );
+      expect(e.message).toContain(`kill ${pid}`);
       expect(await snapshotHost(h)).toEqual(before);
       expect(await ipForward()).toBe("0");
     } finally {
       await h.exec(`kill ${pid}; sysctl -qw net.ipv4.ip_nonlocal_bind=0`, { allowFail: true });
     }
+  });
+
+  it("leaves nothing behind when dnsmasq cannot start, ip_forward included", async () => {
+    // Something planning does not look at and dnsmasq cannot get past: its lease file's place taken by a directory.
+    await h.exec("mkdir -p /run/kvmnet/nat/fl/leases");
+    try {
+      const before = await snapshotHost(h);
+      await expectKvmnetError(
+        create({ name: "fl", subnet: "10.98.0.0/24", dhcp: { start: "10.98.0.10", end: "10.98.0.20" } }),
+        "Failed",
+        /step failed: start dnsmasq for fl[\s\S]*lease file[\s\S]*undone/,
+      );
+      expect(await snapshotHost(h)).toEqual(before);
+      expect(await ipForward()).toBe("0");
+    } finally {
+      await h.exec("rm -rf /run/kvmnet/nat/fl; rmdir /run/kvmnet/nat 2>/dev/null; true");
+    }
+  });
+});
+
+describe("a dnsmasq that outlives SIGTERM (#14)", () => {
+  /*
+   * dnsmasq acts on SIGTERM only from its main loop: while it reads a big hosts file it
+   * does not. Measured here (dnsmasq 2.90): SIGTERM right after start took 0.3 s with
+   * 100k names, 3.2 s with 300k and 45 s with 1M. Rather than ship a million names
+   * through a test, the daemon is stopped (SIGSTOP): a real dnsmasq, holding its real
+   * sockets, that keeps SIGTERM pending for as long as it is stopped. Only SIGKILL ends it.
+   */
+  const state = async (pid: number) => (await h.exec(`cut -d' ' -f3 /proc/${pid}/stat 2>/dev/null || echo gone`)).stdout.trim();
+  const listenersOn = async (addr: string) =>
+    (await h.exec(`ss -Hlntu '( sport = :53 or sport = :67 )' | awk '{print $5}'`)).stdout.split("\n").filter((l) => l.startsWith(`${addr}:`));
+  /** Processes a test stopped: killed (SIGKILL, by pid) whatever happened, so a failure leaves none behind. */
+  const stopped: number[] = [];
+  afterEach(async () => {
+    for (const pid of stopped.splice(0)) await h.exec(`kill -KILL ${pid}`, { allowFail: true });
+  });
+  const sigstop = async (pid: number) => {
+    stopped.push(pid);
+    await h.exec(`kill -STOP ${pid}`);
+    expect(await state(pid)).toBe("T");
+  };
+
+  it("delete waits, escalates to SIGKILL, and returns only once the daemon and its sockets are gone; the gateway is free again", async () => {
+    const before = await snapshotHost(h);
+    const net = { mode: "isolated", subnet: "10.87.0.0/24", dhcp: { start: "10.87.0.10", end: "10.87.0.20" } };
+    const c = await create({ name: "slow", ...net });
+    const pid = c.outs.dnsmasqPid as number;
+    expect(await listenersOn("10.87.0.1")).toContain("10.87.0.1:53");
+    await sigstop(pid);
+    await destroy(c.id, c.outs);
+    expect(await state(pid)).toMatch(/^(Z|gone)$/);
+    expect(await listenersOn("10.87.0.1")).toEqual([]);
+    // A new network on the same gateway address starts its own dnsmasq there.
+    const d = await create({ name: "slow2", ...net });
+    expect(d.outs.dnsmasqPid).toEqual(expect.any(Number));
+    expect(await listenersOn("10.87.0.1")).toContain("10.87.0.1:53");
+    await destroy(d.id, d.outs);
+    expect(await snapshotHost(h)).toEqual(before);
+  });
+
+  it("a restart (config change) replaces a daemon that ignores SIGTERM instead of failing on its sockets", async () => {
+    const c = await create({ name: "slowr", mode: "isolated", subnet: "10.88.0.0/24", dhcp: { start: "10.88.0.10", end: "10.88.0.20" } });
+    const pid = c.outs.dnsmasqPid as number;
+    await sigstop(pid);
+    const u = await update(c.id, c.outs, c.inputs, { dhcp: { start: "10.88.0.10", end: "10.88.0.20", leaseTime: 7200 } });
+    expect(await state(pid)).toMatch(/^(Z|gone)$/);
+    expect(u.outs.dnsmasqPid).toEqual(expect.any(Number));
+    expect(u.outs.dnsmasqPid).not.toBe(pid);
+    expect(await state(u.outs.dnsmasqPid as number)).toBe("S");
+    await destroy(c.id, u.outs);
+  });
+
+  it("create names a stale kvmnet dnsmasq on its gateway address (pid, how to stop it) instead of failing with 'Address already in use'", async () => {
+    const net = { mode: "isolated", subnet: "10.89.0.0/24", dhcp: { start: "10.89.0.10", end: "10.89.0.20" } };
+    const c = await create({ name: "gone1", ...net });
+    const pid = c.outs.dnsmasqPid as number;
+    await sigstop(pid);
+    // What a delete that did not wait for it (before #14) left: everything gone but the daemon.
+    await h.exec("ip link del dev kvn-gone1 && nft delete table inet kvmnet_nat_gone1 && rm -rf /run/kvmnet/nat/gone1 /run/kvmnet/state/natNetwork/gone1.json /run/kvmnet/state/natNetwork/gone1.sysctl");
+    live.delete(c.id);
+    const before = await snapshotHost(h);
+    for (const name of ["new1", "gone1"]) {
+      const e = await expectKvmnetError(create({ name, ...net }), "Conflict", new RegExp(`^Conflict: natNetwork ${name}: .*\\bpid ${pid}\\b`));
+      // Who it is, what it holds, and how to stop it.
+      expect(e.message).toContain("dnsmasq of NatNetwork gone1");
+      expect(e.message).toMatch(/10\.89\.0\.1:53|without its network/);
+      expect(e.message).toContain(`kill -9 ${pid}`);
+      expect(await snapshotHost(h)).toEqual(before);
+    }
+    await h.exec(`kill -KILL ${pid}`);
+    const d = await create({ name: "new1", ...net });
+    expect(d.outs.dnsmasqPid).toEqual(expect.any(Number));
+    await destroy(d.id, d.outs);
+  });
+});
+
+describe("a host whose nft cannot run (#14)", () => {
+  it("create fails naming the nft step, and leaves nothing behind: no table file, no run dir", async () => {
+    // A non-executable file over the nft binary, in this host's own mount namespace only:
+    // `ip netns exec` made it a slave of the machine's, so nothing propagates back.
+    const nft = (await h.exec("command -v nft")).stdout.trim();
+    expect((await h.exec(`findmnt -no PROPAGATION --target ${nft}`)).stdout).not.toMatch(/^shared/);
+    await h.exec(`: > /run/kvmnet-test-nonft && mount --bind /run/kvmnet-test-nonft ${nft}`);
+    try {
+      expect((await h.exec("nft --version", { allowFail: true })).code).not.toBe(0);
+      const before = await snapshotHost(h);
+      const e = await expectKvmnetError(create({ name: "nonft", mode: "isolated", subnet: "10.86.0.0/24" }), "Failed", /step failed: apply nft table inet kvmnet_nat_nonft/);
+      expect(e).toMatchObject({ stderr: expect.stringMatching(/nft/) });
+      expect(await snapshotHost(h)).toEqual(before);
+      expect((await h.exec("ls -A /run/kvmnet")).stdout.trim()).toBe("");
+    } finally {
+      await h.exec(`umount ${nft}; rm -f /run/kvmnet-test-nonft`);
+    }
+    // The machine's own nft (root mount namespace, this test's process) was never covered.
+    expect(execFileSync("nft", ["--version"]).toString()).toMatch(/nftables/);
   });
 });
 

@@ -52,6 +52,9 @@ export function dnsmasqUnitText(name: string): string {
     `PIDFile=${pidFile(name)}`,
     `ExecStart=dnsmasq --conf-file=${confFile(name)}`,
     "ExecReload=/bin/kill -HUP $MAINPID",
+    // SIGKILL after 10 s rather than systemd's 90: a dnsmasq reading a big hosts list
+    // ignores SIGTERM that long (#14), and `systemctl stop` returns only once it is gone.
+    "TimeoutStopSec=10s",
     "Restart=on-failure",
     "",
   ].join("\n");

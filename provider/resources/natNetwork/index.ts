@@ -5,6 +5,7 @@
  * (boot units of our own, persist.ts), wired into the lifecycle.
  */
 import { makeKindProvider } from "../lifecycle";
+import { natObserveSection } from "./observe";
 import { natPersist } from "./persist";
 import { NAT_KIND, planNat, planNatDelete } from "./plan";
 import { renderNatPlan } from "./render";
@@ -39,6 +40,8 @@ export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
   plan: (desired, snap, previous) => renderNatPlan(planNat(desired, snap, previous)),
   planDelete: (props, snap) => renderNatPlan(planNatDelete(props, snap)),
   verify: verifyNat,
+  // Every dnsmasq running a NatNetwork's config, and who holds ports 53/67 (#14).
+  observeExtra: [natObserveSection],
   outputs: natOutputs,
   persist: natPersist,
 });

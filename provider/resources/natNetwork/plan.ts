@@ -15,6 +15,7 @@ import {
   gatewayCidr,
   NatState,
   natState,
+  needsDnsmasq,
   NftRule,
   pidFile,
   resolveUplink,
@@ -23,6 +24,7 @@ import {
   tableName,
   tableRules,
 } from "./files";
+import { holdersOf, natDaemons } from "./observe";
 import { natPersistPaths, owns, persistentDnsmasqUnitFile } from "./persist";
 import { cidrsOverlap, modeForwards, NatNetworkInputs } from "./schema";
 
@@ -38,6 +40,8 @@ export interface NatObserved {
   /** Rules of our table as `chain:comment`, undefined when the table is absent. */
   tableRules?: string[];
   dnsmasq?: { pid?: number; running: boolean };
+  /** Every live dnsmasq started with this network's config: the pid file's, and any it lost track of. */
+  daemonPids: number[];
   state?: NatState;
   forwardHeld: boolean;
   ipForward: string;
@@ -89,6 +93,7 @@ export function observeNat(snap: HostSnapshot, n: Pick<NatNetworkInputs, "name" 
     gatewayPresent: link ? configuredAddresses(snap, n.bridgeName).includes(gatewayCidr(n as NatNetworkInputs)) : false,
     tableRules: tableRulesSeen,
     dnsmasq: pf ? { pid: pf.pid, running: pf.comm === "dnsmasq" } : undefined,
+    daemonPids: natDaemons(snap).daemons.filter((d) => d.network === n.name).map((d) => d.pid),
     state,
     forwardHeld: snap.stateFiles[forwardHolder(n.name)] !== undefined,
     ipForward: snap.sysctls["ipv4/ip_forward"] ?? "",
@@ -152,6 +157,36 @@ function conflict(message: string, hint?: string): KvmnetError {
   return new KvmnetError({ kind: "Conflict", message, hint });
 }
 
+/** How to stop a process that may ignore SIGTERM (#14: a dnsmasq busy with a big hosts list does). */
+const stopHint = (pid: number) => `stop it: \`kill ${pid}\`, and \`kill -9 ${pid}\` if it is still there after 10 s`;
+
+/**
+ * A dnsmasq about to start would fail with "Address already in use": name what
+ * is in its way instead (#14). That is a dnsmasq of this network's name that
+ * runs without the network (an earlier delete did not wait for it), or any
+ * process with a socket on port 53 or 67 of the gateway address, such as a
+ * dnsmasq that outlived another network on that address. A kvmnet dnsmasq of
+ * another network elsewhere is left alone: it may be one another resource is
+ * starting at this moment, its state not yet written.
+ */
+function dnsmasqBlocker(desired: NatNetworkInputs, snap: HostSnapshot, obs: NatObserved): KvmnetError | undefined {
+  const who = `natNetwork ${desired.name}`;
+  const daemons = natDaemons(snap);
+  const kvmnetDaemon = (pid: number) => daemons.daemons.find((d) => d.pid === pid);
+  const own = obs.daemonPids.find((pid) => pid !== obs.dnsmasq?.pid);
+  if (own !== undefined) {
+    const why = obs.state ? "runs, but not as the pid file says" : "runs without its network (an earlier delete did not stop it)";
+    return conflict(`${who}: a dnsmasq of NatNetwork ${desired.name} (pid ${own}) ${why}`, stopHint(own));
+  }
+  const [held] = holdersOf(daemons, desired.gateway);
+  if (!held) return undefined;
+  const [u] = held.users;
+  if (!u) return conflict(`${who}: a socket on ${held.local} is in the way of this network's dnsmasq`, "find its owner with `ss -lntup`");
+  const d = kvmnetDaemon(u.pid);
+  const what = d ? `the dnsmasq of NatNetwork ${d.network}${snap.stateFiles[stateFile(d.network)] === undefined ? ", which outlived its network" : ""}` : u.comm;
+  return conflict(`${who}: pid ${u.pid} (${what}) holds ${held.local}, which this network's dnsmasq needs`, stopHint(u.pid));
+}
+
 /**
  * Plan the actions that take the host from `snap` to `desired`; `previous` is
  * set on update. Throws KvmnetError when the network cannot work on this host.
@@ -200,6 +235,10 @@ export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?
     }
   }
   const ownDnsmasqRunning = obs.dnsmasq?.running === true;
+  if (needsDnsmasq(desired) && !ownDnsmasqRunning) {
+    const blocker = dnsmasqBlocker(desired, snap, obs);
+    if (blocker) throw blocker;
+  }
   if (desired.dns.enabled && !ownDnsmasqRunning) {
     const wild = wildcardDnsListeners(snap);
     if (wild.length > 0) {
@@ -275,7 +314,7 @@ function natHooksToDisarm(name: string, snap: HostSnapshot): BootHooks | undefin
 export function planNatDelete(n: NatNetworkInputs, snap: HostSnapshot): NatPlan {
   const obs = observeNat(snap, n);
   const actions: NatAction[] = [];
-  if (obs.dnsmasq || obs.state?.dnsmasqUnit) actions.push({ op: "stopDnsmasq", name: n.name, systemd: obs.state?.dnsmasqUnit !== undefined });
+  if (obs.dnsmasq || obs.daemonPids.length > 0 || obs.state?.dnsmasqUnit) actions.push({ op: "stopDnsmasq", name: n.name, systemd: obs.state?.dnsmasqUnit !== undefined });
   const hooks = natHooksToDisarm(n.name, snap);
   if (hooks) actions.push({ op: "disarmBootHooks", hooks });
   if (obs.tableRules !== undefined) actions.push({ op: "deleteTable", name: n.name });

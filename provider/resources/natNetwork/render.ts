@@ -73,7 +73,7 @@ function writeDnsmasqFiles(name: string, f: DnsmasqFiles): Script {
  * never signal a recycled pid, and never wait on a zombie (an init that is
  * slow to reap leaves a dead dnsmasq whose comm still reads "dnsmasq").
  */
-const DNSMASQ_ALIVE = sh`[ -n "$p" ] && [ "$(cat /proc/$p/comm 2>/dev/null)" = dnsmasq ] && ! grep -qE '^[0-9]+ \(dnsmasq\) Z' /proc/$p/stat 2>/dev/null`;
+const DNSMASQ_ALIVE = sh`[ -n "$p" ] && [ "$(cat /proc/$p/comm 2>/dev/null)" = dnsmasq ] && ! grep -qE '^[0-9]+ \\(dnsmasq\\) Z' /proc/$p/stat 2>/dev/null`;
 
 function withDnsmasqPid(name: string, body: Script): Script {
   return sh`p=$(cat ${pidFile(name)} 2>/dev/null || true); if ${DNSMASQ_ALIVE}; then ${body}; fi`;
@@ -116,13 +116,53 @@ function startDnsmasq(name: string, systemd: boolean): Script {
   return andThen([sh`rm -f ${pidFile(name)}`, sh`dnsmasq --conf-file=${confFile(name)} </dev/null >/dev/null`, waitAlive]);
 }
 
-function stopDnsmasq(name: string): Script {
+/** Tenths of a second a dnsmasq gets to act on SIGTERM, then on SIGKILL. */
+const TERM_WAIT_TENTHS = 100;
+const KILL_WAIT_TENTHS = 50;
+
+/**
+ * Prints the live dnsmasq processes of this network, one pid a line: the pid
+ * file's, and every other one started with this network's config (a daemon the
+ * pid file lost track of; dnsmasq's forked TCP children). grep -z reads
+ * /proc/<pid>/cmdline argument by argument.
+ */
+function ourDnsmasqPids(name: string): Script {
   return joinLines([
-    removeUnit(name),
-    // Without systemd (or should the unit have lost track of it): by pid, checked to be our dnsmasq.
-    withDnsmasqPid(name, sh`kill "$p"; i=0; while ${DNSMASQ_ALIVE} && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done`),
-    sh`rm -f ${pidFile(name)}`,
+    sh`{ p=$(cat ${pidFile(name)} 2>/dev/null || true); if ${DNSMASQ_ALIVE}; then echo "$p"; fi`,
+    sh`  for f in $(grep -lzxF -e ${`--conf-file=${confFile(name)}`} /proc/[0-9]*/cmdline 2>/dev/null); do p=\${f#/proc/}; p=\${p%/cmdline}; if ${DNSMASQ_ALIVE}; then echo "$p"; fi; done; } | sort -u`,
   ]);
+}
+
+/** Waits (bounded) while any pid in $pids is a live dnsmasq; leaves the living ones in $left. */
+function waitGone(tenths: number): Script {
+  return sh`i=0; while :; do left=; for p in $pids; do if ${DNSMASQ_ALIVE}; then left="$left $p"; fi; done; [ -n "$left" ] && [ $i -lt ${tenths} ] || break; sleep 0.1; i=$((i+1)); done`;
+}
+
+/**
+ * Stop the network's dnsmasq and succeed only once it is gone, sockets and all
+ * (#14): a dnsmasq reading a big hosts list acts on SIGTERM only when done (45 s
+ * for a million names), and one that outlives its network keeps the gateway's
+ * :53 and :67, so the next network there fails with "Address already in use".
+ * The unit (if any) is stopped first: systemd escalates after TimeoutStopSec.
+ * Whatever still runs our config after that (no systemd, or a unit that lost
+ * track) gets SIGTERM, then SIGKILL after TERM_WAIT_TENTHS; a process exits
+ * (closing its sockets) before it is a zombie, so "no live process" is "no socket".
+ */
+function stopDnsmasq(name: string): Script {
+  const who = `dnsmasq of NatNetwork ${name}`;
+  // One group, so `&&` around it (a restart: write && stop && start) takes its status as a whole.
+  const lines = joinLines([
+    removeUnit(name),
+    sh`pids=$(${ourDnsmasqPids(name)})`,
+    sh`if [ -n "$pids" ]; then`,
+    sh`  kill $pids 2>/dev/null; ${waitGone(TERM_WAIT_TENTHS)}`,
+    sh`  if [ -n "$left" ]; then echo ${`${who} (pid`}$left${`) ignored SIGTERM for ${TERM_WAIT_TENTHS / 10} s: SIGKILL`} >&2; pids=$left; kill -KILL $pids 2>/dev/null; ${waitGone(KILL_WAIT_TENTHS)}; fi`,
+    sh`fi`,
+    // Judged afresh: a process forked meanwhile counts too.
+    sh`left=$(${ourDnsmasqPids(name)})`,
+    sh`if [ -n "$left" ]; then echo ${`${who} still runs after SIGKILL (pid`} $left")" >&2; false; else rm -f ${pidFile(name)}; fi`,
+  ]);
+  return sh`{ ${lines}; }`;
 }
 
 function reloadDnsmasq(name: string): Script {
@@ -164,50 +204,49 @@ function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
         undo: a.previous
           ? nftApply(a.name, `${tableFile(a.name)}.previous`, a.previous)
           : joinLines([sh`nft delete table inet ${tableName(a.name)}`, sh`rm -f ${tableFile(a.name)}`, pruneDirs(a.name)]),
+        // The file is written before `nft -c` judges it (no nft, a rule the kernel
+        // refuses): `nft -f` is one transaction, so only the file needs putting back.
+        cleanup: a.previous
+          ? writeFile(tableFile(a.name), a.previous)
+          : joinLines([sh`rm -f ${tableFile(a.name)} ${`${tableFile(a.name)}.tmp`}`, pruneDirs(a.name)]),
       };
     case "deleteTable":
       return { description: `delete nft table inet ${tableName(a.name)}`, run: sh`nft delete table inet ${tableName(a.name)}` };
     case "acquireForward":
-      return { description: "turn on net.ipv4.ip_forward", run: acquireForward(a.name), undo: releaseForward(a.name) };
+      // Releasing is right after a partial acquire too: the original value, if recorded, is put back.
+      return { description: "turn on net.ipv4.ip_forward", run: acquireForward(a.name), undo: releaseForward(a.name), cleanup: releaseForward(a.name) };
     case "releaseForward":
       return { description: "release net.ipv4.ip_forward (restored when no other network needs it)", run: releaseForward(a.name), undo: acquireForward(a.name) };
     case "dnsmasq": {
-      // A failing step is not undone by the script (only the steps before it are),
-      // so each variant cleans up after itself before reporting the failure.
+      // Each variant's undo is also right after its own run stopped part way, so it is the cleanup too.
       const write = writeDnsmasqFiles(a.name, a.files);
       const back = a.previous ? writeDnsmasqFiles(a.name, a.previous) : undefined;
       const removeOwn = sh`rm -f ${confFile(a.name)} ${dhcpHostsFile(a.name)} ${dnsHostsFile(a.name)} ${leaseFile(a.name)} ${pidFile(a.name)}`;
-      const orElse = (run: Script, cleanup: Script) => joinLines([sh`{ ${run}; } || {`, cleanup, sh`false; }`]);
       if (a.how === "start") {
         const undo = back ? joinLines([stopDnsmasq(a.name), back]) : joinLines([stopDnsmasq(a.name), removeOwn]);
-        return { description: `start dnsmasq for ${a.name}${a.systemd ? ` (unit ${dnsmasqUnit(a.name)})` : ""}`, run: orElse(andThen([write, startDnsmasq(a.name, a.systemd)]), undo), undo };
+        return { description: `start dnsmasq for ${a.name}${a.systemd ? ` (unit ${dnsmasqUnit(a.name)})` : ""}`, run: andThen([write, startDnsmasq(a.name, a.systemd)]), undo, cleanup: undo };
       }
       if (a.how === "reload") {
         const undo = back ? joinLines([back, reloadDnsmasq(a.name)]) : undefined;
-        return {
-          description: `reload dnsmasq for ${a.name} (SIGHUP: hosts files)`,
-          run: undo ? orElse(andThen([write, reloadDnsmasq(a.name)]), undo) : andThen([write, reloadDnsmasq(a.name)]),
-          undo,
-        };
+        return { description: `reload dnsmasq for ${a.name} (SIGHUP: hosts files)`, run: andThen([write, reloadDnsmasq(a.name)]), undo, cleanup: undo };
       }
       const undo = back ? joinLines([back, stopDnsmasq(a.name), startDnsmasq(a.name, a.systemd)]) : undefined;
-      const run = andThen([write, joinLines([stopDnsmasq(a.name), startDnsmasq(a.name, a.systemd)])]);
-      return { description: `restart dnsmasq for ${a.name} (configuration changed)`, run: undo ? orElse(run, undo) : run, undo };
+      const run = andThen([write, stopDnsmasq(a.name), startDnsmasq(a.name, a.systemd)]);
+      return { description: `restart dnsmasq for ${a.name} (configuration changed)`, run, undo, cleanup: undo };
     }
     case "stopDnsmasq":
       return { description: `stop dnsmasq of ${a.name}`, run: stopDnsmasq(a.name), undo: startDnsmasq(a.name, a.systemd) };
-    case "writeState":
-      return {
-        description: `record state of ${a.name}`,
-        run: writeState(a.name, JSON.stringify(a.state)),
-        undo: a.previous ? writeState(a.name, JSON.stringify(a.previous)) : joinLines([sh`rm -f ${stateFile(a.name)}`, pruneDirs(a.name)]),
-      };
+    case "writeState": {
+      const undo = a.previous ? writeState(a.name, JSON.stringify(a.previous)) : joinLines([sh`rm -f ${stateFile(a.name)} ${`${stateFile(a.name)}.tmp`}`, pruneDirs(a.name)]);
+      return { description: `record state of ${a.name}`, run: writeState(a.name, JSON.stringify(a.state)), undo, cleanup: undo };
+    }
     case "recordSysctl":
       // Later files override earlier ones in sysctl.d; any file saying 0 is worth a warning.
       return {
         description: "look for sysctl files that turn ip_forward off",
         run: sh`mkdir -p ${NAT_STATE_DIR} && { grep -lsE '^[[:space:]]*net[./]ipv4[./]ip_forward[[:space:]]*=[[:space:]]*0' /etc/sysctl.conf /etc/sysctl.d/*.conf /run/sysctl.d/*.conf /usr/local/lib/sysctl.d/*.conf /usr/lib/sysctl.d/*.conf /lib/sysctl.d/*.conf > ${sysctlFile(a.name)}; true; }`,
         undo: joinLines([sh`rm -f ${sysctlFile(a.name)}`, pruneDirs(a.name)]),
+        cleanup: joinLines([sh`rm -f ${sysctlFile(a.name)}`, pruneDirs(a.name)]),
       };
     case "forgetSysctl":
       return { description: "forget sysctl findings", run: joinLines([sh`rm -f ${sysctlFile(a.name)}`, pruneDirs(a.name)]) };

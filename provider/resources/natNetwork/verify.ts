@@ -65,7 +65,8 @@ export function natWarnings(n: NatNetworkInputs, obs: NatObserved, snap: HostSna
  */
 export function natOutputs(inputs: NatNetworkInputs, snap: HostSnapshot): Record<string, unknown> | undefined {
   const obs = observeNat(snap, inputs);
-  if (!obs.bridge && obs.tableRules === undefined && !obs.state && !obs.dnsmasq) return undefined;
+  // A dnsmasq still running the network's config is the network not yet gone (a delete must not report success, #14).
+  if (!obs.bridge && obs.tableRules === undefined && !obs.state && !obs.dnsmasq && obs.daemonPids.length === 0) return undefined;
   const out: Record<string, unknown> = { ...inputs };
   const uplink = uplinkFor(inputs, obs, snap);
   if (uplink !== undefined) out.uplink = uplink;

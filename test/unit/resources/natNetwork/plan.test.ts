@@ -3,6 +3,7 @@ import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
 import { dnsmasqFiles, tableRules, tableScript } from "../../../../provider/resources/natNetwork/files";
 import { NatAction, observeNat, planNat, planNatDelete } from "../../../../provider/resources/natNetwork/plan";
+import { holdersOf, NAT_DAEMONS_SECTION, natDaemons } from "../../../../provider/resources/natNetwork/observe";
 import { renderNatPlan } from "../../../../provider/resources/natNetwork/render";
 import { NatNetworkInputs, natNetworkInputsSchema } from "../../../../provider/resources/natNetwork/schema";
 import { natOutputs, verifyNat } from "../../../../provider/resources/natNetwork/verify";
@@ -130,6 +131,8 @@ describe("dnsmasq under systemd", () => {
     const text = renderNatPlan(p).steps.map((s) => s.run.text).join("\n");
     expect(text).toContain("/run/systemd/system/kvmnet-dnsmasq-new.service");
     expect(text).toMatch(/Type=forking\nPIDFile=\/run\/kvmnet\/nat\/new\/dnsmasq.pid\nExecStart=dnsmasq --conf-file=\/run\/kvmnet\/nat\/new\/dnsmasq.conf/);
+    // systemd's own stop escalates to SIGKILL within the bound a stop waits for (#14), not after its default 90 s.
+    expect(text).toContain("TimeoutStopSec=10s");
     expect(text).toContain("systemctl start 'kvmnet-dnsmasq-new.service'");
     expect(text).toContain("journalctl -u 'kvmnet-dnsmasq-new.service'");
 
@@ -216,5 +219,64 @@ describe("verify and outputs", () => {
     expect(drifted).toMatchObject({ dnsmasqPid: null, tablePresent: false });
     for (const k of ["mode", "dhcp", "dns"]) expect(drifted).not.toHaveProperty(k);
     expect(natOutputs(inputs({ name: "gone", subnet: "10.1.0.0/24" }), snap)).toBeUndefined();
+  });
+});
+
+describe("a dnsmasq that outlived its network (#14)", () => {
+  /** The host of the fixture with the kind's own section: kvmnet dnsmasqs and who holds :53/:67. */
+  const withDaemons = (lines: string[]): HostSnapshot => {
+    const sections = new Map(noDocker.sections);
+    sections.set(NAT_DAEMONS_SECTION, { rc: 0, text: lines.join("\n") });
+    return { ...noDocker, sections };
+  };
+  const fresh = inputs({ name: "fresh", mode: "isolated", subnet: "10.79.0.0/24" });
+  const staleOld = ["proc 999 /run/kvmnet/nat/old/dnsmasq.conf", 'sock 10.79.0.1:53 users:(("dnsmasq",pid=999,fd=6))', 'sock 0.0.0.0%if9:67 users:(("dnsmasq",pid=999,fd=4))'];
+
+  it("parses the section: daemons by network, sockets with their processes", () => {
+    expect(natDaemons(withDaemons(staleOld))).toEqual({
+      daemons: [{ pid: 999, conf: "/run/kvmnet/nat/old/dnsmasq.conf", network: "old" }],
+      sockets: [
+        { local: "10.79.0.1:53", users: [{ comm: "dnsmasq", pid: 999 }] },
+        { local: "0.0.0.0%if9:67", users: [{ comm: "dnsmasq", pid: 999 }] },
+      ],
+    });
+    expect(holdersOf(natDaemons(withDaemons(['sock 10.79.0.1%kvn-x:67 users:(("x",pid=1,fd=3))'])), "10.79.0.1")).toHaveLength(1);
+    expect(holdersOf(natDaemons(withDaemons(['sock 10.79.0.10:53 users:(("x",pid=1,fd=3))'])), "10.79.0.1")).toEqual([]);
+  });
+
+  it("create names the daemon on its gateway address: pid, whose it is, how to stop it", () => {
+    const msg = expectError(() => planNat(fresh, withDaemons(staleOld)), "Conflict", /natNetwork fresh: pid 999 \(the dnsmasq of NatNetwork old, which outlived its network\) holds 10\.79\.0\.1:53/);
+    expect(msg).toContain("kill -9 999");
+  });
+
+  it("any other process on the gateway's :53 or :67 is named too", () => {
+    expectError(() => planNat(fresh, withDaemons(['sock 10.79.0.1:67 users:(("udhcpd",pid=77,fd=3))'])), "Conflict", /pid 77 \(udhcpd\) holds 10\.79\.0\.1:67/);
+  });
+
+  it("a leftover dnsmasq of the network's own name is named even off the gateway", () => {
+    const same = inputs({ name: "old", mode: "isolated", subnet: "10.79.0.0/24" });
+    expectError(() => planNat(same, withDaemons(["proc 999 /run/kvmnet/nat/old/dnsmasq.conf"])), "Conflict", /a dnsmasq of NatNetwork old \(pid 999\) runs without its network/);
+  });
+
+  it("leaves alone what is not in the way: another network's dnsmasq elsewhere; a network that runs no dnsmasq", () => {
+    expect(() => planNat(fresh, withDaemons(["proc 999 /run/kvmnet/nat/old/dnsmasq.conf", 'sock 10.50.0.1:53 users:(("dnsmasq",pid=999,fd=6))']))).not.toThrow();
+    const noDaemon = inputs({ name: "fresh", mode: "isolated", subnet: "10.79.0.0/24", dhcp: false, dns: { enabled: false } });
+    expect(() => planNat(noDaemon, withDaemons(staleOld))).not.toThrow();
+  });
+
+  it("delete stops a daemon of the network the pid file lost, and the network is not gone while it runs", () => {
+    const s = withDaemons(["proc 999 /run/kvmnet/nat/old/dnsmasq.conf"]);
+    const old = inputs({ name: "old", mode: "isolated", subnet: "10.79.0.0/24" });
+    expect(ops(planNatDelete(old, s).actions)).toEqual(["stopDnsmasq", "removeFiles"]);
+    expect(natOutputs(old, s)).toBeDefined();
+    expect(natOutputs(old, withDaemons([]))).toBeUndefined();
+  });
+
+  it("stop waits for SIGTERM (bounded), escalates to SIGKILL, and fails while the daemon lives", () => {
+    const text = renderNatPlan(planNatDelete(lab, snap)).steps[0].run.text;
+    expect(text).toMatch(/kill \$pids .*\[ \$i -lt 100 \]/);
+    expect(text).toMatch(/ignored SIGTERM for 10 s: SIGKILL' >&2; pids=\$left; kill -KILL \$pids/);
+    expect(text).toMatch(/still runs after SIGKILL .*; false; else rm -f '\/run\/kvmnet\/nat\/lab\/dnsmasq\.pid'; fi/);
+    expect(text).toContain("grep -lzxF -e '--conf-file=/run/kvmnet/nat/lab/dnsmasq.conf' /proc/[0-9]*/cmdline");
   });
 });
