@@ -25,8 +25,13 @@ export const natObserveSection = section(
   literal(
     [
       // grep -z: /proc/<pid>/cmdline is NUL-separated; ^…$ hold each argument.
+      // Only this network namespace's processes (/proc lists every namespace's): a
+      // same-named network's dnsmasq in another one (a container, another host on a
+      // shared kernel) neither holds our ports nor is ours.
+      "me=$(readlink /proc/self/ns/net)",
       "for f in $(grep -lzE '^--conf-file=/run/kvmnet/nat/[A-Za-z0-9_]+/dnsmasq[.]conf$' /proc/[0-9]*/cmdline 2>/dev/null); do",
       '  d=${f%/cmdline}; [ "$(cat "$d/comm" 2>/dev/null)" = dnsmasq ] || continue',
+      '  [ "$(readlink "$d/ns/net" 2>/dev/null)" = "$me" ] || continue',
       '  case "$(cut -d" " -f3 "$d/stat" 2>/dev/null)" in Z|"") continue ;; esac',
       "  printf 'proc %s %s\\n' \"${d#/proc/}\" \"$(tr '\\0' '\\n' < \"$f\" 2>/dev/null | sed -n 's/^--conf-file=//p' | head -n 1)\"",
       "done",

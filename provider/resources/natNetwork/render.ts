@@ -129,7 +129,10 @@ const KILL_WAIT_TENTHS = 50;
 function ourDnsmasqPids(name: string): Script {
   return joinLines([
     sh`{ p=$(cat ${pidFile(name)} 2>/dev/null || true); if ${DNSMASQ_ALIVE}; then echo "$p"; fi`,
-    sh`  for f in $(grep -lzxF -e ${`--conf-file=${confFile(name)}`} /proc/[0-9]*/cmdline 2>/dev/null); do p=\${f#/proc/}; p=\${p%/cmdline}; if ${DNSMASQ_ALIVE}; then echo "$p"; fi; done; } | sort -u`,
+    // Only processes in this network namespace: /proc lists every namespace's, and a
+    // dnsmasq of a same-named network in another one (a container, another host on
+    // a shared kernel) is not ours to stop.
+    sh`  me=$(readlink /proc/self/ns/net); for f in $(grep -lzxF -e ${`--conf-file=${confFile(name)}`} /proc/[0-9]*/cmdline 2>/dev/null); do p=\${f#/proc/}; p=\${p%/cmdline}; [ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] || continue; if ${DNSMASQ_ALIVE}; then echo "$p"; fi; done; } | sort -u`,
   ]);
 }
 
