@@ -38,14 +38,14 @@
 # plugins run by the engine (RunPlugin), `pulumi new` templates, code generation or debugging.
 set -euo pipefail
 
-PULUMI_VERSION="${PULUMI_VERSION:-v3.248.0}"
+PULUMI_VERSION="${PULUMI_VERSION:-v3.276.0}"
 case "$PULUMI_VERSION" in v*) ;; *) PULUMI_VERSION="v$PULUMI_VERSION" ;; esac
 
 # h1: hash of github.com/pulumi/pulumi/pkg/v3 at the default version, as served by the Go module
 # proxy. The checksum database does not list this module version, so without this pin the download
 # would only be trusted because it came from the proxy.
-PINNED_PKG_VERSION="v3.248.0"
-PINNED_PKG_SUM="h1:MkvI29cYE3QUEvSl+7kZrV5lQ6CBIt54WjYt2HEXDSg="
+PINNED_PKG_VERSION="v3.276.0"
+PINNED_PKG_SUM="h1:RKovVWNh+H8qnmbv88QZWirM/HmfBqR28rbnRN3n6FA="
 
 PKG_MOD="github.com/pulumi/pulumi/pkg/v3"
 SDK_MOD="github.com/pulumi/pulumi/sdk/v3"
