@@ -17,6 +17,9 @@ module.exports = {
     { ...base, displayName: "lab", testMatch: ["<rootDir>/test/lab/**/*.test.ts"] },
     // Tier 5: whole programs as users write them (several kinds, several hosts) under the
     // real engine, judged from outside the host (a client upstream, a guest on the bridge).
-    { ...base, displayName: "scenarios", testMatch: ["<rootDir>/test/scenarios/**/*.test.ts"] },
+    // Scenarios on the lab host (*.lab.test.ts) are a project of their own, so that
+    // scripts/test-tiers.js can run everything that boots QEMU in one jest process.
+    { ...base, displayName: "scenarios", testMatch: ["<rootDir>/test/scenarios/**/*.test.ts"], testPathIgnorePatterns: ["\\.lab\\.test\\.ts$"] },
+    { ...base, displayName: "scenarios-lab", testMatch: ["<rootDir>/test/scenarios/**/*.lab.test.ts"] },
   ],
 };
