@@ -27,19 +27,16 @@ const lab = new kvmnet.NatNetwork("lab", {
   dns: { domain: "lab", hosts: [{ ip: "192.168.122.10", hostnames: ["www"] }] },
 });
 
-// HTTPS on the host's port 8443 goes to the "web" guest.
-const https = new kvmnet.PortForward(
-  "web-https",
-  {
-    connection,
-    protocol: "tcp",
-    hostPort: cfg.getNumber("httpsPort") ?? 8443,
-    destination: "192.168.122.10",
-    destinationPort: 443,
-    description: "web guest https",
-  },
-  { dependsOn: lab },
-);
+// HTTPS on the host's port 8443 goes to the "web" guest. No dependsOn: a
+// forward and its network may be created in any order, or at once.
+const https = new kvmnet.PortForward("web-https", {
+  connection,
+  protocol: "tcp",
+  hostPort: cfg.getNumber("httpsPort") ?? 8443,
+  destination: "192.168.122.10",
+  destinationPort: 443,
+  description: "web guest https",
+});
 
 export const bridge = lab.bridgeName;
 export const gateway = lab.gateway;
