@@ -24,6 +24,13 @@ const hostKey = z
   );
 
 const secretString = z.string().refine((s) => !s.includes("\0"), "must not contain NUL characters");
+/**
+ * sudo -S reads its password up to the first newline, and a terminal would eat
+ * other control characters (^U, ^W, DEL) before sudo saw them: no real sudo
+ * password contains one, and a newline would put the rest of the value on the
+ * stream that carries the script (issue #14, item 6).
+ */
+const sudoPassword = z.string().refine((s) => !/\p{Cc}/u.test(s), "must not contain control characters (sudo reads the password up to the first newline)");
 
 export interface ConnectionInput {
   host: string;
@@ -56,7 +63,7 @@ export const connectionSchema: z.ZodType<ConnectionInput> = z.lazy(() =>
       hostKey: hostKey.optional(),
       knownHostsFile: localPath.optional(),
       insecureIgnoreHostKey: z.boolean().optional(),
-      sudo: z.union([z.boolean(), z.object({ password: secretString }).strict()]).optional(),
+      sudo: z.union([z.boolean(), z.object({ password: sudoPassword }).strict()]).optional(),
       jumpHost: connectionSchema.optional(),
       readyTimeoutMs: z.number().int().min(1000).max(600000).optional(),
       local: z.boolean().optional(),

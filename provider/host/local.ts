@@ -5,6 +5,7 @@
 import execa from "execa";
 import { KvmnetError } from "../errors";
 import { withStdin } from "../shell";
+import { frameForSudoPassword } from "./sudo";
 import { DEFAULT_TIMEOUT_MS, Host, RunOptions, RunResult } from "./types";
 
 export class LocalHost implements Host {
@@ -14,14 +15,22 @@ export class LocalHost implements Host {
   async run(script: string, opts: RunOptions = {}): Promise<RunResult> {
     const body = opts.stdin !== undefined ? withStdin(script, opts.stdin) : script;
     const asRoot = process.getuid?.() === 0;
-    const [file, args, input] =
-      this.sudo && !asRoot
-        ? this.sudo.password !== undefined
-          ? ["sudo", ["-S", "-k", "-p", "", "--", "sh", "-c", 'while IFS= read -r l; do [ "$l" = "@@kvmnet-script" ] && break; done; exec sh -s'], `${this.sudo.password}\n@@kvmnet-script\n${body}\n`]
-          : ["sudo", ["-n", "--", "sh", "-s"], body]
-        : ["sh", ["-s"], body];
+    let file = "sh";
+    let args = ["-s"];
+    let input = body;
+    if (this.sudo && !asRoot) {
+      file = "sudo";
+      if (this.sudo.password !== undefined) {
+        // See ./sudo.ts: the password can never be run as part of the script.
+        const f = frameForSudoPassword(this.sudo.password, body);
+        args = ["-S", "-k", "-p", "", "--", ...f.args];
+        input = f.stdin;
+      } else {
+        args = ["-n", "--", "sh", "-s"];
+      }
+    }
     const timeout = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const r = await execa(file as string, args as string[], { input: input as string, reject: false, timeout, stripFinalNewline: false });
+    const r = await execa(file, args, { input, reject: false, timeout, stripFinalNewline: false });
     if (r.timedOut) {
       throw new KvmnetError({ kind: "Timeout", message: `command did not finish within ${timeout} ms`, host: this.label, stderr: r.stderr });
     }

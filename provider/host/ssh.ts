@@ -20,6 +20,7 @@ import { KvmnetError, redact } from "../errors";
 import { shq, withStdin } from "../shell";
 import { connectionSecrets, describeConnection, ResolvedConnection } from "./connection";
 import { fingerprint, judgeKnownHosts, keyType, knownHostsName, matchesPin, readKnownHosts } from "./hostKeys";
+import { frameForSudoPassword } from "./sudo";
 import { DEFAULT_TIMEOUT_MS, Host, RunOptions, RunResult } from "./types";
 
 export const MAX_CHANNELS = 8;
@@ -94,9 +95,10 @@ class SshConnection {
     let redialed = false;
     for (let attempt = 0; ; attempt++) {
       const client = await this.connect();
+      const framed = this.frame(script, opts);
       let channel: ClientChannel;
       try {
-        channel = await this.openExec(client);
+        channel = await this.openExec(client, framed.command);
       } catch (e) {
         const err = e as Error & { reason?: unknown };
         if (/Channel open failure/.test(err.message) && attempt < CHANNEL_RETRIES) {
@@ -124,12 +126,11 @@ class SshConnection {
           cause: err,
         });
       }
-      return await this.collect(channel, script, opts);
+      return await this.collect(channel, framed.stdin, opts);
     }
   }
 
-  private openExec(client: Client): Promise<ClientChannel> {
-    const command = this.remoteCommand();
+  private openExec(client: Client, command: string): Promise<ClientChannel> {
     return new Promise((resolve, reject) => {
       try {
         client.exec(command, (err, ch) => {
@@ -145,32 +146,26 @@ class SshConnection {
   }
 
   /**
-   * The command sent in the exec request. The script itself always travels on
-   * standard input (no argument-length limits, no login-shell quoting quirks).
+   * The command sent in the exec request, and the standard input for it. The
+   * script itself always travels on standard input (no argument-length limits,
+   * no login-shell quoting quirks).
    */
-  private remoteCommand(): string {
+  private frame(script: string, opts: RunOptions): { command: string; stdin: string } {
+    const body = opts.stdin !== undefined ? withStdin(script, opts.stdin) : script;
     const c = this.conn;
-    if (!c.sudo || c.user === "root") return "sh -s";
+    const plain = body.endsWith("\n") ? body : body + "\n";
+    if (!c.sudo || c.user === "root") return { command: "sh -s", stdin: plain };
     // sudo resets the environment; carry SSH_CONNECTION (observe uses it to
     // find the management interface) through as an argument of env.
     const env = 'env KVMNET_SSH_CONNECTION="$SSH_CONNECTION"';
-    if (c.sudo.password === undefined) return `sudo -n -- ${env} sh -s`;
-    // sudo -S reads the password from stdin one byte at a time; `-k` makes it
-    // ask even when a timestamp is cached. Should sudo not ask at all
-    // (NOPASSWD), the loop discards the password line unexecuted.
-    return `sudo -S -k -p '' -- ${env} sh -c ${shq('while IFS= read -r l; do [ "$l" = "@@kvmnet-script" ] && break; done; exec sh -s')}`;
+    if (c.sudo.password === undefined) return { command: `sudo -n -- ${env} sh -s`, stdin: plain };
+    // `-k` makes sudo ask even when a timestamp is cached; see ./sudo.ts for
+    // why the password can never be run as part of the script.
+    const f = frameForSudoPassword(c.sudo.password, body);
+    return { command: `sudo -S -k -p '' -- ${env} ${f.args.map(shq).join(" ")}`, stdin: f.stdin };
   }
 
-  private stdinFor(script: string, opts: RunOptions): string {
-    const body = opts.stdin !== undefined ? withStdin(script, opts.stdin) : script;
-    const c = this.conn;
-    if (c.sudo && c.user !== "root" && c.sudo.password !== undefined) {
-      return `${c.sudo.password}\n@@kvmnet-script\n${body}\n`;
-    }
-    return body.endsWith("\n") ? body : body + "\n";
-  }
-
-  private collect(ch: ClientChannel, script: string, opts: RunOptions): Promise<RunResult> {
+  private collect(ch: ClientChannel, stdin: string, opts: RunOptions): Promise<RunResult> {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
       const out: Buffer[] = [];
@@ -222,7 +217,7 @@ class SshConnection {
         }
         resolve({ stdout: Buffer.concat(out).toString("utf8"), stderr, exitCode, signal });
       });
-      ch.end(this.stdinFor(script, opts));
+      ch.end(stdin);
     });
   }
 

@@ -104,6 +104,24 @@ it("runs as root through sudo with a password, and passwordless sudo -n; the pas
   expect((await observe(nopw)).managementInterface).toBe("mgmt0");
 });
 
+it("never runs what follows a newline in a sudo password, even one that bypassed check", async () => {
+  closeAllConnections();
+  // hostFor does not validate (check does): this is a value that slipped through.
+  // The old framing sent "<password>\n@@kvmnet-script\n<script>" on one stream, so
+  // a password carrying that marker line ran the rest as root (issue #14, item 6).
+  const canary = (who: string) => `/run/kvmnet-canary-${who}`;
+  const hostile = (who: string, first: string) => `${first}\n@@kvmnet-script\ntouch ${canary(who)}\n`;
+  for (const [user, first] of [
+    ["nopw", "anything"], // sudo never reads the password: the shell sees every line
+    ["ops", SUDO_PASSWORD], // sudo reads the (right) first line; the rest stays on stdin
+  ]) {
+    const r = await hostFor(conn({ user, sudo: { password: hostile(user, first) } })).run("echo ran-as-$(id -u)");
+    expect({ user, stdout: r.stdout }).toEqual({ user, stdout: "ran-as-0\n" });
+    const seen = await h.exec(`test -e ${canary(user)} && echo EXECUTED || echo absent`);
+    expect({ user, canary: seen.stdout.trim() }).toEqual({ user, canary: "absent" });
+  }
+});
+
 it("fails clearly without sudo for a non-root user, and with a wrong sudo password", async () => {
   closeAllConnections();
   const err = await rejection(observe(hostFor(conn({ user: "ops" }))));
