@@ -6,7 +6,7 @@ import execa from "execa";
 import { KvmnetError } from "../errors";
 import { withStdin } from "../shell";
 import { frameForSudoPassword } from "./sudo";
-import { DEFAULT_TIMEOUT_MS, Host, RunOptions, RunResult } from "./types";
+import { DEFAULT_TIMEOUT_MS, Host, MAX_OUTPUT_BYTES, outputLimitMessage, RunOptions, RunResult } from "./types";
 
 export class LocalHost implements Host {
   readonly label = "local";
@@ -30,10 +30,38 @@ export class LocalHost implements Host {
       }
     }
     const timeout = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const r = await execa(file, args, { input, reject: false, timeout, stripFinalNewline: false });
-    if (r.timedOut) {
-      throw new KvmnetError({ kind: "Timeout", message: `command did not finish within ${timeout} ms`, host: this.label, stderr: r.stderr });
+    const limit = opts.maxOutputBytes ?? MAX_OUTPUT_BYTES;
+    // Capture ourselves (buffer: false): execa's own maxBuffer resolves with
+    // silently truncated output under reject: false.
+    const child = execa(file, args, { input, reject: false, timeout, buffer: false, stripFinalNewline: false });
+    const captured = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+    const bytes = { stdout: 0, stderr: 0 };
+    let overflowed: "stdout" | "stderr" | undefined;
+    const capture = (stream: "stdout" | "stderr") => (d: Buffer) => {
+      if (overflowed) return;
+      bytes[stream] += d.length;
+      if (bytes[stream] <= limit) {
+        captured[stream].push(d);
+        return;
+      }
+      overflowed = stream;
+      // Closing our ends of the pipes ends any writer (SIGPIPE), including the
+      // children of a sudo we may not be allowed to signal.
+      child.kill("SIGKILL");
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    };
+    child.stdout?.on("data", capture("stdout"));
+    child.stderr?.on("data", capture("stderr"));
+    const r = await child;
+    const stdout = Buffer.concat(captured.stdout).toString("utf8");
+    const stderr = Buffer.concat(captured.stderr).toString("utf8");
+    if (overflowed) {
+      throw new KvmnetError({ kind: "Failed", message: outputLimitMessage(overflowed, limit), host: this.label, stderr });
     }
-    return { stdout: r.stdout, stderr: r.stderr, exitCode: r.signal ? null : r.exitCode, signal: r.signal ?? null };
+    if (r.timedOut) {
+      throw new KvmnetError({ kind: "Timeout", message: `command did not finish within ${timeout} ms`, host: this.label, stderr });
+    }
+    return { stdout, stderr, exitCode: r.signal ? null : r.exitCode, signal: r.signal ?? null };
   }
 }

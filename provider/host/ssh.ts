@@ -21,7 +21,7 @@ import { shq, withStdin } from "../shell";
 import { connectionSecrets, describeConnection, ResolvedConnection } from "./connection";
 import { fingerprint, judgeKnownHosts, keyType, knownHostsName, matchesPin, readKnownHosts } from "./hostKeys";
 import { frameForSudoPassword } from "./sudo";
-import { DEFAULT_TIMEOUT_MS, Host, RunOptions, RunResult } from "./types";
+import { DEFAULT_TIMEOUT_MS, Host, MAX_OUTPUT_BYTES, outputLimitMessage, RunOptions, RunResult } from "./types";
 
 export const MAX_CHANNELS = 8;
 const IDLE_CLOSE_MS = 30_000;
@@ -167,33 +167,50 @@ class SshConnection {
 
   private collect(ch: ClientChannel, stdin: string, opts: RunOptions): Promise<RunResult> {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const limit = opts.maxOutputBytes ?? MAX_OUTPUT_BYTES;
     return new Promise((resolve, reject) => {
       const out: Buffer[] = [];
       const err: Buffer[] = [];
+      const bytes = { stdout: 0, stderr: 0 };
       let exitCode: number | null | undefined;
       let signal: string | null = null;
       let settled = false;
-      const timer = setTimeout(() => {
-        if (settled) return;
+      const stderrText = () => redact(Buffer.concat(err).toString("utf8"), this.secrets);
+      /** Stop the remote command: sshd closes its pipes and hangs it up when the channel closes. */
+      const stop = (e: KvmnetError) => {
         settled = true;
+        clearTimeout(timer);
         try {
           ch.signal("KILL");
         } catch {
           /* the server may not support signals; closing is enough */
         }
         ch.close();
-        reject(
+        reject(e);
+      };
+      const timer = setTimeout(() => {
+        if (settled) return;
+        stop(
           new KvmnetError({
             kind: "Timeout",
             message: `command did not finish within ${timeoutMs} ms`,
             host: this.label,
-            stderr: redact(Buffer.concat(err).toString("utf8"), this.secrets),
+            stderr: stderrText(),
             hint: "the host may be overloaded or a lock is held; the command may still complete on the host — run `pulumi refresh` before retrying",
           }),
         );
       }, timeoutMs);
-      ch.on("data", (d: Buffer) => out.push(d));
-      ch.stderr.on("data", (d: Buffer) => err.push(d));
+      const capture = (stream: "stdout" | "stderr", into: Buffer[]) => (d: Buffer) => {
+        if (settled) return;
+        bytes[stream] += d.length;
+        if (bytes[stream] <= limit) {
+          into.push(d);
+          return;
+        }
+        stop(new KvmnetError({ kind: "Failed", message: outputLimitMessage(stream, limit), host: this.label, stderr: stderrText() }));
+      };
+      ch.on("data", capture("stdout", out));
+      ch.stderr.on("data", capture("stderr", err));
       ch.on("exit", (code: number | null, sig?: string) => {
         exitCode = code;
         signal = sig ?? null;
@@ -202,7 +219,7 @@ class SshConnection {
         clearTimeout(timer);
         if (settled) return;
         settled = true;
-        const stderr = redact(Buffer.concat(err).toString("utf8"), this.secrets);
+        const stderr = stderrText();
         if (exitCode === undefined) {
           reject(
             new KvmnetError({

@@ -174,6 +174,48 @@ it("times out a command that runs too long", async () => {
   expect(err.kind).toBe("Timeout");
 });
 
+/** Wait (bounded) until no process's command line holds `marker`; returns what is left. */
+async function processesLeft(exec: (cmd: string) => Promise<{ stdout: string }>, marker: string): Promise<string> {
+  let left = "";
+  for (let i = 0; i < 50; i++) {
+    left = (await exec(`pgrep -af -- ${marker} | grep -v pgrep || true`)).stdout.trim();
+    if (!left) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return left;
+}
+
+it("bounds captured output over SSH: a flood fails with the limit named, and the command and channel are gone", async () => {
+  closeAllConnections();
+  const host = hostFor(conn());
+  const MiB = 1024 * 1024;
+  for (const [stream, redirect] of [["stdout", ""], ["stderr", " >&2"]]) {
+    const marker = `kvmnet-flood-${stream}-${process.pid}`;
+    // Never ends on its own: without the bound it would run into the timeout.
+    const err = await rejection(host.run(`yes ${marker}${redirect}; echo never`, { maxOutputBytes: MiB, timeoutMs: 15_000 }));
+    expect(err.kind).toBe("Failed");
+    expect(err.message).toContain(`more than 1048576 bytes on ${stream}`);
+    expect(err.message).toContain(`host ${host.label}`);
+    expect(await processesLeft((c) => h.exec(c), marker)).toBe("");
+  }
+  // MaxSessions 2: a channel left open by the floods would make sshd refuse these.
+  const retries = poolStats.channelRetries;
+  const ok = await Promise.all([host.run("echo a"), host.run("echo b")]);
+  expect(ok.map((r) => r.stdout)).toEqual(["a\n", "b\n"]);
+  expect(poolStats.channelRetries).toBe(retries);
+});
+
+it("bounds captured output locally: a flood fails with the limit named, and the process is gone", async () => {
+  const local = hostFor({ host: "this-machine", local: true });
+  const marker = `kvmnet-flood-local-${process.pid}`;
+  const err = await rejection(local.run(`yes ${marker}; echo never`, { maxOutputBytes: 1024 * 1024, timeoutMs: 15_000 }));
+  expect(err.kind).toBe("Failed");
+  expect(err.message).toContain("more than 1048576 bytes on stdout");
+  expect(err.message).toContain("host local");
+  const root = (cmd: string) => new Promise<{ stdout: string }>((resolve, reject) => execFile("sh", ["-c", cmd], (e, stdout) => (e ? reject(e) : resolve({ stdout }))));
+  expect(await processesLeft(root, marker)).toBe("");
+});
+
 it("runs locally with connection.local (no SSH)", async () => {
   const local = hostFor({ host: "this-machine", local: true });
   expect(local.label).toBe("local");
