@@ -130,16 +130,36 @@ class SshConnection {
     }
   }
 
+  /**
+   * Open an exec channel. A server that never answers the open (wedged, or
+   * frozen) would hold the caller forever, so the wait is bounded by
+   * readyTimeoutMs like every other network wait; a channel that arrives after
+   * that is closed at once.
+   */
   private openExec(client: Client, command: string): Promise<ClientChannel> {
+    const timeoutMs = this.conn.readyTimeoutMs;
     return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        reject(new Error(`no answer to a channel open within ${timeoutMs} ms (readyTimeoutMs)`));
+      }, timeoutMs);
       try {
         client.exec(command, (err, ch) => {
+          clearTimeout(timer);
+          if (settled) {
+            ch?.close();
+            return;
+          }
+          settled = true;
           if (err) return reject(err);
           this.open++;
           ch.once("close", () => this.open--);
           resolve(ch);
         });
       } catch (e) {
+        clearTimeout(timer);
+        settled = true;
         reject(e);
       }
     });
@@ -293,7 +313,7 @@ class SshConnection {
     let sock: Duplex | undefined;
     if (c.jumpHost) {
       const jump = sshConnectionFor(c.jumpHost);
-      sock = await jump.forwardOut(c.hostname, c.port);
+      sock = await jump.forwardOut(c.hostname, c.port, c.readyTimeoutMs);
     }
     const client = new Client();
     let offered: Buffer | undefined;
@@ -417,11 +437,36 @@ class SshConnection {
     return new KvmnetError({ kind: "Unreachable", message: `cannot connect: ${msg}`, host: this.label, cause: e });
   }
 
-  /** A TCP stream to host:port through this connection (for the next jump hop). */
-  async forwardOut(host: string, port: number): Promise<Duplex> {
+  /**
+   * A TCP stream to host:port through this connection (for the next jump hop),
+   * or an Unreachable error after `timeoutMs`. The jump's sshd answers the
+   * channel open only once its own connect() to the target ends, which for a
+   * target that drops packets is the kernel's SYN retry budget (~130 s; issue #14,
+   * item 9), so the wait is bounded by the hop's readyTimeoutMs here.
+   */
+  async forwardOut(host: string, port: number, timeoutMs: number): Promise<Duplex> {
     const client = await this.connect();
     return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        reject(
+          new KvmnetError({
+            kind: "Unreachable",
+            message: `jump host cannot reach ${host}:${port}: no answer within ${timeoutMs} ms (readyTimeoutMs)`,
+            host: this.label,
+            hint: `check that ${host}:${port} is reachable from the jump host (a firewall dropping packets looks like this)`,
+          }),
+        );
+      }, timeoutMs);
       client.forwardOut("127.0.0.1", 0, host, port, (err, stream) => {
+        clearTimeout(timer);
+        if (settled) {
+          // Answered after we gave up: close the channel rather than leak it.
+          stream?.close();
+          return;
+        }
+        settled = true;
         if (err) {
           reject(
             new KvmnetError({

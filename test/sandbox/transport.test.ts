@@ -168,6 +168,72 @@ it("resolves ~/.ssh/config aliases: HostName, User, Port, IdentityFile, ProxyJum
   }
 });
 
+it("bounds the wait for a channel by readyTimeoutMs when the server stops answering", async () => {
+  closeAllConnections();
+  const host = hostFor(conn({ readyTimeoutMs: 1000 }));
+  expect((await host.run("echo one")).stdout).toBe("one\n");
+  // Freeze this connection's sshd processes (children of the listener), by pid.
+  const frozen = (await h.exec(`pgrep -P ${h.sshdPid} || true`)).stdout.trim().split("\n").filter(Boolean);
+  expect(frozen.length).toBeGreaterThan(0);
+  await h.exec(`kill -STOP ${frozen.join(" ")}`);
+  try {
+    const err = await rejection(host.run("echo two"));
+    expect(err.kind).toBe("Unreachable");
+    expect(err.message).toContain("no answer to a channel open within 1000 ms");
+  } finally {
+    await h.exec(`kill -KILL ${frozen.join(" ")}; kill -CONT ${frozen.join(" ")}`, { allowFail: true });
+    closeAllConnections();
+  }
+}, 30_000);
+
+describe("through a jump host, every network wait is bounded by readyTimeoutMs", () => {
+  // Targets are the host's own uplink address (inside the sandbox namespace the
+  // fleet made): the jump host's sshd dials it from inside that namespace.
+  const table = "kvmnet_test_blackhole";
+  let listenerPid: string | undefined;
+  beforeAll(async () => {
+    // Port 2222: SYNs are dropped, so the jump's connect() hangs (~130 s of SYN retries).
+    await h.exec(`nft add table inet ${table} && nft add chain inet ${table} input '{ type filter hook input priority 0; }' && nft add rule inet ${table} input ip daddr ${h.uplinkAddress} tcp dport 2222 drop`);
+    // Port 2223: accepts TCP and never says a word of SSH.
+    const started = await h.exec(
+      `python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("${h.uplinkAddress}", 2223)); s.listen(8); c=[s.accept() for _ in range(8)]; time.sleep(600)' >/dev/null 2>&1 & echo $!`,
+    );
+    listenerPid = started.stdout.trim();
+  });
+  afterAll(async () => {
+    await h.exec(`nft delete table inet ${table}`, { allowFail: true });
+    if (listenerPid) await h.exec(`kill ${listenerPid}`, { allowFail: true });
+  });
+
+  it(
+    "fails Unreachable when the jump host's forward to the target gets no answer",
+    async () => {
+      closeAllConnections();
+      const target = `${h.uplinkAddress}:2222`;
+      const err = await rejection(hostFor(conn({ host: h.uplinkAddress, port: 2222, jumpHost: conn(), readyTimeoutMs: 1000 })).run("true"));
+      expect(err.kind).toBe("Unreachable");
+      expect(err.message).toContain(`cannot reach ${target}`);
+      expect(err.message).toContain("within 1000 ms");
+      expect(err.message).toContain(`host root@${h.address}:22`);
+      // The jump connection itself is still good.
+      expect((await hostFor(conn()).run("echo still-here")).stdout).toBe("still-here\n");
+    },
+    30_000, // without the bound the forward waits for the kernel's SYN retries (~130 s)
+  );
+
+  it(
+    "fails Timeout when the target behind the jump accepts TCP but never completes the SSH handshake",
+    async () => {
+      closeAllConnections();
+      const err = await rejection(hostFor(conn({ host: h.uplinkAddress, port: 2223, jumpHost: conn(), readyTimeoutMs: 1000 })).run("true"));
+      expect(err.kind).toBe("Timeout");
+      expect(err.message).toContain("no SSH handshake within 1000 ms");
+      expect(err.message).toContain(`${h.uplinkAddress}:2223 via`);
+    },
+    30_000,
+  );
+});
+
 it("times out a command that runs too long", async () => {
   closeAllConnections();
   const err = await rejection(hostFor(conn()).run("sleep 30", { timeoutMs: 1000 }));
