@@ -19,6 +19,7 @@ import type { Duplex } from "stream";
 import { KvmnetError, redact } from "../errors";
 import { shq, withStdin } from "../shell";
 import { connectionSecrets, describeConnection, ResolvedConnection } from "./connection";
+import { readRegularFile } from "./files";
 import { fingerprint, judgeKnownHosts, keyType, knownHostsName, matchesPin, readKnownHosts } from "./hostKeys";
 import { frameForSudoPassword } from "./sudo";
 import { DEFAULT_TIMEOUT_MS, Host, MAX_OUTPUT_BYTES, outputLimitMessage, RunOptions, RunResult } from "./types";
@@ -26,6 +27,8 @@ import { DEFAULT_TIMEOUT_MS, Host, MAX_OUTPUT_BYTES, outputLimitMessage, RunOpti
 export const MAX_CHANNELS = 8;
 const IDLE_CLOSE_MS = 30_000;
 const CHANNEL_RETRIES = 6;
+/** Bound on an identity file (keys are a few KiB). */
+const MAX_IDENTITY_FILE_BYTES = 1024 * 1024;
 
 /** Counters the tests and benchmarks read. */
 export const poolStats = { handshakes: 0, channelRetries: 0, redials: 0, commands: 0 };
@@ -34,7 +37,7 @@ const pool = new Map<string, SshConnection>();
 
 function poolKey(c: ResolvedConnection): string {
   const secrets = createHash("sha256")
-    .update(JSON.stringify([c.privateKey, c.password, c.agent, c.hostKey, c.knownHostsFile, c.insecureIgnoreHostKey, c.sudo]))
+    .update(JSON.stringify([c.privateKey, c.identityFile?.path, c.password, c.agent, c.hostKey, c.knownHostsFile, c.insecureIgnoreHostKey, c.sudo]))
     .digest("hex")
     .slice(0, 16);
   return `${c.user}@${c.hostname}:${c.port}#${secrets}${c.jumpHost ? ` via ${poolKey(c.jumpHost)}` : ""}`;
@@ -310,6 +313,11 @@ class SshConnection {
 
   private async dial(): Promise<Client> {
     const c = this.conn;
+    // Files are read before anything goes on the wire, asynchronously and
+    // bounded (./files.ts): ssh2 calls hostVerifier synchronously, and a sync
+    // read of a FIFO there froze the event loop (issue #14, item 10).
+    const knownHosts = c.insecureIgnoreHostKey || c.hostKey ? undefined : await readKnownHosts(c.knownHostsFile);
+    const privateKey = c.privateKey ?? (c.identityFile ? await this.readIdentityFile(c.identityFile) : undefined);
     let sock: Duplex | undefined;
     if (c.jumpHost) {
       const jump = sshConnectionFor(c.jumpHost);
@@ -326,11 +334,11 @@ class SshConnection {
       sock,
       hostVerifier: (key: Buffer) => {
         offered = key;
-        verdict = this.verifyHostKey(key);
+        verdict = this.verifyHostKey(key, knownHosts);
         return verdict === "ok";
       },
     };
-    if (c.privateKey) cfg.privateKey = c.privateKey;
+    if (privateKey) cfg.privateKey = privateKey;
     if (c.privateKeyPassphrase) cfg.passphrase = c.privateKeyPassphrase;
     if (c.password) cfg.password = c.password;
     if (c.agent) cfg.agent = c.agent;
@@ -361,20 +369,21 @@ class SshConnection {
     return client;
   }
 
-  /** "ok", or why the key was refused. */
-  private verifyHostKey(key: Buffer): string {
+  /** "ok", or why the key was refused (`knownHosts`: the file's text, read before dialing). */
+  private verifyHostKey(key: Buffer, knownHosts: string | undefined): string {
     const c = this.conn;
     if (c.insecureIgnoreHostKey) return "ok";
     if (c.hostKey) return matchesPin(c.hostKey, key) ? "ok" : "pin-mismatch";
-    let text: string;
-    try {
-      text = readKnownHosts(c.knownHostsFile);
-    } catch (e) {
-      return `known-hosts-unreadable:${(e as Error).message}`;
-    }
     const names = [...new Set([c.hostname, c.label])].map((n) => knownHostsName(n, c.port));
-    const v = judgeKnownHosts(text, names, key);
+    const v = judgeKnownHosts(knownHosts ?? "", names, key);
     return v === "match" ? "ok" : `known-hosts-${v}`;
+  }
+
+  /** The key text of the ssh config's IdentityFile; it becomes a secret to redact. */
+  private async readIdentityFile(f: { path: string; from: string }): Promise<string | undefined> {
+    const text = await readRegularFile(f.path, `IdentityFile ${f.path} (from ${f.from})`, MAX_IDENTITY_FILE_BYTES);
+    if (text !== undefined && !this.secrets.includes(text)) this.secrets.push(text);
+    return text;
   }
 
   private dialError(e: Error, offered: Buffer | undefined, verdict: string | undefined): KvmnetError {

@@ -282,6 +282,58 @@ it("bounds captured output locally: a flood fails with the limit named, and the 
   expect(await processesLeft(root, marker)).toBe("");
 });
 
+describe("files that are not regular files are refused, never read (a FIFO would block the event loop)", () => {
+  /**
+   * Run hostFor(connection).run("true") in a child process (a blocking read
+   * freezes the whole event loop, so only another process can time it out) and
+   * return the error it reports, or HUNG.
+   */
+  async function errorInChild(connection: Record<string, unknown>, env: Record<string, string> = {}): Promise<{ kind?: string; message: string }> {
+    const script = path.join(tmp, `fifo-${Math.random().toString(36).slice(2)}.ts`);
+    fs.writeFileSync(
+      script,
+      `import { hostFor, closeAllConnections } from ${JSON.stringify(path.resolve(__dirname, "../../provider/host"))};
+(async () => {
+  try {
+    await hostFor(${JSON.stringify(connection)}).run("true");
+    console.log(JSON.stringify({ message: "no error" }));
+  } catch (e) {
+    console.log(JSON.stringify({ kind: (e as { kind?: string }).kind, message: (e as Error).message }));
+  } finally {
+    closeAllConnections();
+  }
+})();`,
+    );
+    const tsx = path.resolve(__dirname, "../../node_modules/.bin/tsx");
+    return new Promise((resolve) => {
+      execFile(tsx, [script], { timeout: 15_000, killSignal: "SIGKILL", env: { ...process.env, ...env } }, (err, stdout) => {
+        resolve(err && !stdout.trim() ? { message: "HUNG (killed after 15 s)" } : JSON.parse(stdout.trim().split("\n").pop() as string));
+      });
+    });
+  }
+  const fifo = path.join(tmp, "a-fifo");
+  beforeAll(async () => {
+    await new Promise<void>((resolve, reject) => execFile("mkfifo", [fifo], (e) => (e ? reject(e) : resolve())));
+  });
+
+  it("knownHostsFile", async () => {
+    const err = await errorInChild({ host: h.address, privateKey: h.privateKey, knownHostsFile: fifo });
+    expect(err).toEqual({ kind: "InvalidArgument", message: expect.stringContaining(`connection.knownHostsFile ${fifo} is not a regular file`) });
+  }, 30_000);
+
+  it("an IdentityFile from the ssh config", async () => {
+    const config = path.join(tmp, "fifo-identity-config");
+    fs.writeFileSync(config, `Host fifo-alias\n  HostName ${h.address}\n  IdentityFile ${fifo}\n`);
+    const err = await errorInChild({ host: "fifo-alias", hostKey: h.hostKeyFingerprint }, { KVMNET_SSH_CONFIG: config });
+    expect(err).toEqual({ kind: "InvalidArgument", message: expect.stringContaining(`IdentityFile ${fifo} (from ${config}) is not a regular file`) });
+  }, 30_000);
+
+  it("the ssh config file itself", async () => {
+    const err = await errorInChild({ host: h.address, privateKey: h.privateKey, hostKey: h.hostKeyFingerprint }, { KVMNET_SSH_CONFIG: fifo });
+    expect(err).toEqual({ kind: "InvalidArgument", message: expect.stringContaining(`ssh config ${fifo} is not a regular file`) });
+  }, 30_000);
+});
+
 it("runs locally with connection.local (no SSH)", async () => {
   const local = hostFor({ host: "this-machine", local: true });
   expect(local.label).toBe("local");
