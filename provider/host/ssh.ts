@@ -16,7 +16,7 @@
 import { createHash } from "crypto";
 import { Client, ClientChannel, ConnectConfig } from "ssh2";
 import type { Duplex } from "stream";
-import { KvmnetError, redact } from "../errors";
+import { isKvmnetError, KvmnetError, redact } from "../errors";
 import { shq, withStdin } from "../shell";
 import { connectionSecrets, describeConnection, ResolvedConnection } from "./connection";
 import { readRegularFile } from "./files";
@@ -316,8 +316,15 @@ class SshConnection {
     // Files are read before anything goes on the wire, asynchronously and
     // bounded (./files.ts): ssh2 calls hostVerifier synchronously, and a sync
     // read of a FIFO there froze the event loop (issue #14, item 10).
-    const knownHosts = c.insecureIgnoreHostKey || c.hostKey ? undefined : await readKnownHosts(c.knownHostsFile);
-    const privateKey = c.privateKey ?? (c.identityFile ? await this.readIdentityFile(c.identityFile) : undefined);
+    let knownHosts: string | undefined;
+    let privateKey = c.privateKey;
+    try {
+      if (!c.insecureIgnoreHostKey && !c.hostKey) knownHosts = await readKnownHosts(c.knownHostsFile);
+      if (!privateKey && c.identityFile) privateKey = await this.readIdentityFile(c.identityFile);
+    } catch (e) {
+      if (!isKvmnetError(e)) throw e;
+      throw new KvmnetError({ kind: e.kind, message: e.shortMessage, hint: e.hint, host: this.label, cause: e.cause });
+    }
     let sock: Duplex | undefined;
     if (c.jumpHost) {
       const jump = sshConnectionFor(c.jumpHost);

@@ -304,9 +304,10 @@ describe("files that are not regular files are refused, never read (a FIFO would
   }
 })();`,
     );
-    const tsx = path.resolve(__dirname, "../../node_modules/.bin/tsx");
+    // node itself with tsx's loader (not the tsx CLI, which runs node as a child
+    // that the timeout's SIGKILL would not reach): a hung child must die.
     return new Promise((resolve) => {
-      execFile(tsx, [script], { timeout: 15_000, killSignal: "SIGKILL", env: { ...process.env, ...env } }, (err, stdout) => {
+      execFile(process.execPath, ["--import", "tsx", script], { cwd: path.resolve(__dirname, "../.."), timeout: 15_000, killSignal: "SIGKILL", env: { ...process.env, ...env } }, (err, stdout) => {
         resolve(err && !stdout.trim() ? { message: "HUNG (killed after 15 s)" } : JSON.parse(stdout.trim().split("\n").pop() as string));
       });
     });
@@ -319,6 +320,7 @@ describe("files that are not regular files are refused, never read (a FIFO would
   it("knownHostsFile", async () => {
     const err = await errorInChild({ host: h.address, privateKey: h.privateKey, knownHostsFile: fifo });
     expect(err).toEqual({ kind: "InvalidArgument", message: expect.stringContaining(`connection.knownHostsFile ${fifo} is not a regular file`) });
+    expect(err.message).toContain(`(host root@${h.address}:22)`);
   }, 30_000);
 
   it("an IdentityFile from the ssh config", async () => {
