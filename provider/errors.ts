@@ -83,19 +83,40 @@ export function isKvmnetError(e: unknown): e is KvmnetError {
 }
 
 /**
+ * Below this length a value is not hidden at all: one or two characters cannot be
+ * told from the digits and articles of ordinary text ("exit 1", "line 12"), and
+ * hiding them would garble every message (issue #14) while protecting nothing (a
+ * value of two printable characters falls to ~9000 guesses).
+ */
+const MIN_REDACTED_LENGTH = 3;
+/**
+ * From this length a secret is hidden wherever it occurs, even inside a word: a
+ * six-character value seldom occurs in ordinary text by chance, and when it does,
+ * hiding a word is the safe side. Shorter secrets are hidden only as whole tokens
+ * (not touching a letter, digit or `_`), so they never cut words apart.
+ */
+const ANYWHERE_LENGTH = 6;
+
+/**
  * Remove secret values from text that may end up in an error or log. Each
- * secret is replaced wherever it occurs, including line by line for
- * multi-line secrets such as PEM keys.
+ * secret is replaced wherever it occurs (whole tokens only for short ones, see
+ * {@link ANYWHERE_LENGTH}), including line by line for multi-line secrets such
+ * as PEM keys.
  */
 export function redact(text: string, secrets: readonly (string | undefined)[]): string {
   let out = text;
   for (const s of secrets) {
-    if (!s) continue;
-    out = out.split(s).join("[secret]");
+    if (!s || s.length < MIN_REDACTED_LENGTH) continue;
+    out = s.length >= ANYWHERE_LENGTH ? out.split(s).join("[secret]") : replaceWholeTokens(out, s);
     for (const line of s.split(/\r?\n/)) {
       const t = line.trim();
       if (t.length >= 8 && !/^-----(BEGIN|END) /.test(t)) out = out.split(t).join("[secret]");
     }
   }
   return out;
+}
+
+function replaceWholeTokens(text: string, secret: string): string {
+  const literal = secret.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return text.replace(new RegExp(`(?<![\\p{L}\\p{N}_])${literal}(?![\\p{L}\\p{N}_])`, "gu"), "[secret]");
 }

@@ -9,6 +9,7 @@ import { z } from "zod";
 import SSHConfig from "ssh-config";
 import { hostName, localPath } from "../validate";
 import { KvmnetError } from "../errors";
+import { readRegularFileSync } from "./files";
 
 const userName = z
   .string()
@@ -24,6 +25,13 @@ const hostKey = z
   );
 
 const secretString = z.string().refine((s) => !s.includes("\0"), "must not contain NUL characters");
+/**
+ * sudo -S reads its password up to the first newline, and a terminal would eat
+ * other control characters (^U, ^W, DEL) before sudo saw them: no real sudo
+ * password contains one, and a newline would put the rest of the value on the
+ * stream that carries the script (issue #14, item 6).
+ */
+const sudoPassword = z.string().refine((s) => !/\p{Cc}/u.test(s), "must not contain control characters (sudo reads the password up to the first newline)");
 
 export interface ConnectionInput {
   host: string;
@@ -56,7 +64,7 @@ export const connectionSchema: z.ZodType<ConnectionInput> = z.lazy(() =>
       hostKey: hostKey.optional(),
       knownHostsFile: localPath.optional(),
       insecureIgnoreHostKey: z.boolean().optional(),
-      sudo: z.union([z.boolean(), z.object({ password: secretString }).strict()]).optional(),
+      sudo: z.union([z.boolean(), z.object({ password: sudoPassword }).strict()]).optional(),
       jumpHost: connectionSchema.optional(),
       readyTimeoutMs: z.number().int().min(1000).max(600000).optional(),
       local: z.boolean().optional(),
@@ -80,6 +88,8 @@ export interface ResolvedConnection {
   port: number;
   user: string;
   privateKey?: string;
+  /** The ssh config's IdentityFile to read when dialing (no privateKey, password or agent given). */
+  identityFile?: { path: string; from: string };
   privateKeyPassphrase?: string;
   password?: string;
   agent?: string;
@@ -102,19 +112,36 @@ function expandHome(p: string): string {
   return p.startsWith("~/") ? path.join(homeDir(), p.slice(2)) : p;
 }
 
+/** Bound on the ssh config file (real ones are a few KiB). */
+const MAX_SSH_CONFIG_BYTES = 1024 * 1024;
+
 /** The ssh config file: $KVMNET_SSH_CONFIG (like `ssh -F`), else ~/.ssh/config. */
-function readSshConfig(): SSHConfig | undefined {
-  const file = process.env.KVMNET_SSH_CONFIG ? expandHome(process.env.KVMNET_SSH_CONFIG) : path.join(homeDir(), ".ssh", "config");
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch {
-    return undefined;
-  }
+function sshConfigPath(): string {
+  return process.env.KVMNET_SSH_CONFIG ? expandHome(process.env.KVMNET_SSH_CONFIG) : path.join(homeDir(), ".ssh", "config");
+}
+
+/**
+ * The parsed ssh config, or undefined when there is none. Read synchronously
+ * (hostFor() returns a Host whose label depends on it) but bounded: see
+ * readRegularFileSync — a FIFO here is refused, not waited on.
+ */
+function readSshConfig(file: string): SSHConfig | undefined {
+  const text = readRegularFileSync(file, `ssh config ${file}`, MAX_SSH_CONFIG_BYTES);
+  if (text === undefined) return undefined;
   try {
     return SSHConfig.parse(text);
   } catch (e) {
     throw new KvmnetError({ kind: "InvalidArgument", message: `cannot parse ${file}`, cause: e });
+  }
+}
+
+/** Does anything exist at `p`? (stat only: never opens, so never blocks on a FIFO) */
+function exists(p: string): boolean {
+  try {
+    fs.statSync(p);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -136,21 +163,16 @@ function parseJump(spec: string): { host: string; user?: string; port?: number }
  */
 export function resolveConnection(c: ConnectionInput, depth = 0): ResolvedConnection {
   if (depth > 4) throw new KvmnetError({ kind: "InvalidArgument", message: "jump host chain is deeper than 4 hops (a ProxyJump loop?)" });
-  const cfg = c.local ? undefined : readSshConfig();
+  const cfgFile = sshConfigPath();
+  const cfg = c.local ? undefined : readSshConfig(cfgFile);
   const computed = cfg ? cfg.compute(c.host) : {};
   const hostname = first(computed.HostName) ?? c.host;
-  let privateKey = c.privateKey;
-  if (!privateKey && !c.password && !c.agent) {
-    // OpenSSH tries IdentityFile entries in order; we take the first that exists.
+  let identityFile: ResolvedConnection["identityFile"];
+  if (!c.privateKey && !c.password && !c.agent) {
+    // OpenSSH tries IdentityFile entries in order; we take the first that
+    // exists. Only stat here: the transport reads it (bounded, async) when it dials.
     const files = ([] as string[]).concat(computed.IdentityFile ?? []);
-    for (const f of files) {
-      try {
-        privateKey = fs.readFileSync(expandHome(f), "utf8");
-        break;
-      } catch {
-        /* try the next one, as ssh does */
-      }
-    }
+    identityFile = files.map((f) => ({ path: expandHome(f), from: cfgFile })).find((f) => exists(f.path));
   }
   let jumpHost: ResolvedConnection | undefined;
   if (c.jumpHost) {
@@ -176,13 +198,14 @@ export function resolveConnection(c: ConnectionInput, depth = 0): ResolvedConnec
     }
   }
   const portText = first(computed.Port);
-  const agent = c.agent ?? (!privateKey && !c.password ? process.env.SSH_AUTH_SOCK : undefined);
+  const agent = c.agent ?? (!c.privateKey && !identityFile && !c.password ? process.env.SSH_AUTH_SOCK : undefined);
   return {
     label: c.local ? "local" : c.host,
     hostname,
     port: c.port ?? (portText ? Number(portText) : 22),
     user: c.user ?? first(computed.User) ?? "root",
-    privateKey,
+    privateKey: c.privateKey,
+    identityFile,
     privateKeyPassphrase: c.privateKeyPassphrase,
     password: c.password,
     agent: agent ? expandHome(agent) : undefined,

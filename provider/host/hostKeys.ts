@@ -1,11 +1,11 @@
 /**
  * Host-key verification: pinned keys (fingerprint or key line) and OpenSSH
  * known_hosts files (plain, hashed `|1|salt|hash`, `[host]:port`, wildcards,
- * negations, @revoked). Pure functions; the transport calls them from ssh2's
- * hostVerifier, i.e. before authentication.
+ * negations, @revoked). Pure functions (but the file read); the transport calls
+ * them from ssh2's hostVerifier, i.e. before authentication.
  */
 import { createHash, createHmac } from "crypto";
-import * as fs from "fs";
+import { readRegularFile } from "./files";
 
 /** OpenSSH fingerprint of a raw public key blob: `SHA256:<base64 without padding>`. */
 export function fingerprint(keyBlob: Buffer): string {
@@ -92,12 +92,13 @@ export function judgeKnownHosts(text: string, names: readonly string[], keyBlob:
   return sawHost ? "mismatch" : "unknown";
 }
 
-/** Read a known_hosts file; a missing file is an empty one. */
-export function readKnownHosts(file: string): string {
-  try {
-    return fs.readFileSync(file, "utf8");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return "";
-    throw e;
-  }
+/** Bound on a known_hosts file (large fleets keep a few MiB). */
+export const MAX_KNOWN_HOSTS_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Read a known_hosts file; a missing file is an empty one. Never blocks: a
+ * FIFO or device is refused, naming connection.knownHostsFile (see ./files.ts).
+ */
+export async function readKnownHosts(file: string): Promise<string> {
+  return (await readRegularFile(file, `connection.knownHostsFile ${file}`, MAX_KNOWN_HOSTS_BYTES)) ?? "";
 }

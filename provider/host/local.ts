@@ -5,7 +5,8 @@
 import execa from "execa";
 import { KvmnetError } from "../errors";
 import { withStdin } from "../shell";
-import { DEFAULT_TIMEOUT_MS, Host, RunOptions, RunResult } from "./types";
+import { frameForSudoPassword } from "./sudo";
+import { DEFAULT_TIMEOUT_MS, Host, MAX_OUTPUT_BYTES, outputLimitMessage, RunOptions, RunResult } from "./types";
 
 export class LocalHost implements Host {
   readonly label = "local";
@@ -14,17 +15,53 @@ export class LocalHost implements Host {
   async run(script: string, opts: RunOptions = {}): Promise<RunResult> {
     const body = opts.stdin !== undefined ? withStdin(script, opts.stdin) : script;
     const asRoot = process.getuid?.() === 0;
-    const [file, args, input] =
-      this.sudo && !asRoot
-        ? this.sudo.password !== undefined
-          ? ["sudo", ["-S", "-k", "-p", "", "--", "sh", "-c", 'while IFS= read -r l; do [ "$l" = "@@kvmnet-script" ] && break; done; exec sh -s'], `${this.sudo.password}\n@@kvmnet-script\n${body}\n`]
-          : ["sudo", ["-n", "--", "sh", "-s"], body]
-        : ["sh", ["-s"], body];
-    const timeout = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const r = await execa(file as string, args as string[], { input: input as string, reject: false, timeout, stripFinalNewline: false });
-    if (r.timedOut) {
-      throw new KvmnetError({ kind: "Timeout", message: `command did not finish within ${timeout} ms`, host: this.label, stderr: r.stderr });
+    let file = "sh";
+    let args = ["-s"];
+    let input = body;
+    if (this.sudo && !asRoot) {
+      file = "sudo";
+      if (this.sudo.password !== undefined) {
+        // See ./sudo.ts: the password can never be run as part of the script.
+        const f = frameForSudoPassword(this.sudo.password, body);
+        args = ["-S", "-k", "-p", "", "--", ...f.args];
+        input = f.stdin;
+      } else {
+        args = ["-n", "--", "sh", "-s"];
+      }
     }
-    return { stdout: r.stdout, stderr: r.stderr, exitCode: r.signal ? null : r.exitCode, signal: r.signal ?? null };
+    const timeout = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const limit = opts.maxOutputBytes ?? MAX_OUTPUT_BYTES;
+    // Capture ourselves (buffer: false): execa's own maxBuffer resolves with
+    // silently truncated output under reject: false.
+    const child = execa(file, args, { input, reject: false, timeout, buffer: false, stripFinalNewline: false });
+    const captured = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+    const bytes = { stdout: 0, stderr: 0 };
+    let overflowed: "stdout" | "stderr" | undefined;
+    const capture = (stream: "stdout" | "stderr") => (d: Buffer) => {
+      if (overflowed) return;
+      bytes[stream] += d.length;
+      if (bytes[stream] <= limit) {
+        captured[stream].push(d);
+        return;
+      }
+      overflowed = stream;
+      // Closing our ends of the pipes ends any writer (SIGPIPE), including the
+      // children of a sudo we may not be allowed to signal.
+      child.kill("SIGKILL");
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    };
+    child.stdout?.on("data", capture("stdout"));
+    child.stderr?.on("data", capture("stderr"));
+    const r = await child;
+    const stdout = Buffer.concat(captured.stdout).toString("utf8");
+    const stderr = Buffer.concat(captured.stderr).toString("utf8");
+    if (overflowed) {
+      throw new KvmnetError({ kind: "Failed", message: outputLimitMessage(overflowed, limit), host: this.label, stderr });
+    }
+    if (r.timedOut) {
+      throw new KvmnetError({ kind: "Timeout", message: `command did not finish within ${timeout} ms`, host: this.label, stderr });
+    }
+    return { stdout, stderr, exitCode: r.signal ? null : r.exitCode, signal: r.signal ?? null };
   }
 }

@@ -16,15 +16,19 @@
 import { createHash } from "crypto";
 import { Client, ClientChannel, ConnectConfig } from "ssh2";
 import type { Duplex } from "stream";
-import { KvmnetError, redact } from "../errors";
+import { isKvmnetError, KvmnetError, redact } from "../errors";
 import { shq, withStdin } from "../shell";
 import { connectionSecrets, describeConnection, ResolvedConnection } from "./connection";
+import { readRegularFile } from "./files";
 import { fingerprint, judgeKnownHosts, keyType, knownHostsName, matchesPin, readKnownHosts } from "./hostKeys";
-import { DEFAULT_TIMEOUT_MS, Host, RunOptions, RunResult } from "./types";
+import { frameForSudoPassword } from "./sudo";
+import { DEFAULT_TIMEOUT_MS, Host, MAX_OUTPUT_BYTES, outputLimitMessage, RunOptions, RunResult } from "./types";
 
 export const MAX_CHANNELS = 8;
 const IDLE_CLOSE_MS = 30_000;
 const CHANNEL_RETRIES = 6;
+/** Bound on an identity file (keys are a few KiB). */
+const MAX_IDENTITY_FILE_BYTES = 1024 * 1024;
 
 /** Counters the tests and benchmarks read. */
 export const poolStats = { handshakes: 0, channelRetries: 0, redials: 0, commands: 0 };
@@ -33,7 +37,7 @@ const pool = new Map<string, SshConnection>();
 
 function poolKey(c: ResolvedConnection): string {
   const secrets = createHash("sha256")
-    .update(JSON.stringify([c.privateKey, c.password, c.agent, c.hostKey, c.knownHostsFile, c.insecureIgnoreHostKey, c.sudo]))
+    .update(JSON.stringify([c.privateKey, c.identityFile?.path, c.password, c.agent, c.hostKey, c.knownHostsFile, c.insecureIgnoreHostKey, c.sudo]))
     .digest("hex")
     .slice(0, 16);
   return `${c.user}@${c.hostname}:${c.port}#${secrets}${c.jumpHost ? ` via ${poolKey(c.jumpHost)}` : ""}`;
@@ -94,9 +98,10 @@ class SshConnection {
     let redialed = false;
     for (let attempt = 0; ; attempt++) {
       const client = await this.connect();
+      const framed = this.frame(script, opts);
       let channel: ClientChannel;
       try {
-        channel = await this.openExec(client);
+        channel = await this.openExec(client, framed.command);
       } catch (e) {
         const err = e as Error & { reason?: unknown };
         if (/Channel open failure/.test(err.message) && attempt < CHANNEL_RETRIES) {
@@ -124,81 +129,111 @@ class SshConnection {
           cause: err,
         });
       }
-      return await this.collect(channel, script, opts);
+      return await this.collect(channel, framed.stdin, opts);
     }
   }
 
-  private openExec(client: Client): Promise<ClientChannel> {
-    const command = this.remoteCommand();
+  /**
+   * Open an exec channel. A server that never answers the open (wedged, or
+   * frozen) would hold the caller forever, so the wait is bounded by
+   * readyTimeoutMs like every other network wait; a channel that arrives after
+   * that is closed at once.
+   */
+  private openExec(client: Client, command: string): Promise<ClientChannel> {
+    const timeoutMs = this.conn.readyTimeoutMs;
     return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        reject(new Error(`no answer to a channel open within ${timeoutMs} ms (readyTimeoutMs)`));
+      }, timeoutMs);
       try {
         client.exec(command, (err, ch) => {
+          clearTimeout(timer);
+          if (settled) {
+            ch?.close();
+            return;
+          }
+          settled = true;
           if (err) return reject(err);
           this.open++;
           ch.once("close", () => this.open--);
           resolve(ch);
         });
       } catch (e) {
+        clearTimeout(timer);
+        settled = true;
         reject(e);
       }
     });
   }
 
   /**
-   * The command sent in the exec request. The script itself always travels on
-   * standard input (no argument-length limits, no login-shell quoting quirks).
+   * The command sent in the exec request, and the standard input for it. The
+   * script itself always travels on standard input (no argument-length limits,
+   * no login-shell quoting quirks).
    */
-  private remoteCommand(): string {
+  private frame(script: string, opts: RunOptions): { command: string; stdin: string } {
+    const body = opts.stdin !== undefined ? withStdin(script, opts.stdin) : script;
     const c = this.conn;
-    if (!c.sudo || c.user === "root") return "sh -s";
+    const plain = body.endsWith("\n") ? body : body + "\n";
+    if (!c.sudo || c.user === "root") return { command: "sh -s", stdin: plain };
     // sudo resets the environment; carry SSH_CONNECTION (observe uses it to
     // find the management interface) through as an argument of env.
     const env = 'env KVMNET_SSH_CONNECTION="$SSH_CONNECTION"';
-    if (c.sudo.password === undefined) return `sudo -n -- ${env} sh -s`;
-    // sudo -S reads the password from stdin one byte at a time; `-k` makes it
-    // ask even when a timestamp is cached. Should sudo not ask at all
-    // (NOPASSWD), the loop discards the password line unexecuted.
-    return `sudo -S -k -p '' -- ${env} sh -c ${shq('while IFS= read -r l; do [ "$l" = "@@kvmnet-script" ] && break; done; exec sh -s')}`;
+    if (c.sudo.password === undefined) return { command: `sudo -n -- ${env} sh -s`, stdin: plain };
+    // `-k` makes sudo ask even when a timestamp is cached; see ./sudo.ts for
+    // why the password can never be run as part of the script.
+    const f = frameForSudoPassword(c.sudo.password, body);
+    return { command: `sudo -S -k -p '' -- ${env} ${f.args.map(shq).join(" ")}`, stdin: f.stdin };
   }
 
-  private stdinFor(script: string, opts: RunOptions): string {
-    const body = opts.stdin !== undefined ? withStdin(script, opts.stdin) : script;
-    const c = this.conn;
-    if (c.sudo && c.user !== "root" && c.sudo.password !== undefined) {
-      return `${c.sudo.password}\n@@kvmnet-script\n${body}\n`;
-    }
-    return body.endsWith("\n") ? body : body + "\n";
-  }
-
-  private collect(ch: ClientChannel, script: string, opts: RunOptions): Promise<RunResult> {
+  private collect(ch: ClientChannel, stdin: string, opts: RunOptions): Promise<RunResult> {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const limit = opts.maxOutputBytes ?? MAX_OUTPUT_BYTES;
     return new Promise((resolve, reject) => {
       const out: Buffer[] = [];
       const err: Buffer[] = [];
+      const bytes = { stdout: 0, stderr: 0 };
       let exitCode: number | null | undefined;
       let signal: string | null = null;
       let settled = false;
-      const timer = setTimeout(() => {
-        if (settled) return;
+      const stderrText = () => redact(Buffer.concat(err).toString("utf8"), this.secrets);
+      /** Stop the remote command: sshd closes its pipes and hangs it up when the channel closes. */
+      const stop = (e: KvmnetError) => {
         settled = true;
+        clearTimeout(timer);
         try {
           ch.signal("KILL");
         } catch {
           /* the server may not support signals; closing is enough */
         }
         ch.close();
-        reject(
+        reject(e);
+      };
+      const timer = setTimeout(() => {
+        if (settled) return;
+        stop(
           new KvmnetError({
             kind: "Timeout",
             message: `command did not finish within ${timeoutMs} ms`,
             host: this.label,
-            stderr: redact(Buffer.concat(err).toString("utf8"), this.secrets),
+            stderr: stderrText(),
             hint: "the host may be overloaded or a lock is held; the command may still complete on the host — run `pulumi refresh` before retrying",
           }),
         );
       }, timeoutMs);
-      ch.on("data", (d: Buffer) => out.push(d));
-      ch.stderr.on("data", (d: Buffer) => err.push(d));
+      const capture = (stream: "stdout" | "stderr", into: Buffer[]) => (d: Buffer) => {
+        if (settled) return;
+        bytes[stream] += d.length;
+        if (bytes[stream] <= limit) {
+          into.push(d);
+          return;
+        }
+        stop(new KvmnetError({ kind: "Failed", message: outputLimitMessage(stream, limit), host: this.label, stderr: stderrText() }));
+      };
+      ch.on("data", capture("stdout", out));
+      ch.stderr.on("data", capture("stderr", err));
       ch.on("exit", (code: number | null, sig?: string) => {
         exitCode = code;
         signal = sig ?? null;
@@ -207,7 +242,7 @@ class SshConnection {
         clearTimeout(timer);
         if (settled) return;
         settled = true;
-        const stderr = redact(Buffer.concat(err).toString("utf8"), this.secrets);
+        const stderr = stderrText();
         if (exitCode === undefined) {
           reject(
             new KvmnetError({
@@ -222,7 +257,7 @@ class SshConnection {
         }
         resolve({ stdout: Buffer.concat(out).toString("utf8"), stderr, exitCode, signal });
       });
-      ch.end(this.stdinFor(script, opts));
+      ch.end(stdin);
     });
   }
 
@@ -278,10 +313,22 @@ class SshConnection {
 
   private async dial(): Promise<Client> {
     const c = this.conn;
+    // Files are read before anything goes on the wire, asynchronously and
+    // bounded (./files.ts): ssh2 calls hostVerifier synchronously, and a sync
+    // read of a FIFO there froze the event loop (issue #14, item 10).
+    let knownHosts: string | undefined;
+    let privateKey = c.privateKey;
+    try {
+      if (!c.insecureIgnoreHostKey && !c.hostKey) knownHosts = await readKnownHosts(c.knownHostsFile);
+      if (!privateKey && c.identityFile) privateKey = await this.readIdentityFile(c.identityFile);
+    } catch (e) {
+      if (!isKvmnetError(e)) throw e;
+      throw new KvmnetError({ kind: e.kind, message: e.shortMessage, hint: e.hint, host: this.label, cause: e.cause });
+    }
     let sock: Duplex | undefined;
     if (c.jumpHost) {
       const jump = sshConnectionFor(c.jumpHost);
-      sock = await jump.forwardOut(c.hostname, c.port);
+      sock = await jump.forwardOut(c.hostname, c.port, c.readyTimeoutMs);
     }
     const client = new Client();
     let offered: Buffer | undefined;
@@ -294,11 +341,11 @@ class SshConnection {
       sock,
       hostVerifier: (key: Buffer) => {
         offered = key;
-        verdict = this.verifyHostKey(key);
+        verdict = this.verifyHostKey(key, knownHosts);
         return verdict === "ok";
       },
     };
-    if (c.privateKey) cfg.privateKey = c.privateKey;
+    if (privateKey) cfg.privateKey = privateKey;
     if (c.privateKeyPassphrase) cfg.passphrase = c.privateKeyPassphrase;
     if (c.password) cfg.password = c.password;
     if (c.agent) cfg.agent = c.agent;
@@ -329,20 +376,21 @@ class SshConnection {
     return client;
   }
 
-  /** "ok", or why the key was refused. */
-  private verifyHostKey(key: Buffer): string {
+  /** "ok", or why the key was refused (`knownHosts`: the file's text, read before dialing). */
+  private verifyHostKey(key: Buffer, knownHosts: string | undefined): string {
     const c = this.conn;
     if (c.insecureIgnoreHostKey) return "ok";
     if (c.hostKey) return matchesPin(c.hostKey, key) ? "ok" : "pin-mismatch";
-    let text: string;
-    try {
-      text = readKnownHosts(c.knownHostsFile);
-    } catch (e) {
-      return `known-hosts-unreadable:${(e as Error).message}`;
-    }
     const names = [...new Set([c.hostname, c.label])].map((n) => knownHostsName(n, c.port));
-    const v = judgeKnownHosts(text, names, key);
+    const v = judgeKnownHosts(knownHosts ?? "", names, key);
     return v === "match" ? "ok" : `known-hosts-${v}`;
+  }
+
+  /** The key text of the ssh config's IdentityFile; it becomes a secret to redact. */
+  private async readIdentityFile(f: { path: string; from: string }): Promise<string | undefined> {
+    const text = await readRegularFile(f.path, `IdentityFile ${f.path} (from ${f.from})`, MAX_IDENTITY_FILE_BYTES);
+    if (text !== undefined && !this.secrets.includes(text)) this.secrets.push(text);
+    return text;
   }
 
   private dialError(e: Error, offered: Buffer | undefined, verdict: string | undefined): KvmnetError {
@@ -405,11 +453,36 @@ class SshConnection {
     return new KvmnetError({ kind: "Unreachable", message: `cannot connect: ${msg}`, host: this.label, cause: e });
   }
 
-  /** A TCP stream to host:port through this connection (for the next jump hop). */
-  async forwardOut(host: string, port: number): Promise<Duplex> {
+  /**
+   * A TCP stream to host:port through this connection (for the next jump hop),
+   * or an Unreachable error after `timeoutMs`. The jump's sshd answers the
+   * channel open only once its own connect() to the target ends, which for a
+   * target that drops packets is the kernel's SYN retry budget (~130 s; issue #14,
+   * item 9), so the wait is bounded by the hop's readyTimeoutMs here.
+   */
+  async forwardOut(host: string, port: number, timeoutMs: number): Promise<Duplex> {
     const client = await this.connect();
     return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        reject(
+          new KvmnetError({
+            kind: "Unreachable",
+            message: `jump host cannot reach ${host}:${port}: no answer within ${timeoutMs} ms (readyTimeoutMs)`,
+            host: this.label,
+            hint: `check that ${host}:${port} is reachable from the jump host (a firewall dropping packets looks like this)`,
+          }),
+        );
+      }, timeoutMs);
       client.forwardOut("127.0.0.1", 0, host, port, (err, stream) => {
+        clearTimeout(timer);
+        if (settled) {
+          // Answered after we gave up: close the channel rather than leak it.
+          stream?.close();
+          return;
+        }
+        settled = true;
         if (err) {
           reject(
             new KvmnetError({

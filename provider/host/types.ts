@@ -5,6 +5,11 @@ export interface RunOptions {
   stdin?: string;
   /** Kill the command and fail after this long (default 120 s). */
   timeoutMs?: number;
+  /**
+   * Most bytes kept of each of stdout and stderr (default {@link MAX_OUTPUT_BYTES});
+   * a command that prints more is stopped and the run fails.
+   */
+  maxOutputBytes?: number;
 }
 
 export interface RunResult {
@@ -28,3 +33,21 @@ export interface Host {
 }
 
 export const DEFAULT_TIMEOUT_MS = 120_000;
+
+/**
+ * Default bound on what is kept of each output stream. The largest real output
+ * (`ip -j` / `nft -j` of a busy host) is a few MiB; unbounded capture crashed the
+ * provider past V8's ~512 MiB string limit (issue #14, item 8). 64 MiB of each
+ * stream, plus the decoded copy and JSON parse, stays far below it.
+ */
+export const MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
+
+/** The error for a command whose `stream` went past `limit` bytes (it has been stopped). */
+export function outputLimitMessage(stream: "stdout" | "stderr", limit: number): string {
+  return `command printed more than ${limit} bytes on ${stream} (the limit is ${formatBytes(limit)}) and was stopped`;
+}
+
+function formatBytes(n: number): string {
+  const MiB = 1024 * 1024;
+  return n % MiB === 0 ? `${n / MiB} MiB` : `${n} bytes`;
+}

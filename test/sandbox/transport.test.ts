@@ -104,6 +104,24 @@ it("runs as root through sudo with a password, and passwordless sudo -n; the pas
   expect((await observe(nopw)).managementInterface).toBe("mgmt0");
 });
 
+it("never runs what follows a newline in a sudo password, even one that bypassed check", async () => {
+  closeAllConnections();
+  // hostFor does not validate (check does): this is a value that slipped through.
+  // The old framing sent "<password>\n@@kvmnet-script\n<script>" on one stream, so
+  // a password carrying that marker line ran the rest as root (issue #14, item 6).
+  const canary = (who: string) => `/run/kvmnet-canary-${who}`;
+  const hostile = (who: string, first: string) => `${first}\n@@kvmnet-script\ntouch ${canary(who)}\n`;
+  for (const [user, first] of [
+    ["nopw", "anything"], // sudo never reads the password: the shell sees every line
+    ["ops", SUDO_PASSWORD], // sudo reads the (right) first line; the rest stays on stdin
+  ]) {
+    const r = await hostFor(conn({ user, sudo: { password: hostile(user, first) } })).run("echo ran-as-$(id -u)");
+    expect({ user, stdout: r.stdout }).toEqual({ user, stdout: "ran-as-0\n" });
+    const seen = await h.exec(`test -e ${canary(user)} && echo EXECUTED || echo absent`);
+    expect({ user, canary: seen.stdout.trim() }).toEqual({ user, canary: "absent" });
+  }
+});
+
 it("fails clearly without sudo for a non-root user, and with a wrong sudo password", async () => {
   closeAllConnections();
   const err = await rejection(observe(hostFor(conn({ user: "ops" }))));
@@ -150,10 +168,172 @@ it("resolves ~/.ssh/config aliases: HostName, User, Port, IdentityFile, ProxyJum
   }
 });
 
+it("bounds the wait for a channel by readyTimeoutMs when the server stops answering", async () => {
+  closeAllConnections();
+  const host = hostFor(conn({ readyTimeoutMs: 1000 }));
+  expect((await host.run("echo one")).stdout).toBe("one\n");
+  // Freeze this connection's sshd processes (children of the listener), by pid.
+  const frozen = (await h.exec(`pgrep -P ${h.sshdPid} || true`)).stdout.trim().split("\n").filter(Boolean);
+  expect(frozen.length).toBeGreaterThan(0);
+  await h.exec(`kill -STOP ${frozen.join(" ")}`);
+  try {
+    const err = await rejection(host.run("echo two"));
+    expect(err.kind).toBe("Unreachable");
+    expect(err.message).toContain("no answer to a channel open within 1000 ms");
+  } finally {
+    await h.exec(`kill -KILL ${frozen.join(" ")}; kill -CONT ${frozen.join(" ")}`, { allowFail: true });
+    closeAllConnections();
+  }
+}, 30_000);
+
+describe("through a jump host, every network wait is bounded by readyTimeoutMs", () => {
+  // Targets are the host's own uplink address (inside the sandbox namespace the
+  // fleet made): the jump host's sshd dials it from inside that namespace.
+  const table = "kvmnet_test_blackhole";
+  let listenerPid: string | undefined;
+  beforeAll(async () => {
+    // Port 2222: SYNs are dropped, so the jump's connect() hangs (~130 s of SYN retries).
+    await h.exec(`nft add table inet ${table} && nft add chain inet ${table} input '{ type filter hook input priority 0; }' && nft add rule inet ${table} input ip daddr ${h.uplinkAddress} tcp dport 2222 drop`);
+    // Port 2223: accepts TCP and never says a word of SSH.
+    const started = await h.exec(
+      `python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("${h.uplinkAddress}", 2223)); s.listen(8); c=[s.accept() for _ in range(8)]; time.sleep(600)' >/dev/null 2>&1 & echo $!`,
+    );
+    listenerPid = started.stdout.trim();
+  });
+  afterAll(async () => {
+    await h.exec(`nft delete table inet ${table}`, { allowFail: true });
+    if (listenerPid) await h.exec(`kill ${listenerPid}`, { allowFail: true });
+  });
+
+  it(
+    "fails Unreachable when the jump host's forward to the target gets no answer",
+    async () => {
+      closeAllConnections();
+      const target = `${h.uplinkAddress}:2222`;
+      const err = await rejection(hostFor(conn({ host: h.uplinkAddress, port: 2222, jumpHost: conn(), readyTimeoutMs: 1000 })).run("true"));
+      expect(err.kind).toBe("Unreachable");
+      expect(err.message).toContain(`cannot reach ${target}`);
+      expect(err.message).toContain("within 1000 ms");
+      expect(err.message).toContain(`host root@${h.address}:22`);
+      // The jump connection itself is still good.
+      expect((await hostFor(conn()).run("echo still-here")).stdout).toBe("still-here\n");
+    },
+    30_000, // without the bound the forward waits for the kernel's SYN retries (~130 s)
+  );
+
+  it(
+    "fails Timeout when the target behind the jump accepts TCP but never completes the SSH handshake",
+    async () => {
+      closeAllConnections();
+      const err = await rejection(hostFor(conn({ host: h.uplinkAddress, port: 2223, jumpHost: conn(), readyTimeoutMs: 1000 })).run("true"));
+      expect(err.kind).toBe("Timeout");
+      expect(err.message).toContain("no SSH handshake within 1000 ms");
+      expect(err.message).toContain(`${h.uplinkAddress}:2223 via`);
+    },
+    30_000,
+  );
+});
+
 it("times out a command that runs too long", async () => {
   closeAllConnections();
   const err = await rejection(hostFor(conn()).run("sleep 30", { timeoutMs: 1000 }));
   expect(err.kind).toBe("Timeout");
+});
+
+/** Wait (bounded) until no process's command line holds `marker`; returns what is left. */
+async function processesLeft(exec: (cmd: string) => Promise<{ stdout: string }>, marker: string): Promise<string> {
+  let left = "";
+  for (let i = 0; i < 50; i++) {
+    left = (await exec(`pgrep -af -- ${marker} | grep -v pgrep || true`)).stdout.trim();
+    if (!left) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return left;
+}
+
+it("bounds captured output over SSH: a flood fails with the limit named, and the command and channel are gone", async () => {
+  closeAllConnections();
+  const host = hostFor(conn());
+  const MiB = 1024 * 1024;
+  for (const [stream, redirect] of [["stdout", ""], ["stderr", " >&2"]]) {
+    const marker = `kvmnet-flood-${stream}-${process.pid}`;
+    // Never ends on its own: without the bound it would run into the timeout.
+    const err = await rejection(host.run(`yes ${marker}${redirect}; echo never`, { maxOutputBytes: MiB, timeoutMs: 15_000 }));
+    expect(err.kind).toBe("Failed");
+    expect(err.message).toContain(`more than 1048576 bytes on ${stream}`);
+    expect(err.message).toContain(`host ${host.label}`);
+    expect(await processesLeft((c) => h.exec(c), marker)).toBe("");
+  }
+  // MaxSessions 2: a channel left open by the floods would make sshd refuse these.
+  const retries = poolStats.channelRetries;
+  const ok = await Promise.all([host.run("echo a"), host.run("echo b")]);
+  expect(ok.map((r) => r.stdout)).toEqual(["a\n", "b\n"]);
+  expect(poolStats.channelRetries).toBe(retries);
+});
+
+it("bounds captured output locally: a flood fails with the limit named, and the process is gone", async () => {
+  const local = hostFor({ host: "this-machine", local: true });
+  const marker = `kvmnet-flood-local-${process.pid}`;
+  const err = await rejection(local.run(`yes ${marker}; echo never`, { maxOutputBytes: 1024 * 1024, timeoutMs: 15_000 }));
+  expect(err.kind).toBe("Failed");
+  expect(err.message).toContain("more than 1048576 bytes on stdout");
+  expect(err.message).toContain("host local");
+  const root = (cmd: string) => new Promise<{ stdout: string }>((resolve, reject) => execFile("sh", ["-c", cmd], (e, stdout) => (e ? reject(e) : resolve({ stdout }))));
+  expect(await processesLeft(root, marker)).toBe("");
+});
+
+describe("files that are not regular files are refused, never read (a FIFO would block the event loop)", () => {
+  /**
+   * Run hostFor(connection).run("true") in a child process (a blocking read
+   * freezes the whole event loop, so only another process can time it out) and
+   * return the error it reports, or HUNG.
+   */
+  async function errorInChild(connection: Record<string, unknown>, env: Record<string, string> = {}): Promise<{ kind?: string; message: string }> {
+    const script = path.join(tmp, `fifo-${Math.random().toString(36).slice(2)}.ts`);
+    fs.writeFileSync(
+      script,
+      `import { hostFor, closeAllConnections } from ${JSON.stringify(path.resolve(__dirname, "../../provider/host"))};
+(async () => {
+  try {
+    await hostFor(${JSON.stringify(connection)}).run("true");
+    console.log(JSON.stringify({ message: "no error" }));
+  } catch (e) {
+    console.log(JSON.stringify({ kind: (e as { kind?: string }).kind, message: (e as Error).message }));
+  } finally {
+    closeAllConnections();
+  }
+})();`,
+    );
+    // node itself with tsx's loader (not the tsx CLI, which runs node as a child
+    // that the timeout's SIGKILL would not reach): a hung child must die.
+    return new Promise((resolve) => {
+      execFile(process.execPath, ["--import", "tsx", script], { cwd: path.resolve(__dirname, "../.."), timeout: 15_000, killSignal: "SIGKILL", env: { ...process.env, ...env } }, (err, stdout) => {
+        resolve(err && !stdout.trim() ? { message: "HUNG (killed after 15 s)" } : JSON.parse(stdout.trim().split("\n").pop() as string));
+      });
+    });
+  }
+  const fifo = path.join(tmp, "a-fifo");
+  beforeAll(async () => {
+    await new Promise<void>((resolve, reject) => execFile("mkfifo", [fifo], (e) => (e ? reject(e) : resolve())));
+  });
+
+  it("knownHostsFile", async () => {
+    const err = await errorInChild({ host: h.address, privateKey: h.privateKey, knownHostsFile: fifo });
+    expect(err).toEqual({ kind: "InvalidArgument", message: expect.stringContaining(`connection.knownHostsFile ${fifo} is not a regular file`) });
+    expect(err.message).toContain(`(host root@${h.address}:22)`);
+  }, 30_000);
+
+  it("an IdentityFile from the ssh config", async () => {
+    const config = path.join(tmp, "fifo-identity-config");
+    fs.writeFileSync(config, `Host fifo-alias\n  HostName ${h.address}\n  IdentityFile ${fifo}\n`);
+    const err = await errorInChild({ host: "fifo-alias", hostKey: h.hostKeyFingerprint }, { KVMNET_SSH_CONFIG: config });
+    expect(err).toEqual({ kind: "InvalidArgument", message: expect.stringContaining(`IdentityFile ${fifo} (from ${config}) is not a regular file`) });
+  }, 30_000);
+
+  it("the ssh config file itself", async () => {
+    const err = await errorInChild({ host: h.address, privateKey: h.privateKey, hostKey: h.hostKeyFingerprint }, { KVMNET_SSH_CONFIG: fifo });
+    expect(err).toEqual({ kind: "InvalidArgument", message: expect.stringContaining(`ssh config ${fifo} is not a regular file`) });
+  }, 30_000);
 });
 
 it("runs locally with connection.local (no SSH)", async () => {
