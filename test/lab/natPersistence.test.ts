@@ -24,12 +24,10 @@
  * and socat play the VM.
  */
 import { ChildProcess, execFileSync, spawn } from "child_process";
-import * as fs from "fs";
-import * as os from "os";
-import * as path from "path";
 import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
 import { portForwardProvider } from "../../provider/resources/portForward";
+import { udhcpcScript } from "../support/guests";
 import { bootLabHost, LabHost } from "./labHost";
 import { labStacks, NETWORK_STACKS, NetworkStack, useNetworkStack } from "./stacks";
 
@@ -43,8 +41,6 @@ const ns = `kvnp${process.pid}`;
 const sh = (c: string) => execFileSync("sh", ["-c", c], { encoding: "utf8", timeout: 60_000, stdio: ["ignore", "pipe", "pipe"] });
 let lab: LabHost;
 let lanIf = "";
-let tmp = "";
-let dhcpScript = "";
 let listener: ChildProcess | undefined;
 const t0 = Date.now();
 const figures: string[] = [];
@@ -114,7 +110,7 @@ async function reboot(): Promise<number> {
 async function plugGuestAndLease(): Promise<string> {
   await lab.exec(`ip link set ${lanIf} master kvn-lab && ip link set ${lanIf} up`);
   sh(`ip -n ${ns} addr flush dev ${lab.lan!.tap}`);
-  sh(`ip netns exec ${ns} busybox udhcpc -i ${lab.lan!.tap} -n -q -f -t 8 -T 1 -s ${dhcpScript}`);
+  sh(`ip netns exec ${ns} busybox udhcpc -i ${lab.lan!.tap} -n -q -f -t 8 -T 1 -s ${udhcpcScript()}`);
   const a = JSON.parse(sh(`ip -n ${ns} -j -4 addr show dev ${lab.lan!.tap}`))[0]?.addr_info ?? [];
   return a[0]?.local ?? "";
 }
@@ -139,20 +135,6 @@ async function nftTables(): Promise<string[]> {
 
 beforeAll(async () => {
   expect(NETWORK_STACKS).toContain(STACK);
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kvmnet-labnatp-"));
-  dhcpScript = path.join(tmp, "udhcpc.sh");
-  fs.writeFileSync(
-    dhcpScript,
-    [
-      "#!/bin/sh",
-      'case "$1" in',
-      '  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface";',
-      '    if [ -n "$router" ]; then ip route replace default via "${router%% *}" dev "$interface"; fi ;;',
-      "esac",
-      "",
-    ].join("\n"),
-    { mode: 0o755 },
-  );
   sh(`ip netns add ${ns}`);
   lab = await bootLabHost({ lan: { netns: ns }, extraNics: false });
   note(`booted in ${lab.bootMs} ms`);
@@ -180,7 +162,6 @@ afterAll(async () => {
   } catch {
     /* not created */
   }
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   process.stdout.write(`natPersistence (${STACK}) figures:\n  ${figures.join("\n  ")}\n  total ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
 });
 

@@ -7,10 +7,8 @@
  * hold, conflicts and warnings, drift, and that destroy leaves the host as it was.
  */
 import { execFileSync } from "child_process";
-import * as fs from "fs";
-import * as os from "os";
-import * as path from "path";
 import { expectKvmnetError } from "../support/expectError";
+import { dhcpLease } from "../support/guests";
 import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
 import { HOSTILE_STRINGS } from "../unit/hostile";
@@ -18,8 +16,6 @@ import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } 
 
 let fleet: Fleet;
 let h: SandboxHost;
-let tmp: string;
-let dhcpScript: string;
 /** net.bridge.bridge-nf-call-iptables in the sandbox host (1 when the machine has br_netfilter loaded). */
 let brNetfilter: boolean;
 const p = natNetworkProvider;
@@ -30,21 +26,6 @@ beforeAll(async () => {
   await assertSandboxSupported();
   fleet = await startFleet(1);
   [h] = fleet.hosts;
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kvmnet-nat-"));
-  // busybox udhcpc calls this with the lease in its environment ($mask is the prefix length).
-  dhcpScript = path.join(tmp, "udhcpc.sh");
-  fs.writeFileSync(
-    dhcpScript,
-    [
-      "#!/bin/sh",
-      'case "$1" in',
-      '  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface";',
-      '    if [ -n "$router" ]; then ip route replace default via "${router%% *}" dev "$interface"; fi ;;',
-      "esac",
-      "",
-    ].join("\n"),
-    { mode: 0o755 },
-  );
   brNetfilter = (await h.exec("cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || true")).stdout.trim() === "1";
 });
 
@@ -60,7 +41,6 @@ const hostWarnings = (w: unknown) => (w as string[]).filter((x) => !x.startsWith
 afterAll(async () => {
   closeAllConnections();
   await fleet?.stop();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 function conn() {
@@ -92,11 +72,7 @@ async function destroy(id: string, outs: Record<string, unknown>) {
 type Guest = Awaited<ReturnType<Fleet["addGuest"]>>;
 
 /** Run busybox udhcpc once in the guest; returns the address it got. */
-async function dhcp(g: Guest): Promise<string> {
-  await g.exec(`busybox udhcpc -i eth0 -n -q -f -t 8 -T 1 -s ${dhcpScript}`, { timeoutMs: 30_000 });
-  const addrs = JSON.parse((await g.exec("ip -j -4 addr show dev eth0")).stdout)[0].addr_info as { local: string }[];
-  return addrs[0]?.local ?? "";
-}
+const dhcp = (g: Guest) => dhcpLease(g.exec);
 
 /** Ask the network's dnsmasq for `name` from guest `g` ("" when there is no answer). */
 async function resolve(g: Guest, server: string, name: string): Promise<string> {
