@@ -51,6 +51,12 @@ export class Listeners {
   async serve(exec: Exec, spec: string): Promise<void> {
     const r = await exec(`setsid socat ${spec},reuseaddr,fork SYSTEM:'echo peer=$SOCAT_PEERADDR; cat' </dev/null >/dev/null 2>&1 & echo $!`);
     this.started.push([exec, Number(r.stdout.trim())]);
+    // socat binds after the shell returned: a client right away (on a loaded machine) was
+    // refused by the guest itself. Wait (bounded) until the socket is there.
+    const m = /^(TCP|UDP)[A-Z-]*:(\d+)$/.exec(spec);
+    if (!m) throw new Error(`serve: cannot tell the port of ${spec}`);
+    const flags = m[1] === "TCP" ? "-Hltn" : "-Hlun";
+    await exec(`i=0; until [ -n "$(ss ${flags} 'sport = :${m[2]}')" ]; do [ $i -lt 100 ] || exit 1; sleep 0.1; i=$((i+1)); done`);
   }
 
   async stopAll(): Promise<void> {
