@@ -43,6 +43,14 @@ export interface PortForwardArgs {
    * Needs systemd. Changes in place.
    */
   persistence?: pulumi.Input<Persistence>;
+  /**
+   * Manage the forward table of this identity (`table ip kvmnet_pf_<protocol>_<address|any>_<port>`)
+   * that already exists on the host but was not written for this resource (made by hand,
+   * left by another stack) instead of failing with a Conflict: its rules become the
+   * declared ones. A table this provider wrote for this very resource (a create whose
+   * result was lost) is taken over without it. Default false.
+   */
+  adopt?: pulumi.Input<boolean>;
 }
 
 /**
@@ -87,6 +95,7 @@ export class PortForward extends pulumi.dynamic.Resource {
   declare public readonly persistedBy: pulumi.Output<PersistenceBackend>;
   /** Differences between the persisted files and the inputs, found by the last read (empty: in sync). */
   declare public readonly persistenceDrift: pulumi.Output<string[]>;
+  declare public readonly adopt: pulumi.Output<boolean>;
 
   constructor(name: string, args: PortForwardArgs, opts?: pulumi.CustomResourceOptions) {
     refuseLiteralUnknown("PortForward", name, args);
@@ -100,6 +109,7 @@ export class PortForward extends pulumi.dynamic.Resource {
       hairpin: args.hairpin,
       description: args.description,
       persistence: args.persistence,
+      adopt: args.adopt,
       table: undefined,
       warnings: undefined,
       drift: undefined,

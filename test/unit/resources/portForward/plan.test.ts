@@ -35,6 +35,16 @@ function conflictOf(f: () => unknown): string {
   throw new Error("no conflict");
 }
 
+function expectConflict(f: () => unknown) {
+  try {
+    f();
+  } catch (e) {
+    if (isKvmnetError(e) && e.kind === "Conflict") return e;
+    throw e;
+  }
+  throw new Error("no conflict");
+}
+
 /** A copy of the snapshot with the rules of `table` in `chain` transformed. */
 function editRules(s: HostSnapshot, table: string, edit: (rule: Record<string, any>) => Record<string, any> | undefined): HostSnapshot {
   const nftables = (s.nftables ?? []).flatMap((item) => {
@@ -88,6 +98,32 @@ describe("plan", () => {
     [{ protocol: "udp", hostPort: "4990-5000", destination: "10.77.0.11", hostAddress: "198.19.0.11" }, /already forwarded/],
   ])("refuses %j as a Conflict naming the owner", (v, re) => {
     expect(conflictOf(() => planPortForward(input(v), snap))).toMatch(re);
+  });
+
+  const MINE_HINT =
+    "that table has this forward's identity: set adopt: true to manage it as this forward (its rules become the declared ones; e.g. a table made by hand, or left by an interrupted create whose inputs changed since), or remove the other forward first";
+  const OTHER_HINT = "choose another host port or host address, or remove the other forward first";
+
+  it("refuses a table of its own identity it does not own, with a hint naming adopt; another forward's with one that does not", () => {
+    expect(expectConflict(() => planPortForward({ ...web, destination: "10.77.0.12" }, snap)).hint).toBe(MINE_HINT);
+    expect(expectConflict(() => planPortForward(input({ protocol: "tcp", hostPort: "8079-8080", destination: "10.77.0.11" }), snap)).hint).toBe(OTHER_HINT);
+    // adopt takes only its own identity's table: another forward's overlapping ports stay a Conflict.
+    expect(expectConflict(() => planPortForward(input({ protocol: "udp", hostPort: 5002, destination: "10.77.0.11", adopt: true }), snap)).hint).toBe(OTHER_HINT);
+  });
+
+  it("adopts a table of its identity, restoring it as it was when the rewrite fails", () => {
+    const p = planPortForward({ ...web, connection: { host: "10.0.0.5" }, destination: "10.77.0.12", adopt: true }, snap);
+    expect(p).toMatchObject({ table: "kvmnet_pf_tcp_any_8080", exists: true, desired: { destination: "10.77.0.12", owner: "10.0.0.5/portforward/tcp_any_8080" } });
+    expect(p.previous).toEqual(desiredTable(web, snap));
+    const rendered = renderForwardPlan(p);
+    expect(rendered.steps[0].description).toBe("rewrite nft table ip kvmnet_pf_tcp_any_8080");
+    expect(rendered.steps[0].undo?.text).toContain(renderTable(desiredTable(web, snap)));
+    expect(rendered.guards.map((g) => g.message).join("\n")).not.toMatch(/nft table ip kvmnet_pf_tcp_any_8080 appeared/);
+  });
+
+  it("takes over the table of its own lost create (the lifecycle passes the inputs as previous)", () => {
+    const p = planPortForward(web, snap, web);
+    expect(p).toMatchObject({ exists: true, desired: desiredTable(web, snap), previous: desiredTable(web, snap) });
   });
 
   it("allows the other protocol, another address, or ports beside", () => {
