@@ -118,6 +118,53 @@ describe("planNat", () => {
   });
 });
 
+/**
+ * #14 item 7: a create finding the network already there. The lifecycle passes
+ * the inputs as `previous` when its creation record proves the network is this
+ * resource's (its create's result was lost); anything else needs adopt.
+ */
+describe("a network already on the host at create", () => {
+  const BRIDGE_HINT =
+    "set adopt: true to make it this network's bridge (its gateway address, MTU, table and dnsmasq become the declared ones, and delete removes it), or choose another bridgeName";
+  const TABLE_HINT =
+    "a network of this name exists that this resource did not create (made by hand, left by a stack that lost it, or by an interrupted create whose inputs changed since): set adopt: true to manage it as this one (its settings become the declared ones), or choose another name";
+  const hintOf = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      return { kind: (e as { kind?: string }).kind, hint: (e as { hint?: string }).hint };
+    }
+    throw new Error("no error");
+  };
+  /** The fixture without network lab's bridge: its table and state are left. */
+  const noBridge: HostSnapshot = { ...noDocker, links: noDocker.links.filter((l) => l.ifname !== "kvn-lab"), addrs: noDocker.addrs.filter((a) => a.ifname !== "kvn-lab") };
+
+  it("refuses what it cannot prove its own, with hints that name adopt", () => {
+    expect(hintOf(() => planNat(lab, noDocker))).toEqual({ kind: "Conflict", hint: BRIDGE_HINT });
+    expect(hintOf(() => planNat(lab, noBridge))).toEqual({ kind: "Conflict", hint: TABLE_HINT });
+    // A bridge made by hand (here: network iso's, for a network of another name).
+    const other = inputs({ name: "other", bridgeName: "kvn-iso", mode: "isolated", subnet: "10.78.0.0/24", dns: { enabled: false } });
+    expect(hintOf(() => planNat(other, noDocker))).toEqual({ kind: "Conflict", hint: BRIDGE_HINT });
+    // adopt does not make an interface that is not a bridge one.
+    expect(hintOf(() => planNat({ ...lab, bridgeName: "eth0", adopt: true }, noDocker))).toEqual({ kind: "Conflict", hint: "choose another bridgeName" });
+  });
+
+  it("converges on its own lost create as an update from itself: nothing to do when the host has it all", () => {
+    expect(ops(planNat(lab, noDocker, lab).actions)).toEqual(["recordSysctl"]);
+  });
+
+  it("adopts with adopt: true, changing only what differs", () => {
+    expect(ops(planNat({ ...lab, adopt: true }, noDocker).actions)).toEqual(["recordSysctl"]);
+    expect(planNat({ ...lab, adopt: true, mtu: 1400 }, noDocker).actions).toContainEqual({ op: "setMtu", bridge: "kvn-lab", mtu: 1400, previous: 1500 });
+    const other = inputs({ name: "other", bridgeName: "kvn-iso", mode: "isolated", subnet: "10.78.0.0/24", dns: { enabled: false }, adopt: true });
+    const p = planNat(other, noDocker);
+    expect(p.guards).toEqual([{ op: "isBridge", ifname: "kvn-iso" }]);
+    expect(ops(p.actions)).toEqual(["applyTable", "writeState", "forgetSysctl"]);
+    // Its table and state without the bridge: the bridge comes back; the table already says what it should.
+    expect(ops(planNat({ ...lab, adopt: true }, noBridge).actions)).toEqual(["createBridge", "addAddress", "up", "recordSysctl"]);
+  });
+});
+
 describe("dnsmasq under systemd", () => {
   const sd: HostSnapshot = { ...noDocker, systemd: true };
   const fresh = inputs({ name: "new", subnet: "10.79.0.0/24", dhcp: { start: "10.79.0.10", end: "10.79.0.20" } });
