@@ -157,3 +157,36 @@ describe("verifyVlan and outputs", () => {
     expect(vlanOutputs(inputs({ name: "eth1.10", vlanId: 11 }), snap)).toBeUndefined();
   });
 });
+
+/**
+ * #14 item 7: a create finding its VLAN already there. The lifecycle passes the
+ * inputs as `previous` when the creation record proves the VLAN is this
+ * resource's (its create's result was lost; this machine has no 802.1Q, so the
+ * sandbox cannot run it: this is the plan against the lab's snapshot). Anything
+ * else is a Conflict whose hint says what to do, asserted word for word.
+ */
+describe("a VLAN already on the host at create", () => {
+  const hintOf = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      return { kind: (e as { kind?: string }).kind, hint: (e as { hint?: string }).hint };
+    }
+    throw new Error("no error");
+  };
+  // eth1.20 as the fixture has it: what its own create made (and the holder file keeping eth1 up).
+  const v20 = inputs({ name: "eth1.20", vlanId: 20, protocol: "802.1ad", mtu: 1400, addresses: ["198.51.100.2/24"] });
+
+  it("converges on its own lost create as an update from itself, and delete still lets the parent go", () => {
+    expect(planVlan(v20, snap, v20)).toEqual({ guards: [{ op: "isVlan", name: "eth1.20" }], actions: [] });
+    expect(planVlanDelete(v20, snap).actions.map((a) => a.op)).toEqual(["delete", "releaseParent"]);
+  });
+
+  it("refuses what it cannot prove its own, with hints that say what to set", () => {
+    expect(hintOf(() => planVlan(v20, snap))).toEqual({ kind: "Conflict", hint: "set adopt: true to manage it (its settings become the declared ones), or choose another name" });
+    expect(hintOf(() => planVlan(inputs({ name: "eth1.20", vlanId: 21 }), snap))).toEqual({ kind: "Conflict", hint: "choose another name, or delete that interface first" });
+    expect(hintOf(() => planVlan(inputs({ name: "br10", vlanId: 10 }), snap))).toEqual({ kind: "Conflict", hint: "choose another name" });
+    expect(hintOf(() => planVlan(inputs({ name: "v10", vlanId: 10 }), snap))).toEqual({ kind: "Conflict", hint: 'manage that interface instead (name: "eth1.10", adopt: true), or delete it first' });
+    expect(planVlan({ ...v20, adopt: true }, snap).actions).toEqual([]);
+  });
+});
