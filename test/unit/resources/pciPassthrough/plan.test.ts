@@ -9,7 +9,7 @@ import { planPci, planPciDelete, PciPlan, readState, stateFilePath } from "../..
 import { renderPciPlan } from "../../../../provider/resources/pciPassthrough/render";
 import { PciPassthroughInputs, pciPassthroughStoredSchema } from "../../../../provider/resources/pciPassthrough/schema";
 import { verifyPci } from "../../../../provider/resources/pciPassthrough/verify";
-import { expectKvmnetThrow } from "../../../support/expectError";
+import { expectKvmnetThrow, kindAndHint } from "../../../support/expectError";
 
 // Captured from the lab host (test/lab, q35 + intel-iommu, groupedNics) through SSH:
 // 00:02.0 virtio-net eth0 (management and default route), 00:03.0 virtio-blk vda (/),
@@ -296,14 +296,6 @@ describe("outputs and verify", () => {
  */
 describe("a create retried after its result was lost", () => {
   const pristine = snapOf(PRISTINE);
-  const hintOf = (f: () => unknown) => {
-    try {
-      f();
-    } catch (e) {
-      return { kind: (e as { kind?: string }).kind, hint: (e as { hint?: string }).hint };
-    }
-    throw new Error("no error");
-  };
 
   it("converges with nothing to do, and delete still gives the device back to its original driver", () => {
     const onVfio = snapOf(ON_VFIO);
@@ -318,11 +310,11 @@ describe("a create retried after its result was lost", () => {
   });
 
   it("prints hints that say what to set", () => {
-    expect(hintOf(() => planPci(inputs({ address: "0000:02:01.0" }), pristine))).toEqual({
+    expect(kindAndHint(() => planPci(inputs({ address: "0000:02:01.0" }), pristine))).toEqual({
       kind: "Conflict",
       hint: "a guest can only get a device whose whole IOMMU group is on vfio-pci (or pci-stub, or no driver): set includeIommuGroup: true to bind every device of group 7, or unbind those devices first",
     });
-    expect(hintOf(() => planPci(inputs({ address: "0000:00:02.0" }), pristine))).toEqual({
+    expect(kindAndHint(() => planPci(inputs({ address: "0000:00:02.0" }), pristine))).toEqual({
       kind: "Conflict",
       hint: "choose another device, or set force: true if you have another way into the host (a console) and accept what breaks",
     });

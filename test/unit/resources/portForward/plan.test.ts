@@ -17,6 +17,7 @@ import { desiredTable, destinationSubnet, planPortForward, planPortForwardDelete
 import { renderForwardDelete, renderForwardPlan, renderTable } from "../../../../provider/resources/portForward/render";
 import { PortForwardInputs } from "../../../../provider/resources/portForward/schema";
 import { verifyPortForward } from "../../../../provider/resources/portForward/verify";
+import { kindAndHint } from "../../../support/expectError";
 
 const fixture = fs.readFileSync(path.join(__dirname, "../../../fixtures/observe/pf-two-forwards-v1.txt"), "utf8");
 const snap = parseSnapshot(fixture, "fixture");
@@ -141,8 +142,9 @@ describe("plan", () => {
     expect(script).toMatch(/nft -c -f - && printf .* \| nft -f -$/s);
   });
 
-  it("refuses without nft", () => {
+  it("refuses without nft, saying what to install", () => {
     expect(() => planPortForward(web, { ...snap, nftables: undefined })).toThrow(/Unsupported: the host has no nft command/);
+    expect(kindAndHint(() => planPortForward(web, { ...snap, nftables: undefined }))).toEqual({ kind: "Unsupported", hint: "install nftables (Debian/Ubuntu: apt-get install nftables)" });
   });
 
   it("deletes only an existing table", () => {

@@ -6,7 +6,7 @@ import { observeVlan, planVlan, planVlanDelete } from "../../../../provider/reso
 import { renderVlanPlan } from "../../../../provider/resources/vlanSubinterface/render";
 import { VlanSubinterfaceInputs, vlanSubinterfaceInputsSchema } from "../../../../provider/resources/vlanSubinterface/schema";
 import { verifyVlan } from "../../../../provider/resources/vlanSubinterface/verify";
-import { expectKvmnetThrow } from "../../../support/expectError";
+import { expectKvmnetThrow, kindAndHint } from "../../../support/expectError";
 
 // Captured from the lab VM (Debian 12, kernel 6.1): eth1 (up, mtu 1500) carries
 // eth1.10 (802.1Q id 10, a port of bridge br10) and eth1.20 (802.1ad id 20,
@@ -166,14 +166,6 @@ describe("verifyVlan and outputs", () => {
  * else is a Conflict whose hint says what to do, asserted word for word.
  */
 describe("a VLAN already on the host at create", () => {
-  const hintOf = (f: () => unknown) => {
-    try {
-      f();
-    } catch (e) {
-      return { kind: (e as { kind?: string }).kind, hint: (e as { hint?: string }).hint };
-    }
-    throw new Error("no error");
-  };
   // eth1.20 as the fixture has it: what its own create made (and the holder file keeping eth1 up).
   const v20 = inputs({ name: "eth1.20", vlanId: 20, protocol: "802.1ad", mtu: 1400, addresses: ["198.51.100.2/24"] });
 
@@ -183,10 +175,10 @@ describe("a VLAN already on the host at create", () => {
   });
 
   it("refuses what it cannot prove its own, with hints that say what to set", () => {
-    expect(hintOf(() => planVlan(v20, snap))).toEqual({ kind: "Conflict", hint: "set adopt: true to manage it (its settings become the declared ones), or choose another name" });
-    expect(hintOf(() => planVlan(inputs({ name: "eth1.20", vlanId: 21 }), snap))).toEqual({ kind: "Conflict", hint: "choose another name, or delete that interface first" });
-    expect(hintOf(() => planVlan(inputs({ name: "br10", vlanId: 10 }), snap))).toEqual({ kind: "Conflict", hint: "choose another name" });
-    expect(hintOf(() => planVlan(inputs({ name: "v10", vlanId: 10 }), snap))).toEqual({ kind: "Conflict", hint: 'manage that interface instead (name: "eth1.10", adopt: true), or delete it first' });
+    expect(kindAndHint(() => planVlan(v20, snap))).toEqual({ kind: "Conflict", hint: "set adopt: true to manage it (its settings become the declared ones), or choose another name" });
+    expect(kindAndHint(() => planVlan(inputs({ name: "eth1.20", vlanId: 21 }), snap))).toEqual({ kind: "Conflict", hint: "choose another name, or delete that interface first" });
+    expect(kindAndHint(() => planVlan(inputs({ name: "br10", vlanId: 10 }), snap))).toEqual({ kind: "Conflict", hint: "choose another name" });
+    expect(kindAndHint(() => planVlan(inputs({ name: "v10", vlanId: 10 }), snap))).toEqual({ kind: "Conflict", hint: 'manage that interface instead (name: "eth1.10", adopt: true), or delete it first' });
     expect(planVlan({ ...v20, adopt: true }, snap).actions).toEqual([]);
   });
 });
