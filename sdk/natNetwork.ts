@@ -106,6 +106,11 @@ export interface NatNetworkArgs {
  * Type token `pulumi-nodejs:dynamic/kvmnet:NatNetwork`; id `<host>/natNetwork/<name>`.
  * `name`, `bridgeName`, `subnet`, `gateway` and `connection.host` replace it;
  * `mode`, `dhcp`, `dns`, `uplink` and `mtu` update in place.
+ *
+ * `pulumi import` cannot bring it into a stack (the engine's Read for an import
+ * carries no state, so the dynamic provider and the connection are missing):
+ * declare it with `adopt: true` instead. A create interrupted after the host
+ * applied it is taken over by the next `up` with the same inputs, without `adopt`.
  */
 export class NatNetwork extends pulumi.dynamic.Resource {
   /** The host (credentials are secret in state). */

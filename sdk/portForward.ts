@@ -63,6 +63,11 @@ export interface PortForwardArgs {
  * everything else updates in place. A second forward taking the same packets
  * (same protocol, overlapping ports, same or any address) fails with Conflict.
  * The forward does not turn on `net.ipv4.ip_forward`: `warnings` says when it is off.
+ *
+ * `pulumi import` cannot bring it into a stack (the engine's Read for an import
+ * carries no state, so the dynamic provider and the connection are missing):
+ * declare it with `adopt: true` instead. A create interrupted after the host
+ * applied it is taken over by the next `up` with the same inputs, without `adopt`.
  */
 export class PortForward extends pulumi.dynamic.Resource {
   /** The host connection (secret in state). */
