@@ -38,6 +38,55 @@ async function waitingApplies(h: SandboxHost): Promise<number[]> {
   return r.stdout.split("\n").filter(Boolean).map(Number);
 }
 
+/** Hold the host lock with a process of our own; returns its pid (kill it to release). */
+async function holdHostLock(h: SandboxHost): Promise<number> {
+  await h.exec(
+    `mkdir -p /run/lock && rm -f ${HOLDER_PID_FILE} && setsid flock ${LOCK_FILE} sh -c 'echo $$ > ${HOLDER_PID_FILE}; exec sleep 120' </dev/null >/dev/null 2>&1 &`,
+  );
+  return waitFor("the lock holder", async () => {
+    const r = await h.exec(`cat ${HOLDER_PID_FILE} 2>/dev/null || true`);
+    return r.stdout.trim() ? Number(r.stdout.trim()) : undefined;
+  });
+}
+
+async function releaseHostLock(h: SandboxHost, holder: number): Promise<void> {
+  await h.exec(`[ -e /proc/${holder} ] && kill ${holder}; rm -f ${HOLDER_PID_FILE}; true`);
+}
+
+/** The shell running the apply script that waits (flock pid `flockPid`) for the lock. */
+async function scriptOf(h: SandboxHost, flockPid: number): Promise<number> {
+  return Number((await h.exec(`awk '/^PPid:/ { print $2 }' /proc/${flockPid}/status`)).stdout.trim());
+}
+
+async function waitUntilGone(h: SandboxHost, pid: number): Promise<void> {
+  await waitFor("the orphaned apply script to finish", async () => ((await h.exec(`[ -e /proc/${pid} ] && echo running || true`)).stdout.trim() ? undefined : true));
+}
+
+/**
+ * Run `create` (in this process) and cut its SSH connection while its apply
+ * script waits for the host lock: the sandbox sshd's per-connection processes
+ * (children of the sshd this test's fleet started) are killed by pid. Returns
+ * what `create` threw (or resolved to) once the orphaned script has finished.
+ */
+export async function createAndCutConnectionMidApply(h: SandboxHost, create: () => Promise<unknown>): Promise<unknown> {
+  const holder = await holdHostLock(h);
+  try {
+    const outcome = create().then(
+      (v) => ({ resolved: v }),
+      (e: unknown) => ({ rejected: e }),
+    );
+    const flockPid = await waitFor("the create's apply script to wait for the host lock", async () => (await waitingApplies(h))[0]);
+    const scriptPid = await scriptOf(h, flockPid);
+    await h.exec(`for p in $(pgrep -P ${h.sshdPid}); do kill -9 $p; done; true`);
+    const result = await outcome;
+    await releaseHostLock(h, holder);
+    await waitUntilGone(h, scriptPid);
+    return "rejected" in result ? result.rejected : result.resolved;
+  } finally {
+    await releaseHostLock(h, holder);
+  }
+}
+
 /**
  * Start `create(inputs)` of `kind` in a child process and kill it once its
  * apply script is under way on `h`; returns when that script has finished on
@@ -45,13 +94,7 @@ async function waitingApplies(h: SandboxHost): Promise<number[]> {
  */
 export async function createAndKillMidApply(h: SandboxHost, kind: KindName, inputs: Record<string, unknown>): Promise<void> {
   // 1. Hold the host lock: the child's apply script will block right after it starts.
-  await h.exec(
-    `mkdir -p /run/lock && rm -f ${HOLDER_PID_FILE} && setsid flock ${LOCK_FILE} sh -c 'echo $$ > ${HOLDER_PID_FILE}; exec sleep 120' </dev/null >/dev/null 2>&1 &`,
-  );
-  const holder = await waitFor("the lock holder", async () => {
-    const r = await h.exec(`cat ${HOLDER_PID_FILE} 2>/dev/null || true`);
-    return r.stdout.trim() ? Number(r.stdout.trim()) : undefined;
-  });
+  const holder = await holdHostLock(h);
   let child: ChildProcess | undefined;
   try {
     // 2. The create, in a process of its own (tsx loaded into node itself: the pid is the one holding the connection).
@@ -70,15 +113,15 @@ export async function createAndKillMidApply(h: SandboxHost, kind: KindName, inpu
       if (child?.exitCode !== null) throw new Error(`the create ended before its apply started: ${output}`);
       return (await waitingApplies(h))[0];
     });
-    const scriptPid = Number((await h.exec(`awk '/^PPid:/ { print $2 }' /proc/${flockPid}/status`)).stdout.trim());
+    const scriptPid = await scriptOf(h, flockPid);
     // 4. The provider dies mid-apply.
     process.kill(child.pid as number, "SIGKILL");
     await exited;
     // 5. The lock comes free; the orphaned script carries on without its client.
-    await h.exec(`kill ${holder}`);
-    await waitFor("the orphaned apply script to finish", async () => ((await h.exec(`[ -e /proc/${scriptPid} ] && echo running || true`)).stdout.trim() ? undefined : true));
+    await releaseHostLock(h, holder);
+    await waitUntilGone(h, scriptPid);
   } finally {
     if (child && child.exitCode === null && child.signalCode === null) process.kill(child.pid as number, "SIGKILL");
-    await h.exec(`[ -e /proc/${holder} ] && kill ${holder}; rm -f ${HOLDER_PID_FILE}; true`);
+    await releaseHostLock(h, holder);
   }
 }
