@@ -35,7 +35,12 @@ export interface BridgeArgs {
   ports?: pulumi.Input<pulumi.Input<string>[]>;
   /** Addresses in CIDR form (IPv4 and IPv6), e.g. "192.168.50.1/24". Others on the bridge are left alone. */
   addresses?: pulumi.Input<pulumi.Input<string>[]>;
-  /** Manage a bridge of this name that already exists instead of failing with a Conflict. Default false. */
+  /**
+   * Manage a bridge of this name that already exists (made by hand or by another
+   * tool) instead of failing with a Conflict: its settings become the declared ones,
+   * and delete removes it. A bridge this resource's own interrupted create made is
+   * taken over without it. Default false.
+   */
   adopt?: pulumi.Input<boolean>;
   /**
    * Let `ports` include the uplink NIC — even the one this SSH session runs
@@ -61,6 +66,11 @@ export interface BridgeArgs {
  *
  * Type token `pulumi-nodejs:dynamic/kvmnet:Bridge`; id `<host>/bridge/<name>`.
  * Changing `name` or `connection.host` replaces it; everything else updates in place.
+ *
+ * `pulumi import` cannot bring it into a stack (the engine's Read for an import
+ * carries no state, so the dynamic provider and the connection are missing):
+ * declare it with `adopt: true` instead. A create interrupted after the host
+ * applied it is taken over by the next `up` with the same inputs, without `adopt`.
  */
 export class Bridge extends pulumi.dynamic.Resource {
   declare public readonly connection: pulumi.Output<Connection>;

@@ -87,6 +87,14 @@ export interface NatNetworkArgs {
    * live network.
    */
   persistence?: pulumi.Input<Persistence>;
+  /**
+   * Manage what already exists on the host under this network's names — a bridge
+   * named `bridgeName` made by hand or by another tool, the table `kvmnet_nat_<name>`
+   * and its state — instead of failing with a Conflict: their settings become the
+   * declared ones, and delete removes them. What this resource's own interrupted
+   * create left is taken over without it. Default false.
+   */
+  adopt?: pulumi.Input<boolean>;
 }
 
 /**
@@ -98,6 +106,11 @@ export interface NatNetworkArgs {
  * Type token `pulumi-nodejs:dynamic/kvmnet:NatNetwork`; id `<host>/natNetwork/<name>`.
  * `name`, `bridgeName`, `subnet`, `gateway` and `connection.host` replace it;
  * `mode`, `dhcp`, `dns`, `uplink` and `mtu` update in place.
+ *
+ * `pulumi import` cannot bring it into a stack (the engine's Read for an import
+ * carries no state, so the dynamic provider and the connection are missing):
+ * declare it with `adopt: true` instead. A create interrupted after the host
+ * applied it is taken over by the next `up` with the same inputs, without `adopt`.
  */
 export class NatNetwork extends pulumi.dynamic.Resource {
   /** The host (credentials are secret in state). */
@@ -126,6 +139,7 @@ export class NatNetwork extends pulumi.dynamic.Resource {
   declare public readonly persistedBy: pulumi.Output<PersistenceBackend>;
   /** Differences between the persisted files and the inputs, found by the last read (empty: in sync). */
   declare public readonly persistenceDrift: pulumi.Output<string[]>;
+  declare public readonly adopt: pulumi.Output<boolean>;
   /** Conditions on the host that may hurt the network without stopping it (br_netfilter, sysctl files turning ip_forward off, Docker's FORWARD drop in isolated/open mode). */
   declare public readonly warnings: pulumi.Output<string[]>;
   /** Kernel interface index of the bridge (null when it is gone). */
@@ -155,6 +169,7 @@ export class NatNetwork extends pulumi.dynamic.Resource {
       uplink: args.uplink,
       mtu: args.mtu,
       persistence: args.persistence,
+      adopt: args.adopt,
       warnings: undefined,
       ifindex: undefined,
       macAddress: undefined,

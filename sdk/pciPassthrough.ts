@@ -47,6 +47,11 @@ export interface PciPassthroughArgs {
  * Type token `pulumi-nodejs:dynamic/kvmnet:PciPassthrough`; id
  * `<host>/pcipassthrough/<address>`. Changing `address` or `connection.host`
  * replaces it (the old device is given back first); everything else updates in place.
+ *
+ * `pulumi import` cannot bring it into a stack (the engine's Read for an import
+ * carries no state, so the dynamic provider and the connection are missing):
+ * declare it instead; a device already on vfio-pci is adopted as it is. A create
+ * interrupted after the host applied it is finished by the next `up`.
  */
 export class PciPassthrough extends pulumi.dynamic.Resource {
   /** The host connection (secret in state). */

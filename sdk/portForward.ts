@@ -43,6 +43,14 @@ export interface PortForwardArgs {
    * Needs systemd. Changes in place.
    */
   persistence?: pulumi.Input<Persistence>;
+  /**
+   * Manage the forward table of this identity (`table ip kvmnet_pf_<protocol>_<address|any>_<port>`)
+   * that already exists on the host but was not written for this resource (made by hand,
+   * left by another stack) instead of failing with a Conflict: its rules become the
+   * declared ones. A table this provider wrote for this very resource (a create whose
+   * result was lost) is taken over without it. Default false.
+   */
+  adopt?: pulumi.Input<boolean>;
 }
 
 /**
@@ -55,6 +63,11 @@ export interface PortForwardArgs {
  * everything else updates in place. A second forward taking the same packets
  * (same protocol, overlapping ports, same or any address) fails with Conflict.
  * The forward does not turn on `net.ipv4.ip_forward`: `warnings` says when it is off.
+ *
+ * `pulumi import` cannot bring it into a stack (the engine's Read for an import
+ * carries no state, so the dynamic provider and the connection are missing):
+ * declare it with `adopt: true` instead. A create interrupted after the host
+ * applied it is taken over by the next `up` with the same inputs, without `adopt`.
  */
 export class PortForward extends pulumi.dynamic.Resource {
   /** The host connection (secret in state). */
@@ -87,6 +100,7 @@ export class PortForward extends pulumi.dynamic.Resource {
   declare public readonly persistedBy: pulumi.Output<PersistenceBackend>;
   /** Differences between the persisted files and the inputs, found by the last read (empty: in sync). */
   declare public readonly persistenceDrift: pulumi.Output<string[]>;
+  declare public readonly adopt: pulumi.Output<boolean>;
 
   constructor(name: string, args: PortForwardArgs, opts?: pulumi.CustomResourceOptions) {
     refuseLiteralUnknown("PortForward", name, args);
@@ -100,6 +114,7 @@ export class PortForward extends pulumi.dynamic.Resource {
       hairpin: args.hairpin,
       description: args.description,
       persistence: args.persistence,
+      adopt: args.adopt,
       table: undefined,
       warnings: undefined,
       drift: undefined,

@@ -23,7 +23,12 @@ export interface VlanSubinterfaceArgs {
   addresses?: pulumi.Input<pulumi.Input<string>[]>;
   /** Make the VLAN a port of this bridge (which must exist: pass a Bridge's `name` output). Removing it detaches the VLAN. */
   bridge?: pulumi.Input<string>;
-  /** Manage an existing VLAN of this name (same parent, id and protocol) instead of failing with a Conflict. Default false. */
+  /**
+   * Manage an existing VLAN of this name (same parent, id and protocol) instead of
+   * failing with a Conflict: its settings become the declared ones, and delete
+   * removes it. A VLAN this resource's own interrupted create made is taken over
+   * without it. Default false.
+   */
   adopt?: pulumi.Input<boolean>;
   /**
    * Whether the VLAN survives a reboot (default "runtime": until the host
@@ -50,6 +55,11 @@ export interface VlanSubinterfaceArgs {
  * `<host>/vlanSubinterface/<name>`. Changing `parent`, `vlanId`, `protocol`,
  * `name` or `connection.host` replaces it; `mtu`, `addresses`, `bridge` and
  * `persistence` update in place.
+ *
+ * `pulumi import` cannot bring it into a stack (the engine's Read for an import
+ * carries no state, so the dynamic provider and the connection are missing):
+ * declare it with `adopt: true` instead. A create interrupted after the host
+ * applied it is taken over by the next `up` with the same inputs, without `adopt`.
  */
 export class VlanSubinterface extends pulumi.dynamic.Resource {
   declare public readonly connection: pulumi.Output<Connection>;

@@ -7,15 +7,16 @@
  * @pulumi/pulumi is imported here (provider code runs in the dynamic-provider
  * process and must not depend on the program's copy of the SDK).
  */
+import { createHash } from "crypto";
 import { isDeepStrictEqual } from "util";
 import type { z } from "zod";
 import { isKvmnetError, KvmnetError } from "../errors";
 import { ConfirmOutcome, confirmScript, ConfirmSpec, newToken, parseConfirm } from "../confirm";
 import { ConnectionInput, dedicatedHostFor, Host, hostFor } from "../host";
-import { HostSnapshot, observeScript, parseSnapshot } from "../observe";
+import { HostSnapshot, observeScript, parseSnapshot, STATE_DIR } from "../observe";
 import { Backend, ownedFiles, Persistence, persistDrift, PersistSet, persistSteps, resolveBackend, withPersistence } from "../persist";
 import { applyError, Plan, renderScript } from "../render";
-import type { Script } from "../shell";
+import { Script, sh, writeFile } from "../shell";
 import { checkWith, CheckFailure, containsUnknown } from "../validate";
 
 export interface CheckResult {
@@ -77,12 +78,22 @@ export interface KindSpec<I extends BaseInputs> {
    * VlanSubinterface ["bridge"] (no bridge means in no bridge; unset mtu stays unmanaged).
    */
   removalIsChange?: boolean | readonly string[];
+  /**
+   * Inputs added after state was first written (NatNetwork's and PortForward's
+   * `adopt`), with the value that state without them meant: diff reads stored
+   * inputs (old or new) lacking one as having this value, so upgrading is no change by itself.
+   */
+  addedInputs?: Readonly<Record<string, unknown>>;
   /** Fields the schema derives (e.g. an internal name) that are not stored as inputs. */
   derivedInputs?: readonly string[];
   /** Fields whose change forces a replacement, given olds/news inputs. */
   replaces(olds: Record<string, unknown>, news: Record<string, unknown>): string[];
   deleteBeforeReplace(olds: Record<string, unknown>, news: Record<string, unknown>): boolean;
-  /** Plan `desired` against the host; `previous` is the old inputs on update. Throws KvmnetError when impossible. */
+  /**
+   * Plan `desired` against the host; `previous` is the old inputs on update,
+   * and `desired` itself when a create finds the object its own lost create
+   * made (see {@link creationRecord}). Throws KvmnetError when impossible.
+   */
   plan(desired: I, snap: HostSnapshot, previous?: I): Plan;
   planDelete(props: I, snap: HostSnapshot): Plan;
   /** Problems (empty = good) comparing the host to `desired`. */
@@ -110,6 +121,42 @@ export interface KindSpec<I extends BaseInputs> {
   persist?(desired: I, backend: Exclude<Backend, "runtime">, snap: HostSnapshot): PersistSet;
 }
 
+/** Where creates leave their records: one file per object, `<kind>.<name>`. */
+export const CREATED_DIR = `${STATE_DIR}/created`;
+
+/** JSON with object keys sorted, so equal values give equal text. */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o).sort().filter((k) => o[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/**
+ * The record a create leaves on the host: the object's id and a digest of the
+ * inputs it was created from (the connection left out: it carries secrets,
+ * and the record lives on that very host). The engine forgets a create whose
+ * provider died before the result came back (killed, or the connection cut
+ * while the host script ran to its end), and the next `up` creates again with
+ * the same inputs. An object whose record names this id and these inputs was
+ * made by this provider for this very resource, so that create takes it over
+ * (plans it as an update from itself) instead of failing with a Conflict.
+ * Anything else of that name is not provably ours: the kind's Conflict, or
+ * `adopt`, decides. Updates leave the record as it is; delete removes it.
+ */
+export function creationRecord(spec: Pick<KindSpec<BaseInputs>, "kind">, inputs: BaseInputs, id: string): { path: string; text: string } {
+  const { connection: _connection, ...rest } = inputs as BaseInputs & Record<string, unknown>;
+  const digest = createHash("sha256").update(canonicalJson(rest)).digest("hex");
+  return { path: `${CREATED_DIR}/${spec.kind}.${inputs.name}`, text: JSON.stringify({ id, inputs: `sha256:${digest}` }) };
+}
+
+/** Removes the record (and our directories once empty); nothing to undo, the object is going too. */
+function forgetCreationStep(path: string) {
+  return { description: `remove the creation record ${path}`, run: sh`rm -f ${path}; rmdir ${CREATED_DIR} ${STATE_DIR} /run/kvmnet 2>/dev/null; true` };
+}
+
 /** The persistence mode of inputs (kinds without the field persist nothing). */
 function persistMode(i: BaseInputs): Persistence {
   return (i as { persistence?: Persistence }).persistence ?? "runtime";
@@ -131,8 +178,10 @@ function planWithFiles<I extends BaseInputs>(spec: KindSpec<I>, desired: I, snap
 
 /** The kind's delete plan, with every file the object persisted through removed. */
 function planDeleteWithFiles<I extends BaseInputs>(spec: KindSpec<I>, props: I, snap: HostSnapshot): Plan {
-  const plan = spec.planDelete(props, snap);
-  return spec.persist ? withPersistence(plan, persistSteps(spec.kind, props.name, { files: [] }, snap)) : plan;
+  const planned = spec.planDelete(props, snap);
+  const plan = spec.persist ? withPersistence(planned, persistSteps(spec.kind, props.name, { files: [] }, snap)) : planned;
+  const record = `${CREATED_DIR}/${spec.kind}.${props.name}`;
+  return snap.stateFiles[record] === undefined ? plan : { ...plan, steps: [...plan.steps, forgetCreationStep(record)] };
 }
 
 /**
@@ -355,6 +404,10 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     async diff(_id, oldsRaw, newsRaw) {
       const olds = stripInternal(oldsRaw);
       const news = stripInternal(newsRaw);
+      for (const [k, v] of Object.entries(spec.addedInputs ?? {})) {
+        if (olds[k] === undefined) olds[k] = v;
+        if (news[k] === undefined) news[k] = v;
+      }
       const changed: string[] = [];
       for (const k of spec.inputKeys) {
         // Unless the kind says otherwise, an optional setting removed from the
@@ -380,7 +433,25 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const inputs = parseInputs<I>(s, props, `invalid ${spec.kind}`);
       const host = hostFor(inputs.connection);
       const snap = await observe(host, spec.observeExtra);
-      const { plan, backend, set } = planWithFiles(spec, inputs, snap);
+      const id = idOf(s, inputs);
+      const record = creationRecord(s, inputs, id);
+      // Our own lost create (see creationRecord): converge, as an update from these very inputs.
+      const ours = snap.stateFiles[record.path]?.trim() === record.text;
+      const planned = planWithFiles(spec, inputs, snap, ours ? inputs : undefined);
+      const { backend, set } = planned;
+      const plan: Plan = ours
+        ? planned.plan
+        : {
+            ...planned.plan,
+            steps: [
+              ...planned.plan.steps,
+              {
+                description: `record that ${spec.kind} ${inputs.name} was created for ${id}`,
+                run: sh`mkdir -p ${CREATED_DIR} && ${writeFile(record.path, record.text)}`,
+                undo: forgetCreationStep(record.path).run,
+              },
+            ],
+          };
       const { after, problems } = await applyAndCheck(spec, host, plan, inputs, set, snap);
       if (problems.length > 0) {
         // The SDK contract: a failed create leaves nothing behind.
@@ -389,7 +460,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       }
       const outs = spec.outputs(inputs, after);
       if (!outs) throw new KvmnetError({ kind: "Bug", message: `${spec.kind} ${inputs.name} verified but not found in the snapshot`, host: host.label });
-      return { id: idOf(s, inputs), outs: plain(withPersistOutputs(spec, outs, backend, [])) };
+      return { id, outs: plain(withPersistOutputs(spec, outs, backend, [])) };
     },
 
     async read(id, props) {

@@ -11,6 +11,7 @@ import { bridgeProvider } from "../../provider/resources/bridge";
 import { HOSTILE_STRINGS } from "../unit/hostile";
 import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
 import { expectKvmnetError } from "../support/expectError";
+import { createAndKillMidApply } from "./interrupt";
 
 let fleet: Fleet;
 let h1: SandboxHost;
@@ -172,6 +173,33 @@ describe("Bridge CRUD", () => {
     const strip = (o: Record<string, unknown>) => ({ ...o, ifindex: undefined });
     expect(strip(adopted.outs)).toEqual(strip(fresh.outs));
     await bridgeProvider.delete(fresh.id, fresh.outs);
+  });
+
+  it("converges when the provider died mid-create and the host finished the apply (P10, #14 item 7)", async () => {
+    await h1.exec("ip link add prec type veth peer name precx");
+    const before = await snapshotHost(h1);
+    const props = { connection: conn(h1), name: "br-rec", mtu: 1400, ports: ["prec"], addresses: ["192.0.2.9/24"] };
+    await createAndKillMidApply(h1, "bridge", props);
+    expect((await linkJson(h1, "prec"))?.master).toBe("br-rec");
+    // The engine never saw that result: the next `up` creates again with the same inputs.
+    const c = await create(props);
+    expect(c.outs).toMatchObject({ name: "br-rec", mtu: 1400, ports: ["prec"], addresses: ["192.0.2.9/24"] });
+    const bridges = JSON.parse((await h1.exec("ip -j link show type bridge")).stdout) as { ifname: string }[];
+    expect(bridges.filter((b) => b.ifname === "br-rec")).toHaveLength(1);
+    // Other inputs under the same name are not provably that create's: the Conflict names adopt.
+    await expectKvmnetError(create({ ...props, mtu: 1500 }), "Conflict", /bridge br-rec already exists on the host[\s\S]*hint: set adopt: true/);
+    // Delete gives the port back down, as it was: the record of bringing it up survived the crash.
+    await bridgeProvider.delete(c.id, c.outs);
+    expect(await snapshotHost(h1)).toEqual(before);
+
+    // A create that returned but whose result the engine dropped converges the same way.
+    const lost = await create(props);
+    const again = await create(props);
+    expect({ ...again.outs, ifindex: 0 }).toEqual({ ...lost.outs, ifindex: 0 });
+    expect(again.outs.ifindex).toBe(lost.outs.ifindex);
+    await bridgeProvider.delete(again.id, again.outs);
+    expect(await snapshotHost(h1)).toEqual(before);
+    await h1.exec("ip link del prec");
   });
 
   it("a failed create leaves nothing behind and says which step failed", async () => {

@@ -13,6 +13,7 @@ import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
 import { HOSTILE_STRINGS } from "../unit/hostile";
 import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
+import { createAndKillMidApply } from "./interrupt";
 
 let fleet: Fleet;
 let h: SandboxHost;
@@ -209,6 +210,79 @@ describe("NatNetwork nat mode", () => {
     expect(await snapshotHost(h)).toEqual(before);
     expect(await ipForward()).toBe("0");
     await destroy(c.id, u4.outs); // harmless when gone
+  });
+});
+
+/** #14 item 7: the next `up` after an interrupted create converges with no manual step; adopt takes over what is not ours. */
+describe("NatNetwork recovery and adoption", () => {
+  const net = (name: string) => ({
+    name, mode: "nat", subnet: "10.81.0.0/24",
+    dhcp: { start: "10.81.0.100", end: "10.81.0.150" },
+    dns: { domain: "rec.test", hosts: [{ ip: "10.81.0.5", hostnames: ["db"] }] },
+  });
+  const links = async () => (JSON.parse((await h.exec("ip -j link show type bridge")).stdout) as { ifname: string }[]).map((l) => l.ifname);
+  const tables = async () => (JSON.parse((await h.exec("nft -j list tables")).stdout).nftables as { table?: { name: string } }[]).flatMap((t) => (t.table ? [t.table.name] : []));
+  /** dnsmasq processes in this host's network namespace (other test runs on the machine have their own). */
+  const dnsmasqs = async () =>
+    (await h.exec('me=$(readlink /proc/self/ns/net); for p in $(pgrep -x dnsmasq); do [ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] && echo $p; done; true')).stdout.split("\n").filter(Boolean).length;
+
+  it("converges when the provider died mid-create and the host finished the apply (P10): one network, working, delete leaves no trace", async () => {
+    const g = await fleet.addGuest(h, "vrec1");
+    const before = await snapshotHost(h);
+    // The provider process is killed while the host runs the create; the script finishes without it.
+    await createAndKillMidApply(h, "natNetwork", { connection: conn(), ...net("rec") });
+    expect(await links()).toContain("kvn-rec");
+    expect(await tables()).toContain("kvmnet_nat_rec");
+    // The engine never saw that result: the next `up` creates again with the same inputs.
+    const c = await create(net("rec"));
+    expect(c.outs).toMatchObject({ bridgeName: "kvn-rec", gateway: "10.81.0.1", tablePresent: true, ipForward: true });
+    expect(typeof c.outs.dnsmasqPid).toBe("number");
+    expect((await links()).filter((l) => l === "kvn-rec")).toHaveLength(1);
+    expect((await tables()).filter((t) => t.startsWith("kvmnet_nat_"))).toEqual(["kvmnet_nat_rec"]);
+    expect(await dnsmasqs()).toBe(1);
+    await h.exec("ip link set dev vrec1 master kvn-rec");
+    expect((await dhcp(g)).startsWith("10.81.0.")).toBe(true);
+    expect(await resolve(g, "10.81.0.1", "db.rec.test")).toBe("10.81.0.5");
+    expect(await p.read(c.id, c.outs)).toMatchObject({ id: c.id, props: c.outs });
+    // Other inputs under the same name are not provably that create's: a Conflict whose hint names adopt.
+    await expectKvmnetError(create({ ...net("rec"), mode: "isolated" }), "Conflict", /bridge kvn-rec already exists on the host[\s\S]*hint: set adopt: true/);
+    await destroy(c.id, c.outs);
+    expect(await snapshotHost(h)).toEqual(before);
+  });
+
+  it("converges when a create's result was lost after it returned (the same inputs created again)", async () => {
+    const before = await snapshotHost(h);
+    const lost = await create(net("rec2"));
+    live.delete(lost.id); // the engine dropped the outputs
+    const c = await create(net("rec2"));
+    expect(c.outs).toEqual({ ...lost.outs, dnsmasqPid: c.outs.dnsmasqPid });
+    expect(c.outs.dnsmasqPid).toBe(lost.outs.dnsmasqPid); // the running dnsmasq kept, not restarted
+    await destroy(c.id, c.outs);
+    expect(await snapshotHost(h)).toEqual(before);
+  });
+
+  it("takes over a bridge made by hand only with adopt: true (P3); delete removes it", async () => {
+    const before = await snapshotHost(h);
+    await h.exec("ip link add kvn-hand type bridge && ip link set dev kvn-hand mtu 1400");
+    const props = { ...net("hand"), bridgeName: "kvn-hand", mtu: 1500 };
+    await expectKvmnetError(create(props), "Conflict", /natNetwork hand: bridge kvn-hand already exists on the host[\s\S]*hint: set adopt: true/);
+    const c = await create({ ...props, adopt: true });
+    expect(c.outs).toMatchObject({ bridgeName: "kvn-hand", adopt: true, mtu: 1500, gateway: "10.81.0.1", tablePresent: true });
+    expect(typeof c.outs.dnsmasqPid).toBe("number");
+    expect(await p.read(c.id, c.outs)).toMatchObject({ id: c.id, props: c.outs });
+    await destroy(c.id, c.outs);
+    expect(await links()).not.toContain("kvn-hand");
+    expect(await snapshotHost(h)).toEqual(before);
+  });
+
+  it("takes over a table of its name made by hand only with adopt: true", async () => {
+    const before = await snapshotHost(h);
+    await h.exec("nft add table inet kvmnet_nat_tbl && nft add chain inet kvmnet_nat_tbl input '{ type filter hook input priority 0; policy accept; }'");
+    await expectKvmnetError(create(net("tbl")), "Conflict", /nft table inet kvmnet_nat_tbl or its state already exists on the host[\s\S]*hint: a network of this name exists that this resource did not create[\s\S]*set adopt: true/);
+    const c = await create({ ...net("tbl"), adopt: true });
+    expect(c.outs).toMatchObject({ mode: "nat", tablePresent: true });
+    await destroy(c.id, c.outs);
+    expect(await snapshotHost(h)).toEqual(before);
   });
 });
 

@@ -159,6 +159,37 @@ describe("PortForward with real traffic", () => {
     expect(await snapshotHost(h)).toEqual(baseline);
   });
 
+  it("converges when a create's result was lost (P10): one table, the forward works, delete leaves no trace", async () => {
+    const props = { protocol: "tcp", hostPort: 8090, destination: "10.77.0.10", destinationPort: 80 };
+    // The host applied this create, but the engine never saw its result (the provider
+    // died after the host script ran to its end): it creates again with the same inputs.
+    await create(props);
+    const again = await create(props);
+    expect(again.id).toBe(`${h.address}/portforward/tcp_any_8090`);
+    expect(again.outs).toMatchObject({ table: "kvmnet_pf_tcp_any_8090", destination: "10.77.0.10", destinationPort: 80, drift: [] });
+    expect((await nftTables()).filter((t) => t.startsWith("kvmnet_pf_"))).toEqual(["kvmnet_pf_tcp_any_8090"]);
+    expect(await talk(fleet.upstream.exec, "tcp", `${h.uplinkAddress}:8090`, "after-retry")).toBe("peer=198.19.0.1\nafter-retry\n");
+    expect(await portForwardProvider.read(again.id, again.outs)).toEqual({ id: again.id, props: again.outs, inputs: again.inputs });
+    // The same identity with other inputs is not provably this create's: a Conflict whose hint names adopt.
+    await expectKvmnetError(create({ ...props, destination: "10.77.0.20" }), "Conflict", /already forwarded by PortForward [^ ]*tcp_any_8090[\s\S]*hint: .*set adopt: true/);
+    await portForwardProvider.delete(again.id, again.outs);
+    expect(await snapshotHost(h)).toEqual(baseline);
+  });
+
+  it("adopts a table of its identity made by hand only with adopt: true (P3)", async () => {
+    await h.exec(
+      "nft -f - <<'EOF'\ntable ip kvmnet_pf_tcp_any_8091 {\n  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local tcp dport 8091 dnat ip to 10.77.0.20:80\n  }\n}\nEOF",
+    );
+    const props = { protocol: "tcp", hostPort: 8091, destination: "10.77.0.10", destinationPort: 80 };
+    await expectKvmnetError(create(props), "Conflict", /tcp port 8091 on every address is already forwarded by table ip kvmnet_pf_tcp_any_8091[\s\S]*hint: .*set adopt: true/);
+    const adopted = await create({ ...props, adopt: true });
+    expect(adopted.outs).toMatchObject({ table: "kvmnet_pf_tcp_any_8091", destination: "10.77.0.10", destinationPort: 80, adopt: true, drift: [] });
+    expect((await nftTables()).filter((t) => t.startsWith("kvmnet_pf_"))).toEqual(["kvmnet_pf_tcp_any_8091"]);
+    expect(await talk(fleet.upstream.exec, "tcp", `${h.uplinkAddress}:8091`, "adopted")).toBe("peer=198.19.0.1\nadopted\n");
+    await portForwardProvider.delete(adopted.id, adopted.outs);
+    expect(await snapshotHost(h)).toEqual(baseline);
+  });
+
   it("lets exactly one of two overlapping forwards created at once win", async () => {
     // Both may observe the host before either applies: the guard under the host lock decides.
     const results = await Promise.allSettled([

@@ -95,6 +95,8 @@ describe("Bridge takeOverUplink on the interface that carries the SSH session", 
         /the host rolled the change back: no new SSH connection (confirmed|reached) it within 15s \(the change needed confirming because it moves mgmt0's addresses and routes onto bridge br-up and carries the SSH session's route\)/,
       );
       expect((err as KvmnetError).stderr).toMatch(/reverting: no confirmation arrived/);
+      // The hint printed after the host reverted (#14 item 7: every hint is asserted).
+      expect((err as KvmnetError).hint).toMatch(/^the host is as it was before this operation(; fix what kept new SSH sessions out, or raise confirmTimeoutSec| and answers SSH again)$/);
       // The host reverted by itself: mgmt0 has its address, the bridge is gone, new sessions work.
       expect(await addrsOf("mgmt0")).toEqual([`${h.address}/30`]);
       expect((await h.exec("ip link show dev br-up", { allowFail: true })).code).not.toBe(0);

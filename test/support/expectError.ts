@@ -24,3 +24,14 @@ export function expectKvmnetThrow(fn: () => unknown, kind: string, re: RegExp): 
   }
   throw new Error("expected an error");
 }
+
+/** Call `fn`, expect it to throw a KvmnetError; returns its kind and the hint it prints (#14 item 7: every hint is asserted). */
+export function kindAndHint(fn: () => unknown): { kind: string; hint?: string } {
+  try {
+    fn();
+  } catch (e) {
+    expect(isKvmnetError(e)).toBe(true);
+    return { kind: (e as { kind: string }).kind, hint: (e as { hint?: string }).hint };
+  }
+  throw new Error("expected an error");
+}

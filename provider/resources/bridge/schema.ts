@@ -44,6 +44,11 @@ function bridgeSchema(names: NameRules) {
       vlanFiltering: z.boolean().optional(),
       ports: z.array(names.port).default([]),
       addresses: z.array(interfaceCidr).default([]),
+      /**
+       * Manage an existing bridge of this name, made by hand or by another
+       * tool, instead of a Conflict: its settings become the declared ones. What this
+       * resource's own interrupted create made is taken over without it (lifecycle's creation record).
+       */
       adopt: z.boolean().default(false),
       /**
        * Allow ports that carry addresses or routes — the uplink NIC, even the one

@@ -15,7 +15,7 @@ import { natOutputs, verifyNat } from "./verify";
 export { natNetworkInputsSchema, natNetworkStoredSchema } from "./schema";
 export type { NatNetworkInputs } from "./schema";
 
-const INPUT_KEYS = ["connection", "name", "bridgeName", "mode", "subnet", "gateway", "dhcp", "dns", "uplink", "mtu", "persistence"] as const;
+const INPUT_KEYS = ["connection", "name", "bridgeName", "mode", "subnet", "gateway", "dhcp", "dns", "uplink", "mtu", "persistence", "adopt"] as const;
 
 const hostOf = (p: Record<string, unknown>) => (p.connection as { host?: unknown } | undefined)?.host;
 
@@ -26,6 +26,7 @@ export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
   inputKeys: INPUT_KEYS,
   // The uplink defaults to the default route's interface, resolved on the host at create.
   computedInputs: ["uplink"],
+  addedInputs: { adopt: false },
   replaces(olds, news) {
     const r = (["name", "bridgeName", "subnet", "gateway"] as const).filter((k) => olds[k] !== news[k]);
     return hostOf(olds) !== hostOf(news) ? [...r, "connection"] : r;

@@ -189,7 +189,8 @@ function dnsmasqBlocker(desired: NatNetworkInputs, snap: HostSnapshot, obs: NatO
 
 /**
  * Plan the actions that take the host from `snap` to `desired`; `previous` is
- * set on update. Throws KvmnetError when the network cannot work on this host.
+ * set on update (and is `desired` itself when a create takes over what its own
+ * lost create made). Throws KvmnetError when the network cannot work on this host.
  */
 export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?: NatNetworkInputs): NatPlan {
   const { name, bridgeName: br } = desired;
@@ -200,11 +201,20 @@ export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?
   if (obs.bridge && !obs.bridge.isBridge) {
     throw conflict(`natNetwork ${name}: an interface named ${br} already exists and is not a bridge (it is ${obs.bridge.kind ?? "unknown"})`, "choose another bridgeName");
   }
-  if (!previous && obs.bridge) {
-    throw conflict(`natNetwork ${name}: bridge ${br} already exists on the host`, "choose another bridgeName, or delete the bridge first");
+  // On create (no previous), what is there already is not this resource's (the
+  // lifecycle passes the inputs as previous when its creation record says it is):
+  // only adopt takes it over.
+  if (!previous && !desired.adopt && obs.bridge) {
+    throw conflict(
+      `natNetwork ${name}: bridge ${br} already exists on the host`,
+      "set adopt: true to make it this network's bridge (its gateway address, MTU, table and dnsmasq become the declared ones, and delete removes it), or choose another bridgeName",
+    );
   }
-  if (!previous && (obs.tableRules !== undefined || obs.state)) {
-    throw conflict(`natNetwork ${name}: nft table inet ${tableName(name)} or its state already exists on the host`, "another program (or a lost stack) manages a network of this name; choose another name");
+  if (!previous && !desired.adopt && (obs.tableRules !== undefined || obs.state)) {
+    throw conflict(
+      `natNetwork ${name}: nft table inet ${tableName(name)} or its state already exists on the host`,
+      "a network of this name exists that this resource did not create (made by hand, left by a stack that lost it, or by an interrupted create whose inputs changed since): set adopt: true to manage it as this one (its settings become the declared ones), or choose another name",
+    );
   }
   // Overlap: the subnet would shadow (or be shadowed by) a route the host already has.
   for (const entry of snap.addrs) {

@@ -175,6 +175,14 @@ function natNetworkSchema(rules: NameRules) {
       uplink: rules.ifname.optional(),
       mtu: z.number().int().min(68).max(65535).optional(),
       persistence: persistence.default(DEFAULT_PERSISTENCE),
+      /**
+       * Manage what is already on the host under this network's names instead
+       * of failing with a Conflict: a bridge named `bridgeName` (made by hand or
+       * by another tool), the table `kvmnet_nat_<name>` and its state. Their
+       * settings become the declared ones; delete removes them. What this
+       * resource's own interrupted create left is taken over without it.
+       */
+      adopt: z.boolean().default(false),
     })
     .strict()
     .superRefine((n, ctx) => {

@@ -17,7 +17,7 @@ export { portForwardArgsSchema, portForwardInputsSchema, deriveName, tableName }
 export type { PortForwardInputs, PortForwardArgs } from "./schema";
 
 export const PORT_FORWARD_INPUT_KEYS = [
-  "connection", "protocol", "hostPort", "destination", "destinationPort", "hostAddress", "sourceCidrs", "hairpin", "description", "persistence",
+  "connection", "protocol", "hostPort", "destination", "destinationPort", "hostAddress", "sourceCidrs", "hairpin", "description", "persistence", "adopt",
 ] as const;
 
 /** Fields that make up a forward's identity (its table): changing one replaces the forward. */
@@ -86,6 +86,7 @@ const kindProvider: KindProvider = makeKindProvider<PortForwardInputs>({
   inputKeys: PORT_FORWARD_INPUT_KEYS,
   derivedInputs: ["name"],
   removalIsChange: true,
+  addedInputs: { adopt: false },
   replaces(olds, news) {
     const r: string[] = IDENTITY_KEYS.filter((k) => !isDeepStrictEqual(olds[k], news[k]));
     if (hostOf(olds.connection) !== hostOf(news.connection)) r.push("connection");

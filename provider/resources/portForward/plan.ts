@@ -108,9 +108,33 @@ function describeKey(k: { protocol: string; hostAddress?: string; hostRange: Por
 }
 
 /**
+ * The table as the host has it, in the form the renderer writes, when every
+ * field of it could be read back (what an undo restores); undefined otherwise.
+ */
+export function observedTable(snap: HostSnapshot, table: string): ForwardTable | undefined {
+  const o = observeForward(snap, table);
+  if (!o || o.anomalies.length > 0 || o.destination === undefined || o.destinationPort === undefined || o.owner === undefined) return undefined;
+  return {
+    table,
+    protocol: o.protocol,
+    hostAddress: o.hostAddress,
+    hostRange: o.hostRange,
+    destination: o.destination,
+    destRange: toRange(o.destinationPort),
+    sourceCidrs: o.sourceCidrs,
+    hairpin: o.hairpin,
+    masqueradeSubnet: o.masqueradeSubnet,
+    description: o.description,
+    owner: o.owner,
+  };
+}
+
+/**
  * Plan writing the forward. `previous` is the old inputs on update (the table
- * is then ours). Throws Unsupported without nft, Conflict when another forward
- * takes any of the same packets.
+ * is then ours; the lifecycle also passes the inputs themselves when a create
+ * finds the table its own lost create made). A table of this identity that is
+ * not ours is a Conflict unless `adopt` is set. Throws Unsupported without
+ * nft, Conflict when another forward takes any of the same packets.
  */
 export function planPortForward(desired: PortForwardInputs, snap: HostSnapshot, previous?: PortForwardInputs): ForwardPlan {
   if (snap.nftables === undefined) {
@@ -121,7 +145,7 @@ export function planPortForward(desired: PortForwardInputs, snap: HostSnapshot, 
   const own = observeForward(snap, want.table);
   for (const other of listForwardTables(snap)) {
     const mine = other.table === want.table;
-    if (mine && previous) continue;
+    if (mine && (previous || desired.adopt)) continue;
     if (!keysOverlap(key, other)) continue;
     const o = mine ? own : observeForward(snap, other.table);
     const ownerText = o?.owner ? `PortForward ${o.owner}` : `table ip ${other.table}`;
@@ -130,16 +154,20 @@ export function planPortForward(desired: PortForwardInputs, snap: HostSnapshot, 
     throw new KvmnetError({
       kind: "Conflict",
       message: `${describeKey(key)} is already forwarded by ${ownerText} (${describeKey(other)}${target}${desc}, table ip ${other.table})`,
-      hint: "choose another host port or host address, or remove the other forward first",
+      hint: mine
+        ? `that table has this forward's identity: set adopt: true to manage it as this forward (its rules become the declared ones; e.g. a table made by hand, or left by an interrupted create whose inputs changed since), or remove the other forward first`
+        : "choose another host port or host address, or remove the other forward first",
     });
   }
   const persisting = resolveBackend(desired.persistence, snap, `${PF_KIND} ${desired.name}`) !== "runtime";
   const disarm = persisting ? undefined : hooksToDisarm(desired.name, snap);
+  // What a failed rewrite restores: the old inputs' table on update; on a take-over, the table as it was.
+  const restore = own ? (previous ? desiredTable(previous, snap) : observedTable(snap, want.table)) : undefined;
   return {
     table: want.table,
     exists: own !== undefined,
     desired: want,
-    previous: previous && own ? desiredTable(previous, snap) : undefined,
+    previous: restore,
     ...(disarm ? { disarm } : {}),
   };
 }

@@ -103,6 +103,16 @@ const portForwardObject = z
     hairpin: z.boolean().default(true),
     description: description.optional(),
     persistence: persistence.default(DEFAULT_PERSISTENCE),
+    /**
+     * Manage the forward table of this identity (`table ip kvmnet_pf_<name>`)
+     * that is already on the host but was not written for this resource (made
+     * by hand, by another stack, or for another spelling of the host): its rules
+     * become the declared ones. Without it such a table is a Conflict. A table
+     * this provider wrote for this very resource (its forward rule's comment
+     * names this resource's id) is taken over either way: that is what an
+     * interrupted create leaves.
+     */
+    adopt: z.boolean().default(false),
   })
   .strict();
 
@@ -119,6 +129,8 @@ export interface PortForwardInputs {
   description?: string;
   /** Where the forward's boot-time configuration goes (any backend but "runtime": a unit of our own). */
   persistence: Persistence;
+  /** Manage a table of this identity already on the host that this resource did not write. */
+  adopt: boolean;
   /** Derived, never given by the user: see {@link deriveName}. */
   name: string;
 }

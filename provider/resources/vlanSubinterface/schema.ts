@@ -34,6 +34,11 @@ function vlanSchema(ifnameRule: z.ZodType<string, string>) {
       mtu: z.number().int().min(68).max(65535).optional(),
       addresses: z.array(interfaceCidr).default([]),
       bridge: ifnameRule.optional(),
+      /**
+       * Manage an existing VLAN (same parent, id and protocol) of this name, made by hand or by another
+       * tool, instead of a Conflict: its settings become the declared ones. What this
+       * resource's own interrupted create made is taken over without it (lifecycle's creation record).
+       */
       adopt: z.boolean().default(false),
       persistence: persistence.default(DEFAULT_PERSISTENCE),
     })

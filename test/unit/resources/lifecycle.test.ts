@@ -1,5 +1,5 @@
 import { bridgeProvider } from "../../../provider/resources/bridge";
-import type { KindProvider } from "../../../provider/resources/lifecycle";
+import { creationRecord, KindProvider } from "../../../provider/resources/lifecycle";
 import { natNetworkProvider } from "../../../provider/resources/natNetwork";
 import { pciPassthroughProvider } from "../../../provider/resources/pciPassthrough";
 import { portForwardProvider } from "../../../provider/resources/portForward";
@@ -125,3 +125,30 @@ describe("stored state written before the interface-name rules", () => {
   });
 });
 
+
+/**
+ * #14 item 7: a create whose result the engine never saw leaves a record
+ * naming the id and a digest of the inputs; only the same inputs for the same
+ * object count as that create's (the connection, which carries secrets, is
+ * left out of the digest and never written to the host).
+ */
+describe("the creation record", () => {
+  const inputs = { connection: { host: "kvm1.example.net", privateKey: "secret-key-material" }, name: "br0", stp: false, ports: ["eth1", "eth2"], addresses: [] };
+  const record = (i: Record<string, unknown>) => creationRecord({ kind: "bridge" }, i as never, "kvm1.example.net/bridge/br0");
+
+  it("lives under the state dir, names the id, and keeps no secret", () => {
+    const r = record(inputs);
+    expect(r.path).toBe("/run/kvmnet/state/created/bridge.br0");
+    expect(JSON.parse(r.text)).toEqual({ id: "kvm1.example.net/bridge/br0", inputs: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) });
+    expect(r.text).not.toContain("secret");
+  });
+
+  it("is the same for the same inputs in any key order and any credentials", () => {
+    const { ports, ...rest } = inputs;
+    expect(record({ ports, ...rest, connection: { host: "kvm1.example.net", password: "other" } })).toEqual(record(inputs));
+  });
+
+  it.each([[{ stp: true }], [{ ports: ["eth2", "eth1"] }], [{ mtu: 1400 }]])("differs when an input differs: %j", (patch) => {
+    expect(record({ ...inputs, ...patch }).text).not.toBe(record(inputs).text);
+  });
+});

@@ -5,7 +5,7 @@ import { newBridgeMac, observeBridge, planBridge, planBridgeDelete } from "../..
 import { renderBridgePlan } from "../../../../provider/resources/bridge/render";
 import { BridgeInputs, bridgeInputsSchema } from "../../../../provider/resources/bridge/schema";
 import { verifyBridge } from "../../../../provider/resources/bridge/verify";
-import { expectKvmnetThrow } from "../../../support/expectError";
+import { expectKvmnetThrow, kindAndHint } from "../../../support/expectError";
 
 // Captured from a real namespace: bridge br0 (forward_delay 2 cs) with veth port v1;
 // v1p is down and carries 10.9.1.5/24.
@@ -188,5 +188,36 @@ describe("newBridgeMac", () => {
   it("takes the uplink's MAC when it takes the uplink over", () => {
     const uplink = snap.links.find((l) => l.ifname === "v1p");
     expect(newBridgeMac(inputs({ name: "br9", ports: ["v1p"], takeOverUplink: true }), snap)).toBe(uplink?.address);
+  });
+});
+
+/**
+ * #14 item 7: every hint a refused Bridge plan prints, word for word. A bridge
+ * its own interrupted create made is taken over by the lifecycle (it passes the
+ * inputs as `previous`, proven by the creation record); anything else of that
+ * name needs adopt.
+ */
+describe("planBridge hints", () => {
+  it("converges on its own lost create as an update from itself", () => {
+    const own = inputs({ name: "br0", forwardDelay: 0.02, ports: ["v1"], addresses: ["10.9.0.1/24", "fd00:9::1/64"] });
+    expect(planBridge(own, snap, own).actions).toEqual([]);
+  });
+
+  it.each([
+    ["a bridge of that name", inputs({ name: "br0" }), snap, "Conflict", "set adopt: true to manage the existing bridge (its settings become the declared ones), or choose another name"],
+    ["an interface of that name", inputs({ name: "v1p", adopt: true }), snap, "Conflict", "choose another name"],
+    ["a missing port", inputs({ name: "br9", ports: ["ghost0"] }), snap, "NotFound", "create the interface first (a VlanSubinterface, a NIC name from `ip link`) or remove it from ports"],
+    ["another bridge's port", inputs({ name: "br9", ports: ["v1"] }), snap, "Conflict", "release it first (ip link set dev v1 nomaster) or remove it from ports"],
+    ["a bridge as port", inputs({ name: "br9", ports: ["br0"] }), snap, "Conflict", undefined],
+    [
+      "a port with addresses", inputs({ name: "br9", ports: ["v1p"] }), snap, "Conflict",
+      "set takeOverUplink: true to move them onto the bridge, or move them yourself (addresses: [...]) and remove them from v1p first",
+    ],
+    [
+      "the management interface", inputs({ name: "br9", ports: ["v1p"] }), { ...snap, managementInterface: "v1p", addrs: snap.addrs.filter((a) => a.ifname !== "v1p") }, "Conflict",
+      "set takeOverUplink: true to move its addresses and routes onto the bridge under commit-confirm (the host reverts by itself unless a new SSH connection confirms the change)",
+    ],
+  ] as const)("refuses %s with the right hint", (_what, desired, s, kind, hint) => {
+    expect(kindAndHint(() => planBridge(desired, s))).toEqual({ kind, hint });
   });
 });

@@ -7,7 +7,7 @@ import { holdersOf, NAT_DAEMONS_SECTION, natDaemons } from "../../../../provider
 import { renderNatPlan } from "../../../../provider/resources/natNetwork/render";
 import { NatNetworkInputs, natNetworkInputsSchema } from "../../../../provider/resources/natNetwork/schema";
 import { natOutputs, verifyNat } from "../../../../provider/resources/natNetwork/verify";
-import { expectKvmnetThrow } from "../../../support/expectError";
+import { expectKvmnetThrow, kindAndHint } from "../../../support/expectError";
 
 // Captured from a real sandbox namespace: network "lab" (nat, 10.77.0.0/24, DHCP with a
 // static host, DNS domain lab.test, dnsmasq running), network "iso" (isolated,
@@ -116,6 +116,61 @@ describe("planNat", () => {
     // isolated needs no forwarding: Docker's drop is only a warning there; dns off needs no :53.
     expect(() => planNat(inputs({ name: "d", mode: "isolated", subnet: "10.79.0.0/24" }), snap)).not.toThrow();
     expect(() => planNat(inputs({ name: "d", subnet: "10.79.0.0/24", dns: { enabled: false } }), dns)).not.toThrow();
+  });
+});
+
+/**
+ * #14 item 7: a create finding the network already there. The lifecycle passes
+ * the inputs as `previous` when its creation record proves the network is this
+ * resource's (its create's result was lost); anything else needs adopt.
+ */
+describe("a network already on the host at create", () => {
+  const BRIDGE_HINT =
+    "set adopt: true to make it this network's bridge (its gateway address, MTU, table and dnsmasq become the declared ones, and delete removes it), or choose another bridgeName";
+  const TABLE_HINT =
+    "a network of this name exists that this resource did not create (made by hand, left by a stack that lost it, or by an interrupted create whose inputs changed since): set adopt: true to manage it as this one (its settings become the declared ones), or choose another name";
+  /** The fixture without network lab's bridge: its table and state are left. */
+  const noBridge: HostSnapshot = { ...noDocker, links: noDocker.links.filter((l) => l.ifname !== "kvn-lab"), addrs: noDocker.addrs.filter((a) => a.ifname !== "kvn-lab") };
+
+  it("refuses what it cannot prove its own, with hints that name adopt", () => {
+    expect(kindAndHint(() => planNat(lab, noDocker))).toEqual({ kind: "Conflict", hint: BRIDGE_HINT });
+    expect(kindAndHint(() => planNat(lab, noBridge))).toEqual({ kind: "Conflict", hint: TABLE_HINT });
+    // A bridge made by hand (here: network iso's, for a network of another name).
+    const other = inputs({ name: "other", bridgeName: "kvn-iso", mode: "isolated", subnet: "10.78.0.0/24", dns: { enabled: false } });
+    expect(kindAndHint(() => planNat(other, noDocker))).toEqual({ kind: "Conflict", hint: BRIDGE_HINT });
+    // adopt does not make an interface that is not a bridge one.
+    expect(kindAndHint(() => planNat({ ...lab, bridgeName: "eth0", adopt: true }, noDocker))).toEqual({ kind: "Conflict", hint: "choose another bridgeName" });
+  });
+
+  it("converges on its own lost create as an update from itself: nothing to do when the host has it all", () => {
+    expect(ops(planNat(lab, noDocker, lab).actions)).toEqual(["recordSysctl"]);
+  });
+
+  it.each([
+    ["a subnet overlapping a host address", inputs({ name: "o", subnet: "10.77.0.0/16" }), noDocker, "Conflict", "choose a subnet no interface of the host uses"],
+    ["no uplink for nat", inputs({ name: "d", subnet: "10.79.0.0/24" }), { ...noDocker, defaultRouteInterface: undefined }, "NotFound", "set uplink to the interface that leads out"],
+    ["a default route through the network's own bridge", inputs({ name: "d", subnet: "10.79.0.0/24", bridgeName: "kvn-iso", adopt: true }), { ...noDocker, defaultRouteInterface: "kvn-iso", addrs: noDocker.addrs.filter((a) => a.ifname !== "kvn-iso") }, "Conflict", "set uplink"],
+    [
+      "Docker's FORWARD drop", inputs({ name: "d", subnet: "10.79.0.0/24" }), snap, "Conflict",
+      "allow the bridge in that chain (for Docker: rules in DOCKER-USER, e.g. `iptables -I DOCKER-USER -i <bridge> -j ACCEPT` and the reverse), or use mode isolated",
+    ],
+    [
+      "another DNS server on *:53", inputs({ name: "d", subnet: "10.79.0.0/24" }), { ...noDocker, dns53Listeners: ["0.0.0.0:53"] }, "Conflict",
+      "make that server bind specific addresses (dnsmasq: bind-interfaces; named: listen-on), or set dns.enabled: false",
+    ],
+  ] as [string, NatNetworkInputs, HostSnapshot, string, string][])("refuses %s with the right hint", (_what, desired, s, kind, hint) => {
+    expect(kindAndHint(() => planNat(desired, s))).toEqual({ kind, hint });
+  });
+
+  it("adopts with adopt: true, changing only what differs", () => {
+    expect(ops(planNat({ ...lab, adopt: true }, noDocker).actions)).toEqual(["recordSysctl"]);
+    expect(planNat({ ...lab, adopt: true, mtu: 1400 }, noDocker).actions).toContainEqual({ op: "setMtu", bridge: "kvn-lab", mtu: 1400, previous: 1500 });
+    const other = inputs({ name: "other", bridgeName: "kvn-iso", mode: "isolated", subnet: "10.78.0.0/24", dns: { enabled: false }, adopt: true });
+    const p = planNat(other, noDocker);
+    expect(p.guards).toEqual([{ op: "isBridge", ifname: "kvn-iso" }]);
+    expect(ops(p.actions)).toEqual(["applyTable", "writeState", "forgetSysctl"]);
+    // Its table and state without the bridge: the bridge comes back; the table already says what it should.
+    expect(ops(planNat({ ...lab, adopt: true }, noBridge).actions)).toEqual(["createBridge", "addAddress", "up", "recordSysctl"]);
   });
 });
 

@@ -8,11 +8,11 @@ const base = { connection: { host: "h" }, name: "lab", subnet: "192.168.122.0/24
 const check = (over: Record<string, unknown>) => natNetworkProvider.check({}, { ...base, ...over });
 
 describe("natNetwork schema defaults", () => {
-  it("fills bridgeName, gateway, mode, dhcp, dns and persistence", async () => {
+  it("fills bridgeName, gateway, mode, dhcp, dns, persistence and adopt", async () => {
     const r = await check({});
     expect(r.failures).toBeUndefined();
     expect(r.inputs).toEqual({
-      ...base, bridgeName: "kvn-lab", gateway: "192.168.122.1", mode: "nat", dhcp: false, dns: { enabled: true, hosts: [] }, persistence: "runtime",
+      ...base, bridgeName: "kvn-lab", gateway: "192.168.122.1", mode: "nat", dhcp: false, dns: { enabled: true, hosts: [] }, persistence: "runtime", adopt: false,
     });
   });
 
@@ -211,5 +211,11 @@ describe("diff", () => {
   ])("%j → replaces %j (deleteBeforeReplace %s)", async (patch, replaces, dbr) => {
     const d = await natNetworkProvider.diff("id", outs, { ...outs, ...patch });
     expect(d).toEqual({ changes: true, replaces, deleteBeforeReplace: dbr });
+  });
+
+  it("reads state from before `adopt` existed as adopt: false; setting it is an in-place change", async () => {
+    const { adopt: _a, ...older } = outs;
+    expect(await natNetworkProvider.diff("id", older, outs)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+    expect(await natNetworkProvider.diff("id", older, { ...outs, adopt: true })).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
   });
 });

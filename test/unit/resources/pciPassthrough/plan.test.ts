@@ -9,7 +9,7 @@ import { planPci, planPciDelete, PciPlan, readState, stateFilePath } from "../..
 import { renderPciPlan } from "../../../../provider/resources/pciPassthrough/render";
 import { PciPassthroughInputs, pciPassthroughStoredSchema } from "../../../../provider/resources/pciPassthrough/schema";
 import { verifyPci } from "../../../../provider/resources/pciPassthrough/verify";
-import { expectKvmnetThrow } from "../../../support/expectError";
+import { expectKvmnetThrow, kindAndHint } from "../../../support/expectError";
 
 // Captured from the lab host (test/lab, q35 + intel-iommu, groupedNics) through SSH:
 // 00:02.0 virtio-net eth0 (management and default route), 00:03.0 virtio-blk vda (/),
@@ -284,5 +284,39 @@ describe("outputs and verify", () => {
       "pci 0000:00:04.0 /dev/vfio/3 desired present, current absent",
       "pci 0000:00:04.0 state file /run/kvmnet/state/pci/0000:00:04.0.json desired present, current absent",
     ]);
+  });
+});
+
+/**
+ * #14 item 7: a create whose result the engine never saw. PciPassthrough's
+ * create plans from its own state file (/run/kvmnet/state/pci/<address>.json,
+ * written before the first bind), like an update, so the retry converges by
+ * itself, keeps the driver recorded before the lost create, and delete gives
+ * the device back to it. The hints of its Conflicts are asserted word for word.
+ */
+describe("a create retried after its result was lost", () => {
+  const pristine = snapOf(PRISTINE);
+
+  it("converges with nothing to do, and delete still gives the device back to its original driver", () => {
+    const onVfio = snapOf(ON_VFIO);
+    expect(planPci(inputs({ address: "0000:00:04.0" }), onVfio)).toEqual({ guards: [], actions: [] });
+    expect(readState(onVfio, "0000:00:04.0")?.devices).toEqual([record("0000:00:04.0", "e1000")]);
+    expect(planPciDelete(inputs({ address: "0000:00:04.0" }), onVfio).actions[0]).toEqual({ op: "giveBack", address: "0000:00:04.0", to: "e1000", override: null });
+  });
+
+  it("converges when the kill came between the state file and the bind: the bind is finished, the original kept", () => {
+    const halfway = snapOf(withState(PRISTINE, "0000:00:04.0", JSON.stringify({ address: "0000:00:04.0", devices: [record("0000:00:04.0", "e1000", ["eth2"])] })));
+    expect(planPci(inputs({ address: "0000:00:04.0" }), halfway).actions).toEqual([{ op: "loadVfio" }, { op: "bind", address: "0000:00:04.0", from: "e1000", override: null }]);
+  });
+
+  it("prints hints that say what to set", () => {
+    expect(kindAndHint(() => planPci(inputs({ address: "0000:02:01.0" }), pristine))).toEqual({
+      kind: "Conflict",
+      hint: "a guest can only get a device whose whole IOMMU group is on vfio-pci (or pci-stub, or no driver): set includeIommuGroup: true to bind every device of group 7, or unbind those devices first",
+    });
+    expect(kindAndHint(() => planPci(inputs({ address: "0000:00:02.0" }), pristine))).toEqual({
+      kind: "Conflict",
+      hint: "choose another device, or set force: true if you have another way into the host (a console) and accept what breaks",
+    });
   });
 });

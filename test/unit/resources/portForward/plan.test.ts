@@ -17,6 +17,7 @@ import { desiredTable, destinationSubnet, planPortForward, planPortForwardDelete
 import { renderForwardDelete, renderForwardPlan, renderTable } from "../../../../provider/resources/portForward/render";
 import { PortForwardInputs } from "../../../../provider/resources/portForward/schema";
 import { verifyPortForward } from "../../../../provider/resources/portForward/verify";
+import { kindAndHint } from "../../../support/expectError";
 
 const fixture = fs.readFileSync(path.join(__dirname, "../../../fixtures/observe/pf-two-forwards-v1.txt"), "utf8");
 const snap = parseSnapshot(fixture, "fixture");
@@ -30,6 +31,16 @@ function conflictOf(f: () => unknown): string {
     f();
   } catch (e) {
     if (isKvmnetError(e) && e.kind === "Conflict") return e.message;
+    throw e;
+  }
+  throw new Error("no conflict");
+}
+
+function expectConflict(f: () => unknown) {
+  try {
+    f();
+  } catch (e) {
+    if (isKvmnetError(e) && e.kind === "Conflict") return e;
     throw e;
   }
   throw new Error("no conflict");
@@ -90,6 +101,32 @@ describe("plan", () => {
     expect(conflictOf(() => planPortForward(input(v), snap))).toMatch(re);
   });
 
+  const MINE_HINT =
+    "that table has this forward's identity: set adopt: true to manage it as this forward (its rules become the declared ones; e.g. a table made by hand, or left by an interrupted create whose inputs changed since), or remove the other forward first";
+  const OTHER_HINT = "choose another host port or host address, or remove the other forward first";
+
+  it("refuses a table of its own identity it does not own, with a hint naming adopt; another forward's with one that does not", () => {
+    expect(expectConflict(() => planPortForward({ ...web, destination: "10.77.0.12" }, snap)).hint).toBe(MINE_HINT);
+    expect(expectConflict(() => planPortForward(input({ protocol: "tcp", hostPort: "8079-8080", destination: "10.77.0.11" }), snap)).hint).toBe(OTHER_HINT);
+    // adopt takes only its own identity's table: another forward's overlapping ports stay a Conflict.
+    expect(expectConflict(() => planPortForward(input({ protocol: "udp", hostPort: 5002, destination: "10.77.0.11", adopt: true }), snap)).hint).toBe(OTHER_HINT);
+  });
+
+  it("adopts a table of its identity, restoring it as it was when the rewrite fails", () => {
+    const p = planPortForward({ ...web, connection: { host: "10.0.0.5" }, destination: "10.77.0.12", adopt: true }, snap);
+    expect(p).toMatchObject({ table: "kvmnet_pf_tcp_any_8080", exists: true, desired: { destination: "10.77.0.12", owner: "10.0.0.5/portforward/tcp_any_8080" } });
+    expect(p.previous).toEqual(desiredTable(web, snap));
+    const rendered = renderForwardPlan(p);
+    expect(rendered.steps[0].description).toBe("rewrite nft table ip kvmnet_pf_tcp_any_8080");
+    expect(rendered.steps[0].undo?.text).toContain(renderTable(desiredTable(web, snap)));
+    expect(rendered.guards.map((g) => g.message).join("\n")).not.toMatch(/nft table ip kvmnet_pf_tcp_any_8080 appeared/);
+  });
+
+  it("takes over the table of its own lost create (the lifecycle passes the inputs as previous)", () => {
+    const p = planPortForward(web, snap, web);
+    expect(p).toMatchObject({ exists: true, desired: desiredTable(web, snap), previous: desiredTable(web, snap) });
+  });
+
   it("allows the other protocol, another address, or ports beside", () => {
     expect(planPortForward(input({ protocol: "udp", hostPort: 8080, destination: "10.77.0.10" }), snap).exists).toBe(false);
     expect(planPortForward(input({ protocol: "udp", hostPort: 5000, destination: "10.77.0.10", hostAddress: "10.77.0.1" }), snap).exists).toBe(false);
@@ -105,8 +142,9 @@ describe("plan", () => {
     expect(script).toMatch(/nft -c -f - && printf .* \| nft -f -$/s);
   });
 
-  it("refuses without nft", () => {
+  it("refuses without nft, saying what to install", () => {
     expect(() => planPortForward(web, { ...snap, nftables: undefined })).toThrow(/Unsupported: the host has no nft command/);
+    expect(kindAndHint(() => planPortForward(web, { ...snap, nftables: undefined }))).toEqual({ kind: "Unsupported", hint: "install nftables (Debian/Ubuntu: apt-get install nftables)" });
   });
 
   it("deletes only an existing table", () => {

@@ -14,7 +14,7 @@ describe("PortForward check", () => {
   it("fills defaults and keeps the derived name out of the inputs", async () => {
     const r = await portForwardProvider.check({}, { ...base, __provider: "serialized" });
     expect(r.failures).toBeUndefined();
-    expect(r.inputs).toEqual({ ...base, destinationPort: 8080, sourceCidrs: [], hairpin: true, persistence: "runtime" });
+    expect(r.inputs).toEqual({ ...base, destinationPort: 8080, sourceCidrs: [], hairpin: true, persistence: "runtime", adopt: false });
   });
 
   it.each([
@@ -121,6 +121,8 @@ describe("PortForward diff", () => {
     [{ connection: { ...connection, host: "kvm2" } }, { changes: true, replaces: ["connection"], deleteBeforeReplace: false }],
     [{ connection: { ...connection, port: 2222 } }, { changes: true, replaces: [], deleteBeforeReplace: false }],
     [{ persistence: "auto" }, { changes: true, replaces: [], deleteBeforeReplace: false }],
+    [{ adopt: false }, { changes: false, replaces: [], deleteBeforeReplace: false }],
+    [{ adopt: true }, { changes: true, replaces: [], deleteBeforeReplace: false }],
   ])("%j → %j", async (patch, want) => {
     expect(await portForwardProvider.diff("id", olds, { ...news, ...patch })).toEqual(want);
   });

@@ -6,7 +6,7 @@ import { observeVlan, planVlan, planVlanDelete } from "../../../../provider/reso
 import { renderVlanPlan } from "../../../../provider/resources/vlanSubinterface/render";
 import { VlanSubinterfaceInputs, vlanSubinterfaceInputsSchema } from "../../../../provider/resources/vlanSubinterface/schema";
 import { verifyVlan } from "../../../../provider/resources/vlanSubinterface/verify";
-import { expectKvmnetThrow } from "../../../support/expectError";
+import { expectKvmnetThrow, kindAndHint } from "../../../support/expectError";
 
 // Captured from the lab VM (Debian 12, kernel 6.1): eth1 (up, mtu 1500) carries
 // eth1.10 (802.1Q id 10, a port of bridge br10) and eth1.20 (802.1ad id 20,
@@ -155,5 +155,30 @@ describe("verifyVlan and outputs", () => {
     expect(Object.keys(vlanOutputs(inputs({ vlanId: 10 }), snap) ?? {})).not.toEqual(expect.arrayContaining(["mtu"]));
     expect(vlanOutputs(inputs({ vlanId: 10 }), snap)?.bridge).toBeUndefined();
     expect(vlanOutputs(inputs({ name: "eth1.10", vlanId: 11 }), snap)).toBeUndefined();
+  });
+});
+
+/**
+ * #14 item 7: a create finding its VLAN already there. The lifecycle passes the
+ * inputs as `previous` when the creation record proves the VLAN is this
+ * resource's (its create's result was lost; this machine has no 802.1Q, so the
+ * sandbox cannot run it: this is the plan against the lab's snapshot). Anything
+ * else is a Conflict whose hint says what to do, asserted word for word.
+ */
+describe("a VLAN already on the host at create", () => {
+  // eth1.20 as the fixture has it: what its own create made (and the holder file keeping eth1 up).
+  const v20 = inputs({ name: "eth1.20", vlanId: 20, protocol: "802.1ad", mtu: 1400, addresses: ["198.51.100.2/24"] });
+
+  it("converges on its own lost create as an update from itself, and delete still lets the parent go", () => {
+    expect(planVlan(v20, snap, v20)).toEqual({ guards: [{ op: "isVlan", name: "eth1.20" }], actions: [] });
+    expect(planVlanDelete(v20, snap).actions.map((a) => a.op)).toEqual(["delete", "releaseParent"]);
+  });
+
+  it("refuses what it cannot prove its own, with hints that say what to set", () => {
+    expect(kindAndHint(() => planVlan(v20, snap))).toEqual({ kind: "Conflict", hint: "set adopt: true to manage it (its settings become the declared ones), or choose another name" });
+    expect(kindAndHint(() => planVlan(inputs({ name: "eth1.20", vlanId: 21 }), snap))).toEqual({ kind: "Conflict", hint: "choose another name, or delete that interface first" });
+    expect(kindAndHint(() => planVlan(inputs({ name: "br10", vlanId: 10 }), snap))).toEqual({ kind: "Conflict", hint: "choose another name" });
+    expect(kindAndHint(() => planVlan(inputs({ name: "v10", vlanId: 10 }), snap))).toEqual({ kind: "Conflict", hint: 'manage that interface instead (name: "eth1.10", adopt: true), or delete it first' });
+    expect(planVlan({ ...v20, adopt: true }, snap).actions).toEqual([]);
   });
 });
