@@ -449,7 +449,15 @@ class Campaign {
     }
     const targetDone = first.done.find((d) => d.step === target);
     if (first.interruptedMidOp) row.midOp++;
-    const interruptedWith = targetDone ? (targetDone.ok ? "op finished" : `op failed ${targetDone.error?.kind}`) : "op killed";
+    // Under a cut the worker lives on and must answer; one that exits without answering lost the call.
+    const interruptedWith = targetDone
+      ? targetDone.ok
+        ? "op finished"
+        : `op failed ${targetDone.error?.kind}`
+      : fault === "kill"
+        ? "op killed"
+        : `worker ended (${first.exit}) without an answer${first.stderr ? `: ${short(first.stderr, 200)}` : ""}`;
+    if (fault === "cut" && !targetDone) this.note("NO ANSWER AFTER SSH CUT", `${label}: the provider call neither resolved nor rejected; the worker ${first.exit.replace("exit", "exited with")}`);
     // The state the engine holds now, and what the next `pulumi up` does with it.
     const stateId = op === "create" ? (targetDone?.ok ? targetDone.id : undefined) : setup?.id;
     const stateOuts = op === "create" ? targetDone?.outs : targetDone?.ok && op === "update" ? targetDone.outs : setup?.outs;

@@ -41,7 +41,16 @@ export interface WorkerDone {
 
 export type WorkerEvent = { event: "start"; step: number } | WorkerDone;
 
+let pending: number | undefined;
+
+// Node exits when nothing is left to wait for, even with a promise unsettled: a
+// provider call that lost its connection and will never settle ends up here.
+process.on("beforeExit", () => {
+  if (pending !== undefined) process.stderr.write(`the event loop emptied while step ${pending} was pending: the provider call will never settle\n`);
+});
+
 function emit(e: WorkerEvent): void {
+  pending = e.event === "start" ? e.step : undefined;
   process.stdout.write(JSON.stringify(e) + "\n");
 }
 
