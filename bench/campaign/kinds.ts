@@ -97,9 +97,15 @@ export interface FuzzField {
    * the sandbox rules forbid.
    */
   create: boolean;
+  /**
+   * Base fields to leave out while this one is fuzzed, where the base's value
+   * would refuse every value of this field for another reason (a
+   * VlanSubinterface with a bridge must have no addresses).
+   */
+  without?: readonly string[];
 }
 
-const f = (path: string, create = true): FuzzField => ({ path, create });
+const f = (path: string, create = true, without?: readonly string[]): FuzzField => ({ path, create, without });
 
 /** Every string field of each kind's args (connection's are fuzzed once, carried by Bridge). */
 export const FUZZ_FIELDS: Record<CampaignKind | "Connection", FuzzField[]> = {
@@ -131,7 +137,7 @@ export const FUZZ_FIELDS: Record<CampaignKind | "Connection", FuzzField[]> = {
     f("description"),
     f("persistence"),
   ],
-  VlanSubinterface: [f("parent"), f("name"), f("protocol"), f("addresses.0"), f("bridge"), f("persistence")],
+  VlanSubinterface: [f("parent"), f("name"), f("protocol"), f("addresses.0"), f("bridge", true, ["addresses"]), f("persistence")],
   PciPassthrough: [f("address"), f("driver"), f("persistence")],
   Connection: [
     f("connection.host", false),
