@@ -5,13 +5,14 @@
  * then a table of what happened. Not part of `npm test` (it prints figures and
  * asserts nothing; TESTING.md "Benchmarks are not tests"). Root only.
  *
- *   npm run campaign -- [--values N] [--kills N] [--cuts N] [--seed N] [--max-minutes M] [--no-fuzz] [--no-faults]
+ *   npm run campaign -- [--values N] [--kills N] [--cuts N] [--seed N] [--max-minutes M] [--kinds A,B] [--no-fuzz] [--no-faults]
  *
  * --values  hostile values per field (sampled from the pool with the seed; default: all)
  * --kills   SIGKILLs of the provider process per kind and operation (default 3)
  * --cuts    SSH session cuts per kind and operation (default 2)
  * --seed    PRNG seed: the same seed tries the same values at the same delays (default 1)
  * --max-minutes  no new trial starts after this long (default 20); the table says what ran
+ * --kinds   only these kinds (Bridge,NatNetwork,PortForward,VlanSubinterface,PciPassthrough,Connection)
  *
  * Targets: 0 canaries, 0 leftovers, 100% convergence on retry.
  */
@@ -39,6 +40,8 @@ interface Options {
   maxMinutes: number;
   fuzz: boolean;
   faults: boolean;
+  /** Kinds to run (default: all). */
+  kinds?: string[];
 }
 
 function parseOptions(argv: string[]): Options {
@@ -55,9 +58,10 @@ function parseOptions(argv: string[]): Options {
     else if (a === "--cuts") o.cuts = num();
     else if (a === "--seed") o.seed = num();
     else if (a === "--max-minutes") o.maxMinutes = num();
+    else if (a === "--kinds") o.kinds = (argv[++i] ?? "").split(",").filter(Boolean);
     else if (a === "--no-fuzz") o.fuzz = false;
     else if (a === "--no-faults") o.faults = false;
-    else throw new Error(`unknown option ${a}\nusage: npm run campaign -- [--values N] [--kills N] [--cuts N] [--seed N] [--max-minutes M] [--no-fuzz] [--no-faults]`);
+    else throw new Error(`unknown option ${a}\nusage: npm run campaign -- [--values N] [--kills N] [--cuts N] [--seed N] [--max-minutes M] [--kinds A,B] [--no-fuzz] [--no-faults]`);
   }
   return o;
 }
@@ -113,6 +117,8 @@ interface FaultRow {
   convergedSecond: number;
   staleLocks: number;
   leftovers: number;
+  /** SSH cuts after which the provider call neither resolved nor rejected. */
+  unsettled: number;
   modes: Map<string, number>;
 }
 
@@ -145,6 +151,10 @@ class Campaign {
     this.rnd = prng(opts.seed);
     this.jobDir = fs.mkdtempSync(path.join(os.tmpdir(), "kvmnet-campaign-"));
     this.deadline = Date.now() + opts.maxMinutes * 60_000;
+  }
+
+  wanted(kind: string): boolean {
+    return !this.opts.kinds || this.opts.kinds.includes(kind);
   }
 
   outOfTime(): boolean {
@@ -190,7 +200,7 @@ class Campaign {
 
   async fuzz(): Promise<void> {
     const pool = valuePool(this.run);
-    const kinds = [...(Object.keys(PROVIDERS) as CampaignKind[]), "Connection" as const];
+    const kinds = [...(Object.keys(PROVIDERS) as CampaignKind[]), "Connection" as const].filter((k) => this.wanted(k));
     for (const kind of kinds) {
       const carrier: CampaignKind = kind === "Connection" ? "Bridge" : kind;
       const p = PROVIDERS[carrier];
@@ -392,11 +402,12 @@ class Campaign {
   }
 
   async faults(): Promise<void> {
-    for (const kind of LIVE_KINDS) await this.calibrate(kind);
-    for (const kind of LIVE_KINDS) {
+    const kinds = LIVE_KINDS.filter((k) => this.wanted(k));
+    for (const kind of kinds) await this.calibrate(kind);
+    for (const kind of kinds) {
       for (const op of ["create", "update", "delete"] as const) {
         for (const fault of ["kill", "cut"] as const) {
-          const row: FaultRow = { kind, fault, op, trials: 0, midOp: 0, converged: 0, convergedSecond: 0, staleLocks: 0, leftovers: 0, modes: new Map() };
+          const row: FaultRow = { kind, fault, op, trials: 0, midOp: 0, converged: 0, convergedSecond: 0, staleLocks: 0, leftovers: 0, unsettled: 0, modes: new Map() };
           this.faultRows.push(row);
           const n = fault === "kill" ? this.opts.kills : this.opts.cuts;
           for (let i = 0; i < n && !this.outOfTime(); i++) await this.faultTrial(kind, op, fault, row);
@@ -459,6 +470,7 @@ class Campaign {
       : fault === "kill"
         ? "op killed"
         : `worker ended (${first.exit}) without an answer${first.stderr ? `: ${short(first.stderr, 200)}` : ""}`;
+    if (fault === "cut" && !targetDone) row.unsettled++;
     if (fault === "cut" && !targetDone) this.note("NO ANSWER AFTER SSH CUT", `${label}: the provider call neither resolved nor rejected; the worker ${first.exit.replace("exit", "exited with")}`);
     // The state the engine holds now, and what the next `pulumi up` does with it.
     const stateId = op === "create" ? (targetDone?.ok ? targetDone.id : undefined) : setup?.id;
@@ -508,6 +520,13 @@ class Campaign {
     if (attempts === 2) {
       if (problems.length === 0) row.convergedSecond++;
       else this.note("NOT CONVERGED (2nd retry)", `${label}: ${problems.join(" / ")}`);
+    }
+    if (problems.length > 0 && state.id) {
+      // Still in the engine's state: `pulumi destroy` deletes it. What remains after
+      // that is a leftover; an object the engine never recorded stays a leftover anyway.
+      const r = await this.runWorker(kind, withState([{ op: "delete" }], state.id, state.outs));
+      const d = r.done[0];
+      if (!d?.ok) this.note("DESTROY FAILED", `${label}: delete of the state's object: ${d ? `${d.error?.kind}: ${d.error?.message}` : r.exit}`);
     }
     log(
       `${label}: ${interruptedWith}${fault === "cut" ? ` (cut ${cutPids.length} sshd pids)` : ""}; lock ${lockRightAfter ? "held" : "free"} and ${scriptsRightAfter} host processes right after; ${attempts === 0 ? "nothing to retry" : attempts === 1 && problems.length === 0 ? "retry ok" : `retry failed${attempts === 2 ? `, 2nd retry ${problems.length === 0 ? "ok" : problems.join(" / ")}` : ""}`}`,
@@ -611,8 +630,8 @@ function report(c: Campaign, totalCanaries: number, argv: string[], startedAt: D
   out.push("");
   out.push(
     table(
-      ["fault", "kind", "op", "trials", "hit mid-op", "converged on retry", "on a 2nd retry", "stale locks", "leftovers", "failure modes (1st retry)"],
-      c.faultRows.map((r) => [r.fault === "kill" ? "SIGKILL provider" : "cut SSH session", r.kind, r.op, r.trials, r.midOp, r.converged, r.convergedSecond, r.staleLocks, r.leftovers, [...r.modes].map(([m, n]) => `${n}× ${m}`).join("; ") || "-"]),
+      ["fault", "kind", "op", "trials", "hit mid-op", "converged on retry", "on a 2nd retry", "call never settled", "stale locks", "leftovers", "failure modes (1st retry)"],
+      c.faultRows.map((r) => [r.fault === "kill" ? "SIGKILL provider" : "cut SSH session", r.kind, r.op, r.trials, r.midOp, r.converged, r.convergedSecond, r.fault === "cut" ? r.unsettled : "-", r.staleLocks, r.leftovers, [...r.modes].map(([m, n]) => `${n}× ${m}`).join("; ") || "-"]),
     ),
   );
   const trials = c.faultRows.reduce((a, r) => a + r.trials, 0);
