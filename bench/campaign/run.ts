@@ -26,7 +26,7 @@ import { isKvmnetError } from "../../provider/errors";
 import { Fleet, SandboxHost, snapshotHost, startFleet } from "../../test/sandbox/fleet";
 import { baseArgs, CampaignKind, faultSpec, FUZZ_FIELDS, LIVE_KINDS, PROVIDERS, SPARE_PORTS, uncoveredStringFields, withValue } from "./kinds";
 import { describeDiff, findCanaries, linesWithMarker, lockFree, scrub, sshSessionPids, strayProcesses } from "./hostState";
-import { canaryTrial, prng, shuffled, valuePool } from "./values";
+import { CANARY_PREFIX, canaryTrial, prng, shuffled, valuePool } from "./values";
 import type { WorkerDone, WorkerEvent, WorkerJob, WorkerStep } from "./worker";
 
 // ---------------------------------------------------------------------------------
@@ -284,8 +284,10 @@ class Campaign {
       row.created++;
     } catch (e) {
       const err = errText(e);
-      if (err.kind === "InvalidArgument") row.refusedAtCreate++;
-      else {
+      if (err.kind === "InvalidArgument") {
+        row.refusedAtCreate++;
+        log(`  create refused before connecting (InvalidArgument): ${where}: ${short(err.message, 160)}`);
+      } else {
         row.reachedHost++;
         log(`  create refused on the host (${err.kind}): ${where}: ${short(err.message, 160)}`);
       }
@@ -684,6 +686,12 @@ async function main(): Promise<void> {
     // Spare interfaces for Bridge ports: a veth pair, both ends down.
     await h.exec(`ip link add ${SPARE_PORTS[0]} type veth peer name ${SPARE_PORTS[1]}`);
     await campaign.takeBaseline();
+    // The canary detector must see a canary, or "0 canaries" would prove nothing.
+    const control = `${CANARY_PREFIX}${campaign.run}-0`;
+    await h.exec(`touch ${control}`);
+    const seen = (await findCanaries(h)).some((c) => c.where === "sandbox host" && c.name === path.basename(control));
+    await h.exec(`rm -f ${control}`);
+    if (!seen) throw new Error(`the canary scan did not find ${control}, made on the sandbox host to test it`);
     log(`sandbox host ${h.netns} at ${h.address}, run tag ${campaign.run}`);
     if (opts.fuzz) await campaign.fuzz();
     closeAllConnections();
