@@ -668,8 +668,10 @@ async function main(): Promise<void> {
       }
     }
     closeAllConnections();
-    await fleet?.stop();
+    // Synchronously, before the first await: on a signal the fleet's own handler
+    // (installed by startFleet) ends the process once it has torn the fleet down.
     if (campaign) fs.rmSync(campaign.jobDir, { recursive: true, force: true });
+    await fleet?.stop();
   };
   const onSignal = (sig: NodeJS.Signals) => {
     log(`${sig}: stopping workers and the fleet`);
