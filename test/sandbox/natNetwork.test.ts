@@ -515,7 +515,7 @@ describe("a dnsmasq that outlives SIGTERM (#14)", () => {
     const pid = c.outs.dnsmasqPid as number;
     await sigstop(pid);
     // What a delete that did not wait for it (before #14) left: everything gone but the daemon.
-    await h.exec("ip link del dev kvn-gone1 && nft delete table inet kvmnet_nat_gone1 && rm -rf /run/kvmnet/nat/gone1 /run/kvmnet/state/natNetwork/gone1.json /run/kvmnet/state/natNetwork/gone1.sysctl");
+    await h.exec("ip link del dev kvn-gone1 && nft delete table inet kvmnet_nat_gone1 && rm -rf /run/kvmnet/nat/gone1 /run/kvmnet/state/natNetwork/gone1.json /run/kvmnet/state/natNetwork/gone1.sysctl /run/kvmnet/state/created/natNetwork.gone1");
     live.delete(c.id);
     const before = await snapshotHost(h);
     for (const name of ["new1", "gone1"]) {
