@@ -140,3 +140,15 @@ export function withStdin(script: string, stdin: string): string {
   const body = stdin.endsWith("\n") ? stdin : stdin + "\n";
   return `{\n${script}\n} <<'${delim}'\n${body}${delim}\n`;
 }
+
+/**
+ * The whole script as ONE compound command, as the transports send it on
+ * `sh -s`'s standard input. sh runs each command as soon as it has read it, so
+ * a client that died mid-send (the provider killed, the connection cut) would
+ * leave the host running the first half of an apply script and a truncated
+ * last line (#14: interrupted applies). A brace group is read to its closing
+ * `}` before any of it runs: a cut script is a syntax error and runs nothing.
+ */
+export function wholeScript(script: string): string {
+  return `{\n${script.endsWith("\n") ? script : script + "\n"}}\n`;
+}

@@ -4,7 +4,7 @@
  */
 import execa from "execa";
 import { KvmnetError } from "../errors";
-import { withStdin } from "../shell";
+import { wholeScript, withStdin } from "../shell";
 import { frameForSudoPassword } from "./sudo";
 import { DEFAULT_TIMEOUT_MS, Host, MAX_OUTPUT_BYTES, outputLimitMessage, RunOptions, RunResult } from "./types";
 
@@ -13,7 +13,7 @@ export class LocalHost implements Host {
   constructor(private readonly sudo: false | { password?: string }) {}
 
   async run(script: string, opts: RunOptions = {}): Promise<RunResult> {
-    const body = opts.stdin !== undefined ? withStdin(script, opts.stdin) : script;
+    const body = wholeScript(opts.stdin !== undefined ? withStdin(script, opts.stdin) : script);
     const asRoot = process.getuid?.() === 0;
     let file = "sh";
     let args = ["-s"];

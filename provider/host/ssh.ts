@@ -17,7 +17,7 @@ import { createHash } from "crypto";
 import { Client, ClientChannel, ConnectConfig } from "ssh2";
 import type { Duplex } from "stream";
 import { isKvmnetError, KvmnetError, redact } from "../errors";
-import { shq, withStdin } from "../shell";
+import { shq, wholeScript, withStdin } from "../shell";
 import { connectionSecrets, describeConnection, ResolvedConnection } from "./connection";
 import { readRegularFile } from "./files";
 import { fingerprint, judgeKnownHosts, keyType, knownHostsName, matchesPin, readKnownHosts } from "./hostKeys";
@@ -174,7 +174,7 @@ class SshConnection {
    * no login-shell quoting quirks).
    */
   private frame(script: string, opts: RunOptions): { command: string; stdin: string } {
-    const body = opts.stdin !== undefined ? withStdin(script, opts.stdin) : script;
+    const body = wholeScript(opts.stdin !== undefined ? withStdin(script, opts.stdin) : script);
     const c = this.conn;
     const plain = body.endsWith("\n") ? body : body + "\n";
     if (!c.sudo || c.user === "root") return { command: "sh -s", stdin: plain };

@@ -1,6 +1,6 @@
 import { execFileSync } from "child_process";
 import fc from "fast-check";
-import { andThen, literal, nftIdent, nftString, sh, shq, withStdin, writeFile } from "../../provider/shell";
+import { andThen, literal, nftIdent, nftString, sh, shq, wholeScript, withStdin, writeFile } from "../../provider/shell";
 
 /** Ask a real /bin/sh what words a fragment expands to. */
 function words(fragment: string): string[] {
@@ -79,5 +79,43 @@ describe("nft quoting", () => {
     expect(nftIdent("kvmnet_nat_lab")).toBe("kvmnet_nat_lab");
     expect(() => nftIdent("a;b")).toThrow();
     expect(() => nftIdent("1abc")).toThrow();
+  });
+});
+
+describe("wholeScript (#14: a script cut mid-send runs nothing)", () => {
+  const { execFileSync } = require("child_process") as typeof import("child_process");
+  const fs = require("fs") as typeof import("fs");
+  const os = require("os") as typeof import("os");
+  const path = require("path") as typeof import("path");
+
+  /**
+   * Feed a real `sh -s` what sshd would have passed on before the client died: the
+   * text up to `cut` characters past the end of the script's first line. Did that
+   * first command run?
+   */
+  function firstCommandRan(wrap: boolean, cut: number): boolean {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvmnet-cut-"));
+    try {
+      const plain = [`touch ${path.join(dir, "ran")}`, "echo step two", "cat <<'EOF'", "inside a here-document", "EOF", "echo last step"].join("\n");
+      const text = wrap ? wholeScript(plain) : plain;
+      const sent = text.slice(0, text.indexOf("\n", wrap ? 2 : 0) + 1 + cut);
+      try {
+        execFileSync("sh", ["-s"], { input: sent, stdio: ["pipe", "ignore", "ignore"] });
+      } catch {
+        /* a syntax error at the cut is the point */
+      }
+      return fs.existsSync(path.join(dir, "ran"));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it.each([0, 5, 20, 40, 60])("cut %i characters after the first line: the plain script ran it, the whole one nothing", (cut) => {
+    expect(firstCommandRan(false, cut)).toBe(true);
+    expect(firstCommandRan(true, cut)).toBe(false);
+  });
+
+  it("runs whole when nothing is cut", () => {
+    expect(firstCommandRan(true, 10_000)).toBe(true);
   });
 });
