@@ -13,6 +13,7 @@
 import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
 import { portForwardProvider } from "../../provider/resources/portForward";
+import { checkedInputs, sandboxConnection } from "../support/drive";
 import { dhcpLease, Listeners, talk } from "../support/guests";
 import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
 
@@ -36,13 +37,7 @@ afterAll(async () => {
   await fleet?.stop();
 });
 
-const conn = () => ({ host: h.address, privateKey: h.privateKey, hostKey: h.hostKeyFingerprint });
-
-async function checked(p: typeof natNetworkProvider, props: Record<string, unknown>) {
-  const c = await p.check({}, { connection: conn(), ...props });
-  if (c.failures?.length) throw new Error(JSON.stringify(c.failures));
-  return c.inputs;
-}
+const checked = (p: typeof natNetworkProvider, props: Record<string, unknown>) => checkedInputs(p, { connection: sandboxConnection(h), ...props });
 
 describe.each([
   ["nat", "network first", false],

@@ -8,6 +8,7 @@
  */
 import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider as p } from "../../provider/resources/natNetwork";
+import { checkedInputs, sandboxConnection } from "../support/drive";
 import { assertSandboxSupported, Fleet, snapshotHost, startFleet } from "./fleet";
 
 let fleet: Fleet;
@@ -26,9 +27,7 @@ it("keeps each host's dnsmasq to its own network namespace", async () => {
   const [a, b] = fleet.hosts;
   const before = await snapshotHost(a);
   const create = async (h: typeof a) => {
-    const c = await p.check({}, { connection: { host: h.address, privateKey: h.privateKey, hostKey: h.hostKeyFingerprint }, name: "same", subnet: "10.88.0.0/24", dhcp: { start: "10.88.0.10", end: "10.88.0.20" } });
-    if (c.failures?.length) throw new Error(JSON.stringify(c.failures));
-    return p.create(c.inputs);
+    return p.create(await checkedInputs(p, { connection: sandboxConnection(h), name: "same", subnet: "10.88.0.0/24", dhcp: { start: "10.88.0.10", end: "10.88.0.20" } }));
   };
   const na = await create(a);
   const nb = await create(b);

@@ -9,6 +9,7 @@ import { closeAllConnections } from "../../provider/host";
 import { portForwardProvider } from "../../provider/resources/portForward";
 import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
 import { createAndCutConnectionMidApply } from "./interrupt";
+import { checkedInputs, sandboxConnection } from "../support/drive";
 
 let fleet: Fleet;
 let h: SandboxHost;
@@ -24,15 +25,8 @@ afterAll(async () => {
   await fleet?.stop();
 });
 
-function conn() {
-  return { host: h.address, privateKey: h.privateKey, hostKey: h.hostKeyFingerprint };
-}
-
-async function create(props: Record<string, unknown>) {
-  const checked = await portForwardProvider.check({}, { connection: conn(), ...props });
-  if (checked.failures?.length) throw new Error(JSON.stringify(checked.failures));
-  return portForwardProvider.create(checked.inputs);
-}
+const conn = () => sandboxConnection(h);
+const create = async (props: Record<string, unknown>) => portForwardProvider.create(await checkedInputs(portForwardProvider, { connection: conn(), ...props }));
 
 describe("a connection cut mid-create", () => {
   it("fails with a hint that leads to the next up, which converges; delete leaves no trace", async () => {
