@@ -355,6 +355,10 @@ class SshConnection {
         // `on`, not `once`: a handshake that times out can emit a second error
         // ("Connection lost before handshake") as the socket closes.
         client.on("error", reject);
+        // A connection lost after the server's version line but before
+        // authentication ends emits no "error", only "end" and "close", and ssh2
+        // clears its ready timeout: without this the dial never settled.
+        client.once("close", () => reject(new Error("connection closed during the SSH handshake (before authentication finished)")));
         client.connect(cfg);
       });
     } catch (e) {
@@ -436,6 +440,15 @@ class SshConnection {
         message: `SSH authentication failed for user ${c.user}`,
         host: this.label,
         hint: "check connection.privateKey / password / agent and that the key is in the user's authorized_keys",
+        cause: e,
+      });
+    }
+    if (/connection closed during the SSH handshake/.test(msg)) {
+      return new KvmnetError({
+        kind: "Unreachable",
+        message: `cannot connect: ${msg}`,
+        host: this.label,
+        hint: "sshd or the network ended the connection mid-handshake (sshd restarted or killed, MaxStartups reached, a firewall cutting the flow); nothing ran on the host, so retrying is safe",
         cause: e,
       });
     }
