@@ -70,8 +70,40 @@ export const interfaceCidr = z.string().transform((s, ctx) => {
     ctx.addIssue({ code: "custom", message: `is not an IPv4 or IPv6 address in CIDR form (10.0.0.1/24, fd00::1/64)` });
     return z.NEVER;
   }
+  const why = notAnInterfaceAddress(parsed.address);
+  if (why) {
+    ctx.addIssue({ code: "custom", message: `${s} ${why}` });
+    return z.NEVER;
+  }
   return `${parsed.address}/${parsed.prefix}`;
 });
+
+/**
+ * Why `address` cannot be an address this provider assigns and reads back, or
+ * undefined. The kernel refuses ::1, :: and IPv6 multicast, silently drops
+ * 0.0.0.0/8, gives 127/8 host scope, and makes its own fe80::/10 on every link;
+ * observe reads neither scope-host nor link-local IPv6 addresses, so such an
+ * address would be added and then fail verification.
+ */
+export function notAnInterfaceAddress(address: string): string | undefined {
+  const range = ipaddr.parse(address).range();
+  switch (range) {
+    case "linkLocal":
+      return address.includes(":")
+        ? "is an IPv6 link-local address (fe80::/10): the kernel manages link-local addressing on every link, and this provider neither assigns nor reads it"
+        : undefined;
+    case "loopback":
+      return "is a loopback address: it belongs on lo, not on a bridge or VLAN";
+    case "unspecified":
+      return "is an unspecified address (0.0.0.0/8, ::), not an interface address";
+    case "multicast":
+      return "is a multicast address; an interface address must be unicast";
+    case "broadcast":
+      return "is the broadcast address; an interface address must be unicast";
+    default:
+      return undefined;
+  }
+}
 
 /** Parse "addr/prefix"; returns the normalised address text or undefined. */
 export function parseCidr(s: string): { address: string; prefix: number; family: "inet" | "inet6" } | undefined {

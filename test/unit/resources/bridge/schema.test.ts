@@ -71,6 +71,29 @@ describe("Bridge check", () => {
     expect(failures.map((f) => f.property)).toContain(property);
   });
 
+  // The campaign (#14 §3): fe80::1/64 passed check, the create added it, and verify
+  // failed: observe leaves out link-local IPv6 (the kernel makes its own on every link)
+  // and scope-host 127/8. Addresses the kernel refuses, ignores or hides from the read
+  // are refused at check, naming the field and saying why.
+  it.each([
+    ["fe80::1/64", /link-local/],
+    ["FE80::abcd/10", /link-local/],
+    ["127.0.0.2/8", /loopback/],
+    ["::1/128", /loopback/],
+    ["0.0.0.0/8", /unspecified/],
+    ["::/128", /unspecified/],
+    ["224.0.0.5/24", /multicast/],
+    ["ff02::5/64", /multicast/],
+    ["255.255.255.255/32", /broadcast/],
+  ])("refuses the non-unicast or kernel-managed address %s", async (addr, why) => {
+    const failures = await failuresFor({ ...base, addresses: [addr] });
+    const f = failures.find((x) => x.property === "addresses");
+    expect(f?.reason).toMatch(why);
+  });
+  it.each(["169.254.3.3/16", "fd00::1/64", "2001:db8::1/64", "100.64.0.1/10"])("accepts the unicast address %s", async (addr) => {
+    expect(await failuresFor({ ...base, addresses: [addr] })).toEqual([]);
+  });
+
   // #14: a name starting with '.' makes its state file hidden from the `*` glob
   // observe lists state with, so delete would leave it behind.
   it.each([[{ name: ".x" }, "name"], [{ ports: [".eth1"] }, "ports"]])("refuses the hidden name %j at %s", async (patch, property) => {
