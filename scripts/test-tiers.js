@@ -1,37 +1,57 @@
 #!/usr/bin/env node
-// Runs the test tiers as two jest processes side by side: one for everything
-// that boots the QEMU lab host (projects lab and scenarios-lab: one guest at a
-// time, it keeps both cores busy while it boots) and one for the rest (unit,
-// sandbox, engine, scenarios). The lab tier alone is most of the suite's wall
-// time; the other tiers mostly wait on SSH round trips and the engine, so they
-// fit beside it. Each line of output is prefixed with its process's name; the
-// run ends with one plain closing line summing both ("tests: N passed, N
-// failed") and exits non-zero when either process failed.
+// Runs the test tiers side by side in lanes: one jest process for the tiers that
+// mostly wait on SSH round trips and the engine (unit, sandbox, engine,
+// scenarios), and KVMNET_LAB_LANES lanes (default 2, one per core) for the
+// files that boot the QEMU lab host (projects lab and scenarios-lab). Each lab
+// lane runs one lab file at a time, as its own jest process, taking the next
+// from one queue ordered longest first (test/support/durations.json), so two
+// guests share the two cores and the lanes end close together. Each line of
+// output is prefixed with its lane's name; the run ends with one table for the
+// whole run (time per tier, the ten slowest files, each lane's wall time) and
+// one plain closing line ("tests: N passed, N failed"), and exits non-zero
+// when any jest process failed.
 //
 //   node scripts/test-tiers.js [extra jest args…]
 //   KVMNET_TEST_SERIAL=1 node scripts/test-tiers.js   # one jest process, tiers in turn
 //   node scripts/test-tiers.js --selectProjects unit  # likewise, for the projects named
+//   KVMNET_LAB_LANES=1 node scripts/test-tiers.js     # one lab guest at a time
+//   KVMNET_WRITE_DURATIONS=1 npm test                 # refresh test/support/durations.json
 "use strict";
 const { spawn } = require("child_process");
+const fs = require("fs");
+const os = require("os");
 const path = require("path");
+const { table } = require("../test/support/timeTable");
 
-const jest = path.join(__dirname, "..", "node_modules", "jest", "bin", "jest.js");
+const root = path.join(__dirname, "..");
+const jest = path.join(root, "node_modules", "jest", "bin", "jest.js");
+const durationsFile = path.join(root, "test", "support", "durations.json");
 const extra = process.argv.slice(2);
-// A selection of projects of one's own (`npm test -- --selectProjects unit`) runs as one process.
-const groups = process.env.KVMNET_TEST_SERIAL || extra.includes("--selectProjects")
-  ? [["jest", []]]
-  : [
-      ["lab", ["--selectProjects", "lab", "scenarios-lab"]],
-      ["rest", ["--selectProjects", "unit", "sandbox", "engine", "scenarios"]],
-    ];
+const serial = Boolean(process.env.KVMNET_TEST_SERIAL) || extra.includes("--selectProjects");
+const labLanes = Math.max(1, Number(process.env.KVMNET_LAB_LANES || 2));
+const timesDir = fs.mkdtempSync(path.join(os.tmpdir(), "kvmnet-times-"));
+let timesSeq = 0;
 
-/** Children still running, killed (by pid, as a process group) when we are interrupted. */
+/** The lab files (projects lab and scenarios-lab), longest first by the recorded durations. */
+function labQueue() {
+  const durations = JSON.parse(fs.readFileSync(durationsFile, "utf8"));
+  const list = (dir, re) => fs.readdirSync(path.join(root, dir)).filter((f) => re.test(f)).map((f) => `${dir}/${f}`);
+  const files = [...list("test/lab", /\.test\.ts$/), ...list("test/scenarios", /\.lab\.test\.ts$/)];
+  // Unknown files first: their length is unknown, and starting them early bounds the tail.
+  return files.sort((a, b) => (durations[b] ?? Infinity) - (durations[a] ?? Infinity) || a.localeCompare(b));
+}
+
+/** Children still running, signalled (as process groups) when we are interrupted. */
 const running = new Set();
+let interrupted = false;
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.on(sig, () => {
+    interrupted = true;
+    // jest ignores a SIGINT sent to its process group while workers run; SIGTERM
+    // stops it, and the lab and sandbox harnesses clean up on SIGTERM.
     for (const c of running) {
       try {
-        process.kill(-c.pid, sig);
+        process.kill(-c.pid, "SIGTERM");
       } catch {
         /* already gone */
       }
@@ -39,11 +59,16 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
   });
 }
 
-function runGroup([name, args]) {
+/** Run one jest process; resolves with its exit and its per-file figures. */
+function runJest(lane, args) {
+  const timesFile = path.join(timesDir, `${lane}-${++timesSeq}.json`);
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [jest, ...args, ...extra], { stdio: ["ignore", "pipe", "pipe"], detached: true });
+    const child = spawn(process.execPath, [jest, ...args, ...extra], {
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+      env: { ...process.env, KVMNET_TIMES_FILE: timesFile },
+    });
     running.add(child);
-    let closing = "";
     const prefix = (stream, out) => {
       let buf = "";
       stream.setEncoding("utf8");
@@ -51,31 +76,69 @@ function runGroup([name, args]) {
         buf += d;
         const lines = buf.split("\n");
         buf = lines.pop();
-        for (const l of lines) {
-          if (/^tests: \d+ passed, \d+ failed$/.test(l)) closing = l;
-          out.write(`[${name}] ${l}\n`);
-        }
+        for (const l of lines) out.write(`[${lane}] ${l}\n`);
       });
-      stream.on("end", () => buf && out.write(`[${name}] ${buf}\n`));
+      stream.on("end", () => buf && out.write(`[${lane}] ${buf}\n`));
     };
     prefix(child.stdout, process.stdout);
     prefix(child.stderr, process.stderr);
     child.on("close", (code, signal) => {
       running.delete(child);
-      const m = /^tests: (\d+) passed, (\d+) failed$/.exec(closing);
-      resolve({ name, code: code ?? 1, signal, passed: m ? Number(m[1]) : 0, failed: m ? Number(m[2]) : 0 });
+      let times;
+      try {
+        times = JSON.parse(fs.readFileSync(timesFile, "utf8"));
+      } catch {
+        times = undefined; // jest died before its reporter ran
+      }
+      resolve({ lane, args, code: code ?? 1, signal, times });
     });
   });
 }
 
+async function lane(name, next) {
+  const started = Date.now();
+  const runs = [];
+  for (let args = next(); args && !interrupted; args = next()) runs.push(await runJest(name, args));
+  return { name, runs, ms: Date.now() - started };
+}
+
 (async () => {
   const started = Date.now();
-  const results = await Promise.all(groups.map(runGroup));
-  const lines = ["", `tiers side by side: ${((Date.now() - started) / 60000).toFixed(1)} min wall`];
-  for (const r of results) lines.push(`  ${r.name.padEnd(5)} exit ${r.signal ?? r.code}, ${r.passed} passed, ${r.failed} failed`);
-  const passed = results.reduce((n, r) => n + r.passed, 0);
-  const failed = results.reduce((n, r) => n + r.failed, 0) + results.filter((r) => r.code !== 0 && r.failed === 0).length;
-  lines.push("", `tests: ${passed} passed, ${failed} failed`);
-  process.stderr.write(lines.join("\n") + "\n");
-  process.exit(results.every((r) => r.code === 0) ? 0 : 1);
+  let lanes;
+  if (serial) {
+    let done = false;
+    lanes = [lane("jest", () => (done ? undefined : ((done = true), [])))];
+  } else {
+    const queue = labQueue();
+    let restDone = false;
+    lanes = [
+      lane("rest", () => (restDone ? undefined : ((restDone = true), ["--selectProjects", "unit", "sandbox", "engine", "scenarios"]))),
+      ...Array.from({ length: labLanes }, (_, i) =>
+        lane(`lab${i + 1}`, () => {
+          const f = queue.shift();
+          return f && ["--selectProjects", "lab", "scenarios-lab", "--runTestsByPath", f];
+        }),
+      ),
+    ];
+  }
+  const results = await Promise.all(lanes);
+  const runs = results.flatMap((l) => l.runs);
+  const files = runs.flatMap((r) => (r.times ? r.times.files : []));
+  let out = table(files);
+  out += "\nlanes (wall time)\n";
+  for (const l of results) out += `  ${l.name.padEnd(6)} ${(l.ms / 60000).toFixed(1).padStart(5)} min  ${l.runs.length} jest process${l.runs.length === 1 ? "" : "es"}\n`;
+  out += `  all    ${((Date.now() - started) / 60000).toFixed(1).padStart(5)} min\n`;
+  const lost = runs.filter((r) => !r.times);
+  for (const r of lost) out += `\n[${r.lane}] jest ${r.args.join(" ")} ended (${r.signal ?? `exit ${r.code}`}) without reporting its tests: counted as a failure\n`;
+  const passed = runs.reduce((n, r) => n + (r.times ? r.times.passed : 0), 0);
+  const failed = runs.reduce((n, r) => n + (r.times ? r.times.failed : 0), 0) + lost.length + runs.filter((r) => r.times && r.code !== 0 && r.times.failed === 0).length;
+  if (process.env.KVMNET_WRITE_DURATIONS && !serial) {
+    const d = JSON.parse(fs.readFileSync(durationsFile, "utf8"));
+    for (const f of files) if (f.tier === "lab" || f.tier === "scenarios-lab") d[f.file] = Math.round(f.ms / 1000);
+    fs.writeFileSync(durationsFile, JSON.stringify(d, null, 2) + "\n");
+    out += `\nwrote ${path.relative(root, durationsFile)}\n`;
+  }
+  fs.rmSync(timesDir, { recursive: true, force: true });
+  process.stderr.write(out + `\ntests: ${passed} passed, ${failed} failed\n`);
+  process.exit(!interrupted && runs.every((r) => r.code === 0) && lost.length === 0 ? 0 : 1);
 })();
