@@ -6,8 +6,11 @@
  * - The image comes from scripts/lab-image.sh (debootstrap, cached under
  *   ${XDG_CACHE_HOME:-~/.cache}/kvmnet/lab/<recipe hash>/); {@link ensureLabImage} runs it
  *   (a cache hit costs well under a second). Every boot gets its own copy-on-write qcow2
- *   overlay over the raw base image, so guests never change the cache and never see
- *   each other's writes.
+ *   overlay over the raw base image (or, when restored, over a snapshot's frozen disk),
+ *   so guests never change the cache and never see each other's writes.
+ * - Boot once, restore many: the first boot of a machine configuration is saved once it
+ *   has settled, later boots of it restore that machine (~3 s instead of 25–40 s to
+ *   SSH). See "Snapshots" below for where they live, the key and the fallback.
  * - TCG only (`-accel tcg,thread=multi`): /dev/kvm here is PVM-only and a stock Debian
  *   kernel hangs under -enable-kvm. `-machine q35 -device intel-iommu` +
  *   `intel_iommu=on` give the guest real IOMMU groups.
