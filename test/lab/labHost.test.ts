@@ -7,10 +7,11 @@
  * Slow: a cold image build is minutes, a boot ~30 s under TCG. Needs root. Under
  * CI=true a machine that cannot run lab hosts FAILS here (checkLabSupport throws).
  */
-import { execFileSync, spawn } from "child_process";
+import { execFileSync, spawn, spawnSync } from "child_process";
+import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { bootLabHost, checkLabSupport, cleanupStaleLab, ensureLabImage, fingerprintOfKeyLine, isAlive, labPaths, LabHost, listLabBoots, qemuArgs } from "./labHost";
+import { bootLabHost, checkLabSupport, cleanupStaleLab, ensureLabImage, fingerprintOfKeyLine, isAlive, labPaths, LabHost, listLabBoots, listLabSnapshots, qemuArgs, snapshotKey } from "./labHost";
 
 jest.setTimeout(30 * 60_000);
 
@@ -82,8 +83,10 @@ describe("lab host harness", () => {
   });
 
   it("boots, and SSH with the pinned host key works", async () => {
-    host = await bootLabHost({ imageDir });
+    // A cold boot on purpose: these are the boot's own facts (a restore is tested below).
+    host = await bootLabHost({ imageDir, snapshot: false });
     timings.bootToSshMs = host.bootMs;
+    expect(host.boot.mode).toBe("cold");
     expect(host.address).toBe("127.0.0.1");
     expect(host.user).toBe("root");
     expect(host.hostKeyFingerprint).toBe(fingerprintOfKeyLine(host.hostKeyLine));
@@ -243,6 +246,115 @@ describe("lab host harness", () => {
     } finally {
       if (child.pid && child.exitCode === null) child.kill("SIGKILL");
       fs.rmSync(script, { force: true });
+    }
+  });
+});
+
+/** Kernel banners on a host's serial console: one per kernel boot in that qemu. */
+const kernelBanners = (h: LabHost) => (fs.readFileSync(h.serialLogPath, "utf8").match(/Linux version \d/g) ?? []).length;
+const sha256 = (file: string) => crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+
+describe("boot once, restore many (snapshots)", () => {
+  let imageDir = "";
+  const hosts: LabHost[] = [];
+
+  beforeAll(async () => {
+    checkLabSupport();
+    imageDir = (await ensureLabImage()).dir;
+  });
+
+  afterAll(async () => {
+    for (const h of hosts) await h.shutdown();
+    // eslint-disable-next-line no-console
+    console.log(`lab snapshot timings: ${JSON.stringify(timings)}`);
+  });
+
+  it("a configuration's second boot is a restore: a working host with the devices asked for, settled, its clock set", async () => {
+    const first = await bootLabHost({ imageDir });
+    hosts.push(first);
+    timings.firstCallMode = first.boot.mode === "restored" ? 1 : 0;
+    if (first.boot.built) Object.assign(timings, Object.fromEntries(Object.entries(first.boot.built).map(([k, v]) => [`build.${k}`, v])));
+    await first.shutdown();
+    const h = await bootLabHost({ imageDir });
+    hosts.push(h);
+    timings.restoreToSshMs = h.bootMs;
+    expect(h.boot).toEqual({ mode: "restored", snapshotKey: snapshotKey({ imageDir }) });
+    expect(listLabSnapshots().some((s) => s.key === h.boot.snapshotKey)).toBe(true);
+    // The devices of the configuration, eth0 the slirp NIC with its address and route.
+    const links = JSON.parse((await h.exec("ip -j link")).stdout) as { ifname: string; address?: string }[];
+    expect(links.find((l) => l.ifname === "eth0")?.address).toBe(h.macs.eth0);
+    expect(links.map((l) => l.address)).toEqual(expect.arrayContaining([h.macs.e1000, h.macs.virtio]));
+    expect((await h.exec("ip -j route show default")).stdout).toContain('"gateway":"10.0.2.2"');
+    expect((await h.exec("ls /sys/kernel/iommu_groups | wc -l")).stdout.trim()).not.toBe("0");
+    // Saved settled: nothing left to wait for, no IPv6 address tentative.
+    expect((await h.exec("systemctl is-system-running", { allowFail: true })).stdout.trim()).toMatch(/^(running|degraded)$/);
+    expect((await h.exec("ip -6 addr show tentative")).stdout.trim()).toBe("");
+    // The clock resumed at the save; the restore set it from the host's.
+    const skew = Math.abs(Number((await h.exec("date +%s%3N")).stdout.trim()) - Date.now());
+    timings.restoredClockSkewMs = skew;
+    expect(skew).toBeLessThan(5000);
+  });
+
+  it("a reboot of a restored host is a real new boot, from the restored disk; the snapshot's files do not change", async () => {
+    const h = hosts[hosts.length - 1]!;
+    const snapDir = `${labPaths.snapshotsDir}/${h.boot.snapshotKey}`;
+    const before = { disk: sha256(`${snapDir}/disk.qcow2`), state: sha256(`${snapDir}/state.bin`), diskMtime: fs.statSync(`${snapDir}/disk.qcow2`).mtimeMs };
+    const banners = kernelBanners(h);
+    const marker = crypto.randomBytes(8).toString("hex");
+    // Writes all over the disk, then a real reboot.
+    await h.exec(`echo ${marker} > /root/kvl-restore-marker && dd if=/dev/urandom of=/root/kvl-fill bs=1M count=32 status=none && sync`);
+    const r = await h.reboot();
+    timings.restoredRebootMs = r.ms;
+    expect(r.bootIdAfter).not.toBe(r.bootIdBefore);
+    expect(kernelBanners(h)).toBe(banners + 1);
+    expect((await h.exec("cat /root/kvl-restore-marker")).stdout.trim()).toBe(marker);
+    expect((await h.exec("cat /proc/cmdline")).stdout).toContain("kvmnet_lab.eth0_mac=");
+    await h.exec("rm -f /root/kvl-fill && sync");
+    expect({ disk: sha256(`${snapDir}/disk.qcow2`), state: sha256(`${snapDir}/state.bin`), diskMtime: fs.statSync(`${snapDir}/disk.qcow2`).mtimeMs }).toEqual(before);
+    // And the next restore does not see what this one wrote.
+    const next = await bootLabHost({ imageDir });
+    hosts.push(next);
+    expect(next.boot.mode).toBe("restored");
+    expect((await next.exec("cat /root/kvl-restore-marker", { allowFail: true })).code).not.toBe(0);
+    // Two restores of one snapshot draw different random numbers (the pool was reseeded).
+    const [a, b] = await Promise.all([h, next].map(async (x) => (await x.exec("head -c 16 /dev/urandom | od -An -tx1")).stdout));
+    expect(a).not.toBe(b);
+  });
+
+  it("a corrupt snapshot falls back to a cold boot (and is built again)", async () => {
+    const key = snapshotKey({ imageDir });
+    const state = `${labPaths.snapshotsDir}/${key}/state.bin`;
+    expect(fs.existsSync(state)).toBe(true);
+    fs.truncateSync(state, Math.floor(fs.statSync(state).size / 2));
+    const h = await bootLabHost({ imageDir });
+    hosts.push(h);
+    expect(h.boot.fallback).toMatch(new RegExp(`restore of lab snapshot ${key} failed`));
+    // It booted cold (the build's cold boot), saved a good snapshot and restored that.
+    expect(h.boot.built?.coldBootMs).toBeGreaterThan(0);
+    expect((await h.exec("id -u")).stdout.trim()).toBe("0");
+    expect(fs.statSync(state).size).toBe(h.boot.built?.stateBytes);
+  });
+
+  it("cleanupStaleLab removes a half-written snapshot whose builder is gone, and leaves a live builder's alone", () => {
+    const deadPid = spawnSync("true").pid!;
+    const stat = (pid: number) => fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[19];
+    const mk = (key: string, owner: { pid: number; start: string }) => {
+      const dir = `${labPaths.snapshotsDir}/.build-${key}`;
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(`${dir}/owner.json`, JSON.stringify({ owner }));
+      fs.writeFileSync(`${dir}/state.bin`, "half");
+      return dir;
+    };
+    const dead = mk("0000000000000000dead", { pid: deadPid, start: "1" });
+    const alive = mk("000000000000000a11fe", { pid: process.pid, start: stat(process.pid)! });
+    try {
+      const removed = cleanupStaleLab();
+      expect(removed.join("\n")).toContain("0000000000000000dead");
+      expect(fs.existsSync(dead)).toBe(false);
+      expect(fs.existsSync(alive)).toBe(true);
+    } finally {
+      fs.rmSync(dead, { recursive: true, force: true });
+      fs.rmSync(alive, { recursive: true, force: true });
     }
   });
 });

@@ -6,8 +6,11 @@
  * - The image comes from scripts/lab-image.sh (debootstrap, cached under
  *   ${XDG_CACHE_HOME:-~/.cache}/kvmnet/lab/<recipe hash>/); {@link ensureLabImage} runs it
  *   (a cache hit costs well under a second). Every boot gets its own copy-on-write qcow2
- *   overlay over the raw base image, so guests never change the cache and never see
- *   each other's writes.
+ *   overlay over the raw base image (or, when restored, over a snapshot's frozen disk),
+ *   so guests never change the cache and never see each other's writes.
+ * - Boot once, restore many: the first boot of a machine configuration is saved once it
+ *   has settled, later boots of it restore that machine (~3 s instead of 25–40 s to
+ *   SSH). See "Snapshots" below for where they live, the key and the fallback.
  * - TCG only (`-accel tcg,thread=multi`): /dev/kvm here is PVM-only and a stock Debian
  *   kernel hangs under -enable-kvm. `-machine q35 -device intel-iommu` +
  *   `intel_iommu=on` give the guest real IOMMU groups.
@@ -97,8 +100,10 @@ export interface LabHost {
   macs: { eth0: string; e1000?: string; virtio?: string; lan?: string; grouped?: [string, string] };
   /** The LAN tap (when `lan` was asked for): its namespace and name. */
   lan?: { netns: string; tap: string };
-  /** Milliseconds from spawning qemu to the first successful SSH command. */
+  /** Milliseconds from spawning qemu to the first successful SSH command (of the restore, when restored). */
   bootMs: number;
+  /** How this host came up: a cold boot, or a restore of a saved machine (see "Snapshots" in this file). */
+  boot: LabBootInfo;
   /**
    * Run a shell command on the guest over SSH (ssh2, host key pinned), as root.
    * Rejects on non-zero exit unless `opts.allowFail`.
@@ -122,6 +127,18 @@ export interface LabHost {
    * `graceMs`, default 30 s), then remove the overlay, run dir and record. Idempotent.
    */
   shutdown(opts?: { graceMs?: number }): Promise<{ clean: boolean; ms: number }>;
+}
+
+/** How a lab host came up. */
+export interface LabBootInfo {
+  /** "cold": the kernel booted in this qemu; "restored": qemu loaded a saved, already booted machine. */
+  mode: "cold" | "restored";
+  /** The snapshot key (when snapshots were in play for this configuration). */
+  snapshotKey?: string;
+  /** Set when a restore was tried and failed (or a snapshot could not be saved): why this host is a cold boot. */
+  fallback?: string;
+  /** When this call built the snapshot: its cold boot to SSH, the settle wait and the save, in ms. */
+  built?: { coldBootMs: number; settleMs: number; saveMs: number; stateBytes: number };
 }
 
 export interface RebootResult {
@@ -159,6 +176,13 @@ export interface BootLabHostOptions {
    * (default "kvl<id 6>"), brought up there. The tap vanishes when qemu exits.
    */
   lan?: { netns: string; tap?: string };
+  /**
+   * Boot once, restore many (default true; KVMNET_LAB_SNAPSHOTS=0 turns it off for every
+   * boot): the first boot of a machine configuration saves the settled machine, later
+   * boots of the same configuration restore it (see "Snapshots" below). false: a plain
+   * cold boot that neither restores nor saves, for tests whose proof is the boot itself.
+   */
+  snapshot?: boolean;
 }
 
 // ---------------------------------------------------------------------------------
@@ -441,6 +465,7 @@ export function cleanupStaleLab(): string[] {
     teardownRecord(rec, 0);
     removed.push(`lab boot ${rec.id} (owner pid ${rec.owner.pid} is gone)${rec.qemu ? ` qemu pid ${rec.qemu.pid}` : ""}`);
   }
+  removed.push(...cleanupStaleSnapshotBuilds());
   return removed;
 }
 
@@ -458,7 +483,356 @@ export function listLabBoots(): { id: string; ownerPid: number; alive: boolean; 
     .map((r) => ({ id: r.id, ownerPid: r.owner.pid, alive: isAlive(r.owner), qemuPid: r.qemu?.pid, dir: r.dir }));
 }
 
-export const labPaths = { stateRoot: STATE_ROOT, vmsDir: VMS_DIR, imageScript: IMAGE_SCRIPT } as const;
+export const labPaths = { stateRoot: STATE_ROOT, vmsDir: VMS_DIR, snapshotsDir: `${STATE_ROOT}/snapshots`, imageScript: IMAGE_SCRIPT } as const;
+
+// ---------------------------------------------------------------------------------
+// Snapshots: boot once, restore many (issue #15)
+//
+// A cold boot to SSH costs 22–50 s under TCG and the lab tier boots ~20 times a run,
+// mostly in the same few machine configurations. So the first boot of a configuration
+// boots cold, waits until it has settled (`systemctl is-system-running --wait`, no
+// IPv6 address tentative), stops the machine over QMP and saves it (`migrate` to
+// `exec:cat > state.bin`: RAM and device state), and its overlay becomes the
+// snapshot's frozen disk. That qemu then quits, and this boot and every later boot of
+// the configuration restore: a new qemu with the same devices, a fresh overlay over
+// the frozen disk, `-incoming` from state.bin, `cont`.
+//
+// - Where: /run/kvmnet-lab/snapshots/<key>/ {state.bin, disk.qcow2, meta.json, used}:
+//   next to the boot records, gone with the machine's boot where /run is a tmpfs; a
+//   CI run starts from empty and builds what it needs. Files are made read-only;
+//   qemu opens a backing file read-only, so restored machines cannot change them.
+// - Key: a hash of everything that shapes the saved machine: the qemu command line
+//   with the per-boot parts (overlay, logs, port, name, machine id, QMP path) blanked
+//   out — so memory, cpus, the device set (extraNics, groupedNics, LAN present) and the
+//   kernel arguments — the qemu version, the image (dir, and rootfs.img's size, mtime
+//   and inode: a rebuilt image is another key) and SNAPSHOT_FORMAT (bump it when the
+//   settle recipe or the saved layout changes). Netdev backends (slirp's hostfwd port,
+//   the LAN tap fd and its namespace) are not part of the key: they are not part of
+//   the migrated state; only device config must match.
+// - Atomic: built in .build-<key>/ (owner.json names the building process) and
+//   renamed into place when complete; a second process that finds a live builder
+//   boots cold without saving; cleanupStaleLab() removes builds whose owner is gone.
+// - Fallback: a restore that fails (qemu refuses the state, SSH does not answer,
+//   anything) discards the snapshot and boots cold, saying so on stderr and in
+//   host.boot.fallback; a snapshot that fails right after it was made is not made
+//   again in this process.
+// - What a restore leaves stale, and what is done about it (freshenRestoredGuest):
+//   the guest clock (it resumes at the moment of the save: set from the host's clock),
+//   the kernel's entropy pool (every restore would draw the same random numbers: host
+//   randomness is written to /dev/urandom) and the neighbour cache (flushed: a LAN
+//   namespace is new each time). IPv6 DAD finished before the save (the settle waits
+//   for it). The machine id and the saved boot's boot_id are the same in every restore
+//   of a snapshot; no test compares them across hosts. reboot() still reboots for
+//   real: qemu resets and boots the kernel again from the restored disk chain (the
+//   same kernel command line, machine id included, as the saved boot).
+
+const SNAP_DIR = `${STATE_ROOT}/snapshots`;
+/** Bump when what a snapshot holds, or the settle before it is saved, changes. */
+const SNAPSHOT_FORMAT = 1;
+const KEY_RE = /^[0-9a-f]{20}$/;
+/** Loading ~300 MB of state takes a few seconds; qemu exits when it does not fit. */
+const RESTORE_LOAD_TIMEOUT_MS = 120_000;
+/** A restored sshd was already listening: it answers in seconds or the restore is broken. */
+const RESTORE_SSH_TIMEOUT_MS = 90_000;
+const SAVE_TIMEOUT_MS = 180_000;
+/** Snapshots not restored for this long are removed when another one is saved. */
+const SNAPSHOT_MAX_IDLE_MS = 7 * 24 * 3600_000;
+
+interface SnapshotMeta {
+  format: number;
+  key: string;
+  machineId: string;
+  created: string;
+  qemu: string;
+  imageDir: string;
+  args: string[];
+  stateBytes: number;
+}
+
+interface Snapshot {
+  key: string;
+  dir: string;
+  meta: SnapshotMeta;
+}
+
+interface SnapshotBuild {
+  key: string;
+  dir: string;
+}
+
+/** Restores that failed in this process, by key. */
+const failedRestores = new Map<string, number>();
+/** Builds this process holds (removed by the exit handler when it dies mid-save). */
+const building = new Set<string>();
+
+function snapshotsWanted(o: BootLabHostOptions): boolean {
+  return o.snapshot !== false && process.env.KVMNET_LAB_SNAPSHOTS !== "0";
+}
+
+let qemuVersionCache: string | undefined;
+
+/** The key of a machine configuration, and the blanked command line it is a hash of. */
+export function snapshotKey(o: BootLabHostOptions): string {
+  return snapshotIdentity(o).key;
+}
+
+function snapshotIdentity(o: BootLabHostOptions): { key: string; args: string[]; qemu: string } {
+  const imageDir = o.imageDir!;
+  const rootfs = fs.statSync(path.join(imageDir, "rootfs.img"));
+  qemuVersionCache ??= qemuVersion();
+  const args = qemuArgs({
+    imageDir,
+    overlay: "@overlay",
+    serialLog: "@serial",
+    port: 0,
+    memoryMb: o.memoryMb ?? 1024,
+    cpus: o.cpus ?? 2,
+    extraNics: o.extraNics ?? true,
+    kernelArgs: o.kernelArgs ?? [],
+    machineId: "@machine-id",
+    name: "@name",
+    lan: o.lan !== undefined,
+    groupedNics: o.groupedNics ?? false,
+    qmpSocket: "@qmp",
+  });
+  const identity = { format: SNAPSHOT_FORMAT, qemu: qemuVersionCache, image: { dir: imageDir, size: rootfs.size, mtimeMs: rootfs.mtimeMs, ino: rootfs.ino }, args };
+  const key = crypto.createHash("sha256").update(JSON.stringify(identity)).digest("hex").slice(0, 20);
+  return { key, args, qemu: qemuVersionCache };
+}
+
+function findSnapshot(key: string): Snapshot | undefined {
+  const dir = `${SNAP_DIR}/${key}`;
+  try {
+    const meta = JSON.parse(fs.readFileSync(`${dir}/meta.json`, "utf8")) as SnapshotMeta;
+    if (meta.key !== key || meta.format !== SNAPSHOT_FORMAT || !/^[0-9a-f]{32}$/.test(meta.machineId)) return undefined;
+    if (!fs.existsSync(`${dir}/state.bin`) || !fs.existsSync(`${dir}/disk.qcow2`)) return undefined;
+    return { key, dir, meta };
+  } catch {
+    return undefined;
+  }
+}
+
+function touchSnapshot(dir: string): void {
+  try {
+    fs.writeFileSync(`${dir}/used`, new Date().toISOString() + "\n");
+  } catch {
+    /* only for pruning */
+  }
+}
+
+/** Remove a snapshot (or build) dir: renamed aside first, so nobody finds it half removed. */
+function discardSnapshot(dir: string): void {
+  const trash = `${SNAP_DIR}/.trash-${path.basename(dir).replace(/^\./, "")}-${process.pid}-${crypto.randomBytes(3).toString("hex")}`;
+  try {
+    fs.renameSync(dir, trash);
+  } catch {
+    return;
+  }
+  fs.rmSync(trash, { recursive: true, force: true });
+}
+
+/** Take the build of `key` (undefined: another live process is building it). */
+function lockSnapshotBuild(key: string): SnapshotBuild | undefined {
+  fs.mkdirSync(SNAP_DIR, { recursive: true, mode: 0o700 });
+  const dir = `${SNAP_DIR}/.build-${key}`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.mkdirSync(dir, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      if (!staleBuild(dir)) {
+        process.stderr.write(`bootLabHost: lab snapshot ${key} is being built by another process; booting cold without saving\n`);
+        return undefined;
+      }
+      discardSnapshot(dir);
+      continue;
+    }
+    fs.writeFileSync(`${dir}/owner.json`, JSON.stringify({ owner: pidRef(process.pid), created: new Date().toISOString() }) + "\n");
+    building.add(dir);
+    return { key, dir };
+  }
+  return undefined;
+}
+
+/** A build dir whose owner is dead (or that never got an owner within a minute). */
+function staleBuild(dir: string): boolean {
+  try {
+    const { owner } = JSON.parse(fs.readFileSync(`${dir}/owner.json`, "utf8")) as { owner: PidRef };
+    return !isAlive(owner);
+  } catch {
+    try {
+      return Date.now() - fs.statSync(dir).mtimeMs > 60_000;
+    } catch {
+      return false;
+    }
+  }
+}
+
+function releaseSnapshotBuild(b: SnapshotBuild): void {
+  building.delete(b.dir);
+  if (fs.existsSync(b.dir)) discardSnapshot(b.dir);
+}
+
+/**
+ * Settle `host` (a cold boot), save it into `build`, quit its qemu, and move the
+ * build into place. Throws before the machine is stopped for good when it can; the
+ * caller checks `internals.qemuExited()` to tell.
+ */
+async function saveSnapshot(host: LabHost, internals: BootInternals, build: SnapshotBuild, key: string, o: BootLabHostOptions): Promise<{ snap: Snapshot; figures: NonNullable<LabBootInfo["built"]> }> {
+  const s0 = Date.now();
+  const state = (await host.exec("systemctl is-system-running --wait", { allowFail: true, timeoutMs: 180_000 })).stdout.trim();
+  if (state !== "running" && state !== "degraded") throw new Error(`the guest did not settle: systemd is ${JSON.stringify(state)}`);
+  // No IPv6 address tentative (DAD over), and what the guest wrote on its disk.
+  await host.exec('for i in $(seq 300); do [ -z "$(ip -6 addr show tentative)" ] && break; sleep 0.1; done; sync', { timeoutMs: 60_000 });
+  const settleMs = Date.now() - s0;
+  // No SSH connection inside the saved machine: slirp's state would carry it.
+  internals.dropClient();
+  await sleep(300);
+  const v0 = Date.now();
+  const stateFile = `${build.dir}/state.bin`;
+  await qmp(internals.qmpSocket, "stop");
+  await qmp(internals.qmpSocket, "migrate", { uri: `exec:cat > ${stateFile}` });
+  for (;;) {
+    const m = (await qmp(internals.qmpSocket, "query-migrate")) as { status?: string; "error-desc"?: string };
+    if (m.status === "completed") break;
+    if (m.status === "failed" || m.status === "cancelled") throw new Error(`migrate to ${stateFile}: ${m.status}: ${m["error-desc"] ?? ""}`);
+    if (Date.now() - v0 > SAVE_TIMEOUT_MS) throw new Error(`migrate to ${stateFile}: still ${m.status} after ${SAVE_TIMEOUT_MS} ms`);
+    await sleep(100);
+  }
+  // Migration completed: qemu has flushed the disk and stopped writing it. Quit it; the
+  // overlay is now the disk of exactly the saved state.
+  await qmp(internals.qmpSocket, "quit").catch(() => undefined);
+  const until = Date.now() + 10_000;
+  while (!internals.qemuExited() && Date.now() < until) await sleep(50);
+  if (!internals.qemuExited()) killPid(internals.rec.qemu!.pid, "SIGKILL");
+  try {
+    fs.renameSync(internals.overlay, `${build.dir}/disk.qcow2`);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+    fs.copyFileSync(internals.overlay, `${build.dir}/disk.qcow2`);
+  }
+  internals.teardown(0);
+  const stateBytes = fs.statSync(stateFile).size;
+  const id = snapshotIdentity(o);
+  const meta: SnapshotMeta = { format: SNAPSHOT_FORMAT, key, machineId: internals.machineId, created: new Date().toISOString(), qemu: id.qemu, imageDir: o.imageDir!, args: id.args, stateBytes };
+  fs.writeFileSync(`${build.dir}/meta.json`, JSON.stringify(meta, null, 2) + "\n");
+  for (const f of ["state.bin", "disk.qcow2", "meta.json"]) fs.chmodSync(`${build.dir}/${f}`, 0o444);
+  fs.rmSync(`${build.dir}/owner.json`, { force: true });
+  touchSnapshot(build.dir);
+  const dir = `${SNAP_DIR}/${key}`;
+  if (fs.existsSync(dir)) discardSnapshot(dir); // a leftover of an older failed restore
+  fs.renameSync(build.dir, dir);
+  building.delete(build.dir);
+  pruneSnapshots(key);
+  return { snap: { key, dir, meta }, figures: { coldBootMs: host.bootMs, settleMs, saveMs: Date.now() - v0, stateBytes } };
+}
+
+function pruneSnapshots(keep: string): void {
+  for (const name of fs.readdirSync(SNAP_DIR)) {
+    if (name === keep || !KEY_RE.test(name)) continue;
+    try {
+      if (Date.now() - fs.statSync(`${SNAP_DIR}/${name}/used`).mtimeMs > SNAPSHOT_MAX_IDLE_MS) discardSnapshot(`${SNAP_DIR}/${name}`);
+    } catch {
+      /* no stamp: leave it */
+    }
+  }
+}
+
+/** Fix what a restored machine has stale (see the section comment). */
+async function freshenRestoredGuest(host: LabHost): Promise<void> {
+  const seed = crypto.randomBytes(256).toString("base64");
+  const now = (Date.now() / 1000).toFixed(3);
+  await host.exec(`date -u -s @${now} >/dev/null && base64 -d >/dev/urandom && ip neigh flush all`, { input: seed + "\n", timeoutMs: 30_000 });
+}
+
+/** The snapshots on this machine (for tests and the bench). */
+export function listLabSnapshots(): { key: string; dir: string; stateBytes: number; created: string }[] {
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(SNAP_DIR).filter((n) => KEY_RE.test(n));
+  } catch {
+    return [];
+  }
+  return names.map((k) => findSnapshot(k)).filter((s): s is Snapshot => s !== undefined).map((s) => ({ key: s.key, dir: s.dir, stateBytes: s.meta.stateBytes, created: s.meta.created }));
+}
+
+/** Remove the snapshot of a configuration (the next boot of it builds a new one). For tests and the bench. */
+export function discardLabSnapshot(key: string): void {
+  if (KEY_RE.test(key)) discardSnapshot(`${SNAP_DIR}/${key}`);
+}
+
+/** Remove build and trash dirs left by dead processes. Returns one line per dir removed. */
+function cleanupStaleSnapshotBuilds(): string[] {
+  const removed: string[] = [];
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(SNAP_DIR);
+  } catch {
+    return removed;
+  }
+  for (const n of names) {
+    const dir = `${SNAP_DIR}/${n}`;
+    if (n.startsWith(".build-") && staleBuild(dir)) {
+      discardSnapshot(dir);
+      removed.push(`half-written lab snapshot ${n.slice(7)} (its builder is gone)`);
+    } else if (n.startsWith(".trash-")) {
+      const pid = Number(/-(\d+)-[0-9a-f]{6}$/.exec(n)?.[1]);
+      if (!pid || !isAlive(pid)) {
+        fs.rmSync(dir, { recursive: true, force: true });
+        removed.push(`lab snapshot trash ${n}`);
+      }
+    }
+  }
+  return removed;
+}
+
+/** One QMP command on a fresh connection to qemu's QMP socket; resolves with its `return`. */
+function qmp(socket: string, execute: string, args?: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(socket);
+    let buf = "";
+    let sent = false;
+    let done = false;
+    const finish = (err: Error | undefined, value?: unknown) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const timer = setTimeout(() => finish(new Error(`qmp ${execute}: no answer after ${timeoutMs} ms`)), timeoutMs);
+    sock.setEncoding("utf8");
+    sock.on("data", (d: string) => {
+      buf += d;
+      for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+        const line = buf.slice(0, i).trim();
+        buf = buf.slice(i + 1);
+        if (!line) continue;
+        let m: { QMP?: unknown; event?: string; return?: unknown; error?: { desc?: string } };
+        try {
+          m = JSON.parse(line);
+        } catch {
+          return finish(new Error(`qmp ${execute}: unreadable answer ${line}`));
+        }
+        if (m.QMP) sock.write(JSON.stringify({ execute: "qmp_capabilities" }) + "\n");
+        else if (m.event) continue;
+        else if (m.error) return finish(new Error(`qmp ${sent ? execute : "qmp_capabilities"}: ${m.error.desc ?? JSON.stringify(m.error)}`));
+        else if (!sent) {
+          sent = true;
+          sock.write(JSON.stringify(args ? { execute, arguments: args } : { execute }) + "\n");
+        } else return finish(undefined, m.return);
+      }
+    });
+    sock.on("error", (err) => finish(new Error(`qmp ${execute}: ${err.message}`)));
+    // `quit` may close the socket before its answer arrives.
+    sock.on("close", () => finish(sent && execute === "quit" ? undefined : new Error(`qmp ${execute}: connection closed`)));
+  });
+}
+
+function firstLines(text: string, n: number): string {
+  return text.split("\n").slice(0, n).join("\n");
+}
 
 // ---------------------------------------------------------------------------------
 // Exit / signal handlers (under jest the global `process` is a per-file copy whose
@@ -475,6 +849,14 @@ function onProcessExit(): void {
       teardownRecord(rec, 0); // no time for a clean poweroff: SIGKILL right away
     } catch {
       /* best effort: cleanupStaleLab() finishes the job later */
+    }
+  }
+  for (const dir of [...building]) {
+    building.delete(dir);
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      /* cleanupStaleLab() removes it later */
     }
   }
   uninstallHandlers();
@@ -637,6 +1019,10 @@ export function qemuArgs(o: {
   lan?: boolean;
   /** Two e1000s sharing one IOMMU group behind a PCIe-to-PCI bridge (see BootLabHostOptions). */
   groupedNics?: boolean;
+  /** QMP control socket (how a machine is stopped and saved). */
+  qmpSocket?: string;
+  /** Restore: load the machine state saved in this file instead of booting. */
+  incomingStateFile?: string;
 }): string[] {
   const append = [
     "console=ttyS0",
@@ -664,6 +1050,8 @@ export function qemuArgs(o: {
     // same overlay (the default, spelled out: -no-reboot would make qemu exit instead).
     "-action", "reboot=reset,shutdown=poweroff",
     "-monitor", "none",
+    ...(o.qmpSocket ? ["-qmp", `unix:${o.qmpSocket},server=on,wait=off`] : []),
+    ...(o.incomingStateFile ? ["-incoming", `exec:cat ${o.incomingStateFile}`] : []),
     "-serial", `file:${o.serialLog}`,
     "-kernel", path.join(o.imageDir, "vmlinuz"),
     "-initrd", path.join(o.imageDir, "initrd.img"),
@@ -692,13 +1080,115 @@ export function qemuArgs(o: {
   return args;
 }
 
+/** How {@link bootOnce} starts qemu: boot the kernel, or load a saved machine. */
+type BootMode = { kind: "cold"; machineId: string } | { kind: "restore"; snap: Snapshot };
+
+/** What only the harness itself needs of a running boot (to save it as a snapshot). */
+interface BootInternals {
+  rec: LabRecord;
+  qmpSocket: string;
+  overlay: string;
+  machineId: string;
+  dropClient(): void;
+  /** Forget the host without killing anything (its qemu was already stopped by the caller). */
+  teardown(graceMs: number): void;
+  qemuExited(): string | undefined;
+}
+
 /**
  * Boot a lab host and wait until SSH answers. On failure everything made so far is
  * removed and the error carries the serial console's tail.
+ *
+ * With snapshots (the default, see "Snapshots" below): the first boot of a machine
+ * configuration boots cold, settles, is saved and then restored; every later boot of
+ * that configuration restores the saved machine. A restore that fails falls back to a
+ * cold boot (said on stderr, and in `host.boot.fallback`); it never fails the boot.
  */
 export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHost> {
+  checkLabSupport();
+  const o: BootLabHostOptions = { ...opts, imageDir: opts.imageDir ?? (await ensureLabImage()).dir };
+  if (!snapshotsWanted(o)) return (await bootColdWithRetry(o)).host;
+  const key = snapshotKey(o);
+  let fallback: string | undefined;
+  const snap = findSnapshot(key);
+  if (snap) {
+    try {
+      return await restoreFrom(o, snap);
+    } catch (err) {
+      fallback = `restore of lab snapshot ${key} failed: ${firstLines((err as Error).message, 6)}`;
+      process.stderr.write(`bootLabHost: ${fallback}\nbootLabHost: booting cold instead\n`);
+      failedRestores.set(key, (failedRestores.get(key) ?? 0) + 1);
+      discardSnapshot(snap.dir);
+    }
+  }
+  // A configuration whose snapshot failed to restore twice in this process is not saved again.
+  const build = (failedRestores.get(key) ?? 0) < 2 ? lockSnapshotBuild(key) : undefined;
+  if (!build) {
+    const host = (await bootColdWithRetry(o)).host;
+    host.boot = { mode: "cold", snapshotKey: key, ...(fallback ? { fallback } : {}) };
+    return host;
+  }
+  let built: Snapshot;
+  let figures: LabBootInfo["built"];
   try {
-    return await bootLabHostOnce(opts);
+    const cold = await bootColdWithRetry(o);
+    try {
+      ({ snap: built, figures } = await saveSnapshot(cold.host, cold.internals, build, key, o));
+    } catch (err) {
+      // The machine may be paused (or stopped after its state was written): it still
+      // booted fine, so the test gets it back running, as a cold boot.
+      const why = `saving lab snapshot ${key} failed: ${firstLines((err as Error).message, 6)}`;
+      process.stderr.write(`bootLabHost: ${why}\n`);
+      failedRestores.set(key, 2);
+      let host = cold.host;
+      if (cold.internals.qemuExited()) {
+        // It failed after its qemu quit: that machine is gone, boot another.
+        cold.internals.teardown(0);
+        host = (await bootColdWithRetry(o)).host;
+      } else {
+        await qmp(cold.internals.qmpSocket, "cont").catch(() => undefined);
+      }
+      host.boot = { mode: "cold", snapshotKey: key, fallback: why };
+      return host;
+    }
+  } finally {
+    releaseSnapshotBuild(build);
+  }
+  try {
+    const host = await restoreFrom(o, built);
+    host.boot.built = figures;
+    if (fallback) host.boot.fallback = fallback;
+    return host;
+  } catch (err) {
+    // A snapshot that does not restore right after it was made will not restore later.
+    failedRestores.set(key, 2);
+    discardSnapshot(built.dir);
+    const why = `restore of the lab snapshot ${key} just saved failed: ${firstLines((err as Error).message, 6)}`;
+    process.stderr.write(`bootLabHost: ${why}\nbootLabHost: booting cold instead (no more snapshots of this configuration in this process)\n`);
+    const host = (await bootColdWithRetry(o)).host;
+    host.boot = { mode: "cold", snapshotKey: key, fallback: why };
+    return host;
+  }
+}
+
+/** A restore: boot from a saved machine, then fix what the saved state has stale. */
+async function restoreFrom(o: BootLabHostOptions, snap: Snapshot): Promise<LabHost> {
+  const { host } = await bootOnce(o, { kind: "restore", snap });
+  try {
+    await freshenRestoredGuest(host);
+  } catch (err) {
+    await host.shutdown({ graceMs: 0 }).catch(() => undefined);
+    throw err;
+  }
+  touchSnapshot(snap.dir);
+  host.boot = { mode: "restored", snapshotKey: snap.key };
+  return host;
+}
+
+async function bootColdWithRetry(opts: BootLabHostOptions): Promise<{ host: LabHost; internals: BootInternals }> {
+  const mode = (): BootMode => ({ kind: "cold", machineId: crypto.randomBytes(16).toString("hex") });
+  try {
+    return await bootOnce(opts, mode());
   } catch (e) {
     // Seen in 2 of ~40 boots in CI runs, with sshd started (serial log) but no banner through
     // slirp for minutes: suspected a probe-order race that gives the slirp virtio NIC
@@ -711,18 +1201,18 @@ export async function bootLabHost(opts: BootLabHostOptions = {}): Promise<LabHos
     if (!/no SSH banner yet/.test(msg)) throw e;
     const nicLines = msg.split("\n").filter((l) => /kvmnet-lab-nic-names|renamed from|\beth\d+:|sshd|networking/.test(l));
     process.stderr.write(`bootLabHost: no SSH banner, booting once more: ${msg.split("\n")[0]}\n${nicLines.map((l) => `  serial: ${l}\n`).join("")}`);
-    return bootLabHostOnce(opts);
+    return bootOnce(opts, mode());
   }
 }
 
-async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
-  checkLabSupport();
-  const imageDir = opts.imageDir ?? (await ensureLabImage()).dir;
+async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ host: LabHost; internals: BootInternals }> {
+  const imageDir = opts.imageDir!;
   const privateKeyPath = path.join(imageDir, "id_ed25519");
   const privateKey = fs.readFileSync(privateKeyPath, "utf8");
   const hostKeyLine = fs.readFileSync(path.join(imageDir, "ssh_host_ed25519_key.pub"), "utf8").trim();
   const hostKeyFingerprint = fingerprintOfKeyLine(hostKeyLine);
   const extraNics = opts.extraNics ?? true;
+  const machineId = mode.kind === "cold" ? mode.machineId : mode.snap.meta.machineId;
   if (opts.lan) {
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(opts.lan.netns) || !fs.existsSync(`/run/netns/${opts.lan.netns}`)) {
       throw new Error(`bootLabHost: lan.netns ${JSON.stringify(opts.lan.netns)} is not an existing named network namespace`);
@@ -738,6 +1228,7 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
   const overlay = `${dir}/overlay.qcow2`;
   const serialLogPath = `${dir}/serial.log`;
   const qemuLogPath = `${dir}/qemu.log`;
+  const qmpSocket = `${dir}/qmp.sock`;
   let stopped = false;
   const teardown = (graceMs: number) => {
     if (stopped) return;
@@ -752,7 +1243,10 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
 
   try {
     fs.mkdirSync(dir, { mode: 0o700 });
-    await run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", path.join(imageDir, "rootfs.img"), "-F", "raw", overlay], { what: "qemu-img create" });
+    // A restore writes to a fresh overlay over the snapshot's frozen disk (qemu opens a
+    // backing file read-only), so no restored machine can change the snapshot.
+    const backing = mode.kind === "cold" ? ["-b", path.join(imageDir, "rootfs.img"), "-F", "raw"] : ["-b", path.join(mode.snap.dir, "disk.qcow2"), "-F", "qcow2"];
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", ...backing, overlay], { what: "qemu-img create" });
 
     // hostfwd needs a free port; another process may take the one we picked before
     // qemu binds it, so a bind failure is retried with a fresh port.
@@ -771,10 +1265,12 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
         cpus: opts.cpus ?? 2,
         extraNics,
         kernelArgs: opts.kernelArgs ?? [],
-        machineId: crypto.randomBytes(16).toString("hex"),
+        machineId,
         name: `kvmnet-lab-${rec.id}`,
         lan: opts.lan !== undefined,
         groupedNics: opts.groupedNics ?? false,
+        qmpSocket,
+        ...(mode.kind === "restore" ? { incomingStateFile: path.join(mode.snap.dir, "state.bin") } : {}),
       });
       const logFd = fs.openSync(qemuLogPath, "a");
       t0 = Date.now();
@@ -814,6 +1310,19 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
       const log = tail(qemuLogPath, 20);
       if (attempt < 3 && /host forwarding|hostfwd|Could not set up/i.test(log)) continue;
       throw new Error(`lab: ${info.text ?? "qemu died"} right after start:\n${log}`);
+    }
+    if (mode.kind === "restore") {
+      // The saved machine was stopped before it was saved, so it arrives paused: wait
+      // until qemu has loaded it (a state that does not fit makes qemu exit), then run it.
+      const until = Date.now() + RESTORE_LOAD_TIMEOUT_MS;
+      for (;;) {
+        if (exitInfo.text || !isAlive(rec.qemu!)) throw new Error(`lab: ${exitInfo.text ?? "qemu died"} while loading the saved machine:\n${tail(qemuLogPath, 10)}`);
+        const st = (await qmp(qmpSocket, "query-status").catch((err: Error) => ({ status: `(qmp: ${err.message})` }))) as { status?: string };
+        if (st.status === "paused" || st.status === "running") break;
+        if (Date.now() > until) throw new Error(`lab: the saved machine was not loaded after ${RESTORE_LOAD_TIMEOUT_MS} ms (status ${st.status})`);
+        await sleep(100);
+      }
+      await qmp(qmpSocket, "cont");
     }
 
     const target: SshTarget = { port, privateKey, hostKeyFingerprint };
@@ -883,7 +1392,9 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
       }
     };
 
-    await waitForSsh();
+    // A restored sshd answers at once (it was running when the machine was saved); one
+    // that does not is a broken restore, which the caller turns into a cold boot.
+    await waitForSsh(mode.kind === "restore" ? RESTORE_SSH_TIMEOUT_MS : undefined);
     const bootMs = Date.now() - t0;
 
     const exec: LabHost["exec"] = async (cmd, eopts = {}) => {
@@ -957,7 +1468,7 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
       return shutdownResult;
     };
 
-    return {
+    const host: LabHost = {
       id: rec.id,
       address: "127.0.0.1",
       port,
@@ -980,11 +1491,22 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
       },
       ...(opts.lan ? { lan: { netns: opts.lan.netns, tap: opts.lan.tap ?? `kvl${rec.id.slice(0, 6)}` } } : {}),
       bootMs,
+      boot: { mode: mode.kind === "cold" ? "cold" : "restored" },
       exec,
       waitForSsh,
       reboot,
       shutdown,
     };
+    const internals: BootInternals = {
+      rec,
+      qmpSocket,
+      overlay,
+      machineId,
+      dropClient,
+      teardown,
+      qemuExited: () => exitInfo.text ?? (isAlive(rec.qemu!) ? undefined : "qemu died"),
+    };
+    return { host, internals };
   } catch (err) {
     const e = err instanceof Error ? err : new Error(String(err));
     if (opts.keepDir) e.message += `\n(logs kept in ${dir})`;
