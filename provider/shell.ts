@@ -86,8 +86,7 @@ export function writeFile(path: string, content: string, mode = "0644"): Script 
   return new Script(
     // The umask stays in the subshell: later steps (mkdir -p of a drop-in dir
     // networkd, running unprivileged, must read) get the host's own umask.
-    `(umask 077 && cat > ${shq(path + ".tmp")}) <<'${delim}'\n${body}${delim}\n` +
-      `chmod ${shq(mode)} ${shq(path + ".tmp")} && mv -f ${shq(path + ".tmp")} ${shq(path)}`,
+    `(umask 077 && cat > ${shq(path + ".tmp")}) <<'${delim}'\n${body}${delim}\n` + `chmod ${shq(mode)} ${shq(path + ".tmp")} && mv -f ${shq(path + ".tmp")} ${shq(path)}`,
   );
 }
 

@@ -18,12 +18,13 @@ const path = require("path");
 const jest = path.join(__dirname, "..", "node_modules", "jest", "bin", "jest.js");
 const extra = process.argv.slice(2);
 // A selection of projects of one's own (`npm test -- --selectProjects unit`) runs as one process.
-const groups = process.env.KVMNET_TEST_SERIAL || extra.includes("--selectProjects")
-  ? [["jest", []]]
-  : [
-      ["lab", ["--selectProjects", "lab", "scenarios-lab"]],
-      ["rest", ["--selectProjects", "unit", "sandbox", "engine", "scenarios"]],
-    ];
+const groups =
+  process.env.KVMNET_TEST_SERIAL || extra.includes("--selectProjects")
+    ? [["jest", []]]
+    : [
+        ["lab", ["--selectProjects", "lab", "scenarios-lab"]],
+        ["rest", ["--selectProjects", "unit", "sandbox", "engine", "scenarios"]],
+      ];
 
 /** Children still running, killed (by pid, as a process group) when we are interrupted. */
 const running = new Set();

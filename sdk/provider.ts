@@ -45,7 +45,5 @@ function literalUnknownPaths(v: unknown, path: string[] = []): string[] {
 export function refuseLiteralUnknown(type: string, name: string, args: object): void {
   const paths = literalUnknownPaths(args);
   if (paths.length === 0) return;
-  throw new Error(
-    `kvmnet:${type} ${name}: ${paths.map((p) => `${p}: is the engine's placeholder for an unknown value (${UNKNOWN}), not a valid value`).join("; ")}`,
-  );
+  throw new Error(`kvmnet:${type} ${name}: ${paths.map((p) => `${p}: is the engine's placeholder for an unknown value (${UNKNOWN}), not a valid value`).join("; ")}`);
 }

@@ -26,7 +26,7 @@ interface Snap {
 const byName = (xs: Obj[]) => new Map(xs.map((x) => [String(x.ifname), x]));
 
 function nftTables(n: Snap["nftables"]): Map<string, Obj[]> {
-  const items = Array.isArray(n) ? [] : n.nftables ?? [];
+  const items = Array.isArray(n) ? [] : (n.nftables ?? []);
   const out = new Map<string, Obj[]>();
   for (const item of items) {
     const [type, body] = Object.entries(item)[0] ?? [];
@@ -59,7 +59,10 @@ export function describeDiff(before: unknown, after: unknown): string[] {
     const x = aa.get(n);
     if (x && !isDeepStrictEqual(x.addr_info, y.addr_info)) out.push(`addresses of ${n} changed`);
   }
-  for (const [fam, ra, rb] of [["ipv4", a.routes, b.routes], ["ipv6", a.routes6, b.routes6]] as const) {
+  for (const [fam, ra, rb] of [
+    ["ipv4", a.routes, b.routes],
+    ["ipv6", a.routes6, b.routes6],
+  ] as const) {
     const sa = new Set(ra.map((r) => JSON.stringify(r)));
     const sb = new Set(rb.map((r) => JSON.stringify(r)));
     for (const r of rb) if (!sa.has(JSON.stringify(r))) out.push(`${fam} route added: ${r.dst} dev ${r.dev}${r.table ? ` table ${r.table}` : ""}`);
@@ -163,7 +166,9 @@ export async function findCanaries(h: SandboxHost): Promise<{ where: string; nam
 export async function linesWithMarker(h: SandboxHost, marker: string): Promise<{ file: string; line: string }[]> {
   if (!/^[a-z0-9-]+$/.test(marker)) throw new Error(`bad marker ${marker}`);
   const dirs = "/run/kvmnet /etc/kvmnet /etc/systemd /etc/NetworkManager /etc/network /etc/sysctl.d /etc/udev /etc/dnsmasq.d";
-  const r = await h.exec(`grep -rIn -F -- ${marker} ${dirs} 2>/dev/null; nft list ruleset 2>/dev/null | grep -n -F -- ${marker} | sed 's/^/nft-ruleset:/'; true`, { allowFail: true });
+  const r = await h.exec(`grep -rIn -F -- ${marker} ${dirs} 2>/dev/null; nft list ruleset 2>/dev/null | grep -n -F -- ${marker} | sed 's/^/nft-ruleset:/'; true`, {
+    allowFail: true,
+  });
   return r.stdout
     .split("\n")
     .filter(Boolean)

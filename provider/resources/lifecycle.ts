@@ -129,7 +129,11 @@ function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
   if (v && typeof v === "object") {
     const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).sort().filter((k) => o[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")}}`;
+    return `{${Object.keys(o)
+      .sort()
+      .filter((k) => o[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+      .join(",")}}`;
   }
   return JSON.stringify(v);
 }
@@ -222,7 +226,14 @@ async function settled(host: Host, extra: readonly Script[] | undefined, after: 
  * wrong, and persisted files that differ from `set` (after NetworkManager
  * settled, when the object has profiles).
  */
-async function applyAndCheck<I extends BaseInputs>(spec: KindSpec<I>, host: Host, plan: Plan, desired: I, set: PersistSet, before: HostSnapshot): Promise<{ after: HostSnapshot; problems: string[] }> {
+async function applyAndCheck<I extends BaseInputs>(
+  spec: KindSpec<I>,
+  host: Host,
+  plan: Plan,
+  desired: I,
+  set: PersistSet,
+  before: HostSnapshot,
+): Promise<{ after: HostSnapshot; problems: string[] }> {
   const problemsIn = (h: HostSnapshot) => [...spec.verify(desired, h), ...(spec.persist ? persistDrift(spec.kind, desired.name, set, h) : [])];
   const applied = await apply(host, plan, spec.observeExtra, desired.connection);
   const after = await settled(host, spec.observeExtra, applied, usesNetworkManager(spec.kind, desired.name, before, set), (h) => problemsIn(h).length === 0);
@@ -340,7 +351,12 @@ async function applyConfirmed(host: Host, connection: ConnectionInput, plan: Pla
     throw rolledBack(outcome.log, "confirmed", "the host is as it was before this operation; fix what kept new SSH sessions out, or raise confirmTimeoutSec");
   }
   if (outcome?.state === "unknown") {
-    throw new KvmnetError({ kind: "Failed", message: `the host has no record of the change's revert (${why}); was it rebooted?`, host: host.label, hint: "run pulumi refresh to see what the host has" });
+    throw new KvmnetError({
+      kind: "Failed",
+      message: `the host has no record of the change's revert (${why}); was it rebooted?`,
+      host: host.label,
+      hint: "run pulumi refresh to see what the host has",
+    });
   }
   // Never reached: the host reverts at the deadline. Look once more after it.
   await sleep(Math.max(0, deadline - Date.now()) + REVERT_GRACE_SEC * 1000);
@@ -365,7 +381,7 @@ function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknow
   const picked: Record<string, unknown> = {};
   for (const k of spec.inputKeys) if (props?.[k] !== undefined) picked[k] = props[k];
   const unknowns = stored ? "validateAround" : "refuse";
-  const schema = stored ? spec.storedSchema ?? spec.schema : spec.schema;
+  const schema = stored ? (spec.storedSchema ?? spec.schema) : spec.schema;
   let { value, failures } = checkWith(schema, picked, unknowns);
   if (!value && stored && failures.every((f) => spec.computedInputs?.includes(f.property))) {
     for (const f of failures) delete picked[f.property];

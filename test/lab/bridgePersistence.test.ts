@@ -51,8 +51,11 @@ const pingFromLan = () => {
 };
 
 async function bridgeState(name: string) {
-  const link = JSON.parse((await lab.exec(`ip -j -d link show dev ${name} 2>/dev/null || echo '[]'`)).stdout)[0] as { address?: string; linkinfo?: { info_kind?: string } } | undefined;
-  const addrs = ((JSON.parse((await lab.exec(`ip -j addr show dev ${name} 2>/dev/null || echo '[]'`)).stdout)[0]?.addr_info ?? []) as { family: string; local: string; prefixlen: number }[])
+  const link = JSON.parse((await lab.exec(`ip -j -d link show dev ${name} 2>/dev/null || echo '[]'`)).stdout)[0] as
+    { address?: string; linkinfo?: { info_kind?: string } } | undefined;
+  const addrs = (
+    (JSON.parse((await lab.exec(`ip -j addr show dev ${name} 2>/dev/null || echo '[]'`)).stdout)[0]?.addr_info ?? []) as { family: string; local: string; prefixlen: number }[]
+  )
     .filter((a) => a.family === "inet")
     .map((a) => `${a.local}/${a.prefixlen}`);
   const master = JSON.parse((await lab.exec(`ip -j link show dev ${lanIf}`)).stdout)[0]?.master as string | undefined;

@@ -327,9 +327,7 @@ export function checkLabSupport(): void {
   for (const t of [QEMU, "qemu-img", "setpriv"]) if (!which(t)) missing.push(t);
   if (!fs.existsSync(IMAGE_SCRIPT)) missing.push(IMAGE_SCRIPT);
   if (missing.length > 0) {
-    throw new Error(
-      `lab hosts cannot run here; missing: ${missing.join(", ")} ` + "(apt-get install -y debootstrap qemu-system-x86 qemu-utils e2fsprogs)",
-    );
+    throw new Error(`lab hosts cannot run here; missing: ${missing.join(", ")} ` + "(apt-get install -y debootstrap qemu-system-x86 qemu-utils e2fsprogs)");
   }
 }
 
@@ -651,28 +649,44 @@ export function qemuArgs(o: {
     ...o.kernelArgs,
   ].join(" ");
   const args = [
-    "-name", o.name,
-    "-accel", "tcg,thread=multi",
-    "-machine", "q35",
+    "-name",
+    o.name,
+    "-accel",
+    "tcg,thread=multi",
+    "-machine",
+    "q35",
     // intel-iommu before any PCI device
-    "-device", "intel-iommu",
-    "-m", String(o.memoryMb),
-    "-smp", String(o.cpus),
+    "-device",
+    "intel-iommu",
+    "-m",
+    String(o.memoryMb),
+    "-smp",
+    String(o.cpus),
     "-nographic",
     "-nodefaults",
     // A guest reboot resets the machine and boots -kernel/-initrd/-append again on the
     // same overlay (the default, spelled out: -no-reboot would make qemu exit instead).
-    "-action", "reboot=reset,shutdown=poweroff",
-    "-monitor", "none",
-    "-serial", `file:${o.serialLog}`,
-    "-kernel", path.join(o.imageDir, "vmlinuz"),
-    "-initrd", path.join(o.imageDir, "initrd.img"),
-    "-append", append,
-    "-drive", `file=${o.overlay},if=none,id=d0,format=qcow2,cache=unsafe,discard=unmap`,
+    "-action",
+    "reboot=reset,shutdown=poweroff",
+    "-monitor",
+    "none",
+    "-serial",
+    `file:${o.serialLog}`,
+    "-kernel",
+    path.join(o.imageDir, "vmlinuz"),
+    "-initrd",
+    path.join(o.imageDir, "initrd.img"),
+    "-append",
+    append,
+    "-drive",
+    `file=${o.overlay},if=none,id=d0,format=qcow2,cache=unsafe,discard=unmap`,
     // slirp, isolated: only the forwarded loopback port reaches the guest
-    "-netdev", `user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:${o.port}-:22`,
-    "-device", `virtio-net-pci,netdev=n0,mac=${MAC.eth0},addr=0x2,romfile=`,
-    "-device", "virtio-blk-pci,drive=d0,addr=0x3",
+    "-netdev",
+    `user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:${o.port}-:22`,
+    "-device",
+    `virtio-net-pci,netdev=n0,mac=${MAC.eth0},addr=0x2,romfile=`,
+    "-device",
+    "virtio-blk-pci,drive=d0,addr=0x3",
   ];
   if (o.extraNics) {
     // Passthrough candidates, deliberately without a backend ("no peer"): no traffic.
@@ -781,9 +795,7 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
       // setpriv execs qemu in place (same pid) with PR_SET_PDEATHSIG=SIGKILL.
       const qemuCmd = ["setpriv", "--pdeathsig", "KILL", "--", QEMU, ...args];
       const lanTap = opts.lan ? (opts.lan.tap ?? `kvl${rec.id.slice(0, 6)}`) : undefined;
-      const argv = opts.lan
-        ? ["nsenter", `--net=/run/netns/${opts.lan.netns}`, "--", "perl", "-e", TAP_OPENER, lanTap!, `/proc/${process.pid}/ns/net`, ...qemuCmd]
-        : qemuCmd;
+      const argv = opts.lan ? ["nsenter", `--net=/run/netns/${opts.lan.netns}`, "--", "perl", "-e", TAP_OPENER, lanTap!, `/proc/${process.pid}/ns/net`, ...qemuCmd] : qemuCmd;
       const child = spawn(argv[0]!, argv.slice(1), {
         env: childEnv(),
         cwd: dir,

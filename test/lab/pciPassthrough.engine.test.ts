@@ -111,7 +111,9 @@ describe("examples/gpu-passthrough under the real engine on a lab host", () => {
   });
 
   it("P2: a device taken back by hand shows as drift of driver, and up binds it again", async () => {
-    await lab.exec(`printf '\\n' > /sys/bus/pci/devices/${DEVICE}/driver_override && printf ${DEVICE} > /sys/bus/pci/drivers/vfio-pci/unbind && printf ${DEVICE} > /sys/bus/pci/drivers/e1000/bind`);
+    await lab.exec(
+      `printf '\\n' > /sys/bus/pci/devices/${DEVICE}/driver_override && printf ${DEVICE} > /sys/bus/pci/drivers/vfio-pci/unbind && printf ${DEVICE} > /sys/bus/pci/drivers/e1000/bind`,
+    );
     const drift = await stack.pulumi(["refresh", "--yes", "--expect-no-changes"]);
     expect(drift.code).not.toBe(0);
     expect(pciResources((await stack.exportState()).doc)[0]?.outputs).toMatchObject({ driver: "e1000", currentDriver: "e1000", vfioDevice: null });
@@ -191,7 +193,9 @@ describe("examples/gpu-passthrough under the real engine on a lab host", () => {
   });
 
   it("P3: a device bound to vfio-pci by hand is adopted, and destroy leaves it on vfio-pci", async () => {
-    await lab.exec(`echo vfio-pci > /sys/bus/pci/devices/${DEVICE}/driver_override && printf ${DEVICE} > /sys/bus/pci/devices/${DEVICE}/driver/unbind && printf ${DEVICE} > /sys/bus/pci/drivers_probe`);
+    await lab.exec(
+      `echo vfio-pci > /sys/bus/pci/devices/${DEVICE}/driver_override && printf ${DEVICE} > /sys/bus/pci/devices/${DEVICE}/driver/unbind && printf ${DEVICE} > /sys/bus/pci/drivers_probe`,
+    );
     try {
       const byHand = await hostSnapshot();
       await stack.ok(["up", "--yes"]);
@@ -201,7 +205,10 @@ describe("examples/gpu-passthrough under the real engine on a lab host", () => {
       await stack.ok(["destroy", "--yes"]);
       expect(await hostSnapshot()).toBe(byHand);
     } finally {
-      await lab.exec(`printf '\\n' > /sys/bus/pci/devices/${DEVICE}/driver_override; printf ${DEVICE} > /sys/bus/pci/drivers/vfio-pci/unbind; printf ${DEVICE} > /sys/bus/pci/drivers/e1000/bind`, { allowFail: true });
+      await lab.exec(
+        `printf '\\n' > /sys/bus/pci/devices/${DEVICE}/driver_override; printf ${DEVICE} > /sys/bus/pci/drivers/vfio-pci/unbind; printf ${DEVICE} > /sys/bus/pci/drivers/e1000/bind`,
+        { allowFail: true },
+      );
     }
     expect(await hostSnapshot()).toBe(before);
   });

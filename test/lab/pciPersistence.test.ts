@@ -56,8 +56,7 @@ async function e1000Probes(h: LabHost): Promise<string[]> {
 const probedAddresses = (lines: string[]) => [...new Set(lines.map((l) => /e1000 ([0-9a-f:.]+)/.exec(l)?.[1]).filter(Boolean))].sort();
 
 /** Everything of ours under /etc, and the link farm we write into. */
-const OUR_FILES =
-  "ls -A /etc/udev/rules.d /etc/systemd/system/sysinit.target.wants; ls /etc/systemd/system | grep kvmnet; ls -AR /etc/kvmnet 2>/dev/null; true";
+const OUR_FILES = "ls -A /etc/udev/rules.d /etc/systemd/system/sysinit.target.wants; ls /etc/systemd/system | grep kvmnet; ls -AR /etc/kvmnet 2>/dev/null; true";
 
 /** Each PCI device's driver and driver_override, interface names and MACs, /dev/vfio, our /run state. */
 async function pciSnapshot(h: LabHost): Promise<string> {
@@ -255,7 +254,9 @@ describe("PciPassthrough persistence on the lab host (e1000 in the initramfs)", 
     timings.initramfsUnitActiveAtMs = Math.round(unit / 1000);
     timings.initramfsSysinitActiveAtMs = Math.round(sysinit / 1000);
     // eslint-disable-next-line no-console
-    console.log(`initramfs boot: ${(await h.exec(`journalctl -b -o short-monotonic --no-pager -k | grep -E 'e1000 ${E1000}|Run /init|switch' | head -5; journalctl -b -o short-monotonic --no-pager -u ${unitName(E1000)}`)).stdout}`);
+    console.log(
+      `initramfs boot: ${(await h.exec(`journalctl -b -o short-monotonic --no-pager -k | grep -E 'e1000 ${E1000}|Run /init|switch' | head -5; journalctl -b -o short-monotonic --no-pager -u ${unitName(E1000)}`)).stdout}`,
+    );
     expect((await provider.read(id, outs)).props).toEqual(outs);
 
     await provider.delete(id, outs);

@@ -72,7 +72,18 @@ afterAll(async () => {
 });
 
 it("qemu resets on a guest reboot (never -no-reboot); the kernel command line names the slirp MAC for the eth0 pin", () => {
-  const args = qemuArgs({ imageDir: "/img", overlay: "/o", serialLog: "/s", port: 2222, memoryMb: 1024, cpus: 2, extraNics: true, kernelArgs: [], machineId: "0".repeat(32), name: "kvmnet-lab-t" });
+  const args = qemuArgs({
+    imageDir: "/img",
+    overlay: "/o",
+    serialLog: "/s",
+    port: 2222,
+    memoryMb: 1024,
+    cpus: 2,
+    extraNics: true,
+    kernelArgs: [],
+    machineId: "0".repeat(32),
+    name: "kvmnet-lab-t",
+  });
   expect(args).not.toContain("-no-reboot");
   expect(args.join(" ")).toContain("-action reboot=reset");
   expect(args[args.indexOf("-append") + 1]).toContain(`kvmnet_lab.eth0_mac=${lab!.macs.eth0}`);
@@ -106,7 +117,9 @@ describe.each<[NetworkStack, boolean]>([
     if (injectRace) {
       const r = raceFiles(h.macs.e1000!);
       const b = (t: string) => Buffer.from(t).toString("base64");
-      await h.exec(`echo ${b(r.script)} | base64 -d > ${RACE_SCRIPT} && chmod 755 ${RACE_SCRIPT} && echo ${b(r.unit)} | base64 -d > ${RACE_UNIT} && systemctl enable --quiet kvl-nic-race.service && sync`);
+      await h.exec(
+        `echo ${b(r.script)} | base64 -d > ${RACE_SCRIPT} && chmod 755 ${RACE_SCRIPT} && echo ${b(r.unit)} | base64 -d > ${RACE_UNIT} && systemctl enable --quiet kvl-nic-race.service && sync`,
+      );
     }
 
     const sw = await useNetworkStack(h, stack);

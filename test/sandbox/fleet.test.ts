@@ -9,17 +9,7 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { Client, type ClientChannel, type ConnectConfig } from "ssh2";
-import {
-  assertSandboxSupported,
-  cleanupStale,
-  fleetPrefixes,
-  sandboxPaths,
-  snapshotHost,
-  startFleet,
-  type Fleet,
-  type SandboxHost,
-  type StartFleetError,
-} from "./fleet";
+import { assertSandboxSupported, cleanupStale, fleetPrefixes, sandboxPaths, snapshotHost, startFleet, type Fleet, type SandboxHost, type StartFleetError } from "./fleet";
 
 const REPO = path.resolve(__dirname, "../..");
 // jest.config.js sets testTimeout on the project, which jest does not apply per project.
@@ -185,9 +175,7 @@ describe("a fleet of two hosts", () => {
   test("one host is a jump host to another (TCP forwarding over the uplink LAN)", async () => {
     const jump = await connect(h1);
     try {
-      const sock = await new Promise<ClientChannel>((resolve, reject) =>
-        jump.forwardOut("127.0.0.1", 0, h2.uplinkAddress, 22, (err, ch) => (err ? reject(err) : resolve(ch))),
-      );
+      const sock = await new Promise<ClientChannel>((resolve, reject) => jump.forwardOut("127.0.0.1", 0, h2.uplinkAddress, 22, (err, ch) => (err ? reject(err) : resolve(ch))));
       const inner = await connect(h2, { sock });
       try {
         expect((await sshExec(inner, "ip netns identify")).stdout.trim()).toBe(h2.netns);

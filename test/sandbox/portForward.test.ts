@@ -84,7 +84,18 @@ describe("PortForward with real traffic", () => {
   it("forwards tcp and udp from upstream to a guest, and delete leaves no trace", async () => {
     const web = await create({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", destinationPort: 80, description: "web on vpf1" });
     expect(web.id).toBe(`${h.address}/portforward/tcp_any_8080`);
-    expect(web.outs).toMatchObject({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", destinationPort: 80, hairpin: true, sourceCidrs: [], description: "web on vpf1", table: "kvmnet_pf_tcp_any_8080", warnings: [], drift: [] });
+    expect(web.outs).toMatchObject({
+      protocol: "tcp",
+      hostPort: 8080,
+      destination: "10.77.0.10",
+      destinationPort: 80,
+      hairpin: true,
+      sourceCidrs: [],
+      description: "web on vpf1",
+      table: "kvmnet_pf_tcp_any_8080",
+      warnings: [],
+      drift: [],
+    });
     const dns = await create({ protocol: "udp", hostPort: 5000, destination: "10.77.0.10", destinationPort: 6000 });
     expect(dns.outs).toMatchObject({ table: "kvmnet_pf_udp_any_5000", destinationPort: 6000 });
     expect(await nftTables()).toEqual(expect.arrayContaining(["kvmnet_pf_tcp_any_8080", "kvmnet_pf_udp_any_5000"]));
@@ -265,7 +276,7 @@ describe("PortForward with real traffic", () => {
       }
     }
     // A hostile-looking but valid description is written as an nft comment and read back verbatim.
-    const r = await create({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", description: "$(id) `x` ; drop table -- {br0} #" .replace(/`/g, "") });
+    const r = await create({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", description: "$(id) `x` ; drop table -- {br0} #".replace(/`/g, "") });
     expect(r.outs.description).toBe("$(id) x ; drop table -- {br0} #");
     await portForwardProvider.delete(r.id, r.outs);
     expect(await snapshotHost(h)).toEqual(baseline);

@@ -193,7 +193,9 @@ describe("through a jump host, every network wait is bounded by readyTimeoutMs",
   let listenerPid: string | undefined;
   beforeAll(async () => {
     // Port 2222: SYNs are dropped, so the jump's connect() hangs (~130 s of SYN retries).
-    await h.exec(`nft add table inet ${table} && nft add chain inet ${table} input '{ type filter hook input priority 0; }' && nft add rule inet ${table} input ip daddr ${h.uplinkAddress} tcp dport 2222 drop`);
+    await h.exec(
+      `nft add table inet ${table} && nft add chain inet ${table} input '{ type filter hook input priority 0; }' && nft add rule inet ${table} input ip daddr ${h.uplinkAddress} tcp dport 2222 drop`,
+    );
     // Port 2223: accepts TCP and never says a word of SSH.
     const started = await h.exec(
       `python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("${h.uplinkAddress}", 2223)); s.listen(8); c=[s.accept() for _ in range(8)]; time.sleep(600)' >/dev/null 2>&1 & echo $!`,
@@ -221,17 +223,13 @@ describe("through a jump host, every network wait is bounded by readyTimeoutMs",
     30_000, // without the bound the forward waits for the kernel's SYN retries (~130 s)
   );
 
-  it(
-    "fails Timeout when the target behind the jump accepts TCP but never completes the SSH handshake",
-    async () => {
-      closeAllConnections();
-      const err = await rejection(hostFor(conn({ host: h.uplinkAddress, port: 2223, jumpHost: conn(), readyTimeoutMs: 1000 })).run("true"));
-      expect(err.kind).toBe("Timeout");
-      expect(err.message).toContain("no SSH handshake within 1000 ms");
-      expect(err.message).toContain(`${h.uplinkAddress}:2223 via`);
-    },
-    30_000,
-  );
+  it("fails Timeout when the target behind the jump accepts TCP but never completes the SSH handshake", async () => {
+    closeAllConnections();
+    const err = await rejection(hostFor(conn({ host: h.uplinkAddress, port: 2223, jumpHost: conn(), readyTimeoutMs: 1000 })).run("true"));
+    expect(err.kind).toBe("Timeout");
+    expect(err.message).toContain("no SSH handshake within 1000 ms");
+    expect(err.message).toContain(`${h.uplinkAddress}:2223 via`);
+  }, 30_000);
 });
 
 it("times out a command that runs too long", async () => {
@@ -255,7 +253,10 @@ it("bounds captured output over SSH: a flood fails with the limit named, and the
   closeAllConnections();
   const host = hostFor(conn());
   const MiB = 1024 * 1024;
-  for (const [stream, redirect] of [["stdout", ""], ["stderr", " >&2"]]) {
+  for (const [stream, redirect] of [
+    ["stdout", ""],
+    ["stderr", " >&2"],
+  ]) {
     const marker = `kvmnet-flood-${stream}-${process.pid}`;
     // Never ends on its own: without the bound it would run into the timeout.
     const err = await rejection(host.run(`yes ${marker}${redirect}; echo never`, { maxOutputBytes: MiB, timeoutMs: 15_000 }));
@@ -307,9 +308,14 @@ describe("files that are not regular files are refused, never read (a FIFO would
     // node itself with tsx's loader (not the tsx CLI, which runs node as a child
     // that the timeout's SIGKILL would not reach): a hung child must die.
     return new Promise((resolve) => {
-      execFile(process.execPath, ["--import", "tsx", script], { cwd: path.resolve(__dirname, "../.."), timeout: 15_000, killSignal: "SIGKILL", env: { ...process.env, ...env } }, (err, stdout) => {
-        resolve(err && !stdout.trim() ? { message: "HUNG (killed after 15 s)" } : JSON.parse(stdout.trim().split("\n").pop() as string));
-      });
+      execFile(
+        process.execPath,
+        ["--import", "tsx", script],
+        { cwd: path.resolve(__dirname, "../.."), timeout: 15_000, killSignal: "SIGKILL", env: { ...process.env, ...env } },
+        (err, stdout) => {
+          resolve(err && !stdout.trim() ? { message: "HUNG (killed after 15 s)" } : JSON.parse(stdout.trim().split("\n").pop() as string));
+        },
+      );
     });
   }
   const fifo = path.join(tmp, "a-fifo");

@@ -21,7 +21,8 @@ class TimeTableReporter {
       files.push({ file: r.testFilePath.replace(`${process.cwd()}/`, ""), ms });
     }
     const lines = ["", "time per tier", "  tier        files  tests  failed      time"];
-    for (const [tier, t] of tiers) lines.push(`  ${String(tier).padEnd(10)} ${String(t.files).padStart(6)} ${String(t.tests).padStart(6)} ${String(t.failed).padStart(7)} ${fmt(t.ms)}`);
+    for (const [tier, t] of tiers)
+      lines.push(`  ${String(tier).padEnd(10)} ${String(t.files).padStart(6)} ${String(t.tests).padStart(6)} ${String(t.failed).padStart(7)} ${fmt(t.ms)}`);
     lines.push("", "ten slowest files");
     for (const f of files.sort((a, b) => b.ms - a.ms).slice(0, 10)) lines.push(`  ${fmt(f.ms)}  ${f.file}`);
     process.stderr.write(lines.join("\n") + "\n");

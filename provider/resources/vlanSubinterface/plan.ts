@@ -118,11 +118,19 @@ export function planVlan(desired: VlanSubinterfaceInputs, snap: HostSnapshot, pr
   const actions: VlanAction[] = [];
 
   if (!parentLink) {
-    throw new KvmnetError({ kind: "NotFound", message: `${who}: parent ${parent} does not exist on the host`, hint: "give an existing interface (`ip link`) as parent, or create it first" });
+    throw new KvmnetError({
+      kind: "NotFound",
+      message: `${who}: parent ${parent} does not exist on the host`,
+      hint: "give an existing interface (`ip link`) as parent, or create it first",
+    });
   }
   if (obs.exists) {
     if (!obs.isVlan) {
-      throw new KvmnetError({ kind: "Conflict", message: `an interface named ${name} already exists and is not a VLAN (it is ${obs.kind ?? "unknown"})`, hint: "choose another name" });
+      throw new KvmnetError({
+        kind: "Conflict",
+        message: `an interface named ${name} already exists and is not a VLAN (it is ${obs.kind ?? "unknown"})`,
+        hint: "choose another name",
+      });
     }
     if (!isOurVlan(obs, desired)) {
       throw new KvmnetError({
