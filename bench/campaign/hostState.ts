@@ -98,7 +98,7 @@ export function processes(): Proc[] {
     .filter((l) => l.trim())
     .map((l) => {
       const m = /^\s*(\d+)\s+(\d+)\s+(\S+)\s*(.*)$/.exec(l);
-      return m ? { pid: Number(m[1]), ppid: Number(m[2]), comm: m[3]!, args: m[4]! } : undefined;
+      return m ? { pid: Number(m[1]), ppid: Number(m[2]), comm: m[3], args: m[4] } : undefined;
     })
     .filter((p): p is Proc => p !== undefined);
 }
@@ -174,7 +174,7 @@ export async function linesWithMarker(h: SandboxHost, marker: string): Promise<{
     .filter(Boolean)
     .map((l) => {
       const m = /^([^:]+):\d+:(.*)$/.exec(l);
-      return m ? { file: m[1]!, line: m[2]! } : { file: "?", line: l };
+      return m ? { file: m[1], line: m[2] } : { file: "?", line: l };
     });
 }
 

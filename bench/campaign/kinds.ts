@@ -176,7 +176,7 @@ export function withValue(args: Record<string, unknown>, path: string, value: un
     if (cur[k] === null || typeof cur[k] !== "object") cur[k] = /^\d+$/.test(k) ? [] : {};
     cur = cur[k] as Record<string, unknown>;
   }
-  cur[keys[keys.length - 1]!] = value;
+  cur[keys[keys.length - 1]] = value;
   return copy;
 }
 

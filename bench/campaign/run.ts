@@ -47,7 +47,7 @@ interface Options {
 function parseOptions(argv: string[]): Options {
   const o: Options = { values: Infinity, kills: 3, cuts: 2, seed: 1, maxMinutes: 20, fuzz: true, faults: true };
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
+    const a = argv[i];
     const num = () => {
       const v = Number(argv[++i]);
       if (!Number.isFinite(v) || v < 0) throw new Error(`${a} needs a number ≥ 0, got ${argv[i]}`);
@@ -407,10 +407,10 @@ class Campaign {
     if (r.done.length !== 4 || failed.length > 0) {
       throw new Error(`calibration of ${kind} failed (${r.exit}): ${JSON.stringify(failed.map((d) => d.error))} ${short(r.stderr, 400)}`);
     }
-    for (const [i, op] of ["create", "update", "read", "delete"].entries()) this.durations.set(`${kind} ${op}`, r.done[i]!.ms);
+    for (const [i, op] of ["create", "update", "read", "delete"].entries()) this.durations.set(`${kind} ${op}`, r.done[i].ms);
     const left = await this.leftovers();
     if (left.diff.length + left.strays.length > 0) this.note("LEFTOVER", `${kind} clean create/update/delete: ${[...left.diff, ...left.strays].join("; ")}`);
-    log(`calibrated ${kind}: create ${r.done[0]!.ms} ms, update ${r.done[1]!.ms} ms, read ${r.done[2]!.ms} ms, delete ${r.done[3]!.ms} ms`);
+    log(`calibrated ${kind}: create ${r.done[0].ms} ms, update ${r.done[1].ms} ms, read ${r.done[2].ms} ms, delete ${r.done[3].ms} ms`);
   }
 
   async faults(): Promise<void> {
@@ -528,7 +528,7 @@ class Campaign {
         this.note("NOT CONVERGED (1st retry)", `${label}: ${problems.join(" / ")}`);
       }
       // A read that found the wrong object or none ends the story: the engine would plan from it.
-      retry = failedAt >= 0 && retry[failedAt]!.op !== "read" ? retry.slice(failedAt) : [];
+      retry = failedAt >= 0 && retry[failedAt].op !== "read" ? retry.slice(failedAt) : [];
       if (retry.length === 0) break;
     }
     if (attempts === 2) {
@@ -580,9 +580,9 @@ const LOCK_HINT = "/run/lock/kvmnet.lock still held 15 s after the retry ended";
 
 /** `steps` with the first one working on the object `id`/`outs` (the engine's state), when there is one. */
 function withState(steps: WorkerStep[], id: string | undefined, outs: Record<string, unknown> | undefined): WorkerStep[] {
-  if (!id || steps[0]!.op === "create") return steps;
+  if (!id || steps[0].op === "create") return steps;
   const [first, ...rest] = steps;
-  const named: WorkerStep = first!.op === "update" ? { ...first!, id, olds: outs } : ({ ...first!, id, props: outs } as WorkerStep);
+  const named: WorkerStep = first.op === "update" ? { ...first, id, olds: outs } : { ...first, id, props: outs };
   return [named, ...rest];
 }
 
@@ -594,7 +594,7 @@ function pick(o: Record<string, unknown> | undefined, keys: readonly string[]): 
 
 /** A failure mode in a few words: the error kind and the first words of its message. */
 function modeOf(problems: string[], leftovers: string[], lockHeld: boolean): string {
-  if (problems.length > 0) return short(problems[0]!.replace(/\d+(\.\d+)*/g, "N"), 110);
+  if (problems.length > 0) return short(problems[0].replace(/\d+(\.\d+)*/g, "N"), 110);
   if (lockHeld) return "stale lock";
   return `leftover: ${short(leftovers[0] ?? "", 80)}`;
 }
@@ -604,8 +604,8 @@ function modeOf(problems: string[], leftovers: string[], lockHeld: boolean): str
 
 function table(head: string[], rows: (string | number)[][]): string {
   const cells = [head, ...rows.map((r) => r.map(String))];
-  const w = head.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
-  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(w[i]!)).join(" | ")} |`;
+  const w = head.map((_, i) => Math.max(...cells.map((r) => r[i].length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(w[i])).join(" | ")} |`;
   return [line(head), `| ${w.map((x) => "-".repeat(x)).join(" | ")} |`, ...cells.slice(1).map(line)].join("\n");
 }
 
@@ -617,7 +617,7 @@ function report(c: Campaign, totalCanaries: number, argv: string[], startedAt: D
   out.push("");
   const live = new Set<string>(LIVE_KINDS);
   const summary: (string | number)[][] = [];
-  const kindsInOrder = [...(Object.keys(PROVIDERS) as string[]), "connection (on Bridge)"];
+  const kindsInOrder = [...Object.keys(PROVIDERS), "connection (on Bridge)"];
   for (const k of kindsInOrder) {
     const f = c.fuzzRows.find((r) => r.kind === k);
     const faults = c.faultRows.filter((r) => r.kind === k);
@@ -713,7 +713,7 @@ async function main(): Promise<void> {
   process.once("SIGTERM", onSignal);
   try {
     fleet = await startFleet(1);
-    const h = fleet.hosts[0]!;
+    const h = fleet.hosts[0];
     campaign = new Campaign(opts, fleet, h);
     const uncovered = uncoveredStringFields(h);
     if (uncovered.length > 0) throw new Error(`string fields the campaign does not fuzz: ${uncovered.join(", ")} (add them to FUZZ_FIELDS)`);

@@ -55,7 +55,7 @@ function emit(e: WorkerEvent): void {
 }
 
 async function main(): Promise<void> {
-  const job = JSON.parse(fs.readFileSync(process.argv[2]!, "utf8")) as WorkerJob;
+  const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8")) as WorkerJob;
   const p = PROVIDERS[job.kind];
   let id = "";
   let outs: Record<string, unknown> = {};

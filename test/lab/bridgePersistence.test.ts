@@ -87,7 +87,7 @@ describe.each(labStacks(["networkmanager"]))("Bridge persisted through %s", (sta
     expect(pingFromLan()).toBe(true);
     const read = await bridgeProvider.read(c.id, c.outs);
     expect(read.props).toMatchObject({ persistedBy: stack, persistenceDrift: [], macAddress: live.mac, ports: [lanIf], addresses: ["192.0.2.1/24"] });
-    expect(read.inputs).toEqual(Object.fromEntries(Object.keys(read.inputs ?? {}).map((k) => [k, (c.outs as Record<string, unknown>)[k]])));
+    expect(read.inputs).toEqual(Object.fromEntries(Object.keys(read.inputs ?? {}).map((k) => [k, c.outs[k]])));
 
     // A hand edit of the persisted config is drift; the next update puts it back.
     const files = (await lab.exec(`cat /etc/kvmnet/owned/bridge/${name}`)).stdout.trim().split("\n");

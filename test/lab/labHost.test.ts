@@ -44,7 +44,6 @@ describe("lab host harness", () => {
 
   afterAll(async () => {
     await host?.shutdown();
-    // eslint-disable-next-line no-console
     console.log(`lab timings: ${JSON.stringify(timings)}`);
   });
 
@@ -123,7 +122,6 @@ describe("lab host harness", () => {
     const state = r.stdout.trim();
     if (state === "degraded") {
       const failed = await host!.exec("systemctl --failed --no-legend --plain", { allowFail: true });
-      // eslint-disable-next-line no-console
       console.log(`lab guest is degraded; failed units:\n${failed.stdout}`);
     }
     expect(["running", "degraded"]).toContain(state);

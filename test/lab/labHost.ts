@@ -796,7 +796,7 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
       const qemuCmd = ["setpriv", "--pdeathsig", "KILL", "--", QEMU, ...args];
       const lanTap = opts.lan ? (opts.lan.tap ?? `kvl${rec.id.slice(0, 6)}`) : undefined;
       const argv = opts.lan ? ["nsenter", `--net=/run/netns/${opts.lan.netns}`, "--", "perl", "-e", TAP_OPENER, lanTap!, `/proc/${process.pid}/ns/net`, ...qemuCmd] : qemuCmd;
-      const child = spawn(argv[0]!, argv.slice(1), {
+      const child = spawn(argv[0], argv.slice(1), {
         env: childEnv(),
         cwd: dir,
         stdio: ["ignore", logFd, logFd],

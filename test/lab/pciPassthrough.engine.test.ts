@@ -80,7 +80,6 @@ afterAll(async () => {
   await stack?.pulumi(["destroy", "--yes"]);
   await stack?.dispose();
   await lab?.shutdown();
-  // eslint-disable-next-line no-console
   console.log(`pci engine timings: ${JSON.stringify(timings)}`);
 });
 
@@ -102,8 +101,8 @@ describe("examples/gpu-passthrough under the real engine on a lab host", () => {
     expect(out.originalDriver).toBe("e1000");
     await lab.exec(`test -c ${out.vfioDevice as string}`);
     // With secrets shown: the connection's ciphertext differs on every encryption.
-    created = pciResources((await stack.exportState(true)).doc)[0]!.outputs!;
-    expect(pciResources((await stack.exportState()).doc)[0]!.id).toBe(`127.0.0.1/pcipassthrough/${DEVICE}`);
+    created = pciResources((await stack.exportState(true)).doc)[0].outputs!;
+    expect(pciResources((await stack.exportState()).doc)[0].id).toBe(`127.0.0.1/pcipassthrough/${DEVICE}`);
 
     await timed("previewMs", () => stack.ok(["preview", "--expect-no-changes"]));
     await stack.ok(["up", "--yes", "--expect-no-changes"]);
@@ -199,7 +198,7 @@ describe("examples/gpu-passthrough under the real engine on a lab host", () => {
     try {
       const byHand = await hostSnapshot();
       await stack.ok(["up", "--yes"]);
-      const adopted = pciResources((await stack.exportState(true)).doc)[0]!.outputs!;
+      const adopted = pciResources((await stack.exportState(true)).doc)[0].outputs!;
       expect(adopted).toEqual({ ...created, originalDriver: "vfio-pci" });
       await stack.ok(["preview", "--expect-no-changes"]);
       await stack.ok(["destroy", "--yes"]);

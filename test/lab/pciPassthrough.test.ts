@@ -31,7 +31,6 @@ const GROUP_BRIDGE = "0000:01:00.0";
 
 const timings: Record<string, number> = {};
 afterAll(() => {
-  // eslint-disable-next-line no-console
   console.log(`pci lab timings: ${JSON.stringify(timings)}`);
 });
 

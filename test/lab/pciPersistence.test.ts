@@ -34,7 +34,6 @@ const ALL_E1000 = [E1000, GROUP_A, GROUP_B];
 
 const timings: Record<string, number> = {};
 afterAll(() => {
-  // eslint-disable-next-line no-console
   console.log(`pci persistence lab timings: ${JSON.stringify(timings)}`);
 });
 
@@ -161,7 +160,6 @@ describe("PciPassthrough persistence on the lab host (initramfs without e1000)",
       `d=$(mktemp -d) && cp ${unitPath(E1000)} "$d/kvmnet-vfio-lint.service" && systemd-analyze verify "$d/kvmnet-vfio-lint.service" 2>&1; rc=$?; rm -rf "$d"; exit $rc`,
       { allowFail: true },
     );
-    // eslint-disable-next-line no-console
     console.log(`systemd-analyze verify: exit ${verify.code} ${JSON.stringify(verify.stdout.trim())}`);
     t = Date.now();
     const read0 = await provider.read(single.id, single.outs);
@@ -253,7 +251,6 @@ describe("PciPassthrough persistence on the lab host (e1000 in the initramfs)", 
     expect(unit).toBeLessThanOrEqual(sysinit);
     timings.initramfsUnitActiveAtMs = Math.round(unit / 1000);
     timings.initramfsSysinitActiveAtMs = Math.round(sysinit / 1000);
-    // eslint-disable-next-line no-console
     console.log(
       `initramfs boot: ${(await h.exec(`journalctl -b -o short-monotonic --no-pager -k | grep -E 'e1000 ${E1000}|Run /init|switch' | head -5; journalctl -b -o short-monotonic --no-pager -u ${unitName(E1000)}`)).stdout}`,
     );

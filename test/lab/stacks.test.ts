@@ -67,7 +67,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (lab) timings.shutdownMs = (await lab.shutdown()).ms;
-  // eslint-disable-next-line no-console
   console.log(`stacks lab timings: ${JSON.stringify(timings)}`);
 });
 
@@ -96,7 +95,6 @@ it("the fresh guest: ifupdown configured eth0 (NetworkManager runs too, for the 
   const f = await eth0Facts(lab!);
   expect(f.mac).toBe(lab!.macs.eth0);
   expect(f.ifupdown).toMatch(/^eth0=eth0$/m);
-  // eslint-disable-next-line no-console
   console.log(`fresh guest: active ${JSON.stringify(a.units)} → detected as ${a.stack}`);
   expect((await lab!.exec("systemctl is-active kvmnet-lab-nic-names.service")).stdout.trim()).toBe("active");
   // The pin ran this boot (normally with nothing to do: the softdep gets the kernel's order right).
@@ -127,7 +125,7 @@ describe.each<[NetworkStack, boolean]>([
     timings[`${stack}.rebootMs`] = sw.reboot.ms;
     timings[`${stack}.settleMs`] = sw.settleMs;
     timings[`${stack}.configureMs`] = sw.configureMs;
-    if (sw.failedUnits.length) console.log(`${stack}: degraded, failed units: ${sw.failedUnits.join(" ")}`); // eslint-disable-line no-console
+    if (sw.failedUnits.length) console.log(`${stack}: degraded, failed units: ${sw.failedUnits.join(" ")}`);
 
     // A real reboot: a new boot id (read here, not only as reboot() reports it) and one more kernel banner.
     const after = await bootId(h);

@@ -149,7 +149,7 @@ export async function activeStack(lab: LabHost): Promise<ActiveStack> {
     )
   ).stdout;
   const units = Object.fromEntries(UNIT_NAMES.map((u) => [u, ""])) as ActiveStack["units"];
-  for (const m of out.matchAll(/^active (\S+) (\S*)$/gm)) if ((UNIT_NAMES as readonly string[]).includes(m[1]!)) units[m[1] as keyof ActiveStack["units"]] = m[2]!;
+  for (const m of out.matchAll(/^active (\S+) (\S*)$/gm)) if ((UNIT_NAMES as readonly string[]).includes(m[1])) units[m[1] as keyof ActiveStack["units"]] = m[2]!;
   const ifstate = /^ifstate yes$/m.test(out);
   const ifup = /^ifup yes$/m.test(out);
   const nm = units.NetworkManager === "active";

@@ -57,7 +57,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await releaseLab(lab, ns);
-  // eslint-disable-next-line no-console
   console.log(`vlan persistence timings (ms): ${JSON.stringify(timings)}`);
 });
 
@@ -198,7 +197,6 @@ describe.each(labStacks(["networkd"]).map((st) => [st, NETWORK_STACKS.indexOf(st
       if (stack === "networkmanager") {
         // What NetworkManager made of the live VLANs once it re-read its keyfiles.
         const nm = (await lab.exec(`nmcli -t -f DEVICE,STATE,CONNECTION device; nmcli -t -f NAME,DEVICE connection show --active`)).stdout;
-        // eslint-disable-next-line no-console
         console.log(`NetworkManager after create:\n${nm}\nin-memory profiles: ${(await lab.exec("ls /run/NetworkManager/system-connections")).stdout}`);
       }
       // Live traffic on both tags before the reboot.
@@ -218,7 +216,6 @@ describe.each(labStacks(["networkd"]).map((st) => [st, NETWORK_STACKS.indexOf(st
         throw new Error(`${(e as Error).message}\n${await stackDiagnostics(lab)}`);
       }
       if (stack === "networkmanager") {
-        // eslint-disable-next-line no-console
         console.log(`NetworkManager after the reboot:\n${(await lab.exec("nmcli -t -f DEVICE,STATE,CONNECTION device")).stdout}`);
       }
       const la = await link(nameA);

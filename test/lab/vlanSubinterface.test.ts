@@ -37,7 +37,6 @@ beforeAll(async () => {
   root("python3", ["-c", "import socket; socket.AF_PACKET"]); // the tagged peer's interpreter: fail loudly, never skip
   root("ip", ["netns", "add", ns]);
   lab = await bootLabHost({ lan: { netns: ns } });
-  // eslint-disable-next-line no-console
   console.log(`vlan lab: boot to SSH ${lab.bootMs} ms`);
   tap = lab.lan!.tap;
   const links = JSON.parse((await lab.exec("ip -j link")).stdout) as { ifname: string; address?: string }[];

@@ -134,7 +134,7 @@ describe("a fleet of two hosts", () => {
   });
 
   test.each([1, 2])("host %i over SSH: pinned host key, uplink default route, no PCI bus, empty private state, own netns", async (i) => {
-    const host = fleet.hosts[i - 1]!;
+    const host = fleet.hosts[i - 1];
     const before = host.acceptedConnections();
     const conn = await connect(host);
     try {
@@ -224,8 +224,8 @@ describe("a fleet of two hosts", () => {
     expect(guest.netns).toMatch(new RegExp(`^kvs-${fleet.runId}-g\\d+$`));
     expect(guest.ifname).toBe("eth0");
     const peer = JSON.parse((await h1.exec("ip -j -d link show dev vnet7")).stdout) as { linkinfo: { info_kind: string }; master?: string }[];
-    expect(peer[0]!.linkinfo.info_kind).toBe("veth");
-    expect(peer[0]!.master).toBeUndefined();
+    expect(peer[0].linkinfo.info_kind).toBe("veth");
+    expect(peer[0].master).toBeUndefined();
     // Real L2 through a bridge in the host, as a VM's tap would be used.
     await h1.exec("ip link add kvsbr9 type bridge && ip addr add 10.199.0.1/24 dev kvsbr9 && ip link set kvsbr9 up && ip link set vnet7 master kvsbr9");
     try {
@@ -259,9 +259,9 @@ describe("a fleet of two hosts", () => {
 describe("leaving nothing behind", () => {
   test("stop() removes processes, namespaces, root links, slots and files; twice is fine", async () => {
     const fleet = await startFleet(2);
-    const guest = await fleet.addGuest(fleet.hosts[0]!, "tap0");
+    const guest = await fleet.addGuest(fleet.hosts[0], "tap0");
     // A stray daemon in a host and one in a guest: stop() must find them by namespace.
-    const stray = Number((await fleet.hosts[1]!.exec("setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!")).stdout.trim());
+    const stray = Number((await fleet.hosts[1].exec("setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!")).stdout.trim());
     const strayGuest = Number((await guest.exec("setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!")).stdout.trim());
     const sshdPids = fleet.hosts.map((h) => h.sshdPid);
     expect(leftovers(fleet.runId).netns).toHaveLength(4);

@@ -252,7 +252,7 @@ function ipBatch(netns: string | undefined, lines: string[], what: string): Prom
 }
 
 function makeExec(prefix: string[], what: string): SandboxHost["exec"] {
-  return (cmd, opts = {}) => run(prefix[0]!, [...prefix.slice(1), "sh", "-c", cmd], { ...opts, what });
+  return (cmd, opts = {}) => run(prefix[0], [...prefix.slice(1), "sh", "-c", cmd], { ...opts, what });
 }
 
 // Namespace and link listings straight from the filesystem: no process per call.
@@ -894,7 +894,7 @@ export async function startFleet(n: number, opts: StartFleetOptions = {}): Promi
     const keys = await keysP;
     const settled = await Promise.allSettled(plans.map((p) => startSshd(rec, p, keys, opts)));
     const failures = settled.filter((s): s is PromiseRejectedResult => s.status === "rejected");
-    if (failures.length > 0) throw failures[0]!.reason;
+    if (failures.length > 0) throw failures[0].reason;
     const hosts = settled.map((s) => (s as PromiseFulfilledResult<SandboxHost>).value);
 
     return {
@@ -996,11 +996,11 @@ export async function cleanupStale(): Promise<string[]> {
     }
     const orphanNetns = netnsNow.filter((ns) => {
       const m = OUR_NETNS_RE.exec(ns);
-      return m !== null && !records.has(m[1]!) && !reaped.has(m[1]!) && !fs.existsSync(recordPath(m[1]!));
+      return m !== null && !records.has(m[1]) && !reaped.has(m[1]) && !fs.existsSync(recordPath(m[1]));
     });
     const orphanLinks = linksNow.filter((l) => {
       const m = OUR_ROOT_LINK_RE.exec(l);
-      return m !== null && !records.has(m[1]!) && !reaped.has(m[1]!) && !fs.existsSync(recordPath(m[1]!));
+      return m !== null && !records.has(m[1]) && !reaped.has(m[1]) && !fs.existsSync(recordPath(m[1]));
     });
     if (orphanNetns.length + orphanLinks.length > 0) {
       killAll([], orphanNetns);
@@ -1112,7 +1112,7 @@ function normaliseDownQdisc(links: Json): Json {
       return { ...link, qdisc: "(down)" };
     }
     return l;
-  }) as Json;
+  });
 }
 
 /**
@@ -1136,7 +1136,7 @@ export async function snapshotHost(host: SandboxHost): Promise<unknown> {
   ];
   const r = await host.exec(sections.map((c) => `${c}; echo; echo ${SNAPSHOT_SEPARATOR}`).join("\n"));
   const out = r.stdout.split(`${SNAPSHOT_SEPARATOR}\n`).map((s) => s.trim());
-  const json = (i: number): Json => (out[i] ? (JSON.parse(out[i]!) as Json) : []);
+  const json = (i: number): Json => (out[i] ? (JSON.parse(out[i]) as Json) : []);
   const [ipForward = "", ip6Forward = ""] = (out[5] ?? "").split("\n");
   const hashes = new Map(
     (out[7] ?? "")

@@ -66,8 +66,8 @@ export function observeBridge(snap: HostSnapshot, name: string): BridgeObserved 
     for (const [port, u] of Object.entries(persistedTakeover(snap, name) ?? {})) if (ports.includes(port)) takenOver[port] = u.addresses;
   }
   if (!link) return { exists: false, isBridge: false, adminUp: false, options: {}, ports: [], addresses: [], portsBroughtUp, takenOver };
-  const info = (link.linkinfo?.info_data ?? {}) as Record<string, unknown>;
-  const num = (k: string) => (typeof info[k] === "number" ? (info[k] as number) : undefined);
+  const info = link.linkinfo?.info_data ?? {};
+  const num = (k: string) => (typeof info[k] === "number" ? info[k] : undefined);
   const isBridge = link.linkinfo?.info_kind === "bridge";
   return {
     exists: true,

@@ -57,7 +57,7 @@ function vlanIdentity(l: VlanLink): { parent?: string; vlanId?: number; protocol
 export function observeVlan(snap: HostSnapshot, name: string): VlanObserved {
   const hold = snap.stateFiles[parentHoldFile(name)]?.trim();
   const holdsParent = hold ? hold : undefined;
-  const link = findLink(snap, name) as VlanLink | undefined;
+  const link = findLink(snap, name);
   if (!link) return { exists: false, isVlan: false, adminUp: false, addresses: [], holdsParent };
   const id = vlanIdentity(link);
   return {
@@ -148,7 +148,7 @@ export function planVlan(desired: VlanSubinterfaceInputs, snap: HostSnapshot, pr
     }
   } else {
     const twin = snap.links.find((l) => {
-      const id = vlanIdentity(l as VlanLink);
+      const id = vlanIdentity(l);
       return id?.parent === parent && id.vlanId === vlanId && id.protocol === protocol;
     });
     if (twin) {

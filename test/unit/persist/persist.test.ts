@@ -281,7 +281,7 @@ describe("kinds that persist nothing yet", () => {
     };
     const p = makeKindProvider({
       kind: "demo",
-      schema: z.object({ connection: z.any(), name: z.string(), persistence: persistence.default("runtime") }) as never,
+      schema: z.object({ connection: z.any(), name: z.string(), persistence: persistence.default("runtime") }),
       inputKeys: ["connection", "name", "persistence"],
       replaces: () => [],
       deleteBeforeReplace: () => false,
