@@ -33,7 +33,8 @@ export function shq(value: string): string {
 
 function quoteValue(v: ShellValue): string {
   if (v instanceof Script) return v.text;
-  if (Array.isArray(v)) return v.map((x) => quoteValue(x)).join(" ");
+  // Array.isArray narrows a readonly array to any[]; the element type is the declared one.
+  if (Array.isArray(v)) return (v as readonly ShellValue[]).map((x) => quoteValue(x)).join(" ");
   if (typeof v === "number") {
     if (!Number.isFinite(v)) throw new TypeError(`non-finite number in shell script: ${v}`);
     return String(v);

@@ -337,7 +337,7 @@ async function applyConfirmed(host: Host, connection: ConnectionInput, plan: Pla
     await sleep(2000);
   }
   const why = `the change needed confirming because ${spec.reason}`;
-  const cause = lastError ? (isKvmnetError(lastError) ? lastError.shortMessage : String(lastError)) : undefined;
+  const cause = lastError ? shortMessageOf(lastError) : undefined;
   const rolledBack = (log: string, verb: string, hint: string) =>
     new KvmnetError({
       kind: "Verification",
@@ -395,6 +395,11 @@ function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknow
 
 function idOf(spec: KindSpec<BaseInputs>, i: BaseInputs): string {
   return `${i.connection.local ? "local" : i.connection.host}/${spec.kind}/${i.name}`;
+}
+
+/** A caught value in one line: a KvmnetError's short message, anything else as String() gives it. */
+function shortMessageOf(e: unknown): string {
+  return isKvmnetError(e) ? e.shortMessage : String(e);
 }
 
 /** Build the engine-facing provider for one kind. */
@@ -494,7 +499,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
         backend = p.backend;
         if (spec.persist) drift = persistDrift(spec.kind, inputs.name, p.set, snap);
       } catch (e) {
-        drift = [isKvmnetError(e) ? e.shortMessage : String(e)];
+        drift = [shortMessageOf(e)];
       }
       const outs = withPersistOutputs(spec, live, backend, drift);
       if (drift.length > 0) outs.persistence = "runtime";
@@ -519,7 +524,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
         try {
           await apply(host, planWithFiles(spec, olds, after, news).plan, spec.observeExtra, news.connection);
         } catch (e) {
-          rolledBack = `rolling back failed too: ${isKvmnetError(e) ? e.shortMessage : String(e)}; run pulumi refresh`;
+          rolledBack = `rolling back failed too: ${shortMessageOf(e)}; run pulumi refresh`;
         }
         throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${problems.join("; ")}`, host: host.label, hint: rolledBack });
       }
@@ -544,15 +549,15 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       for (let pass = 0; nm && !gone(after) && pass < NM_DELETE_PASSES; pass++) {
         const again = planDeleteWithFiles(spec, inputs, after);
         if (again.steps.length === 0) break;
-        let failed: unknown;
+        let failed: { error: unknown } | undefined;
         try {
           after = await apply(host, again, spec.observeExtra, inputs.connection);
         } catch (e) {
-          failed = e;
+          failed = { error: e };
           after = await observe(host, spec.observeExtra);
         }
         after = await settled(host, spec.observeExtra, after, true, gone);
-        if (failed !== undefined && !gone(after)) throw failed;
+        if (failed && !gone(after)) throw failed.error;
       }
       if (!gone(after)) throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${spec.kind} ${inputs.name} still exists after delete`, host: host.label });
     },

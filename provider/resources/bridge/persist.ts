@@ -212,7 +212,7 @@ function ifupdown(b: BridgeInputs, snap: HostSnapshot, rec: TakeoverRecord): Per
     });
   }
   const words: (string | number)[] = [];
-  for (const [k, v] of Object.entries(desiredOptions(b))) if (v !== undefined) words.push(k, v);
+  for (const [k, v] of Object.entries(desiredOptions(b)) as [string, number | undefined][]) if (v !== undefined) words.push(k, v);
   const lines = [
     header(b.name),
     `auto ${b.name}`,
