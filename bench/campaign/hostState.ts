@@ -12,12 +12,14 @@ import { LOCK_FILE } from "../../provider/observe";
 import { CANARY_PREFIX } from "./values";
 
 type Obj = Record<string, unknown>;
+/** An `ip -j route` entry: the fields a difference is described by. */
+type Route = Obj & { dst?: string; dev?: string; table?: string | number };
 
 interface Snap {
   links: Obj[];
   addresses: Obj[];
-  routes: Obj[];
-  routes6: Obj[];
+  routes: Route[];
+  routes6: Route[];
   nftables: { nftables?: Obj[] } | Obj[];
   sysctls: Record<string, string>;
   files: { path: string; type: string }[];
@@ -32,7 +34,7 @@ function nftTables(n: Snap["nftables"]): Map<string, Obj[]> {
     const [type, body] = Object.entries(item)[0] ?? [];
     if (!body || typeof body !== "object") continue;
     const b = body as Obj;
-    const key = type === "table" ? `${b.family} ${b.name}` : `${b.family} ${b.table}`;
+    const key = type === "table" ? `${String(b.family)} ${String(b.name)}` : `${String(b.family)} ${String(b.table)}`;
     if (!out.has(key)) out.set(key, []);
     out.get(key)!.push(item);
   }

@@ -175,8 +175,8 @@ class Campaign {
   /** Wait (up to `ms`) for the lock to be free and stray processes to end; then compare with the baseline. */
   async leftovers(ms = 15_000): Promise<{ diff: string[]; strays: string[]; lockHeld: boolean }> {
     const until = Date.now() + ms;
-    let lockHeld = true;
-    let strays: string[] = [];
+    let lockHeld: boolean;
+    let strays: string[];
     for (;;) {
       lockHeld = !(await lockFree(this.h));
       strays = strayProcesses(this.h, this.baselinePids).map((p) => `pid ${p.pid} ${short(p.args, 80)}`);

@@ -91,8 +91,8 @@ async function main(): Promise<void> {
 
 main().then(
   () => process.exit(0),
-  (e) => {
-    process.stderr.write(String(e?.stack ?? e) + "\n");
+  (e: unknown) => {
+    process.stderr.write(String(e instanceof Error ? (e.stack ?? e) : e) + "\n");
     process.exit(1);
   },
 );

@@ -427,7 +427,7 @@ function teardownRecord(rec: LabRecord, graceMs = 2000): void {
  */
 export function cleanupStaleLab(): string[] {
   const removed: string[] = [];
-  let files: string[] = [];
+  let files: string[];
   try {
     files = fs.readdirSync(VMS_DIR).filter((f) => f.endsWith(".json"));
   } catch {
@@ -444,7 +444,7 @@ export function cleanupStaleLab(): string[] {
 
 /** Boots recorded under /run/kvmnet-lab/vms (live or, until cleanupStaleLab, stale). */
 export function listLabBoots(): { id: string; ownerPid: number; alive: boolean; qemuPid?: number; dir: string }[] {
-  let files: string[] = [];
+  let files: string[];
   try {
     files = fs.readdirSync(VMS_DIR).filter((f) => f.endsWith(".json"));
   } catch {
@@ -860,7 +860,7 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
 
     const waitForSsh = async (timeoutMs = opts.sshTimeoutMs ?? DEFAULT_SSH_TIMEOUT_MS): Promise<void> => {
       const deadline = Date.now() + timeoutMs;
-      let lastErr = "";
+      let lastErr: string;
       let probeTimeoutMs = PROBE_READY_TIMEOUT_MS;
       for (;;) {
         if (exitInfo.text || !isAlive(rec.qemu!)) {
@@ -904,7 +904,7 @@ async function bootLabHostOnce(opts: BootLabHostOptions): Promise<LabHost> {
       try {
         c = await getClient();
       } catch (err) {
-        throw new Error(`lab exec: cannot connect to 127.0.0.1:${port}: ${(err as Error).message}`);
+        throw new Error(`lab exec: cannot connect to 127.0.0.1:${port}: ${(err as Error).message}`, { cause: err });
       }
       return execOn(c, cmd, eopts);
     };

@@ -76,9 +76,9 @@ async function reboot(h: LabHost): Promise<number> {
   closeAllConnections(); // the provider's SSH connection dies with the old boot
   const before = await bootId(h);
   const t = Date.now();
-  const harness = (h as LabHost & { reboot?: () => Promise<unknown> }).reboot;
-  if (harness) {
-    await harness.call(h);
+  const harness = h as LabHost & { reboot?: () => Promise<unknown> };
+  if (harness.reboot) {
+    await harness.reboot();
   } else {
     await h.exec("systemd-run --on-active=1 systemctl reboot");
     const deadline = Date.now() + 10 * 60_000;

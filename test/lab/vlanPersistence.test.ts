@@ -213,7 +213,7 @@ describe.each(labStacks(["networkd"]).map((st) => [st, NETWORK_STACKS.indexOf(st
           async () => (await addrs(nameA).catch(() => [])).length > 0 && (await link(nameB))?.master === "brp",
         );
       } catch (e) {
-        throw new Error(`${(e as Error).message}\n${await stackDiagnostics(lab)}`);
+        throw new Error(`${(e as Error).message}\n${await stackDiagnostics(lab)}`, { cause: e });
       }
       if (stack === "networkmanager") {
         console.log(`NetworkManager after the reboot:\n${(await lab.exec("nmcli -t -f DEVICE,STATE,CONNECTION device")).stdout}`);

@@ -323,7 +323,7 @@ describe("concurrency", () => {
     expect(h1.acceptedConnections() - accepted).toBe(1);
     const links = JSON.parse((await h1.exec("ip -j link show type bridge")).stdout).map((l: { ifname: string }) => l.ifname);
     for (const n of names) expect(links).toContain(n);
-    await Promise.all(results.map((r) => (r.status === "fulfilled" ? bridgeProvider.delete(r.value.id, r.value.outs) : undefined)));
+    await Promise.all(results.flatMap((r) => (r.status === "fulfilled" ? [bridgeProvider.delete(r.value.id, r.value.outs)] : [])));
     const left = JSON.parse((await h1.exec("ip -j link show type bridge")).stdout).filter((l: { ifname: string }) => l.ifname.startsWith("brc"));
     expect(left).toEqual([]);
   });

@@ -958,7 +958,7 @@ function withReapLock<T>(fn: () => T): T {
         fs.rmSync(REAP_LOCK, { recursive: true, force: true });
         continue;
       }
-      if (Date.now() > giveUpAt) throw new Error(`sandbox: ${REAP_LOCK} held by pid ${owner?.pid ?? "?"}`);
+      if (Date.now() > giveUpAt) throw new Error(`sandbox: ${REAP_LOCK} held by pid ${owner?.pid ?? "?"}`, { cause: err });
       sleepSync(20);
     }
   }

@@ -148,7 +148,7 @@ describe("NatNetwork nat mode", () => {
     expect(typeof c.outs.dnsmasqPid).toBe("number");
     expect(c.outs.macAddress).toMatch(/^52:54:00(:[0-9a-f]{2}){3}$/);
     expect(await ipForward()).toBe("1");
-    expect((await h.exec(`cat /proc/${c.outs.dnsmasqPid}/comm`)).stdout.trim()).toBe("dnsmasq");
+    expect((await h.exec(`cat /proc/${String(c.outs.dnsmasqPid)}/comm`)).stdout.trim()).toBe("dnsmasq");
     // Bound to the bridge only.
     const listeners = (await h.exec("ss -Hlnu 'sport = :53'")).stdout;
     expect(listeners).toContain("10.77.0.1:53");
@@ -598,8 +598,8 @@ describe("drift and replacement", () => {
     const c = await create({ name: "dr", subnet: "10.94.0.0/24", dhcp: { start: "10.94.0.10", end: "10.94.0.20" } });
     // The sandbox's pid 1 does not reap orphans, so the killed dnsmasq lingers as a zombie:
     // observe must still report it as not running.
-    await h.exec(`kill ${c.outs.dnsmasqPid}`);
-    for (let i = 0; i < 50 && (await h.exec(`cut -d' ' -f3 /proc/${c.outs.dnsmasqPid}/stat 2>/dev/null || echo gone`)).stdout.trim() === "S"; i++) {
+    await h.exec(`kill ${String(c.outs.dnsmasqPid)}`);
+    for (let i = 0; i < 50 && (await h.exec(`cut -d' ' -f3 /proc/${String(c.outs.dnsmasqPid)}/stat 2>/dev/null || echo gone`)).stdout.trim() === "S"; i++) {
       await new Promise((res) => setTimeout(res, 50));
     }
     await h.exec("nft delete table inet kvmnet_nat_dr && ip addr del 10.94.0.1/24 dev kvn-dr");

@@ -279,7 +279,8 @@ it("bounds captured output locally: a flood fails with the limit named, and the 
   expect(err.kind).toBe("Failed");
   expect(err.message).toContain("more than 1048576 bytes on stdout");
   expect(err.message).toContain("host local");
-  const root = (cmd: string) => new Promise<{ stdout: string }>((resolve, reject) => execFile("sh", ["-c", cmd], (e, stdout) => (e ? reject(e) : resolve({ stdout }))));
+  const root = (cmd: string) =>
+    new Promise<{ stdout: string }>((resolve, reject) => execFile("sh", ["-c", cmd], (e: Error | null, stdout) => (e ? reject(e) : resolve({ stdout }))));
   expect(await processesLeft(root, marker)).toBe("");
 });
 
@@ -320,7 +321,7 @@ describe("files that are not regular files are refused, never read (a FIFO would
   }
   const fifo = path.join(tmp, "a-fifo");
   beforeAll(async () => {
-    await new Promise<void>((resolve, reject) => execFile("mkfifo", [fifo], (e) => (e ? reject(e) : resolve())));
+    await new Promise<void>((resolve, reject) => execFile("mkfifo", [fifo], (e: Error | null) => (e ? reject(e) : resolve())));
   });
 
   it("knownHostsFile", async () => {
@@ -358,7 +359,7 @@ hostFor(${JSON.stringify(conn())}).run("echo ok").then((r) => { console.log(r.st
   );
   const tsx = path.resolve(__dirname, "../../node_modules/.bin/tsx");
   const { stdout, exited } = await new Promise<{ stdout: string; exited: number }>((resolve, reject) => {
-    execFile(tsx, [script], { timeout: 25_000 }, (err, stdout) => (err ? reject(err) : resolve({ stdout, exited: Date.now() })));
+    execFile(tsx, [script], { timeout: 25_000 }, (err: Error | null, stdout) => (err ? reject(err) : resolve({ stdout, exited: Date.now() })));
   });
   const [ok, finishedAt] = stdout.trim().split("\n");
   expect(ok).toBe("ok");

@@ -1,4 +1,7 @@
 import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
 import fc from "fast-check";
 import { andThen, literal, nftIdent, nftString, sh, shq, wholeScript, withStdin, writeFile } from "../../provider/shell";
 
@@ -81,11 +84,6 @@ describe("nft quoting", () => {
 });
 
 describe("wholeScript (#14: a script cut mid-send runs nothing)", () => {
-  const { execFileSync } = require("child_process") as typeof import("child_process");
-  const fs = require("fs") as typeof import("fs");
-  const os = require("os") as typeof import("os");
-  const path = require("path") as typeof import("path");
-
   /**
    * Feed a real `sh -s` what sshd would have passed on before the client died: the
    * text up to `cut` characters past the end of the script's first line. Did that

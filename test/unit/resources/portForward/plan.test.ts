@@ -7,6 +7,7 @@
  *   tcp 8080 (any address) → 10.77.0.10:80, hairpin, description "web on vpf1"
  *   udp 198.19.0.11:5000-5002 → 10.77.0.10:6000-6002, sources 198.19.0.0/24 + 192.0.2.7, no hairpin
  */
+import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { isKvmnetError } from "../../../../provider/errors";
@@ -266,7 +267,6 @@ describe("verify and outputs", () => {
 });
 
 describe("overlap guard (run by sh + awk against a stand-in nft)", () => {
-  const { execFileSync } = require("child_process") as typeof import("child_process");
   const tables = "table ip kvmnet_pf_tcp_any_8080\ntable ip kvmnet_pf_udp_198_19_0_11_5000_5002\ntable ip other\n";
   function guardPasses(v: Record<string, unknown>, previous?: PortForwardInputs): boolean {
     const empty = { ...snap, nftables: [] };
