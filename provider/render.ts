@@ -66,7 +66,10 @@ export function renderScript(plan: Plan, observeExtra: readonly Script[] = [], c
   if (plan.confirm) {
     if (!confirmToken) throw new KvmnetError({ kind: "Bug", message: "a plan that needs confirming was rendered without a token" });
     // The revert is the undo of every step, last first: the state before this plan.
-    const undos = plan.steps.filter((s) => s.undo).map((s) => s.undo as Script).reverse();
+    const undos = plan.steps
+      .filter((s) => s.undo)
+      .map((s) => s.undo as Script)
+      .reverse();
     const arm = armStep(confirmToken, plan.confirm.timeoutSec, undos);
     steps = [{ description: `arm the automatic revert (${plan.confirm.timeoutSec}s without confirmation)`, ...arm }, ...steps];
     // A session cut by the change itself must not stop the steps half done.
@@ -76,7 +79,7 @@ export function renderScript(plan: Plan, observeExtra: readonly Script[] = [], c
     literal("set -u"),
     ...prelude,
     literal("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-    literal("kvmnet_fail() { printf '@@kvmnet-fail %s %s\\n' \"$1\" \"$2\" >&2; }"),
+    literal('kvmnet_fail() { printf \'@@kvmnet-fail %s %s\\n\' "$1" "$2" >&2; }'),
     sh`mkdir -p /run/lock && exec 9>>${LOCK_FILE}`,
     sh`if ! command -v flock >/dev/null 2>&1; then kvmnet_fail Unsupported ${"the host lacks flock(1) (util-linux)"}; exit ${EXIT_GUARD_FAILED}; fi`,
     sh`if ! flock -w ${LOCK_WAIT_SECONDS} 9; then kvmnet_fail Timeout ${`another kvmnet change held ${LOCK_FILE} for ${LOCK_WAIT_SECONDS}s`}; exit ${EXIT_LOCK_BUSY}; fi`,

@@ -33,7 +33,8 @@ export function shq(value: string): string {
 
 function quoteValue(v: ShellValue): string {
   if (v instanceof Script) return v.text;
-  if (Array.isArray(v)) return v.map((x) => quoteValue(x)).join(" ");
+  // Array.isArray narrows a readonly array to any[]; the element type is the declared one.
+  if (Array.isArray(v)) return (v as readonly ShellValue[]).map((x) => quoteValue(x)).join(" ");
   if (typeof v === "number") {
     if (!Number.isFinite(v)) throw new TypeError(`non-finite number in shell script: ${v}`);
     return String(v);
@@ -86,8 +87,7 @@ export function writeFile(path: string, content: string, mode = "0644"): Script 
   return new Script(
     // The umask stays in the subshell: later steps (mkdir -p of a drop-in dir
     // networkd, running unprivileged, must read) get the host's own umask.
-    `(umask 077 && cat > ${shq(path + ".tmp")}) <<'${delim}'\n${body}${delim}\n` +
-      `chmod ${shq(mode)} ${shq(path + ".tmp")} && mv -f ${shq(path + ".tmp")} ${shq(path)}`,
+    `(umask 077 && cat > ${shq(path + ".tmp")}) <<'${delim}'\n${body}${delim}\n` + `chmod ${shq(mode)} ${shq(path + ".tmp")} && mv -f ${shq(path + ".tmp")} ${shq(path)}`,
   );
 }
 

@@ -240,6 +240,6 @@ function holdsSecret(v: unknown): boolean {
 }
 
 function preview(v: unknown): string {
-  const s = typeof v === "string" ? JSON.stringify(v) : JSON.stringify(v) ?? String(v);
+  const s = typeof v === "string" ? JSON.stringify(v) : (JSON.stringify(v) ?? String(v));
   return s.length > 80 ? s.slice(0, 77) + "…" : s;
 }

@@ -161,7 +161,9 @@ async function main(): Promise<void> {
 
     say("pulumi destroy");
     await must(["destroy", "--yes", ...stackArgs]);
-    const left = (await host.exec("ip -br link show kvn-lab 2>/dev/null; nft list tables | grep kvmnet_; sysctl -n net.ipv4.ip_forward | grep -x 1", { allowFail: true })).stdout.trim();
+    const left = (
+      await host.exec("ip -br link show kvn-lab 2>/dev/null; nft list tables | grep kvmnet_; sysctl -n net.ipv4.ip_forward | grep -x 1", { allowFail: true })
+    ).stdout.trim();
     const gone = left === "";
     console.log(gone ? "Nothing of ours is left on the host (bridge, nft tables, ip_forward restored)." : `STILL on the host:\n${left}`);
     if (!gone) failed = true;

@@ -669,7 +669,7 @@ else
 	cat >"$OUT/pulumi-resource-pulumi-nodejs" <<'SH'
 #!/bin/sh
 PULUMI_DYNAMIC_PROVIDER_SCRIPT_PATH=$(node -e "console.log(require.resolve('@pulumi/pulumi/cmd/dynamic-provider'))")
-if [ ! -z "$PULUMI_DYNAMIC_PROVIDER_SCRIPT_PATH" ]; then
+if [ -n "$PULUMI_DYNAMIC_PROVIDER_SCRIPT_PATH" ]; then
     node "$PULUMI_DYNAMIC_PROVIDER_SCRIPT_PATH" "$@"
 fi
 SH

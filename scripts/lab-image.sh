@@ -82,7 +82,7 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 # --- mirror: the one apt on this machine uses -------------------------------------------
 find_mirror() {
-  local f uri suites
+  local f
   # deb822 sources: a stanza with URIs: and a Suites: line naming bookworm.
   for f in /etc/apt/sources.list.d/*.sources; do
     [ -f "$f" ] || continue
@@ -330,9 +330,9 @@ chroot "$ROOT" apt-get clean
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/debootstrap
 
 # --- kernel, initrd ------------------------------------------------------------------
-kernel="$(ls -1 "$ROOT"/boot/vmlinuz-* | sort -V | tail -n1)"
-initrd="$(ls -1 "$ROOT"/boot/initrd.img-* | sort -V | tail -n1)"
-[ -f "$kernel" ] && [ -f "$initrd" ] || die "no kernel/initrd in $ROOT/boot"
+kernel="$(printf '%s\n' "$ROOT"/boot/vmlinuz-* | sort -V | tail -n1)"
+initrd="$(printf '%s\n' "$ROOT"/boot/initrd.img-* | sort -V | tail -n1)"
+if [ ! -f "$kernel" ] || [ ! -f "$initrd" ]; then die "no kernel/initrd in $ROOT/boot"; fi
 cp "$kernel" "$TMP/vmlinuz"
 cp "$initrd" "$TMP/initrd.img"
 chmod 644 "$TMP/vmlinuz" "$TMP/initrd.img"

@@ -35,7 +35,11 @@ let timesSeq = 0;
 /** The lab files (projects lab and scenarios-lab), longest first by the recorded durations. */
 function labQueue() {
   const durations = JSON.parse(fs.readFileSync(durationsFile, "utf8"));
-  const list = (dir, re) => fs.readdirSync(path.join(root, dir)).filter((f) => re.test(f)).map((f) => `${dir}/${f}`);
+  const list = (dir, re) =>
+    fs
+      .readdirSync(path.join(root, dir))
+      .filter((f) => re.test(f))
+      .map((f) => `${dir}/${f}`);
   const files = [...list("test/lab", /\.test\.ts$/), ...list("test/scenarios", /\.lab\.test\.ts$/)];
   // Unknown files first: their length is unknown, and starting them early bounds the tail.
   return files.sort((a, b) => (durations[b] ?? Infinity) - (durations[a] ?? Infinity) || a.localeCompare(b));

@@ -1,5 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
+import type { KindName } from "../provider";
 import { UNKNOWN } from "../provider/validate";
+
+/** The type of what the closures below require at run time (a type only: nothing is imported here). */
+type ProviderModule = typeof import("../provider");
 
 /**
  * The dynamic provider object for one resource kind.
@@ -9,14 +13,14 @@ import { UNKNOWN } from "../provider/validate";
  * closure stays tiny, captures no live object (SSH client, socket), and every
  * resource of a deployment shares the one SSH pool in that module.
  */
-export function kindProvider(kind: string): pulumi.dynamic.ResourceProvider {
+export function kindProvider(kind: KindName): pulumi.dynamic.ResourceProvider {
   return {
-    check: (olds, news) => require("pulumi-kvmnet/provider").kinds[kind].check(olds, news),
-    diff: (id, olds, news) => require("pulumi-kvmnet/provider").kinds[kind].diff(id, olds, news),
-    create: (inputs) => require("pulumi-kvmnet/provider").kinds[kind].create(inputs),
-    read: (id, props) => require("pulumi-kvmnet/provider").kinds[kind].read(id, props),
-    update: (id, olds, news) => require("pulumi-kvmnet/provider").kinds[kind].update(id, olds, news),
-    delete: (id, props) => require("pulumi-kvmnet/provider").kinds[kind].delete(id, props),
+    check: (olds: Record<string, unknown>, news: Record<string, unknown>) => (require("pulumi-kvmnet/provider") as ProviderModule).kinds[kind].check(olds, news),
+    diff: (id: string, olds: Record<string, unknown>, news: Record<string, unknown>) => (require("pulumi-kvmnet/provider") as ProviderModule).kinds[kind].diff(id, olds, news),
+    create: (inputs: Record<string, unknown>) => (require("pulumi-kvmnet/provider") as ProviderModule).kinds[kind].create(inputs),
+    read: (id: string, props: Record<string, unknown>) => (require("pulumi-kvmnet/provider") as ProviderModule).kinds[kind].read(id, props),
+    update: (id: string, olds: Record<string, unknown>, news: Record<string, unknown>) => (require("pulumi-kvmnet/provider") as ProviderModule).kinds[kind].update(id, olds, news),
+    delete: (id: string, props: Record<string, unknown>) => (require("pulumi-kvmnet/provider") as ProviderModule).kinds[kind].delete(id, props),
   };
 }
 
@@ -45,7 +49,5 @@ function literalUnknownPaths(v: unknown, path: string[] = []): string[] {
 export function refuseLiteralUnknown(type: string, name: string, args: object): void {
   const paths = literalUnknownPaths(args);
   if (paths.length === 0) return;
-  throw new Error(
-    `kvmnet:${type} ${name}: ${paths.map((p) => `${p}: is the engine's placeholder for an unknown value (${UNKNOWN}), not a valid value`).join("; ")}`,
-  );
+  throw new Error(`kvmnet:${type} ${name}: ${paths.map((p) => `${p}: is the engine's placeholder for an unknown value (${UNKNOWN}), not a valid value`).join("; ")}`);
 }

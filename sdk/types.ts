@@ -63,8 +63,9 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
  * whole, since its parts cannot be told apart.
  */
 export function protectConnection(c: pulumi.Input<Connection>): pulumi.Input<Connection> {
-  if (!isPlainObject(c)) return pulumi.secret(c) as pulumi.Input<Connection>;
-  const out: Record<string, unknown> = { ...c };
+  if (!isPlainObject(c)) return pulumi.secret(c);
+  // isPlainObject ruled out a Promise and an Output: c is the Connection itself.
+  const out: Record<string, unknown> = { ...(c as Connection) };
   for (const k of ["privateKey", "privateKeyPassphrase", "password"] as const) {
     if (c[k] !== undefined) out[k] = pulumi.secret(c[k] as pulumi.Input<string>);
   }

@@ -12,12 +12,14 @@ import { LOCK_FILE } from "../../provider/observe";
 import { CANARY_PREFIX } from "./values";
 
 type Obj = Record<string, unknown>;
+/** An `ip -j route` entry: the fields a difference is described by. */
+type Route = Obj & { dst?: string; dev?: string; table?: string | number };
 
 interface Snap {
   links: Obj[];
   addresses: Obj[];
-  routes: Obj[];
-  routes6: Obj[];
+  routes: Route[];
+  routes6: Route[];
   nftables: { nftables?: Obj[] } | Obj[];
   sysctls: Record<string, string>;
   files: { path: string; type: string }[];
@@ -26,13 +28,13 @@ interface Snap {
 const byName = (xs: Obj[]) => new Map(xs.map((x) => [String(x.ifname), x]));
 
 function nftTables(n: Snap["nftables"]): Map<string, Obj[]> {
-  const items = Array.isArray(n) ? [] : n.nftables ?? [];
+  const items = Array.isArray(n) ? [] : (n.nftables ?? []);
   const out = new Map<string, Obj[]>();
   for (const item of items) {
     const [type, body] = Object.entries(item)[0] ?? [];
     if (!body || typeof body !== "object") continue;
     const b = body as Obj;
-    const key = type === "table" ? `${b.family} ${b.name}` : `${b.family} ${b.table}`;
+    const key = type === "table" ? `${String(b.family)} ${String(b.name)}` : `${String(b.family)} ${String(b.table)}`;
     if (!out.has(key)) out.set(key, []);
     out.get(key)!.push(item);
   }
@@ -59,7 +61,10 @@ export function describeDiff(before: unknown, after: unknown): string[] {
     const x = aa.get(n);
     if (x && !isDeepStrictEqual(x.addr_info, y.addr_info)) out.push(`addresses of ${n} changed`);
   }
-  for (const [fam, ra, rb] of [["ipv4", a.routes, b.routes], ["ipv6", a.routes6, b.routes6]] as const) {
+  for (const [fam, ra, rb] of [
+    ["ipv4", a.routes, b.routes],
+    ["ipv6", a.routes6, b.routes6],
+  ] as const) {
     const sa = new Set(ra.map((r) => JSON.stringify(r)));
     const sb = new Set(rb.map((r) => JSON.stringify(r)));
     for (const r of rb) if (!sa.has(JSON.stringify(r))) out.push(`${fam} route added: ${r.dst} dev ${r.dev}${r.table ? ` table ${r.table}` : ""}`);
@@ -95,7 +100,7 @@ export function processes(): Proc[] {
     .filter((l) => l.trim())
     .map((l) => {
       const m = /^\s*(\d+)\s+(\d+)\s+(\S+)\s*(.*)$/.exec(l);
-      return m ? { pid: Number(m[1]), ppid: Number(m[2]), comm: m[3]!, args: m[4]! } : undefined;
+      return m ? { pid: Number(m[1]), ppid: Number(m[2]), comm: m[3], args: m[4] } : undefined;
     })
     .filter((p): p is Proc => p !== undefined);
 }
@@ -163,13 +168,15 @@ export async function findCanaries(h: SandboxHost): Promise<{ where: string; nam
 export async function linesWithMarker(h: SandboxHost, marker: string): Promise<{ file: string; line: string }[]> {
   if (!/^[a-z0-9-]+$/.test(marker)) throw new Error(`bad marker ${marker}`);
   const dirs = "/run/kvmnet /etc/kvmnet /etc/systemd /etc/NetworkManager /etc/network /etc/sysctl.d /etc/udev /etc/dnsmasq.d";
-  const r = await h.exec(`grep -rIn -F -- ${marker} ${dirs} 2>/dev/null; nft list ruleset 2>/dev/null | grep -n -F -- ${marker} | sed 's/^/nft-ruleset:/'; true`, { allowFail: true });
+  const r = await h.exec(`grep -rIn -F -- ${marker} ${dirs} 2>/dev/null; nft list ruleset 2>/dev/null | grep -n -F -- ${marker} | sed 's/^/nft-ruleset:/'; true`, {
+    allowFail: true,
+  });
   return r.stdout
     .split("\n")
     .filter(Boolean)
     .map((l) => {
       const m = /^([^:]+):\d+:(.*)$/.exec(l);
-      return m ? { file: m[1]!, line: m[2]! } : { file: "?", line: l };
+      return m ? { file: m[1], line: m[2] } : { file: "?", line: l };
     });
 }
 

@@ -127,16 +127,7 @@ export const FUZZ_FIELDS: Record<CampaignKind | "Connection", FuzzField[]> = {
     f("uplink"),
     f("persistence"),
   ],
-  PortForward: [
-    f("protocol"),
-    f("hostPort"),
-    f("destination"),
-    f("destinationPort"),
-    f("hostAddress"),
-    f("sourceCidrs.0"),
-    f("description"),
-    f("persistence"),
-  ],
+  PortForward: [f("protocol"), f("hostPort"), f("destination"), f("destinationPort"), f("hostAddress"), f("sourceCidrs.0"), f("description"), f("persistence")],
   VlanSubinterface: [f("parent"), f("name"), f("protocol"), f("addresses.0"), f("bridge", true, ["addresses"]), f("persistence")],
   PciPassthrough: [f("address"), f("driver"), f("persistence")],
   Connection: [
@@ -185,7 +176,7 @@ export function withValue(args: Record<string, unknown>, path: string, value: un
     if (cur[k] === null || typeof cur[k] !== "object") cur[k] = /^\d+$/.test(k) ? [] : {};
     cur = cur[k] as Record<string, unknown>;
   }
-  cur[keys[keys.length - 1]!] = value;
+  cur[keys[keys.length - 1]] = value;
   return copy;
 }
 
@@ -202,7 +193,11 @@ export function faultSpec(kind: CampaignKind, h: CampaignHost): FaultSpec {
   switch (kind) {
     case "Bridge": {
       const create = { connection, name: "kbr", ports: [SPARE_PORTS[0]], addresses: ["10.74.0.1/24"], mtu: 1500 };
-      return { create, update: { ...create, ports: [SPARE_PORTS[0], SPARE_PORTS[1]], addresses: ["10.74.0.1/24", "fd74::1/64"], mtu: 1400, stp: true }, updatedKeys: ["mtu", "stp"] };
+      return {
+        create,
+        update: { ...create, ports: [SPARE_PORTS[0], SPARE_PORTS[1]], addresses: ["10.74.0.1/24", "fd74::1/64"], mtu: 1400, stp: true },
+        updatedKeys: ["mtu", "stp"],
+      };
     }
     case "NatNetwork": {
       const create = { connection, name: "kn", subnet: "10.75.0.0/24", dhcp: { start: "10.75.0.100", end: "10.75.0.150" }, dns: { domain: "k.test" } };
@@ -219,7 +214,11 @@ export function faultSpec(kind: CampaignKind, h: CampaignHost): FaultSpec {
     }
     case "PortForward": {
       const create = { connection, protocol: "tcp", hostPort: 18443, destination: "10.76.0.10", destinationPort: 443, sourceCidrs: ["198.19.0.0/24"] };
-      return { create, update: { ...create, destination: "10.76.0.11", destinationPort: 8443, sourceCidrs: ["198.19.0.0/24", "10.0.0.0/8"], description: "updated" }, updatedKeys: ["destination", "destinationPort", "description"] };
+      return {
+        create,
+        update: { ...create, destination: "10.76.0.11", destinationPort: 8443, sourceCidrs: ["198.19.0.0/24", "10.0.0.0/8"], description: "updated" },
+        updatedKeys: ["destination", "destinationPort", "description"],
+      };
     }
     default:
       throw new Error(`${kind} has no fault trials on a sandbox host`);

@@ -47,7 +47,7 @@ interface Options {
 function parseOptions(argv: string[]): Options {
   const o: Options = { values: Infinity, kills: 3, cuts: 2, seed: 1, maxMinutes: 20, fuzz: true, faults: true };
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
+    const a = argv[i];
     const num = () => {
       const v = Number(argv[++i]);
       if (!Number.isFinite(v) || v < 0) throw new Error(`${a} needs a number ≥ 0, got ${argv[i]}`);
@@ -61,7 +61,8 @@ function parseOptions(argv: string[]): Options {
     else if (a === "--kinds") o.kinds = (argv[++i] ?? "").split(",").filter(Boolean);
     else if (a === "--no-fuzz") o.fuzz = false;
     else if (a === "--no-faults") o.faults = false;
-    else throw new Error(`unknown option ${a}\nusage: npm run campaign -- [--values N] [--kills N] [--cuts N] [--seed N] [--max-minutes M] [--kinds A,B] [--no-fuzz] [--no-faults]`);
+    else
+      throw new Error(`unknown option ${a}\nusage: npm run campaign -- [--values N] [--kills N] [--cuts N] [--seed N] [--max-minutes M] [--kinds A,B] [--no-fuzz] [--no-faults]`);
   }
   return o;
 }
@@ -174,8 +175,8 @@ class Campaign {
   /** Wait (up to `ms`) for the lock to be free and stray processes to end; then compare with the baseline. */
   async leftovers(ms = 15_000): Promise<{ diff: string[]; strays: string[]; lockHeld: boolean }> {
     const until = Date.now() + ms;
-    let lockHeld = true;
-    let strays: string[] = [];
+    let lockHeld: boolean;
+    let strays: string[];
     for (;;) {
       lockHeld = !(await lockFree(this.h));
       strays = strayProcesses(this.h, this.baselinePids).map((p) => `pid ${p.pid} ${short(p.args, 80)}`);
@@ -295,7 +296,11 @@ class Campaign {
     if (created && marker) {
       // Where the value landed, and whether it made a line of its own in a file another program reads.
       const lines = await linesWithMarker(this.h, marker);
-      const ownLines = value.split(/\r\n|\r|\n/).slice(1).map((l) => l.trim()).filter(Boolean);
+      const ownLines = value
+        .split(/\r\n|\r|\n/)
+        .slice(1)
+        .map((l) => l.trim())
+        .filter(Boolean);
       const injected = lines.filter(
         (l) => ownLines.includes(l.line.trim()) || (l.file.startsWith("/run/kvmnet/nat/") && /,(ignore|set:)/.test(l.line)) || /^\s*add table ip kvmnet_canary/.test(l.line),
       );
@@ -303,7 +308,12 @@ class Campaign {
         row.injected++;
         this.note("INJECTED LINE", `${where}: ${injected.map((l) => `${l.file}: ${short(l.line, 100)}`).join(" | ")}`);
       } else if (lines.length > 0) {
-        log(`  value reached the host literally: ${where} → ${lines.map((l) => `${l.file}: ${short(l.line, 80)}`).slice(0, 3).join(" | ")}`);
+        log(
+          `  value reached the host literally: ${where} → ${lines
+            .map((l) => `${l.file}: ${short(l.line, 80)}`)
+            .slice(0, 3)
+            .join(" | ")}`,
+        );
       }
     }
     if (created) {
@@ -397,10 +407,10 @@ class Campaign {
     if (r.done.length !== 4 || failed.length > 0) {
       throw new Error(`calibration of ${kind} failed (${r.exit}): ${JSON.stringify(failed.map((d) => d.error))} ${short(r.stderr, 400)}`);
     }
-    for (const [i, op] of ["create", "update", "read", "delete"].entries()) this.durations.set(`${kind} ${op}`, r.done[i]!.ms);
+    for (const [i, op] of ["create", "update", "read", "delete"].entries()) this.durations.set(`${kind} ${op}`, r.done[i].ms);
     const left = await this.leftovers();
     if (left.diff.length + left.strays.length > 0) this.note("LEFTOVER", `${kind} clean create/update/delete: ${[...left.diff, ...left.strays].join("; ")}`);
-    log(`calibrated ${kind}: create ${r.done[0]!.ms} ms, update ${r.done[1]!.ms} ms, read ${r.done[2]!.ms} ms, delete ${r.done[3]!.ms} ms`);
+    log(`calibrated ${kind}: create ${r.done[0].ms} ms, update ${r.done[1].ms} ms, read ${r.done[2].ms} ms, delete ${r.done[3].ms} ms`);
   }
 
   async faults(): Promise<void> {
@@ -424,7 +434,8 @@ class Campaign {
     const spec = faultSpec(kind, this.h);
     const createIn = (await p.check({}, spec.create)).inputs;
     const updateIn = (await p.check({}, spec.update)).inputs;
-    const steps: WorkerStep[] = op === "create" ? [{ op: "create", inputs: createIn }] : [{ op: "create", inputs: createIn }, { op, ...(op === "update" ? { news: updateIn } : {}) } as WorkerStep];
+    const steps: WorkerStep[] =
+      op === "create" ? [{ op: "create", inputs: createIn }] : [{ op: "create", inputs: createIn }, { op, ...(op === "update" ? { news: updateIn } : {}) } as WorkerStep];
     const target = steps.length - 1;
     const expected = this.durations.get(`${kind} ${op}`) ?? 1000;
     // Within the call as calibrated (a little short of its end: the "start" line reaches us late).
@@ -473,7 +484,8 @@ class Campaign {
         ? "op killed"
         : `worker ended (${first.exit}) without an answer${first.stderr ? `: ${short(first.stderr, 200)}` : ""}`;
     if (fault === "cut" && !targetDone) row.unsettled++;
-    if (fault === "cut" && !targetDone) this.note("NO ANSWER AFTER SSH CUT", `${label}: the provider call neither resolved nor rejected; the worker ${first.exit.replace("exit", "exited with")}`);
+    if (fault === "cut" && !targetDone)
+      this.note("NO ANSWER AFTER SSH CUT", `${label}: the provider call neither resolved nor rejected; the worker ${first.exit.replace("exit", "exited with")}`);
     // The state the engine holds now, and what the next `pulumi up` does with it.
     const stateId = op === "create" ? (targetDone?.ok ? targetDone.id : undefined) : setup?.id;
     const stateOuts = op === "create" ? targetDone?.outs : targetDone?.ok && op === "update" ? targetDone.outs : setup?.outs;
@@ -516,7 +528,7 @@ class Campaign {
         this.note("NOT CONVERGED (1st retry)", `${label}: ${problems.join(" / ")}`);
       }
       // A read that found the wrong object or none ends the story: the engine would plan from it.
-      retry = failedAt >= 0 && retry[failedAt]!.op !== "read" ? retry.slice(failedAt) : [];
+      retry = failedAt >= 0 && retry[failedAt].op !== "read" ? retry.slice(failedAt) : [];
       if (retry.length === 0) break;
     }
     if (attempts === 2) {
@@ -568,9 +580,9 @@ const LOCK_HINT = "/run/lock/kvmnet.lock still held 15 s after the retry ended";
 
 /** `steps` with the first one working on the object `id`/`outs` (the engine's state), when there is one. */
 function withState(steps: WorkerStep[], id: string | undefined, outs: Record<string, unknown> | undefined): WorkerStep[] {
-  if (!id || steps[0]!.op === "create") return steps;
+  if (!id || steps[0].op === "create") return steps;
   const [first, ...rest] = steps;
-  const named: WorkerStep = first!.op === "update" ? { ...first!, id, olds: outs } : { ...first!, id, props: outs } as WorkerStep;
+  const named: WorkerStep = first.op === "update" ? { ...first, id, olds: outs } : { ...first, id, props: outs };
   return [named, ...rest];
 }
 
@@ -582,7 +594,7 @@ function pick(o: Record<string, unknown> | undefined, keys: readonly string[]): 
 
 /** A failure mode in a few words: the error kind and the first words of its message. */
 function modeOf(problems: string[], leftovers: string[], lockHeld: boolean): string {
-  if (problems.length > 0) return short(problems[0]!.replace(/\d+(\.\d+)*/g, "N"), 110);
+  if (problems.length > 0) return short(problems[0].replace(/\d+(\.\d+)*/g, "N"), 110);
   if (lockHeld) return "stale lock";
   return `leftover: ${short(leftovers[0] ?? "", 80)}`;
 }
@@ -592,18 +604,20 @@ function modeOf(problems: string[], leftovers: string[], lockHeld: boolean): str
 
 function table(head: string[], rows: (string | number)[][]): string {
   const cells = [head, ...rows.map((r) => r.map(String))];
-  const w = head.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
-  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(w[i]!)).join(" | ")} |`;
+  const w = head.map((_, i) => Math.max(...cells.map((r) => r[i].length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(w[i])).join(" | ")} |`;
   return [line(head), `| ${w.map((x) => "-".repeat(x)).join(" | ")} |`, ...cells.slice(1).map(line)].join("\n");
 }
 
 function report(c: Campaign, totalCanaries: number, argv: string[], startedAt: Date): string {
   const out: string[] = [];
-  out.push(`Fault campaign ${startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC, \`npm run campaign -- ${argv.join(" ")}\` (${Math.round((Date.now() - startedAt.getTime()) / 1000)} s)`);
+  out.push(
+    `Fault campaign ${startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC, \`npm run campaign -- ${argv.join(" ")}\` (${Math.round((Date.now() - startedAt.getTime()) / 1000)} s)`,
+  );
   out.push("");
   const live = new Set<string>(LIVE_KINDS);
   const summary: (string | number)[][] = [];
-  const kindsInOrder = [...(Object.keys(PROVIDERS) as string[]), "connection (on Bridge)"];
+  const kindsInOrder = [...Object.keys(PROVIDERS), "connection (on Bridge)"];
   for (const k of kindsInOrder) {
     const f = c.fuzzRows.find((r) => r.kind === k);
     const faults = c.faultRows.filter((r) => r.kind === k);
@@ -618,7 +632,11 @@ function report(c: Campaign, totalCanaries: number, argv: string[], startedAt: D
       f ? (canLive ? `${f.reachedHost}${f.checkOnly ? ` (+${f.checkOnly} check-only)` : ""}` : `n/a (needs the lab; ${f.passed} passed check)`) : "-",
       f?.canaries ?? "-",
       f ? `${f.leftovers + faults.reduce((a, r) => a + r.leftovers, 0)}` : "-",
-      live.has(k) ? `${conv}/${trials}${trials ? ` (${Math.round((100 * conv) / trials)}%)` : ""}${conv2 ? `, +${conv2} on a 2nd retry` : ""}` : k.startsWith("connection") ? "-" : "n/a (needs the lab)",
+      live.has(k)
+        ? `${conv}/${trials}${trials ? ` (${Math.round((100 * conv) / trials)}%)` : ""}${conv2 ? `, +${conv2} on a 2nd retry` : ""}`
+        : k.startsWith("connection")
+          ? "-"
+          : "n/a (needs the lab)",
     ]);
   }
   out.push(table(["kind", "values tried", "refused at check", "reached the host", "canaries", "leftovers", "converged on retry"], summary));
@@ -633,7 +651,19 @@ function report(c: Campaign, totalCanaries: number, argv: string[], startedAt: D
   out.push(
     table(
       ["fault", "kind", "op", "trials", "hit mid-op", "converged on retry", "on a 2nd retry", "call never settled", "stale locks", "leftovers", "failure modes (1st retry)"],
-      c.faultRows.map((r) => [r.fault === "kill" ? "SIGKILL provider" : "cut SSH session", r.kind, r.op, r.trials, r.midOp, r.converged, r.convergedSecond, r.fault === "cut" ? r.unsettled : "-", r.staleLocks, r.leftovers, [...r.modes].map(([m, n]) => `${n}× ${m}`).join("; ") || "-"]),
+      c.faultRows.map((r) => [
+        r.fault === "kill" ? "SIGKILL provider" : "cut SSH session",
+        r.kind,
+        r.op,
+        r.trials,
+        r.midOp,
+        r.converged,
+        r.convergedSecond,
+        r.fault === "cut" ? r.unsettled : "-",
+        r.staleLocks,
+        r.leftovers,
+        [...r.modes].map(([m, n]) => `${n}× ${m}`).join("; ") || "-",
+      ]),
     ),
   );
   const trials = c.faultRows.reduce((a, r) => a + r.trials, 0);
@@ -641,7 +671,9 @@ function report(c: Campaign, totalCanaries: number, argv: string[], startedAt: D
   const conv2 = c.faultRows.reduce((a, r) => a + r.convergedSecond, 0);
   const leftovers = c.fuzzRows.reduce((a, r) => a + r.leftovers, 0) + c.faultRows.reduce((a, r) => a + r.leftovers, 0);
   out.push("");
-  out.push(`Totals: canaries ${totalCanaries} (target 0), leftovers ${leftovers} (target 0), converged on retry ${conv}/${trials}${trials ? ` = ${((100 * conv) / trials).toFixed(1)}%` : ""} (target 100%); ${conv2} more on a 2nd retry.`);
+  out.push(
+    `Totals: canaries ${totalCanaries} (target 0), leftovers ${leftovers} (target 0), converged on retry ${conv}/${trials}${trials ? ` = ${((100 * conv) / trials).toFixed(1)}%` : ""} (target 100%); ${conv2} more on a 2nd retry.`,
+  );
   return out.join("\n");
 }
 
@@ -681,7 +713,7 @@ async function main(): Promise<void> {
   process.once("SIGTERM", onSignal);
   try {
     fleet = await startFleet(1);
-    const h = fleet.hosts[0]!;
+    const h = fleet.hosts[0];
     campaign = new Campaign(opts, fleet, h);
     const uncovered = uncoveredStringFields(h);
     if (uncovered.length > 0) throw new Error(`string fields the campaign does not fuzz: ${uncovered.join(", ")} (add them to FUZZ_FIELDS)`);

@@ -29,7 +29,7 @@ export function shuffled<T>(xs: readonly T[], rnd: () => number): T[] {
   const a = [...xs];
   for (let i = a.length - 1; i > 0; i--) {
     const j = Math.floor(rnd() * (i + 1));
-    [a[i], a[j]] = [a[j]!, a[i]!];
+    [a[i], a[j]] = [a[j], a[i]];
   }
   return a;
 }
@@ -62,9 +62,9 @@ const CANARY_TEMPLATES: Template[] = [
   t("x\\ntouch", (c) => `x\ntouch ${c}`),
   t("x\\rtouch", (c) => `x\rtouch ${c}`),
   t("'$(touch)'", (c) => `'$(touch ${c})'`),
-  t("\"$(touch)\"", (c) => `"$(touch ${c})"`),
+  t('"$(touch)"', (c) => `"$(touch ${c})"`),
   t("x';touch;'", (c) => `x'; touch ${c}; '`),
-  t("x\";touch;\"", (c) => `x"; touch ${c}; "`),
+  t('x";touch;"', (c) => `x"; touch ${c}; "`),
   t("${IFS}touch", (c) => `x;touch\${IFS}${c}`),
   t("$(touch) in a DNS-ish name", (c) => `a$(touch${"${IFS}"}${c})b`),
   t("\\ntouch (ifupdown up line)", (c) => `br0\n    up touch ${c}`),
@@ -180,14 +180,16 @@ export interface PoolValue {
 
 /** The whole pool for run `run` (canary paths carry the run tag). */
 export function valuePool(run: string): PoolValue[] {
-  const plain = [...new Set(PLAIN_VALUES)].map((v): PoolValue => ({ label: JSON.stringify(v.length > 40 ? `${v.slice(0, 20)}…(${v.length} chars)` : v), canary: false, make: () => v }));
-  const canaries = CANARY_TEMPLATES.map(
-    (tpl): PoolValue => ({
-      label: tpl.label,
-      canary: true,
-      make: (trial) => tpl.make(`${CANARY_PREFIX}${run}-${trial}`, `kvmnet-canary-${run}-${trial}`),
-    }),
-  );
+  const plain = [...new Set(PLAIN_VALUES)].map((v): PoolValue => ({
+    label: JSON.stringify(v.length > 40 ? `${v.slice(0, 20)}…(${v.length} chars)` : v),
+    canary: false,
+    make: () => v,
+  }));
+  const canaries = CANARY_TEMPLATES.map((tpl): PoolValue => ({
+    label: tpl.label,
+    canary: true,
+    make: (trial) => tpl.make(`${CANARY_PREFIX}${run}-${trial}`, `kvmnet-canary-${run}-${trial}`),
+  }));
   return [...canaries, ...plain];
 }
 

@@ -55,7 +55,7 @@ function emit(e: WorkerEvent): void {
 }
 
 async function main(): Promise<void> {
-  const job = JSON.parse(fs.readFileSync(process.argv[2]!, "utf8")) as WorkerJob;
+  const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8")) as WorkerJob;
   const p = PROVIDERS[job.kind];
   let id = "";
   let outs: Record<string, unknown> = {};
@@ -91,8 +91,8 @@ async function main(): Promise<void> {
 
 main().then(
   () => process.exit(0),
-  (e) => {
-    process.stderr.write(String(e?.stack ?? e) + "\n");
+  (e: unknown) => {
+    process.stderr.write(String(e instanceof Error ? (e.stack ?? e) : e) + "\n");
     process.exit(1);
   },
 );

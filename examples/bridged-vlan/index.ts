@@ -21,7 +21,11 @@ const connection: kvmnet.types.Connection = {
 const vlanId = cfg.getNumber("vlanId") ?? 10;
 
 const br0 = new kvmnet.Bridge("br0", {
-  connection, name: "br0", ports: [cfg.require("uplink")], takeOverUplink: true, stp: false,
+  connection,
+  name: "br0",
+  ports: [cfg.require("uplink")],
+  takeOverUplink: true,
+  stp: false,
   confirmTimeoutSec: cfg.getNumber("confirmTimeoutSec") ?? 60,
 });
 const guests = new kvmnet.Bridge(`br-vlan${vlanId}`, { connection, name: `br-vlan${vlanId}`, stp: false });

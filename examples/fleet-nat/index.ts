@@ -21,11 +21,18 @@ const readyTimeoutMs = cfg.getNumber("readyTimeoutMs");
 
 export const networks = hosts.map((h, i) => {
   const connection: kvmnet.types.Connection = {
-    host: h.host, user: h.user ?? "root", hostKey: h.hostKey, privateKey: sshKey,
+    host: h.host,
+    user: h.user ?? "root",
+    hostKey: h.hostKey,
+    privateKey: sshKey,
     ...(readyTimeoutMs ? { readyTimeoutMs } : {}),
   };
   const net = new kvmnet.NatNetwork(`guests-${i}`, {
-    connection, name: "guests", bridgeName: "virbr0", mode: "nat", subnet: "192.168.122.0/24",
+    connection,
+    name: "guests",
+    bridgeName: "virbr0",
+    mode: "nat",
+    subnet: "192.168.122.0/24",
     dhcp: { start: "192.168.122.100", end: "192.168.122.200", hosts: [{ mac: "52:54:00:5c:00:10", ip: "192.168.122.10", hostname: "vm1" }] },
   });
   new kvmnet.PortForward(`vm1-ssh-${i}`, { connection, protocol: "tcp", hostPort: 2222, destination: "192.168.122.10", destinationPort: 22 });

@@ -34,16 +34,30 @@ const net = new kvmnet.NatNetwork("default", {
 
 // The web guest's HTTPS on the host's port 8443, and its DNS-like UDP service on 5353.
 const https = new kvmnet.PortForward("web-https", {
-  connection, protocol: "tcp", hostPort: 8443, destination: "192.168.122.10", destinationPort: 443,
+  connection,
+  protocol: "tcp",
+  hostPort: 8443,
+  destination: "192.168.122.10",
+  destinationPort: 443,
 });
 const udp = new kvmnet.PortForward("web-udp", {
-  connection, protocol: "udp", hostPort: 5353, destination: "192.168.122.10", destinationPort: 53,
+  connection,
+  protocol: "udp",
+  hostPort: 5353,
+  destination: "192.168.122.10",
+  destinationPort: 53,
 });
 const forwards = [https, udp];
 if (withDb) {
-  forwards.push(new kvmnet.PortForward("db-pg", {
-    connection, protocol: "tcp", hostPort: 15432, destination: "192.168.122.20", destinationPort: 5432,
-  }));
+  forwards.push(
+    new kvmnet.PortForward("db-pg", {
+      connection,
+      protocol: "tcp",
+      hostPort: 15432,
+      destination: "192.168.122.20",
+      destinationPort: 5432,
+    }),
+  );
 }
 
 export const bridge = net.bridgeName;

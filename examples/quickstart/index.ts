@@ -17,7 +17,7 @@ const connection: kvmnet.types.Connection = {
 const lab = new kvmnet.NatNetwork("lab", {
   connection,
   name: "lab",
-  mode: (cfg.get("mode") as kvmnet.NatNetworkMode | undefined) ?? "nat",
+  mode: cfg.get<kvmnet.NatNetworkMode>("mode") ?? "nat",
   subnet: "192.168.122.0/24",
   dhcp: {
     start: "192.168.122.100",

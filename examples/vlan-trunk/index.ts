@@ -26,7 +26,7 @@ for (const vlanId of [10, 20]) {
     connection,
     parent: trunk,
     vlanId,
-    protocol: (cfg.get("protocol") as kvmnet.VlanProtocol | undefined) ?? "802.1Q",
+    protocol: cfg.get<kvmnet.VlanProtocol>("protocol") ?? "802.1Q",
     mtu: cfg.getNumber("mtu"),
     bridge: bridge.name,
     adopt: cfg.getBoolean("adopt") ?? false,

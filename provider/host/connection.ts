@@ -222,9 +222,7 @@ export function resolveConnection(c: ConnectionInput, depth = 0): ResolvedConnec
 /** Secrets of a connection chain, for redaction. */
 export function connectionSecrets(c: ResolvedConnection | undefined): string[] {
   if (!c) return [];
-  return [c.privateKey, c.privateKeyPassphrase, c.password, c.sudo ? c.sudo.password : undefined, ...connectionSecrets(c.jumpHost)].filter(
-    (s): s is string => !!s,
-  );
+  return [c.privateKey, c.privateKeyPassphrase, c.password, c.sudo ? c.sudo.password : undefined, ...connectionSecrets(c.jumpHost)].filter((s): s is string => !!s);
 }
 
 /** `user@host:port` (via jump) — for messages; never contains secrets. */

@@ -32,7 +32,10 @@ export type KnownHostsVerdict = "match" | "mismatch" | "unknown" | "revoked";
 
 /** Convert an OpenSSH host pattern (`*`, `?`) to a RegExp. */
 function patternToRegExp(p: string): RegExp {
-  const esc = p.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  const esc = p
+    .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+    .replace(/\*/g, ".*")
+    .replace(/\?/g, ".");
   return new RegExp(`^${esc}$`, "i");
 }
 

@@ -562,4 +562,3 @@ export class DedicatedSshHost implements Host {
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
-

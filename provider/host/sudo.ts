@@ -19,8 +19,7 @@ import { randomBytes } from "crypto";
  * equal to $1, then run the rest with `sh -s`. Never finding the marker is an
  * error, not an empty script.
  */
-export const SKIP_TO_MARKER =
-  'while IFS= read -r l; do [ "$l" = "$1" ] && exec sh -s; done; echo "kvmnet: the script never arrived after the sudo password" >&2; exit 125';
+export const SKIP_TO_MARKER = 'while IFS= read -r l; do [ "$l" = "$1" ] && exec sh -s; done; echo "kvmnet: the script never arrived after the sudo password" >&2; exit 125';
 
 export interface SudoPasswordFrame {
   /** Arguments after `sudo -S -k -p '' -- [env …]`: run SKIP_TO_MARKER with the marker. */

@@ -86,7 +86,7 @@ function persistSection(): Script {
     "persist",
     literal(
       [
-        'if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then',
+        "if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then",
         '  for u in NetworkManager systemd-networkd networking; do printf "active %s %s\\n" "$u" "$(systemctl is-active "$u" 2>/dev/null)"; done',
         "fi",
         "[ -e /run/network/ifstate ] && echo 'ifstate yes'",
@@ -103,12 +103,7 @@ function persistSection(): Script {
 
 /** Shell that prints one framed section. `body` writes to stdout. */
 export function section(name: string, body: Script): Script {
-  return joinLines([
-    sh`printf '\\n@@kvmnet-begin %s\\n' ${name}`,
-    body,
-    literal("kvmnet_rc=$?"),
-    sh`printf '\\n@@kvmnet-end %s %s\\n' ${name} "$kvmnet_rc"`,
-  ]);
+  return joinLines([sh`printf '\\n@@kvmnet-begin %s\\n' ${name}`, body, literal("kvmnet_rc=$?"), sh`printf '\\n@@kvmnet-end %s %s\\n' ${name} "$kvmnet_rc"`]);
 }
 
 /**
@@ -122,20 +117,12 @@ export function observeScript(extra: readonly Script[] = []): Script {
     section("uid", literal("id -u")),
     section("links", literal("ip -j -d link show")),
     section("addrs", literal("ip -j addr show")),
-    section(
-      "mgmt",
-      literal(
-        'c=${KVMNET_SSH_CONNECTION:-${SSH_CONNECTION:-}}; if [ -n "$c" ]; then ip -j route get "${c%% *}"; else echo "[]"; fi',
-      ),
-    ),
+    section("mgmt", literal('c=${KVMNET_SSH_CONNECTION:-${SSH_CONNECTION:-}}; if [ -n "$c" ]; then ip -j route get "${c%% *}"; else echo "[]"; fi')),
     section("default", literal("ip -j -4 route show default")),
     section("nft", literal("if command -v nft >/dev/null 2>&1; then nft -j list ruleset; else (exit 127); fi")),
     section(
       "sysctl",
-      literal(
-        "for k in ipv4/ip_forward ipv6/conf/all/forwarding bridge/bridge-nf-call-iptables; do " +
-          "printf '%s=%s\\n' \"$k\" \"$(cat /proc/sys/net/$k 2>/dev/null)\"; done",
-      ),
+      literal("for k in ipv4/ip_forward ipv6/conf/all/forwarding bridge/bridge-nf-call-iptables; do " + 'printf \'%s=%s\\n\' "$k" "$(cat /proc/sys/net/$k 2>/dev/null)"; done'),
     ),
     section("systemd", literal("if [ -d /run/systemd/system ]; then echo yes; else echo no; fi")),
     // Daemons we started record pid files under /run/kvmnet/<kind>/<name>/*.pid.
@@ -151,12 +138,7 @@ export function observeScript(extra: readonly Script[] = []): Script {
     ),
     // ss has no JSON output; only the local address column of UDP and TCP :53 sockets is read.
     section("dns53", literal("if command -v ss >/dev/null 2>&1; then ss -H -lntu 'sport = :53' | awk '{print $5}'; fi; true")),
-    section(
-      "state",
-      literal(
-        `for f in ${STATE_DIR}/*/*; do [ -f "$f" ] || continue; printf '@@kvmnet-file %s\\n' "$f"; cat "$f"; printf '\\n'; done; true`,
-      ),
-    ),
+    section("state", literal(`for f in ${STATE_DIR}/*/*; do [ -f "$f" ] || continue; printf '@@kvmnet-file %s\\n' "$f"; cat "$f"; printf '\\n'; done; true`)),
     persistSection(),
     ...extra,
   ]);
@@ -258,7 +240,10 @@ export function parseSnapshot(stdout: string, host: string): HostSnapshot {
     sysctls,
     systemd: sections.get("systemd")?.text.trim() === "yes",
     pidFiles,
-    dns53Listeners: (sections.get("dns53")?.text ?? "").split("\n").map((l) => l.trim()).filter(Boolean),
+    dns53Listeners: (sections.get("dns53")?.text ?? "")
+      .split("\n")
+      .map((l) => l.trim())
+      .filter(Boolean),
     uid: uidText && /^\d+$/.test(uidText) ? Number(uidText) : -1,
     links: json<IpLink[]>(sections, "links", host) ?? [],
     addrs: json<IpAddr[]>(sections, "addrs", host) ?? [],
@@ -273,9 +258,7 @@ export function parseSnapshot(stdout: string, host: string): HostSnapshot {
 export function configuredAddresses(snap: HostSnapshot, ifname: string): string[] {
   const entry = snap.addrs.find((a) => a.ifname === ifname);
   if (!entry) return [];
-  return entry.addr_info
-    .filter((a) => !(a.family === "inet6" && a.scope === "link") && a.scope !== "host")
-    .map((a) => `${a.local}/${a.prefixlen}`);
+  return entry.addr_info.filter((a) => !(a.family === "inet6" && a.scope === "link") && a.scope !== "host").map((a) => `${a.local}/${a.prefixlen}`);
 }
 
 export function findLink(snap: HostSnapshot, ifname: string): IpLink | undefined {

@@ -37,8 +37,7 @@ export const DEFAULT_PERSISTENCE: Persistence = "runtime";
 
 export const persistence = z.enum(PERSISTENCE_MODES, {
   error: () => ({
-    message:
-      'must be one of "auto" (the stack the host runs), "networkmanager", "networkd", "ifupdown" or "runtime" (live only: gone after a reboot)',
+    message: 'must be one of "auto" (the stack the host runs), "networkmanager", "networkd", "ifupdown" or "runtime" (live only: gone after a reboot)',
   }),
 });
 

@@ -129,7 +129,11 @@ function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
   if (v && typeof v === "object") {
     const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).sort().filter((k) => o[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")}}`;
+    return `{${Object.keys(o)
+      .sort()
+      .filter((k) => o[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+      .join(",")}}`;
   }
   return JSON.stringify(v);
 }
@@ -222,7 +226,14 @@ async function settled(host: Host, extra: readonly Script[] | undefined, after: 
  * wrong, and persisted files that differ from `set` (after NetworkManager
  * settled, when the object has profiles).
  */
-async function applyAndCheck<I extends BaseInputs>(spec: KindSpec<I>, host: Host, plan: Plan, desired: I, set: PersistSet, before: HostSnapshot): Promise<{ after: HostSnapshot; problems: string[] }> {
+async function applyAndCheck<I extends BaseInputs>(
+  spec: KindSpec<I>,
+  host: Host,
+  plan: Plan,
+  desired: I,
+  set: PersistSet,
+  before: HostSnapshot,
+): Promise<{ after: HostSnapshot; problems: string[] }> {
   const problemsIn = (h: HostSnapshot) => [...spec.verify(desired, h), ...(spec.persist ? persistDrift(spec.kind, desired.name, set, h) : [])];
   const applied = await apply(host, plan, spec.observeExtra, desired.connection);
   const after = await settled(host, spec.observeExtra, applied, usesNetworkManager(spec.kind, desired.name, before, set), (h) => problemsIn(h).length === 0);
@@ -326,7 +337,7 @@ async function applyConfirmed(host: Host, connection: ConnectionInput, plan: Pla
     await sleep(2000);
   }
   const why = `the change needed confirming because ${spec.reason}`;
-  const cause = lastError ? (isKvmnetError(lastError) ? lastError.shortMessage : String(lastError)) : undefined;
+  const cause = lastError ? shortMessageOf(lastError) : undefined;
   const rolledBack = (log: string, verb: string, hint: string) =>
     new KvmnetError({
       kind: "Verification",
@@ -340,7 +351,12 @@ async function applyConfirmed(host: Host, connection: ConnectionInput, plan: Pla
     throw rolledBack(outcome.log, "confirmed", "the host is as it was before this operation; fix what kept new SSH sessions out, or raise confirmTimeoutSec");
   }
   if (outcome?.state === "unknown") {
-    throw new KvmnetError({ kind: "Failed", message: `the host has no record of the change's revert (${why}); was it rebooted?`, host: host.label, hint: "run pulumi refresh to see what the host has" });
+    throw new KvmnetError({
+      kind: "Failed",
+      message: `the host has no record of the change's revert (${why}); was it rebooted?`,
+      host: host.label,
+      hint: "run pulumi refresh to see what the host has",
+    });
   }
   // Never reached: the host reverts at the deadline. Look once more after it.
   await sleep(Math.max(0, deadline - Date.now()) + REVERT_GRACE_SEC * 1000);
@@ -365,7 +381,7 @@ function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknow
   const picked: Record<string, unknown> = {};
   for (const k of spec.inputKeys) if (props?.[k] !== undefined) picked[k] = props[k];
   const unknowns = stored ? "validateAround" : "refuse";
-  const schema = stored ? spec.storedSchema ?? spec.schema : spec.schema;
+  const schema = stored ? (spec.storedSchema ?? spec.schema) : spec.schema;
   let { value, failures } = checkWith(schema, picked, unknowns);
   if (!value && stored && failures.every((f) => spec.computedInputs?.includes(f.property))) {
     for (const f of failures) delete picked[f.property];
@@ -379,6 +395,11 @@ function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknow
 
 function idOf(spec: KindSpec<BaseInputs>, i: BaseInputs): string {
   return `${i.connection.local ? "local" : i.connection.host}/${spec.kind}/${i.name}`;
+}
+
+/** A caught value in one line: a KvmnetError's short message, anything else as String() gives it. */
+function shortMessageOf(e: unknown): string {
+  return isKvmnetError(e) ? e.shortMessage : String(e);
 }
 
 /** Build the engine-facing provider for one kind. */
@@ -478,7 +499,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
         backend = p.backend;
         if (spec.persist) drift = persistDrift(spec.kind, inputs.name, p.set, snap);
       } catch (e) {
-        drift = [isKvmnetError(e) ? e.shortMessage : String(e)];
+        drift = [shortMessageOf(e)];
       }
       const outs = withPersistOutputs(spec, live, backend, drift);
       if (drift.length > 0) outs.persistence = "runtime";
@@ -503,7 +524,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
         try {
           await apply(host, planWithFiles(spec, olds, after, news).plan, spec.observeExtra, news.connection);
         } catch (e) {
-          rolledBack = `rolling back failed too: ${isKvmnetError(e) ? e.shortMessage : String(e)}; run pulumi refresh`;
+          rolledBack = `rolling back failed too: ${shortMessageOf(e)}; run pulumi refresh`;
         }
         throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${problems.join("; ")}`, host: host.label, hint: rolledBack });
       }
@@ -528,15 +549,15 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       for (let pass = 0; nm && !gone(after) && pass < NM_DELETE_PASSES; pass++) {
         const again = planDeleteWithFiles(spec, inputs, after);
         if (again.steps.length === 0) break;
-        let failed: unknown;
+        let failed: { error: unknown } | undefined;
         try {
           after = await apply(host, again, spec.observeExtra, inputs.connection);
         } catch (e) {
-          failed = e;
+          failed = { error: e };
           after = await observe(host, spec.observeExtra);
         }
         after = await settled(host, spec.observeExtra, after, true, gone);
-        if (failed !== undefined && !gone(after)) throw failed;
+        if (failed && !gone(after)) throw failed.error;
       }
       if (!gone(after)) throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${spec.kind} ${inputs.name} still exists after delete`, host: host.label });
     },

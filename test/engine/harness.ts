@@ -36,15 +36,10 @@ export async function ensurePulumi(): Promise<string> {
 
 export function run(file: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string } = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = execFile(
-      file,
-      args,
-      { cwd: opts.cwd, env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 300_000, maxBuffer: 64 * 1024 * 1024 },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === "number" ? ((err as { code: number }).code) : 1) : 0;
-        resolve({ code, stdout: String(stdout), stderr: String(stderr) + (err && typeof (err as { code?: unknown }).code !== "number" ? `\n${err.message}` : "") });
-      },
-    );
+    const child = execFile(file, args, { cwd: opts.cwd, env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 300_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) + (err && typeof (err as { code?: unknown }).code !== "number" ? `\n${err.message}` : "") });
+    });
     if (opts.input !== undefined) child.stdin?.end(opts.input);
   });
 }
@@ -120,7 +115,9 @@ export class Stack {
   /** Steps of `pulumi preview --json` with the input keys each step changes. */
   async previewSteps(): Promise<{ op: string; type: string; name: string; changedInputs: string[] }[]> {
     const r = await this.ok(["preview", "--json"]);
-    const doc = JSON.parse(r.stdout) as { steps: { op: string; urn: string; oldState?: { inputs?: Record<string, unknown> }; newState?: { inputs?: Record<string, unknown>; type?: string } }[] };
+    const doc = JSON.parse(r.stdout) as {
+      steps: { op: string; urn: string; oldState?: { inputs?: Record<string, unknown> }; newState?: { inputs?: Record<string, unknown>; type?: string } }[];
+    };
     return doc.steps.map((s) => {
       const olds = s.oldState?.inputs ?? {};
       const news = s.newState?.inputs ?? {};
@@ -136,7 +133,11 @@ export class Stack {
    * Returns the encrypted export and the decrypted state before and after, for
    * the test to compare.
    */
-  async exportImport(): Promise<{ exported: Awaited<ReturnType<Stack["exportState"]>>; plainBefore: Awaited<ReturnType<Stack["exportState"]>>; reimported: Awaited<ReturnType<Stack["exportState"]>> }> {
+  async exportImport(): Promise<{
+    exported: Awaited<ReturnType<Stack["exportState"]>>;
+    plainBefore: Awaited<ReturnType<Stack["exportState"]>>;
+    reimported: Awaited<ReturnType<Stack["exportState"]>>;
+  }> {
     const exported = await this.exportState();
     const plainBefore = await this.exportState(true);
     const file = path.join(this.work, "export.json");

@@ -43,7 +43,10 @@ beforeAll(async () => {
   const project = path.join(work, "project");
   fs.mkdirSync(project);
   fs.copyFileSync(path.join(REPO, "examples", "libvirt-default", "index.ts"), path.join(project, "index.ts"));
-  fs.appendFileSync(path.join(project, "index.ts"), '\nexport const nodeVersion = process.version;\nexport const sdkVersion: string = require("@pulumi/pulumi/package.json").version;\n');
+  fs.appendFileSync(
+    path.join(project, "index.ts"),
+    '\nexport const nodeVersion = process.version;\nexport const sdkVersion: string = require("@pulumi/pulumi/package.json").version;\n',
+  );
   fs.writeFileSync(path.join(project, "Pulumi.yaml"), "name: installed\nruntime: nodejs\nmain: index.ts\n");
   fs.writeFileSync(
     path.join(project, "package.json"),

@@ -3,8 +3,6 @@
  * real Pulumi engine against a sandbox host: TESTING.md's P1, P2, P4–P9 for
  * both kinds. (P3, adoption, does not apply: neither kind adopts.)
  */
-import * as fs from "fs";
-import * as path from "path";
 import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../sandbox/fleet";
 import { ensurePulumi, REPO, Stack } from "./harness";
 

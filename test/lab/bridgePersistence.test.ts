@@ -51,8 +51,11 @@ const pingFromLan = () => {
 };
 
 async function bridgeState(name: string) {
-  const link = JSON.parse((await lab.exec(`ip -j -d link show dev ${name} 2>/dev/null || echo '[]'`)).stdout)[0] as { address?: string; linkinfo?: { info_kind?: string } } | undefined;
-  const addrs = ((JSON.parse((await lab.exec(`ip -j addr show dev ${name} 2>/dev/null || echo '[]'`)).stdout)[0]?.addr_info ?? []) as { family: string; local: string; prefixlen: number }[])
+  const link = JSON.parse((await lab.exec(`ip -j -d link show dev ${name} 2>/dev/null || echo '[]'`)).stdout)[0] as
+    { address?: string; linkinfo?: { info_kind?: string } } | undefined;
+  const addrs = (
+    (JSON.parse((await lab.exec(`ip -j addr show dev ${name} 2>/dev/null || echo '[]'`)).stdout)[0]?.addr_info ?? []) as { family: string; local: string; prefixlen: number }[]
+  )
     .filter((a) => a.family === "inet")
     .map((a) => `${a.local}/${a.prefixlen}`);
   const master = JSON.parse((await lab.exec(`ip -j link show dev ${lanIf}`)).stdout)[0]?.master as string | undefined;
@@ -84,7 +87,7 @@ describe.each(labStacks(["networkmanager"]))("Bridge persisted through %s", (sta
     expect(pingFromLan()).toBe(true);
     const read = await bridgeProvider.read(c.id, c.outs);
     expect(read.props).toMatchObject({ persistedBy: stack, persistenceDrift: [], macAddress: live.mac, ports: [lanIf], addresses: ["192.0.2.1/24"] });
-    expect(read.inputs).toEqual(Object.fromEntries(Object.keys(read.inputs ?? {}).map((k) => [k, (c.outs as Record<string, unknown>)[k]])));
+    expect(read.inputs).toEqual(Object.fromEntries(Object.keys(read.inputs ?? {}).map((k) => [k, c.outs[k]])));
 
     // A hand edit of the persisted config is drift; the next update puts it back.
     const files = (await lab.exec(`cat /etc/kvmnet/owned/bridge/${name}`)).stdout.trim().split("\n");

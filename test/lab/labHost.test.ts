@@ -11,7 +11,20 @@ import { execFileSync, spawn, spawnSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { bootLabHost, checkLabSupport, cleanupStaleLab, ensureLabImage, fingerprintOfKeyLine, isAlive, labPaths, LabHost, listLabBoots, listLabSnapshots, qemuArgs, snapshotKey } from "./labHost";
+import {
+  bootLabHost,
+  checkLabSupport,
+  cleanupStaleLab,
+  ensureLabImage,
+  fingerprintOfKeyLine,
+  isAlive,
+  labPaths,
+  LabHost,
+  listLabBoots,
+  listLabSnapshots,
+  qemuArgs,
+  snapshotKey,
+} from "./labHost";
 
 jest.setTimeout(30 * 60_000);
 
@@ -45,7 +58,6 @@ describe("lab host harness", () => {
 
   afterAll(async () => {
     await host?.shutdown();
-    // eslint-disable-next-line no-console
     console.log(`lab timings: ${JSON.stringify(timings)}`);
   });
 
@@ -126,7 +138,6 @@ describe("lab host harness", () => {
     const state = r.stdout.trim();
     if (state === "degraded") {
       const failed = await host!.exec("systemctl --failed --no-legend --plain", { allowFail: true });
-      // eslint-disable-next-line no-console
       console.log(`lab guest is degraded; failed units:\n${failed.stdout}`);
     }
     expect(["running", "degraded"]).toContain(state);
@@ -265,7 +276,7 @@ describe("boot once, restore many (snapshots)", () => {
 
   afterAll(async () => {
     for (const h of hosts) await h.shutdown();
-    // eslint-disable-next-line no-console
+
     console.log(`lab snapshot timings: ${JSON.stringify(timings)}`);
   });
 
@@ -296,7 +307,7 @@ describe("boot once, restore many (snapshots)", () => {
   });
 
   it("a reboot of a restored host is a real new boot, from the restored disk; the snapshot's files do not change", async () => {
-    const h = hosts[hosts.length - 1]!;
+    const h = hosts[hosts.length - 1];
     const snapDir = `${labPaths.snapshotsDir}/${h.boot.snapshotKey}`;
     const before = { disk: sha256(`${snapDir}/disk.qcow2`), state: sha256(`${snapDir}/state.bin`), diskMtime: fs.statSync(`${snapDir}/disk.qcow2`).mtimeMs };
     const banners = kernelBanners(h);
@@ -336,8 +347,8 @@ describe("boot once, restore many (snapshots)", () => {
   });
 
   it("cleanupStaleLab removes a half-written snapshot whose builder is gone, and leaves a live builder's alone", () => {
-    const deadPid = spawnSync("true").pid!;
-    const stat = (pid: number) => fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[19];
+    const deadPid = spawnSync("true").pid;
+    const stat = (pid: number) => fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[19];
     const mk = (key: string, owner: { pid: number; start: string }) => {
       const dir = `${labPaths.snapshotsDir}/.build-${key}`;
       fs.mkdirSync(dir, { recursive: true });
@@ -346,7 +357,7 @@ describe("boot once, restore many (snapshots)", () => {
       return dir;
     };
     const dead = mk("0000000000000000dead", { pid: deadPid, start: "1" });
-    const alive = mk("000000000000000a11fe", { pid: process.pid, start: stat(process.pid)! });
+    const alive = mk("000000000000000a11fe", { pid: process.pid, start: stat(process.pid) });
     try {
       const removed = cleanupStaleLab();
       expect(removed.join("\n")).toContain("0000000000000000dead");

@@ -351,9 +351,7 @@ export function checkLabSupport(): void {
   for (const t of [QEMU, "qemu-img", "setpriv"]) if (!which(t)) missing.push(t);
   if (!fs.existsSync(IMAGE_SCRIPT)) missing.push(IMAGE_SCRIPT);
   if (missing.length > 0) {
-    throw new Error(
-      `lab hosts cannot run here; missing: ${missing.join(", ")} ` + "(apt-get install -y debootstrap qemu-system-x86 qemu-utils e2fsprogs)",
-    );
+    throw new Error(`lab hosts cannot run here; missing: ${missing.join(", ")} ` + "(apt-get install -y debootstrap qemu-system-x86 qemu-utils e2fsprogs)");
   }
 }
 
@@ -453,7 +451,7 @@ function teardownRecord(rec: LabRecord, graceMs = 2000): void {
  */
 export function cleanupStaleLab(): string[] {
   const removed: string[] = [];
-  let files: string[] = [];
+  let files: string[];
   try {
     files = fs.readdirSync(VMS_DIR).filter((f) => f.endsWith(".json"));
   } catch {
@@ -471,7 +469,7 @@ export function cleanupStaleLab(): string[] {
 
 /** Boots recorded under /run/kvmnet-lab/vms (live or, until cleanupStaleLab, stale). */
 export function listLabBoots(): { id: string; ownerPid: number; alive: boolean; qemuPid?: number; dir: string }[] {
-  let files: string[] = [];
+  let files: string[];
   try {
     files = fs.readdirSync(VMS_DIR).filter((f) => f.endsWith(".json"));
   } catch {
@@ -678,7 +676,13 @@ function releaseSnapshotBuild(b: SnapshotBuild): void {
  * build into place. Throws before the machine is stopped for good when it can; the
  * caller checks `internals.qemuExited()` to tell.
  */
-async function saveSnapshot(host: LabHost, internals: BootInternals, build: SnapshotBuild, key: string, o: BootLabHostOptions): Promise<{ snap: Snapshot; figures: NonNullable<LabBootInfo["built"]> }> {
+async function saveSnapshot(
+  host: LabHost,
+  internals: BootInternals,
+  build: SnapshotBuild,
+  key: string,
+  o: BootLabHostOptions,
+): Promise<{ snap: Snapshot; figures: NonNullable<LabBootInfo["built"]> }> {
   const s0 = Date.now();
   const state = (await host.exec("systemctl is-system-running --wait", { allowFail: true, timeoutMs: 180_000 })).stdout.trim();
   if (state !== "running" && state !== "degraded") throw new Error(`the guest did not settle: systemd is ${JSON.stringify(state)}`);
@@ -714,7 +718,16 @@ async function saveSnapshot(host: LabHost, internals: BootInternals, build: Snap
   internals.teardown(0);
   const stateBytes = fs.statSync(stateFile).size;
   const id = snapshotIdentity(o);
-  const meta: SnapshotMeta = { format: SNAPSHOT_FORMAT, key, machineId: internals.machineId, created: new Date().toISOString(), qemu: id.qemu, imageDir: o.imageDir!, args: id.args, stateBytes };
+  const meta: SnapshotMeta = {
+    format: SNAPSHOT_FORMAT,
+    key,
+    machineId: internals.machineId,
+    created: new Date().toISOString(),
+    qemu: id.qemu,
+    imageDir: o.imageDir!,
+    args: id.args,
+    stateBytes,
+  };
   fs.writeFileSync(`${build.dir}/meta.json`, JSON.stringify(meta, null, 2) + "\n");
   for (const f of ["state.bin", "disk.qcow2", "meta.json"]) fs.chmodSync(`${build.dir}/${f}`, 0o444);
   fs.rmSync(`${build.dir}/owner.json`, { force: true });
@@ -747,13 +760,16 @@ async function freshenRestoredGuest(host: LabHost): Promise<void> {
 
 /** The snapshots on this machine (for tests and the bench). */
 export function listLabSnapshots(): { key: string; dir: string; stateBytes: number; created: string }[] {
-  let names: string[] = [];
+  let names: string[];
   try {
     names = fs.readdirSync(SNAP_DIR).filter((n) => KEY_RE.test(n));
   } catch {
     return [];
   }
-  return names.map((k) => findSnapshot(k)).filter((s): s is Snapshot => s !== undefined).map((s) => ({ key: s.key, dir: s.dir, stateBytes: s.meta.stateBytes, created: s.meta.created }));
+  return names
+    .map((k) => findSnapshot(k))
+    .filter((s): s is Snapshot => s !== undefined)
+    .map((s) => ({ key: s.key, dir: s.dir, stateBytes: s.meta.stateBytes, created: s.meta.created }));
 }
 
 /** Remove the snapshot of a configuration (the next boot of it builds a new one). For tests and the bench. */
@@ -764,7 +780,7 @@ export function discardLabSnapshot(key: string): void {
 /** Remove build and trash dirs left by dead processes. Returns one line per dir removed. */
 function cleanupStaleSnapshotBuilds(): string[] {
   const removed: string[] = [];
-  let names: string[] = [];
+  let names: string[];
   try {
     names = fs.readdirSync(SNAP_DIR);
   } catch {
@@ -1037,30 +1053,46 @@ export function qemuArgs(o: {
     ...o.kernelArgs,
   ].join(" ");
   const args = [
-    "-name", o.name,
-    "-accel", "tcg,thread=multi",
-    "-machine", "q35",
+    "-name",
+    o.name,
+    "-accel",
+    "tcg,thread=multi",
+    "-machine",
+    "q35",
     // intel-iommu before any PCI device
-    "-device", "intel-iommu",
-    "-m", String(o.memoryMb),
-    "-smp", String(o.cpus),
+    "-device",
+    "intel-iommu",
+    "-m",
+    String(o.memoryMb),
+    "-smp",
+    String(o.cpus),
     "-nographic",
     "-nodefaults",
     // A guest reboot resets the machine and boots -kernel/-initrd/-append again on the
     // same overlay (the default, spelled out: -no-reboot would make qemu exit instead).
-    "-action", "reboot=reset,shutdown=poweroff",
-    "-monitor", "none",
+    "-action",
+    "reboot=reset,shutdown=poweroff",
+    "-monitor",
+    "none",
     ...(o.qmpSocket ? ["-qmp", `unix:${o.qmpSocket},server=on,wait=off`] : []),
     ...(o.incomingStateFile ? ["-incoming", `exec:cat ${o.incomingStateFile}`] : []),
-    "-serial", `file:${o.serialLog}`,
-    "-kernel", path.join(o.imageDir, "vmlinuz"),
-    "-initrd", path.join(o.imageDir, "initrd.img"),
-    "-append", append,
-    "-drive", `file=${o.overlay},if=none,id=d0,format=qcow2,cache=unsafe,discard=unmap`,
+    "-serial",
+    `file:${o.serialLog}`,
+    "-kernel",
+    path.join(o.imageDir, "vmlinuz"),
+    "-initrd",
+    path.join(o.imageDir, "initrd.img"),
+    "-append",
+    append,
+    "-drive",
+    `file=${o.overlay},if=none,id=d0,format=qcow2,cache=unsafe,discard=unmap`,
     // slirp, isolated: only the forwarded loopback port reaches the guest
-    "-netdev", `user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:${o.port}-:22`,
-    "-device", `virtio-net-pci,netdev=n0,mac=${MAC.eth0},addr=0x2,romfile=`,
-    "-device", "virtio-blk-pci,drive=d0,addr=0x3",
+    "-netdev",
+    `user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:${o.port}-:22`,
+    "-device",
+    `virtio-net-pci,netdev=n0,mac=${MAC.eth0},addr=0x2,romfile=`,
+    "-device",
+    "virtio-blk-pci,drive=d0,addr=0x3",
   ];
   if (o.extraNics) {
     // Passthrough candidates, deliberately without a backend ("no peer"): no traffic.
@@ -1277,10 +1309,8 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
       // setpriv execs qemu in place (same pid) with PR_SET_PDEATHSIG=SIGKILL.
       const qemuCmd = ["setpriv", "--pdeathsig", "KILL", "--", QEMU, ...args];
       const lanTap = opts.lan ? (opts.lan.tap ?? `kvl${rec.id.slice(0, 6)}`) : undefined;
-      const argv = opts.lan
-        ? ["nsenter", `--net=/run/netns/${opts.lan.netns}`, "--", "perl", "-e", TAP_OPENER, lanTap!, `/proc/${process.pid}/ns/net`, ...qemuCmd]
-        : qemuCmd;
-      const child = spawn(argv[0]!, argv.slice(1), {
+      const argv = opts.lan ? ["nsenter", `--net=/run/netns/${opts.lan.netns}`, "--", "perl", "-e", TAP_OPENER, lanTap!, `/proc/${process.pid}/ns/net`, ...qemuCmd] : qemuCmd;
+      const child = spawn(argv[0], argv.slice(1), {
         env: childEnv(),
         cwd: dir,
         stdio: ["ignore", logFd, logFd],
@@ -1316,7 +1346,7 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
       // until qemu has loaded it (a state that does not fit makes qemu exit), then run it.
       const until = Date.now() + RESTORE_LOAD_TIMEOUT_MS;
       for (;;) {
-        if (exitInfo.text || !isAlive(rec.qemu!)) throw new Error(`lab: ${exitInfo.text ?? "qemu died"} while loading the saved machine:\n${tail(qemuLogPath, 10)}`);
+        if (exitInfo.text || !isAlive(rec.qemu)) throw new Error(`lab: ${exitInfo.text ?? "qemu died"} while loading the saved machine:\n${tail(qemuLogPath, 10)}`);
         const st = (await qmp(qmpSocket, "query-status").catch((err: Error) => ({ status: `(qmp: ${err.message})` }))) as { status?: string };
         if (st.status === "paused" || st.status === "running") break;
         if (Date.now() > until) throw new Error(`lab: the saved machine was not loaded after ${RESTORE_LOAD_TIMEOUT_MS} ms (status ${st.status})`);
@@ -1357,7 +1387,7 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
 
     const waitForSsh = async (timeoutMs = opts.sshTimeoutMs ?? DEFAULT_SSH_TIMEOUT_MS): Promise<void> => {
       const deadline = Date.now() + timeoutMs;
-      let lastErr = "";
+      let lastErr: string;
       let probeTimeoutMs = PROBE_READY_TIMEOUT_MS;
       for (;;) {
         if (exitInfo.text || !isAlive(rec.qemu!)) {
@@ -1403,7 +1433,7 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
       try {
         c = await getClient();
       } catch (err) {
-        throw new Error(`lab exec: cannot connect to 127.0.0.1:${port}: ${(err as Error).message}`);
+        throw new Error(`lab exec: cannot connect to 127.0.0.1:${port}: ${(err as Error).message}`, { cause: err });
       }
       return execOn(c, cmd, eopts);
     };

@@ -64,11 +64,9 @@ function resolve(name: string): string {
 beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kvmnet-labnat-"));
   dhcpScript = path.join(tmp, "udhcpc.sh");
-  fs.writeFileSync(
-    dhcpScript,
-    ["#!/bin/sh", 'case "$1" in', '  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface" ;;', "esac", ""].join("\n"),
-    { mode: 0o755 },
-  );
+  fs.writeFileSync(dhcpScript, ["#!/bin/sh", 'case "$1" in', '  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface" ;;', "esac", ""].join("\n"), {
+    mode: 0o755,
+  });
   sh(`ip netns add ${ns}`);
   lab = await bootLabHost({ lan: { netns: ns }, extraNics: false });
   lanIf = (await lab.exec(`ip -br link | awk '$3 == "${lab.macs.lan}" {print $1}'`)).stdout.trim();
@@ -115,7 +113,15 @@ describe("NatNetwork on a systemd host (lab guest)", () => {
     const pid = Number(await unit("MainPID"));
     const leasesBefore = (await lab.exec("cat /run/kvmnet/nat/lab/leases")).stdout;
     expect(leasesBefore).toMatch(/10\.66\.0\.1\d\d/);
-    const next = args({ dns: { domain: "lab.test", hosts: [{ ip: "10.66.0.5", hostnames: ["db"] }, { ip: "10.66.0.6", hostnames: ["cache"] }] } });
+    const next = args({
+      dns: {
+        domain: "lab.test",
+        hosts: [
+          { ip: "10.66.0.5", hostnames: ["db"] },
+          { ip: "10.66.0.6", hostnames: ["cache"] },
+        ],
+      },
+    });
     const checked = (await natNetworkProvider.check({}, next)).inputs;
     const r = await natNetworkProvider.update(created.id, created.outs, checked);
     expect(r.outs.dnsmasqPid).toBe(pid);

@@ -270,7 +270,9 @@ describe(`NatNetwork and PortForward persisted on a lab guest running ${STACK}`,
     expect(link.linkinfo.info_kind).toBe("bridge");
     expect(link.address).toBe(bridgeMac);
     expect(link.flags).toContain("UP");
-    expect(link.addr_info.filter((a: { family: string }) => a.family === "inet").map((a: { local: string; prefixlen: number }) => `${a.local}/${a.prefixlen}`)).toEqual(["10.66.0.1/24"]);
+    expect(link.addr_info.filter((a: { family: string }) => a.family === "inet").map((a: { local: string; prefixlen: number }) => `${a.local}/${a.prefixlen}`)).toEqual([
+      "10.66.0.1/24",
+    ]);
     expect(await nftTables()).toEqual(expect.arrayContaining(["table inet kvmnet_nat_lab", "table ip kvmnet_pf_tcp_any_8080"]));
     expect(await guest("cat /proc/sys/net/ipv4/ip_forward")).toBe("1");
     // Held as the live apply holds it; what to restore is the host's own configuration (0 here).
@@ -278,7 +280,17 @@ describe(`NatNetwork and PortForward persisted on a lab guest running ${STACK}`,
 
     // read: no drift, live or persisted.
     const read = await natNetworkProvider.read(nat.id, nat.outs);
-    expect(read.props).toMatchObject({ persistedBy: STACK, persistenceDrift: [], persistence: "auto", mode: "nat", gateway: "10.66.0.1", tablePresent: true, ipForward: true, dnsmasqUnit: DNSMASQ_UNIT, macAddress: bridgeMac });
+    expect(read.props).toMatchObject({
+      persistedBy: STACK,
+      persistenceDrift: [],
+      persistence: "auto",
+      mode: "nat",
+      gateway: "10.66.0.1",
+      tablePresent: true,
+      ipForward: true,
+      dnsmasqUnit: DNSMASQ_UNIT,
+      macAddress: bridgeMac,
+    });
     expect(read.props.dnsmasqPid).toBe(Number(await unitProp(DNSMASQ_UNIT, "MainPID")));
     expect(read.inputs).toEqual(Object.fromEntries(Object.keys(read.inputs ?? {}).map((k) => [k, nat.outs[k]])));
     const pfRead = await portForwardProvider.read(pf.id, pf.outs);
@@ -332,7 +344,11 @@ describe(`NatNetwork and PortForward persisted on a lab guest running ${STACK}`,
   });
 
   it("persistence switches off and on in place, without touching the live network", async () => {
-    const etcOnly = (listing: string) => listing.split("\n").filter((l) => / \/etc\//.test(l)).join("\n");
+    const etcOnly = (listing: string) =>
+      listing
+        .split("\n")
+        .filter((l) => / \/etc\//.test(l))
+        .join("\n");
     const persisted = etcOnly(await guest(LISTING));
     const pid = nat.outs.dnsmasqPid;
     const set = async (persistence: string) => {

@@ -80,7 +80,6 @@ afterAll(async () => {
   await stack?.pulumi(["destroy", "--yes"]);
   await stack?.dispose();
   await lab?.shutdown();
-  // eslint-disable-next-line no-console
   console.log(`pci engine timings: ${JSON.stringify(timings)}`);
 });
 
@@ -102,8 +101,8 @@ describe("examples/gpu-passthrough under the real engine on a lab host", () => {
     expect(out.originalDriver).toBe("e1000");
     await lab.exec(`test -c ${out.vfioDevice as string}`);
     // With secrets shown: the connection's ciphertext differs on every encryption.
-    created = pciResources((await stack.exportState(true)).doc)[0]!.outputs!;
-    expect(pciResources((await stack.exportState()).doc)[0]!.id).toBe(`127.0.0.1/pcipassthrough/${DEVICE}`);
+    created = pciResources((await stack.exportState(true)).doc)[0].outputs!;
+    expect(pciResources((await stack.exportState()).doc)[0].id).toBe(`127.0.0.1/pcipassthrough/${DEVICE}`);
 
     await timed("previewMs", () => stack.ok(["preview", "--expect-no-changes"]));
     await stack.ok(["up", "--yes", "--expect-no-changes"]);
@@ -111,7 +110,9 @@ describe("examples/gpu-passthrough under the real engine on a lab host", () => {
   });
 
   it("P2: a device taken back by hand shows as drift of driver, and up binds it again", async () => {
-    await lab.exec(`printf '\\n' > /sys/bus/pci/devices/${DEVICE}/driver_override && printf ${DEVICE} > /sys/bus/pci/drivers/vfio-pci/unbind && printf ${DEVICE} > /sys/bus/pci/drivers/e1000/bind`);
+    await lab.exec(
+      `printf '\\n' > /sys/bus/pci/devices/${DEVICE}/driver_override && printf ${DEVICE} > /sys/bus/pci/drivers/vfio-pci/unbind && printf ${DEVICE} > /sys/bus/pci/drivers/e1000/bind`,
+    );
     const drift = await stack.pulumi(["refresh", "--yes", "--expect-no-changes"]);
     expect(drift.code).not.toBe(0);
     expect(pciResources((await stack.exportState()).doc)[0]?.outputs).toMatchObject({ driver: "e1000", currentDriver: "e1000", vfioDevice: null });
@@ -191,17 +192,22 @@ describe("examples/gpu-passthrough under the real engine on a lab host", () => {
   });
 
   it("P3: a device bound to vfio-pci by hand is adopted, and destroy leaves it on vfio-pci", async () => {
-    await lab.exec(`echo vfio-pci > /sys/bus/pci/devices/${DEVICE}/driver_override && printf ${DEVICE} > /sys/bus/pci/devices/${DEVICE}/driver/unbind && printf ${DEVICE} > /sys/bus/pci/drivers_probe`);
+    await lab.exec(
+      `echo vfio-pci > /sys/bus/pci/devices/${DEVICE}/driver_override && printf ${DEVICE} > /sys/bus/pci/devices/${DEVICE}/driver/unbind && printf ${DEVICE} > /sys/bus/pci/drivers_probe`,
+    );
     try {
       const byHand = await hostSnapshot();
       await stack.ok(["up", "--yes"]);
-      const adopted = pciResources((await stack.exportState(true)).doc)[0]!.outputs!;
+      const adopted = pciResources((await stack.exportState(true)).doc)[0].outputs!;
       expect(adopted).toEqual({ ...created, originalDriver: "vfio-pci" });
       await stack.ok(["preview", "--expect-no-changes"]);
       await stack.ok(["destroy", "--yes"]);
       expect(await hostSnapshot()).toBe(byHand);
     } finally {
-      await lab.exec(`printf '\\n' > /sys/bus/pci/devices/${DEVICE}/driver_override; printf ${DEVICE} > /sys/bus/pci/drivers/vfio-pci/unbind; printf ${DEVICE} > /sys/bus/pci/drivers/e1000/bind`, { allowFail: true });
+      await lab.exec(
+        `printf '\\n' > /sys/bus/pci/devices/${DEVICE}/driver_override; printf ${DEVICE} > /sys/bus/pci/drivers/vfio-pci/unbind; printf ${DEVICE} > /sys/bus/pci/drivers/e1000/bind`,
+        { allowFail: true },
+      );
     }
     expect(await hostSnapshot()).toBe(before);
   });

@@ -31,7 +31,6 @@ const GROUP_BRIDGE = "0000:01:00.0";
 
 const timings: Record<string, number> = {};
 afterAll(() => {
-  // eslint-disable-next-line no-console
   console.log(`pci lab timings: ${JSON.stringify(timings)}`);
 });
 
@@ -146,7 +145,9 @@ describe("PciPassthrough on the lab host", () => {
   it("refuses the management NIC (eth0's virtio device) without force, naming the interface; nothing changes", async () => {
     const before = await pciSnapshot(h);
     const checked = await provider.check({}, { connection: connectionOf(h), address: MGMT_NIC });
-    await expect(provider.create(checked.inputs)).rejects.toThrow(/Conflict: refusing to pass through: 0000:00:02.0 is the NIC of eth0, the interface of this SSH management session[\s\S]*force: true/);
+    await expect(provider.create(checked.inputs)).rejects.toThrow(
+      /Conflict: refusing to pass through: 0000:00:02.0 is the NIC of eth0, the interface of this SSH management session[\s\S]*force: true/,
+    );
     expect(await driverOf(h, MGMT_NIC)).toBe("virtio-pci");
     expect(await pciSnapshot(h)).toBe(before);
   });
@@ -163,7 +164,9 @@ describe("PciPassthrough on the lab host", () => {
     expect(members.sort()).toEqual([GROUP_BRIDGE, GROUP_A, GROUP_B].sort());
     const before = await pciSnapshot(h);
     const checked = await provider.check({}, { connection: connectionOf(h), address: GROUP_A });
-    await expect(provider.create(checked.inputs)).rejects.toThrow(/IOMMU group \d+ of 0000:02:01.0 is not viable: other devices in it are bound to host drivers: 0000:02:02.0 \(e1000\)[\s\S]*includeIommuGroup: true/);
+    await expect(provider.create(checked.inputs)).rejects.toThrow(
+      /IOMMU group \d+ of 0000:02:01.0 is not viable: other devices in it are bound to host drivers: 0000:02:02.0 \(e1000\)[\s\S]*includeIommuGroup: true/,
+    );
     expect(await pciSnapshot(h)).toBe(before);
   });
 
@@ -205,7 +208,9 @@ describe("PciPassthrough on the lab host", () => {
   });
 
   it("adopts a device someone bound to vfio-pci by hand, and delete leaves it there (as the host had it)", async () => {
-    await h.exec(`echo vfio-pci > /sys/bus/pci/devices/${E1000}/driver_override && printf ${E1000} > /sys/bus/pci/devices/${E1000}/driver/unbind && printf ${E1000} > /sys/bus/pci/drivers_probe`);
+    await h.exec(
+      `echo vfio-pci > /sys/bus/pci/devices/${E1000}/driver_override && printf ${E1000} > /sys/bus/pci/devices/${E1000}/driver/unbind && printf ${E1000} > /sys/bus/pci/drivers_probe`,
+    );
     try {
       const before = await pciSnapshot(h);
       const { id, outs } = await create(provider, h, { address: E1000 });
@@ -213,7 +218,10 @@ describe("PciPassthrough on the lab host", () => {
       await provider.delete(id, outs);
       expect(await pciSnapshot(h)).toBe(before);
     } finally {
-      await h.exec(`printf '\\n' > /sys/bus/pci/devices/${E1000}/driver_override; printf ${E1000} > /sys/bus/pci/drivers/vfio-pci/unbind; printf ${E1000} > /sys/bus/pci/drivers/e1000/bind`, { allowFail: true });
+      await h.exec(
+        `printf '\\n' > /sys/bus/pci/devices/${E1000}/driver_override; printf ${E1000} > /sys/bus/pci/drivers/vfio-pci/unbind; printf ${E1000} > /sys/bus/pci/drivers/e1000/bind`,
+        { allowFail: true },
+      );
     }
     expect(await driverOf(h, E1000)).toBe("e1000");
   });

@@ -34,7 +34,6 @@ const ALL_E1000 = [E1000, GROUP_A, GROUP_B];
 
 const timings: Record<string, number> = {};
 afterAll(() => {
-  // eslint-disable-next-line no-console
   console.log(`pci persistence lab timings: ${JSON.stringify(timings)}`);
 });
 
@@ -56,8 +55,7 @@ async function e1000Probes(h: LabHost): Promise<string[]> {
 const probedAddresses = (lines: string[]) => [...new Set(lines.map((l) => /e1000 ([0-9a-f:.]+)/.exec(l)?.[1]).filter(Boolean))].sort();
 
 /** Everything of ours under /etc, and the link farm we write into. */
-const OUR_FILES =
-  "ls -A /etc/udev/rules.d /etc/systemd/system/sysinit.target.wants; ls /etc/systemd/system | grep kvmnet; ls -AR /etc/kvmnet 2>/dev/null; true";
+const OUR_FILES = "ls -A /etc/udev/rules.d /etc/systemd/system/sysinit.target.wants; ls /etc/systemd/system | grep kvmnet; ls -AR /etc/kvmnet 2>/dev/null; true";
 
 /** Each PCI device's driver and driver_override, interface names and MACs, /dev/vfio, our /run state. */
 async function pciSnapshot(h: LabHost): Promise<string> {
@@ -78,9 +76,9 @@ async function reboot(h: LabHost): Promise<number> {
   closeAllConnections(); // the provider's SSH connection dies with the old boot
   const before = await bootId(h);
   const t = Date.now();
-  const harness = (h as LabHost & { reboot?: () => Promise<unknown> }).reboot;
-  if (harness) {
-    await harness.call(h);
+  const harness = h as LabHost & { reboot?: () => Promise<unknown> };
+  if (harness.reboot) {
+    await harness.reboot();
   } else {
     await h.exec("systemd-run --on-active=1 systemctl reboot");
     const deadline = Date.now() + 10 * 60_000;
@@ -164,7 +162,6 @@ describe("PciPassthrough persistence on the lab host (initramfs without e1000)",
       `d=$(mktemp -d) && cp ${unitPath(E1000)} "$d/kvmnet-vfio-lint.service" && systemd-analyze verify "$d/kvmnet-vfio-lint.service" 2>&1; rc=$?; rm -rf "$d"; exit $rc`,
       { allowFail: true },
     );
-    // eslint-disable-next-line no-console
     console.log(`systemd-analyze verify: exit ${verify.code} ${JSON.stringify(verify.stdout.trim())}`);
     t = Date.now();
     const read0 = await provider.read(single.id, single.outs);
@@ -256,8 +253,9 @@ describe("PciPassthrough persistence on the lab host (e1000 in the initramfs)", 
     expect(unit).toBeLessThanOrEqual(sysinit);
     timings.initramfsUnitActiveAtMs = Math.round(unit / 1000);
     timings.initramfsSysinitActiveAtMs = Math.round(sysinit / 1000);
-    // eslint-disable-next-line no-console
-    console.log(`initramfs boot: ${(await h.exec(`journalctl -b -o short-monotonic --no-pager -k | grep -E 'e1000 ${E1000}|Run /init|switch' | head -5; journalctl -b -o short-monotonic --no-pager -u ${unitName(E1000)}`)).stdout}`);
+    console.log(
+      `initramfs boot: ${(await h.exec(`journalctl -b -o short-monotonic --no-pager -k | grep -E 'e1000 ${E1000}|Run /init|switch' | head -5; journalctl -b -o short-monotonic --no-pager -u ${unitName(E1000)}`)).stdout}`,
+    );
     expect((await provider.read(id, outs)).props).toEqual(outs);
 
     await provider.delete(id, outs);

@@ -97,7 +97,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await releaseLab(lab, ns);
-  // eslint-disable-next-line no-console
   console.log(`persistMatrix figures:\n  ${figures.join("\n  ")}`);
 });
 
@@ -113,7 +112,9 @@ async function reboot(): Promise<{ ms: number; settleMs: number }> {
 
 /** What of ours is running on the guest: links, units (loaded or not), nft tables, runtime dirs, ip_forward. */
 async function oursRunning() {
-  const links = (await guest("ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'")).split("\n").filter((l) => [BRIDGE, VLAN, NAT.bridge, VM.port].includes(l) || /kvmnet|^kvn-/.test(l));
+  const links = (await guest("ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'"))
+    .split("\n")
+    .filter((l) => [BRIDGE, VLAN, NAT.bridge, VM.port].includes(l) || /kvmnet|^kvn-/.test(l));
   // kvmnet-lab-* are the lab image's own units (test/lab/labHost.ts), not the provider's.
   const units = (await guest("systemctl list-units --all --plain --no-legend 'kvmnet-*' | awk '{print $1}'")).split("\n").filter((u) => u && !u.startsWith("kvmnet-lab-"));
   const tables = (await guest("nft list tables")).split("\n").filter((t) => /kvmnet/.test(t));
@@ -134,7 +135,6 @@ async function masterOf(dev: string): Promise<string | undefined> {
   const r = JSON.parse((await lab.exec(`ip -j link show dev ${dev} 2>/dev/null || echo '[]'`)).stdout) as { master?: string }[];
   return r[0]?.master;
 }
-
 
 /**
  * The admin's part under networkd: networkd makes a VLAN at boot only from
@@ -244,7 +244,8 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       };
       for (const k of ORDER) created[k] = await step(`create.${k}`, () => createThrough(PROVIDERS[k], lab, args[k]));
       const c = created as Record<Kind, Created>;
-      for (const k of ORDER) expect({ kind: k, persistedBy: c[k].outs.persistedBy, persistenceDrift: c[k].outs.persistenceDrift }).toEqual({ kind: k, persistedBy: stack, persistenceDrift: [] });
+      for (const k of ORDER)
+        expect({ kind: k, persistedBy: c[k].outs.persistedBy, persistenceDrift: c[k].outs.persistenceDrift }).toEqual({ kind: k, persistedBy: stack, persistenceDrift: [] });
       expect(c.bridge.outs).toMatchObject({ ports: [spareIf], addresses: [BRIDGE_ADDR] });
       expect(c.vlan.outs).toMatchObject({ parent: lanIf, vlanId: VID, bridge: BRIDGE });
       expect(c.pci.outs).toMatchObject({ driver: "vfio-pci", originalDriver: "e1000" });
@@ -263,10 +264,11 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
         expect({ kind: k, props: without(state[k], attached) }).toEqual({ kind: k, props: without(c[k].outs, attached) });
       }
       // Live: the tagged peer reaches the bridge through the VLAN.
-      expect(taggedSummary(await step("traffic.vlanLive", () => runTaggedPeer(ns, lab.lan!.tap, VID, "8100", PEER_IP, BRIDGE_ADDR.split("/")[0]!, 2)))).toEqual(taggedOk(VID, "8100"));
+      expect(taggedSummary(await step("traffic.vlanLive", () => runTaggedPeer(ns, lab.lan!.tap, VID, "8100", PEER_IP, BRIDGE_ADDR.split("/")[0], 2)))).toEqual(
+        taggedOk(VID, "8100"),
+      );
       const persisted = listingDiff(baseline, await guest(BOOT_LISTING));
       expect(persisted.removed).toEqual([]);
-      // eslint-disable-next-line no-console
       console.log(`${stack}: files written by the five kinds:\n  ${persisted.added.filter((l) => !/^[0-9a-f]{64} /.test(l)).join("\n  ")}`);
 
       // 3. Reboot: every object back, unchanged, no drift; traffic.
@@ -282,7 +284,7 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       // reboot's (bounded); the assertions below judge the reads taken after that.
       const sameAsBefore = async (k: Kind) => {
         const read = await PROVIDERS[k].read(c[k].id, state[k]);
-        return isDeepStrictEqual(plainJson(without(read.props, VOLATILE[k]!)), plainJson(without(state[k], VOLATILE[k]!)));
+        return isDeepStrictEqual(plainJson(without(read.props, VOLATILE[k])), plainJson(without(state[k], VOLATILE[k])));
       };
       d.readsSettled = await waitFor("every read back as before", 60_000, async () => {
         for (const k of ORDER) if (!(await sameAsBefore(k))) return false;
@@ -292,18 +294,22 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       expect([after.get(lab.macs.lan!), after.get(lab.macs.virtio!)]).toEqual([lanIf, spareIf]);
       for (const k of ORDER) {
         const read = await step(`read.${k}`, () => PROVIDERS[k].read(c[k].id, state[k]));
-        expect({ kind: k, id: read.id, props: without(read.props, VOLATILE[k]!), persistence: read.inputs?.persistence }).toEqual({
+        expect({ kind: k, id: read.id, props: without(read.props, VOLATILE[k]), persistence: read.inputs?.persistence }).toEqual({
           kind: k,
           id: c[k].id,
-          props: without(state[k], VOLATILE[k]!),
+          props: without(state[k], VOLATILE[k]),
           persistence: "auto",
         });
         state[k] = read.props;
       }
       expect(await masterOf(spareIf)).toBe(BRIDGE);
-      expect(JSON.parse(await guest(`ip -j -d link show dev ${VLAN}`))[0]).toMatchObject({ link: lanIf, master: BRIDGE, linkinfo: { info_kind: "vlan", info_data: { protocol: "802.1Q", id: VID } } });
+      expect(JSON.parse(await guest(`ip -j -d link show dev ${VLAN}`))[0]).toMatchObject({
+        link: lanIf,
+        master: BRIDGE,
+        linkinfo: { info_kind: "vlan", info_data: { protocol: "802.1Q", id: VID } },
+      });
       // VLAN + bridge: tagged 802.1Q frames on the LAN reach the bridge's address.
-      expect(taggedSummary(await step("traffic.vlan", () => runTaggedPeer(ns, lab.lan!.tap, VID, "8100", PEER_IP, BRIDGE_ADDR.split("/")[0]!, 2)))).toEqual(taggedOk(VID, "8100"));
+      expect(taggedSummary(await step("traffic.vlan", () => runTaggedPeer(ns, lab.lan!.tap, VID, "8100", PEER_IP, BRIDGE_ADDR.split("/")[0], 2)))).toEqual(taggedOk(VID, "8100"));
       // NAT + forward: a VM on the network's bridge reaches its gateway, resolves from its dnsmasq, and the forward reaches it.
       await step("traffic.nat", async () => {
         await plugVm();
@@ -352,7 +358,6 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       (e as Error).message += `\n--- ${stack}: the guest's stacks when it failed ---\n${await stackDiagnostics(lab, ["kvmnet-*"]).catch((x: Error) => x.message)}`;
       throw e;
     } finally {
-      // eslint-disable-next-line no-console
       console.log(`${stack}: step durations (ms): ${JSON.stringify(d)}`);
       figures.push(`${stack}: ${JSON.stringify(d)}`);
       // A failed run leaves nothing for the next stack.

@@ -50,8 +50,7 @@ export const BOOT_DIRS = [
  * re-moded or edited changes the listing.
  */
 export const BOOT_LISTING =
-  `find ${BOOT_DIRS.join(" ")} -printf '%y %m %p %l\\n' 2>/dev/null | sort; ` +
-  `find ${BOOT_DIRS.join(" ")} -type f -exec sha256sum {} + 2>/dev/null | sort -k2; true`;
+  `find ${BOOT_DIRS.join(" ")} -printf '%y %m %p %l\\n' 2>/dev/null | sort; ` + `find ${BOOT_DIRS.join(" ")} -type f -exec sha256sum {} + 2>/dev/null | sort -k2; true`;
 
 /** The lines of `after` that `before` does not have, and the reverse. */
 export function listingDiff(before: string, after: string): { added: string[]; removed: string[] } {

@@ -67,12 +67,22 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (lab) timings.shutdownMs = (await lab.shutdown()).ms;
-  // eslint-disable-next-line no-console
   console.log(`stacks lab timings: ${JSON.stringify(timings)}`);
 });
 
 it("qemu resets on a guest reboot (never -no-reboot); the kernel command line names the slirp MAC for the eth0 pin", () => {
-  const args = qemuArgs({ imageDir: "/img", overlay: "/o", serialLog: "/s", port: 2222, memoryMb: 1024, cpus: 2, extraNics: true, kernelArgs: [], machineId: "0".repeat(32), name: "kvmnet-lab-t" });
+  const args = qemuArgs({
+    imageDir: "/img",
+    overlay: "/o",
+    serialLog: "/s",
+    port: 2222,
+    memoryMb: 1024,
+    cpus: 2,
+    extraNics: true,
+    kernelArgs: [],
+    machineId: "0".repeat(32),
+    name: "kvmnet-lab-t",
+  });
   expect(args).not.toContain("-no-reboot");
   expect(args.join(" ")).toContain("-action reboot=reset");
   expect(args[args.indexOf("-append") + 1]).toContain(`kvmnet_lab.eth0_mac=${lab!.macs.eth0}`);
@@ -85,7 +95,6 @@ it("the fresh guest: ifupdown configured eth0 (NetworkManager runs too, for the 
   const f = await eth0Facts(lab!);
   expect(f.mac).toBe(lab!.macs.eth0);
   expect(f.ifupdown).toMatch(/^eth0=eth0$/m);
-  // eslint-disable-next-line no-console
   console.log(`fresh guest: active ${JSON.stringify(a.units)} → detected as ${a.stack}`);
   expect((await lab!.exec("systemctl is-active kvmnet-lab-nic-names.service")).stdout.trim()).toBe("active");
   // The pin ran this boot (normally with nothing to do: the softdep gets the kernel's order right).
@@ -106,7 +115,9 @@ describe.each<[NetworkStack, boolean]>([
     if (injectRace) {
       const r = raceFiles(h.macs.e1000!);
       const b = (t: string) => Buffer.from(t).toString("base64");
-      await h.exec(`echo ${b(r.script)} | base64 -d > ${RACE_SCRIPT} && chmod 755 ${RACE_SCRIPT} && echo ${b(r.unit)} | base64 -d > ${RACE_UNIT} && systemctl enable --quiet kvl-nic-race.service && sync`);
+      await h.exec(
+        `echo ${b(r.script)} | base64 -d > ${RACE_SCRIPT} && chmod 755 ${RACE_SCRIPT} && echo ${b(r.unit)} | base64 -d > ${RACE_UNIT} && systemctl enable --quiet kvl-nic-race.service && sync`,
+      );
     }
 
     const sw = await useNetworkStack(h, stack);
@@ -114,7 +125,7 @@ describe.each<[NetworkStack, boolean]>([
     timings[`${stack}.rebootMs`] = sw.reboot.ms;
     timings[`${stack}.settleMs`] = sw.settleMs;
     timings[`${stack}.configureMs`] = sw.configureMs;
-    if (sw.failedUnits.length) console.log(`${stack}: degraded, failed units: ${sw.failedUnits.join(" ")}`); // eslint-disable-line no-console
+    if (sw.failedUnits.length) console.log(`${stack}: degraded, failed units: ${sw.failedUnits.join(" ")}`);
 
     // A real reboot: a new boot id (read here, not only as reboot() reports it) and one more kernel banner.
     const after = await bootId(h);

@@ -149,7 +149,7 @@ export async function activeStack(lab: LabHost): Promise<ActiveStack> {
     )
   ).stdout;
   const units = Object.fromEntries(UNIT_NAMES.map((u) => [u, ""])) as ActiveStack["units"];
-  for (const m of out.matchAll(/^active (\S+) (\S*)$/gm)) if ((UNIT_NAMES as readonly string[]).includes(m[1]!)) units[m[1] as keyof ActiveStack["units"]] = m[2]!;
+  for (const m of out.matchAll(/^active (\S+) (\S*)$/gm)) if ((UNIT_NAMES as readonly string[]).includes(m[1])) units[m[1] as keyof ActiveStack["units"]] = m[2]!;
   const ifstate = /^ifstate yes$/m.test(out);
   const ifup = /^ifup yes$/m.test(out);
   const nm = units.NetworkManager === "active";
@@ -221,10 +221,13 @@ export function eth0Problems(stack: NetworkStack, f: Eth0Facts, mac: string): st
   const p: string[] = [];
   if (f.mac !== mac.toLowerCase()) p.push(`eth0 has MAC ${f.mac ?? "(no eth0)"}, not the slirp NIC's ${mac}`);
   if (!f.ipv4.includes(`${LAB_ETH0.address}/${LAB_ETH0.prefixlen}`)) p.push(`eth0 has ${JSON.stringify(f.ipv4)}, not ${LAB_ETH0.address}/${LAB_ETH0.prefixlen}`);
-  if (!f.defaultRoutes.some((r) => r.gateway === LAB_ETH0.gateway && r.dev === "eth0")) p.push(`no default route via ${LAB_ETH0.gateway} dev eth0: ${JSON.stringify(f.defaultRoutes)}`);
+  if (!f.defaultRoutes.some((r) => r.gateway === LAB_ETH0.gateway && r.dev === "eth0"))
+    p.push(`no default route via ${LAB_ETH0.gateway} dev eth0: ${JSON.stringify(f.defaultRoutes)}`);
   if (stack === "ifupdown" && !/^eth0=eth0$/m.test(f.ifupdown)) p.push(`ifupdown did not bring eth0 up (ifquery --state: ${JSON.stringify(f.ifupdown)})`);
-  if (stack === "networkd" && !/\beth0\s+ether\s+\S+\s+configured\b/.test(f.networkd)) p.push(`networkd does not report eth0 configured (networkctl: ${JSON.stringify(f.networkd)})`);
-  if (stack === "networkmanager" && !/^100\b[\s\S]*^lab-eth0$/m.test(f.networkmanager)) p.push(`NetworkManager does not report eth0 connected with lab-eth0 (nmcli: ${JSON.stringify(f.networkmanager)})`);
+  if (stack === "networkd" && !/\beth0\s+ether\s+\S+\s+configured\b/.test(f.networkd))
+    p.push(`networkd does not report eth0 configured (networkctl: ${JSON.stringify(f.networkd)})`);
+  if (stack === "networkmanager" && !/^100\b[\s\S]*^lab-eth0$/m.test(f.networkmanager))
+    p.push(`NetworkManager does not report eth0 connected with lab-eth0 (nmcli: ${JSON.stringify(f.networkmanager)})`);
   return p;
 }
 
@@ -290,7 +293,12 @@ export async function useNetworkStack(lab: LabHost, stack: NetworkStack, opts: {
   const systemState = (await lab.exec("systemctl is-system-running --wait", { allowFail: true, timeoutMs: 180_000 })).stdout.trim();
   const settleMs = Date.now() - s0;
   const failedUnits =
-    systemState === "running" ? [] : (await lab.exec("systemctl --failed --no-legend --plain", { allowFail: true })).stdout.split("\n").map((l) => l.trim().split(/\s+/)[0] ?? "").filter(Boolean);
+    systemState === "running"
+      ? []
+      : (await lab.exec("systemctl --failed --no-legend --plain", { allowFail: true })).stdout
+          .split("\n")
+          .map((l) => l.trim().split(/\s+/)[0] ?? "")
+          .filter(Boolean);
   // A stack may still be finishing eth0 when the boot's jobs are done (networkd was
   // seen at "routable configuring" then, with the address and route already in
   // place): poll, bounded.
@@ -304,7 +312,8 @@ export async function useNetworkStack(lab: LabHost, stack: NetworkStack, opts: {
     eth0 = await eth0Facts(lab);
     problems = [];
     if (!["running", "degraded"].includes(systemState)) problems.push(`systemd state is ${JSON.stringify(systemState)}`);
-    if (active.active.length !== 1 || active.active[0] !== stack) problems.push(`active stacks are [${active.active.join(", ")}], not exactly [${stack}] (${JSON.stringify(active.units)})`);
+    if (active.active.length !== 1 || active.active[0] !== stack)
+      problems.push(`active stacks are [${active.active.join(", ")}], not exactly [${stack}] (${JSON.stringify(active.units)})`);
     if (active.stack !== stack) problems.push(`the provider's detection would report ${active.stack}, not ${stack}`);
     problems.push(...eth0Problems(stack, eth0, mac));
     if (problems.length === 0 || Date.now() > deadline) break;

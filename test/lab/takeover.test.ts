@@ -116,7 +116,8 @@ describe("Bridge takeOverUplink on the lab guest's management NIC (systemd)", ()
       } finally {
         const elapsed = since();
         spy.mockRestore();
-        const journal = (await lab.exec("journalctl --no-pager -o short-precise --since '-10min' | grep -E 'kvmnet-revert-.*(timer|service)' | tail -8", { allowFail: true })).stdout;
+        const journal = (await lab.exec("journalctl --no-pager -o short-precise --since '-10min' | grep -E 'kvmnet-revert-.*(timer|service)' | tail -8", { allowFail: true }))
+          .stdout;
         console.log(
           `create() rejected after ${elapsed} (confirmTimeoutSec 30)\nconfirm attempts:\n  ${attempts.join("\n  ")}\n` +
             `revert log: ${err?.stderr}\n--- guest journal ---\n${journal}`,

@@ -48,7 +48,8 @@ async function checked(props: Record<string, unknown>) {
 }
 
 async function uplinkState() {
-  const link = (dev: string) => lab.exec(`ip -j -d link show dev ${dev} 2>/dev/null || echo '[]'`).then((r) => JSON.parse(r.stdout)[0] as { address?: string; master?: string } | undefined);
+  const link = (dev: string) =>
+    lab.exec(`ip -j -d link show dev ${dev} 2>/dev/null || echo '[]'`).then((r) => JSON.parse(r.stdout)[0] as { address?: string; master?: string } | undefined);
   const v4 = (dev: string) =>
     lab
       .exec(`ip -j -4 addr show dev ${dev} 2>/dev/null || echo '[]'`)
@@ -67,7 +68,9 @@ describe("takeOverUplink with persistence", () => {
   it("ifupdown: refused before the host changes, naming the uplink and what to do instead", async () => {
     const before = await uplinkState();
     const inputs = await checked({ connection: conn(), name: NAME, ports: ["eth0"], takeOverUplink: true, persistence: "ifupdown", confirmTimeoutSec: 30 });
-    await expect(bridgeProvider.create(inputs)).rejects.toThrow(/persistence "ifupdown" of a taken-over uplink \(eth0\) is not supported: the uplink's own stanza in \/etc\/network\/interfaces/);
+    await expect(bridgeProvider.create(inputs)).rejects.toThrow(
+      /persistence "ifupdown" of a taken-over uplink \(eth0\) is not supported: the uplink's own stanza in \/etc\/network\/interfaces/,
+    );
     expect(await uplinkState()).toEqual(before);
     expect((await lab.exec(OURS)).stdout.trim()).toBe("");
   });
@@ -108,7 +111,8 @@ describe("takeOverUplink with persistence", () => {
       // ... and it is the stack that configured it.
       // networkd may still say "configuring" with the address and route in place (seen in CI): poll, bounded.
       const configured = stack === "networkd" ? /\bbridge\s+routable\s+configured\b/ : /^100 \(connected\)\nkvmnet-bridge-br-up$/m;
-      const stackSays = async () => (await lab.exec(stack === "networkd" ? `networkctl list --no-pager --no-legend ${NAME}` : `nmcli -g GENERAL.STATE,GENERAL.CONNECTION device show ${NAME}`)).stdout;
+      const stackSays = async () =>
+        (await lab.exec(stack === "networkd" ? `networkctl list --no-pager --no-legend ${NAME}` : `nmcli -g GENERAL.STATE,GENERAL.CONNECTION device show ${NAME}`)).stdout;
       await waitFor(`${stack} done with ${NAME}`, 60_000, async () => configured.test(await stackSays())).catch(() => 0);
       expect(await stackSays()).toMatch(configured);
       expect((await lab.exec("ls /run/kvmnet 2>/dev/null; true")).stdout.trim()).toBe("");

@@ -57,7 +57,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await releaseLab(lab, ns);
-  // eslint-disable-next-line no-console
   console.log(`vlan persistence timings (ms): ${JSON.stringify(timings)}`);
 });
 
@@ -109,8 +108,7 @@ async function addrs(name: string): Promise<string[]> {
 }
 
 /** Every file of ours any stack could read at boot (drop-ins included), and our manifests. */
-const OURS =
-  "find /etc/systemd/network /etc/NetworkManager/system-connections /etc/network/interfaces.d -name '*kvmnet*' 2>/dev/null; ls -d /etc/kvmnet 2>/dev/null; true";
+const OURS = "find /etc/systemd/network /etc/NetworkManager/system-connections /etc/network/interfaces.d -name '*kvmnet*' 2>/dev/null; ls -d /etc/kvmnet 2>/dev/null; true";
 
 function taggedPeer(vid: number, tpid: string, myIp: string, peerIp: string, count = 2) {
   return runTaggedPeer(ns, tap, vid, tpid, myIp, peerIp, count);
@@ -146,7 +144,7 @@ async function adminSetup(stack: NetworkStack): Promise<string> {
   }
   await lab.exec(
     "nmcli connection add type bridge ifname brp con-name admin-brp bridge.stp no ipv4.method manual ipv4.addresses 203.0.113.1/24 ipv6.method ignore >/dev/null && " +
-      "for i in $(seq 100); do [ -n \"$(ip -4 -o addr show dev brp 2>/dev/null)\" ] && exit 0; sleep 0.2; done; exit 1",
+      'for i in $(seq 100); do [ -n "$(ip -4 -o addr show dev brp 2>/dev/null)" ] && exit 0; sleep 0.2; done; exit 1',
   );
   return "nmcli connection delete admin-brp";
 }
@@ -164,7 +162,9 @@ describe.each(labStacks(["networkd"]).map((st) => [st, NETWORK_STACKS.indexOf(st
       await expectKvmnetError(
         vlan.create(await checked({ parent: lanIf, vlanId: 99, persistence: "auto" })),
         "Unsupported",
-        new RegExp(`persistence "auto" \\(networkd, the stack this host runs\\) needs systemd-networkd to manage the parent ${lanIf}[\\s\\S]*hint: write a \\.network file that matches ${lanIf}`),
+        new RegExp(
+          `persistence "auto" \\(networkd, the stack this host runs\\) needs systemd-networkd to manage the parent ${lanIf}[\\s\\S]*hint: write a \\.network file that matches ${lanIf}`,
+        ),
       );
       expect(await link(`${lanIf}.99`)).toBeUndefined();
     }
@@ -176,7 +176,11 @@ describe.each(labStacks(["networkd"]).map((st) => [st, NETWORK_STACKS.indexOf(st
     const undoAdmin = await adminSetup(stack);
     try {
       await lab.exec("ip link add brx type bridge");
-      await expectKvmnetError(vlan.create(await checked({ parent: lanIf, vlanId: 98, bridge: "brx", persistence: "auto" })), "Unsupported", /persistence "auto" \(\w+, the stack this host runs\) cannot put \S+ into bridge brx at boot/);
+      await expectKvmnetError(
+        vlan.create(await checked({ parent: lanIf, vlanId: 98, bridge: "brx", persistence: "auto" })),
+        "Unsupported",
+        /persistence "auto" \(\w+, the stack this host runs\) cannot put \S+ into bridge brx at boot/,
+      );
       expect(await link(`${lanIf}.98`)).toBeUndefined();
       expect((await lab.exec(OURS)).stdout.trim()).toBe("");
       await lab.exec("ip link del brx");
@@ -193,7 +197,6 @@ describe.each(labStacks(["networkd"]).map((st) => [st, NETWORK_STACKS.indexOf(st
       if (stack === "networkmanager") {
         // What NetworkManager made of the live VLANs once it re-read its keyfiles.
         const nm = (await lab.exec(`nmcli -t -f DEVICE,STATE,CONNECTION device; nmcli -t -f NAME,DEVICE connection show --active`)).stdout;
-        // eslint-disable-next-line no-console
         console.log(`NetworkManager after create:\n${nm}\nin-memory profiles: ${(await lab.exec("ls /run/NetworkManager/system-connections")).stdout}`);
       }
       // Live traffic on both tags before the reboot.
@@ -204,12 +207,15 @@ describe.each(labStacks(["networkd"]).map((st) => [st, NETWORK_STACKS.indexOf(st
       // Both VLANs come back (a few seconds at most after the stack settled).
       try {
         timings[`${stack}.settleMs`] = await settle(stack);
-        timings[`${stack}.vlansBackMs`] = await waitFor("both VLANs back", 30_000, async () => (await addrs(nameA).catch(() => [])).length > 0 && (await link(nameB))?.master === "brp");
+        timings[`${stack}.vlansBackMs`] = await waitFor(
+          "both VLANs back",
+          30_000,
+          async () => (await addrs(nameA).catch(() => [])).length > 0 && (await link(nameB))?.master === "brp",
+        );
       } catch (e) {
-        throw new Error(`${(e as Error).message}\n${await stackDiagnostics(lab)}`);
+        throw new Error(`${(e as Error).message}\n${await stackDiagnostics(lab)}`, { cause: e });
       }
       if (stack === "networkmanager") {
-        // eslint-disable-next-line no-console
         console.log(`NetworkManager after the reboot:\n${(await lab.exec("nmcli -t -f DEVICE,STATE,CONNECTION device")).stdout}`);
       }
       const la = await link(nameA);

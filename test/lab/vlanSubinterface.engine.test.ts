@@ -105,7 +105,12 @@ describe("examples/vlan-trunk under the real engine on the lab host", () => {
     // P6: protocol replaces each VLAN (same name: the old one goes first).
     await stack.setConfig("protocol", "802.1ad");
     const protoSteps = await changes();
-    expect(protoSteps.filter((s) => s.op === "replace").map((s) => s.name).sort()).toEqual(["vlan10", "vlan20"]);
+    expect(
+      protoSteps
+        .filter((s) => s.op === "replace")
+        .map((s) => s.name)
+        .sort(),
+    ).toEqual(["vlan10", "vlan20"]);
     expect(protoSteps.every((s) => s.type === VLAN_TYPE)).toBe(true);
     await stack.ok(["up", "--yes"]);
     expect(await link(v10)).toMatchObject({ master: "br-vlan10", mtu: 1400, linkinfo: { info_data: { protocol: "802.1ad", id: 10 } } });
@@ -155,7 +160,9 @@ describe("examples/vlan-trunk under the real engine on the lab host", () => {
     await lab.exec(`rm /run/kvmnet/state/created/vlanSubinterface.${v20}`);
     const conflict = await stack.pulumi(["up", "--yes"]);
     expect(conflict.code).not.toBe(0);
-    expect(conflict.stdout + conflict.stderr).toMatch(new RegExp(`Conflict: VLAN sub-interface ${v20.replace(".", "\\.")} \\(VLAN 20 \\(802\\.1Q\\) on ${trunk}\\) already exists on the host[\\s\\S]*adopt: true`));
+    expect(conflict.stdout + conflict.stderr).toMatch(
+      new RegExp(`Conflict: VLAN sub-interface ${v20.replace(".", "\\.")} \\(VLAN 20 \\(802\\.1Q\\) on ${trunk}\\) already exists on the host[\\s\\S]*adopt: true`),
+    );
     await stack.setConfig("adopt", "true");
     await stack.ok(["up", "--yes"]);
     // (connection is left out: the engine nests its secrets differently after a create than after updates.)
@@ -176,7 +183,9 @@ describe("examples/vlan-trunk under the real engine on the lab host", () => {
     await stack.setConfig("trunk", "eth1;reboot");
     const bad = await stack.pulumi(["preview"]);
     expect(bad.code).not.toBe(0);
-    expect(bad.stdout + bad.stderr).toMatch(/kvmnet:VlanSubinterface resource 'vlan(10|20)': property parent value \{eth1;reboot\} has a problem: parent: may contain only letters, digits/);
+    expect(bad.stdout + bad.stderr).toMatch(
+      /kvmnet:VlanSubinterface resource 'vlan(10|20)': property parent value \{eth1;reboot\} has a problem: parent: may contain only letters, digits/,
+    );
     await stack.setConfig("trunk", "enp129s0f1np1x");
     const long = await stack.pulumi(["preview"]);
     expect(long.code).not.toBe(0);

@@ -37,7 +37,6 @@ beforeAll(async () => {
   root("python3", ["-c", "import socket; socket.AF_PACKET"]); // the tagged peer's interpreter: fail loudly, never skip
   root("ip", ["netns", "add", ns]);
   lab = await bootLabHost({ lan: { netns: ns } });
-  // eslint-disable-next-line no-console
   console.log(`vlan lab: boot to SSH ${lab.bootMs} ms`);
   tap = lab.lan!.tap;
   const links = JSON.parse((await lab.exec("ip -j link")).stdout) as { ifname: string; address?: string }[];
@@ -111,7 +110,6 @@ async function capture(filter: string[], count: number, trigger: () => Promise<u
   }
 }
 
-
 function taggedPeer(vid: number, tpid: string, myIp: string, peerIp: string, count: number) {
   return runTaggedPeer(ns, tap, vid, tpid, myIp, peerIp, count);
 }
@@ -124,7 +122,11 @@ describe("VlanSubinterface on the lab host", () => {
     await lab.exec(`mv ${ko} /root/8021q.ko.hidden`);
     try {
       const before = await labSnapshot(lab);
-      await expectKvmnetError(create({ parent: lanIf, vlanId: 10 }), "Unsupported", /no 802\.1Q VLAN support: module 8021q is not loaded and `modprobe 8021q` failed[\s\S]*stderr: .*8021q/);
+      await expectKvmnetError(
+        create({ parent: lanIf, vlanId: 10 }),
+        "Unsupported",
+        /no 802\.1Q VLAN support: module 8021q is not loaded and `modprobe 8021q` failed[\s\S]*stderr: .*8021q/,
+      );
       expect(await labSnapshot(lab)).toEqual(before);
       expect(await moduleLoaded()).toBe(false);
     } finally {
@@ -142,7 +144,16 @@ describe("VlanSubinterface on the lab host", () => {
     const l = await link(name);
     expect(l).toMatchObject({ link: lanIf, linkinfo: { info_kind: "vlan", info_data: { protocol: "802.1Q", id: 10 } } });
     expect(l?.flags).toContain("UP");
-    expect(created.outs).toMatchObject({ name, parent: lanIf, vlanId: 10, protocol: "802.1Q", addresses: ["198.51.100.2/24"], ifindex: l?.ifindex, macAddress: lab.macs.lan, operState: "UP" });
+    expect(created.outs).toMatchObject({
+      name,
+      parent: lanIf,
+      vlanId: 10,
+      protocol: "802.1Q",
+      addresses: ["198.51.100.2/24"],
+      ifindex: l?.ifindex,
+      macAddress: lab.macs.lan,
+      operState: "UP",
+    });
     expect(await addrs(name)).toEqual(["198.51.100.2/24"]);
 
     // What the guest sends on the VLAN leaves its NIC with an 802.1Q tag, id 10.
@@ -152,7 +163,11 @@ describe("VlanSubinterface on the lab host", () => {
     // A tagged peer on the LAN reaches the address: tagged ARP reply, tagged echo replies.
     const peer = await taggedPeer(10, "8100", "198.51.100.1", "198.51.100.2", 3);
     expect(peer.arpReply).toEqual({ tpid: "0x8100", vlan: 10, mac: lab.macs.lan });
-    expect(peer.echoReplies).toEqual([{ tpid: "0x8100", vlan: 10 }, { tpid: "0x8100", vlan: 10 }, { tpid: "0x8100", vlan: 10 }]);
+    expect(peer.echoReplies).toEqual([
+      { tpid: "0x8100", vlan: 10 },
+      { tpid: "0x8100", vlan: 10 },
+      { tpid: "0x8100", vlan: 10 },
+    ]);
     expect(peer.untagged).toBe(0);
 
     // P1: read right after create finds exactly the outputs.
@@ -175,7 +190,10 @@ describe("VlanSubinterface on the lab host", () => {
     expect(seen).toMatch(/\(0x88a8\), length \d+: vlan 30, p 0, ethertype ARP/);
     const peer = await taggedPeer(30, "88a8", "198.18.0.1", "198.18.0.2", 2);
     expect(peer.arpReply).toEqual({ tpid: "0x88a8", vlan: 30, mac: lab.macs.lan });
-    expect(peer.echoReplies).toEqual([{ tpid: "0x88a8", vlan: 30 }, { tpid: "0x88a8", vlan: 30 }]);
+    expect(peer.echoReplies).toEqual([
+      { tpid: "0x88a8", vlan: 30 },
+      { tpid: "0x88a8", vlan: 30 },
+    ]);
     await vlan.delete(created.id, created.outs);
     expect(await labSnapshot(lab)).toEqual(before);
   });
@@ -203,8 +221,16 @@ describe("VlanSubinterface on the lab host", () => {
 
     // Refused before anything changes: an mtu over the parent's, a bridge that does not exist.
     const mid = await labSnapshot(lab);
-    await expectKvmnetError(vlan.update(id, outs, await checked({ parent: lanIf, vlanId: 40, mtu: 9000, bridge: "brv40" })), "InvalidArgument", new RegExp(`mtu 9000 is larger than the mtu of its parent ${lanIf} \\(1500\\)`));
-    await expectKvmnetError(vlan.update(id, outs, await checked({ parent: lanIf, vlanId: 40, bridge: "nobr" })), "NotFound", /bridge nobr does not exist on the host[\s\S]*create the Bridge first/);
+    await expectKvmnetError(
+      vlan.update(id, outs, await checked({ parent: lanIf, vlanId: 40, mtu: 9000, bridge: "brv40" })),
+      "InvalidArgument",
+      new RegExp(`mtu 9000 is larger than the mtu of its parent ${lanIf} \\(1500\\)`),
+    );
+    await expectKvmnetError(
+      vlan.update(id, outs, await checked({ parent: lanIf, vlanId: 40, bridge: "nobr" })),
+      "NotFound",
+      /bridge nobr does not exist on the host[\s\S]*create the Bridge first/,
+    );
     expect(await labSnapshot(lab)).toEqual(mid);
 
     // Drift: detached by hand → read shows it; the next update re-attaches.

@@ -82,7 +82,18 @@ describe("Bridge CRUD", () => {
     expect(read.id).toBe(created.id);
     expect(read.props).toEqual(created.outs);
     // The refreshed inputs are the input fields of the outputs (computed macAddress left out).
-    expect(read.inputs).toEqual({ connection: conn(h1), name: "br-crud", stp: false, mtu: 1400, ports: ["p1"], addresses: ["192.0.2.1/24", "2001:db8::1/64"], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" });
+    expect(read.inputs).toEqual({
+      connection: conn(h1),
+      name: "br-crud",
+      stp: false,
+      mtu: 1400,
+      ports: ["p1"],
+      addresses: ["192.0.2.1/24", "2001:db8::1/64"],
+      adopt: false,
+      takeOverUplink: false,
+      confirmTimeoutSec: 60,
+      persistence: "runtime",
+    });
 
     // P6: each field updates in place and the host shows it.
     const updates: [Record<string, unknown>, (l: Record<string, any>) => unknown, unknown][] = [
@@ -95,7 +106,8 @@ describe("Bridge CRUD", () => {
       [{ macAddress: "52:54:00:aa:bb:cc" }, (l) => l.address, "52:54:00:aa:bb:cc"],
     ];
     let olds = created.outs;
-    let inputs = (await bridgeProvider.check({}, { connection: conn(h1), name: "br-crud", stp: false, mtu: 1400, ports: ["p1"], addresses: ["192.0.2.1/24", "2001:db8::1/64"] })).inputs;
+    let inputs = (await bridgeProvider.check({}, { connection: conn(h1), name: "br-crud", stp: false, mtu: 1400, ports: ["p1"], addresses: ["192.0.2.1/24", "2001:db8::1/64"] }))
+      .inputs;
     for (const [patch, pick, want] of updates) {
       const news = (await bridgeProvider.check(olds, { ...inputs, ...patch })).inputs;
       const d = await bridgeProvider.diff(created.id, olds, news);
@@ -311,9 +323,7 @@ describe("concurrency", () => {
     expect(h1.acceptedConnections() - accepted).toBe(1);
     const links = JSON.parse((await h1.exec("ip -j link show type bridge")).stdout).map((l: { ifname: string }) => l.ifname);
     for (const n of names) expect(links).toContain(n);
-    await Promise.all(
-      results.map((r) => (r.status === "fulfilled" ? bridgeProvider.delete(r.value.id, r.value.outs) : undefined)),
-    );
+    await Promise.all(results.flatMap((r) => (r.status === "fulfilled" ? [bridgeProvider.delete(r.value.id, r.value.outs)] : [])));
     const left = JSON.parse((await h1.exec("ip -j link show type bridge")).stdout).filter((l: { ifname: string }) => l.ifname.startsWith("brc"));
     expect(left).toEqual([]);
   });

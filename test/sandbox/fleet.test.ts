@@ -9,17 +9,7 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { Client, type ClientChannel, type ConnectConfig } from "ssh2";
-import {
-  assertSandboxSupported,
-  cleanupStale,
-  fleetPrefixes,
-  sandboxPaths,
-  snapshotHost,
-  startFleet,
-  type Fleet,
-  type SandboxHost,
-  type StartFleetError,
-} from "./fleet";
+import { assertSandboxSupported, cleanupStale, fleetPrefixes, sandboxPaths, snapshotHost, startFleet, type Fleet, type SandboxHost, type StartFleetError } from "./fleet";
 
 const REPO = path.resolve(__dirname, "../..");
 // jest.config.js sets testTimeout on the project, which jest does not apply per project.
@@ -144,7 +134,7 @@ describe("a fleet of two hosts", () => {
   });
 
   test.each([1, 2])("host %i over SSH: pinned host key, uplink default route, no PCI bus, empty private state, own netns", async (i) => {
-    const host = fleet.hosts[i - 1]!;
+    const host = fleet.hosts[i - 1];
     const before = host.acceptedConnections();
     const conn = await connect(host);
     try {
@@ -185,9 +175,7 @@ describe("a fleet of two hosts", () => {
   test("one host is a jump host to another (TCP forwarding over the uplink LAN)", async () => {
     const jump = await connect(h1);
     try {
-      const sock = await new Promise<ClientChannel>((resolve, reject) =>
-        jump.forwardOut("127.0.0.1", 0, h2.uplinkAddress, 22, (err, ch) => (err ? reject(err) : resolve(ch))),
-      );
+      const sock = await new Promise<ClientChannel>((resolve, reject) => jump.forwardOut("127.0.0.1", 0, h2.uplinkAddress, 22, (err, ch) => (err ? reject(err) : resolve(ch))));
       const inner = await connect(h2, { sock });
       try {
         expect((await sshExec(inner, "ip netns identify")).stdout.trim()).toBe(h2.netns);
@@ -236,8 +224,8 @@ describe("a fleet of two hosts", () => {
     expect(guest.netns).toMatch(new RegExp(`^kvs-${fleet.runId}-g\\d+$`));
     expect(guest.ifname).toBe("eth0");
     const peer = JSON.parse((await h1.exec("ip -j -d link show dev vnet7")).stdout) as { linkinfo: { info_kind: string }; master?: string }[];
-    expect(peer[0]!.linkinfo.info_kind).toBe("veth");
-    expect(peer[0]!.master).toBeUndefined();
+    expect(peer[0].linkinfo.info_kind).toBe("veth");
+    expect(peer[0].master).toBeUndefined();
     // Real L2 through a bridge in the host, as a VM's tap would be used.
     await h1.exec("ip link add kvsbr9 type bridge && ip addr add 10.199.0.1/24 dev kvsbr9 && ip link set kvsbr9 up && ip link set vnet7 master kvsbr9");
     try {
@@ -271,9 +259,9 @@ describe("a fleet of two hosts", () => {
 describe("leaving nothing behind", () => {
   test("stop() removes processes, namespaces, root links, slots and files; twice is fine", async () => {
     const fleet = await startFleet(2);
-    const guest = await fleet.addGuest(fleet.hosts[0]!, "tap0");
+    const guest = await fleet.addGuest(fleet.hosts[0], "tap0");
     // A stray daemon in a host and one in a guest: stop() must find them by namespace.
-    const stray = Number((await fleet.hosts[1]!.exec("setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!")).stdout.trim());
+    const stray = Number((await fleet.hosts[1].exec("setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!")).stdout.trim());
     const strayGuest = Number((await guest.exec("setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!")).stdout.trim());
     const sshdPids = fleet.hosts.map((h) => h.sshdPid);
     expect(leftovers(fleet.runId).netns).toHaveLength(4);

@@ -252,7 +252,7 @@ function ipBatch(netns: string | undefined, lines: string[], what: string): Prom
 }
 
 function makeExec(prefix: string[], what: string): SandboxHost["exec"] {
-  return (cmd, opts = {}) => run(prefix[0]!, [...prefix.slice(1), "sh", "-c", cmd], { ...opts, what });
+  return (cmd, opts = {}) => run(prefix[0], [...prefix.slice(1), "sh", "-c", cmd], { ...opts, what });
 }
 
 // Namespace and link listings straight from the filesystem: no process per call.
@@ -431,10 +431,7 @@ function teardownRecord(rec: FleetRecord): void {
   // Root ends are deleted explicitly (netns teardown in the kernel is asynchronous and
   // they must be gone when stop() returns); -force keeps the batch going past errors.
   const links = rootLinkNames();
-  const batch = [
-    ...rec.rootLinks.filter((l) => links.has(l)).map((l) => `link del dev ${l}`),
-    ...ours.map((ns) => `netns del ${ns}`),
-  ];
+  const batch = [...rec.rootLinks.filter((l) => links.has(l)).map((l) => `link del dev ${l}`), ...ours.map((ns) => `netns del ${ns}`)];
   if (batch.length > 0) runSync("ip", ["-force", "-batch", "-"], batch.join("\n") + "\n");
   for (const k of rec.slots) {
     const owner = readJson<SlotOwner>(`${SLOTS_DIR}/${k}/owner.json`);
@@ -792,9 +789,7 @@ async function startSshd(rec: FleetRecord, h: HostPlan, keys: Keys, opts: StartF
     if (exited) throw new Error(`sandbox host ${i} (${h.netns}): sshd ${exited}; ${sshdLogPath}:\n${readText(sshdLogPath).trim()}`);
     if (readText(sshdLogPath).includes("Server listening") && (await tcpReachable(h.address, 22, 1000))) break;
     if (Date.now() > deadline) {
-      throw new Error(
-        `sandbox host ${i} (${h.netns}): sshd not reachable at ${h.address}:22 after ${READY_TIMEOUT_MS} ms; ${sshdLogPath}:\n${readText(sshdLogPath).trim()}`,
-      );
+      throw new Error(`sandbox host ${i} (${h.netns}): sshd not reachable at ${h.address}:22 after ${READY_TIMEOUT_MS} ms; ${sshdLogPath}:\n${readText(sshdLogPath).trim()}`);
     }
     await new Promise((r) => setTimeout(r, 10));
   }
@@ -869,7 +864,11 @@ export async function startFleet(n: number, opts: StartFleetOptions = {}): Promi
     rec.hosts.push(...plans.map((p) => ({ index: p.index, netns: p.netns, address: p.address })));
     persist(rec);
 
-    await ipBatch(undefined, [up, ...plans.map((p) => p.netns)].map((ns) => `netns add ${ns}`), "create namespaces");
+    await ipBatch(
+      undefined,
+      [up, ...plans.map((p) => p.netns)].map((ns) => `netns add ${ns}`),
+      "create namespaces",
+    );
     await Promise.all([
       ipBatch(up, ["link set dev lo up", "link add lan0 type bridge", `addr add ${UPSTREAM_ADDRESS}/24 dev lan0`, "link set dev lan0 up"], "upstream bridge"),
       ...plans.map((p) => buildHostNetwork(p, up)),
@@ -885,13 +884,17 @@ export async function startFleet(n: number, opts: StartFleetOptions = {}): Promi
         ]),
         "root veth ends",
       ),
-      ipBatch(up, plans.flatMap((p) => [`link set dev h${p.index} master lan0`, `link set dev h${p.index} up`]), "upstream ports"),
+      ipBatch(
+        up,
+        plans.flatMap((p) => [`link set dev h${p.index} master lan0`, `link set dev h${p.index} up`]),
+        "upstream ports",
+      ),
     ]);
 
     const keys = await keysP;
     const settled = await Promise.allSettled(plans.map((p) => startSshd(rec, p, keys, opts)));
     const failures = settled.filter((s): s is PromiseRejectedResult => s.status === "rejected");
-    if (failures.length > 0) throw failures[0]!.reason;
+    if (failures.length > 0) throw failures[0].reason;
     const hosts = settled.map((s) => (s as PromiseFulfilledResult<SandboxHost>).value);
 
     return {
@@ -909,11 +912,7 @@ export async function startFleet(n: number, opts: StartFleetOptions = {}): Promi
         rec.netns.push(guest);
         persist(rec);
         await run("ip", ["netns", "add", guest], { what: "addGuest" });
-        await ipBatch(
-          guest,
-          [`link add eth0 type veth peer name ${peerName} netns ${host.netns}`, "link set dev lo up", "link set dev eth0 up"],
-          `addGuest ${guest}`,
-        );
+        await ipBatch(guest, [`link add eth0 type veth peer name ${peerName} netns ${host.netns}`, "link set dev lo up", "link set dev eth0 up"], `addGuest ${guest}`);
         await ipBatch(host.netns, [`link set dev ${peerName} up`], `addGuest ${guest} peer`);
         return { netns: guest, ifname: "eth0", exec: makeExec(["ip", "netns", "exec", guest], `guest (${guest})`) };
       },
@@ -959,7 +958,7 @@ function withReapLock<T>(fn: () => T): T {
         fs.rmSync(REAP_LOCK, { recursive: true, force: true });
         continue;
       }
-      if (Date.now() > giveUpAt) throw new Error(`sandbox: ${REAP_LOCK} held by pid ${owner?.pid ?? "?"}`);
+      if (Date.now() > giveUpAt) throw new Error(`sandbox: ${REAP_LOCK} held by pid ${owner?.pid ?? "?"}`, { cause: err });
       sleepSync(20);
     }
   }
@@ -997,11 +996,11 @@ export async function cleanupStale(): Promise<string[]> {
     }
     const orphanNetns = netnsNow.filter((ns) => {
       const m = OUR_NETNS_RE.exec(ns);
-      return m !== null && !records.has(m[1]!) && !reaped.has(m[1]!) && !fs.existsSync(recordPath(m[1]!));
+      return m !== null && !records.has(m[1]) && !reaped.has(m[1]) && !fs.existsSync(recordPath(m[1]));
     });
     const orphanLinks = linksNow.filter((l) => {
       const m = OUR_ROOT_LINK_RE.exec(l);
-      return m !== null && !records.has(m[1]!) && !reaped.has(m[1]!) && !fs.existsSync(recordPath(m[1]!));
+      return m !== null && !records.has(m[1]) && !reaped.has(m[1]) && !fs.existsSync(recordPath(m[1]));
     });
     if (orphanNetns.length + orphanLinks.length > 0) {
       killAll([], orphanNetns);
@@ -1086,10 +1085,7 @@ function normaliseNft(v: Json): Json {
   const stripped = dropKeys(
     v,
     (k, parent) =>
-      k === "metainfo" ||
-      k === "expires" ||
-      ((k === "packets" || k === "bytes") && parent === "counter") ||
-      ((k === "used" || k === "used_unit") && parent === "quota"),
+      k === "metainfo" || k === "expires" || ((k === "packets" || k === "bytes") && parent === "counter") || ((k === "used" || k === "used_unit") && parent === "quota"),
   );
   if (stripped !== null && typeof stripped === "object" && !Array.isArray(stripped) && Array.isArray(stripped.nftables)) {
     // {"metainfo": {...}} is an element of its own; it is {} now: drop it.
@@ -1116,7 +1112,7 @@ function normaliseDownQdisc(links: Json): Json {
       return { ...link, qdisc: "(down)" };
     }
     return l;
-  }) as Json;
+  });
 }
 
 /**
@@ -1140,7 +1136,7 @@ export async function snapshotHost(host: SandboxHost): Promise<unknown> {
   ];
   const r = await host.exec(sections.map((c) => `${c}; echo; echo ${SNAPSHOT_SEPARATOR}`).join("\n"));
   const out = r.stdout.split(`${SNAPSHOT_SEPARATOR}\n`).map((s) => s.trim());
-  const json = (i: number): Json => (out[i] ? (JSON.parse(out[i]!) as Json) : []);
+  const json = (i: number): Json => (out[i] ? (JSON.parse(out[i]) as Json) : []);
   const [ipForward = "", ip6Forward = ""] = (out[5] ?? "").split("\n");
   const hashes = new Map(
     (out[7] ?? "")

@@ -40,9 +40,7 @@ async function waitingApplies(h: SandboxHost): Promise<number[]> {
 
 /** Hold the host lock with a process of our own; returns its pid (kill it to release). */
 async function holdHostLock(h: SandboxHost): Promise<number> {
-  await h.exec(
-    `mkdir -p /run/lock && rm -f ${HOLDER_PID_FILE} && setsid flock ${LOCK_FILE} sh -c 'echo $$ > ${HOLDER_PID_FILE}; exec sleep 120' </dev/null >/dev/null 2>&1 &`,
-  );
+  await h.exec(`mkdir -p /run/lock && rm -f ${HOLDER_PID_FILE} && setsid flock ${LOCK_FILE} sh -c 'echo $$ > ${HOLDER_PID_FILE}; exec sleep 120' </dev/null >/dev/null 2>&1 &`);
   return waitFor("the lock holder", async () => {
     const r = await h.exec(`cat ${HOLDER_PID_FILE} 2>/dev/null || true`);
     return r.stdout.trim() ? Number(r.stdout.trim()) : undefined;

@@ -85,9 +85,7 @@ async function resolve(g: Guest, server: string, name: string): Promise<string> 
  * peer address it sees; returns a stop function (kills it by pid).
  */
 async function upstreamEcho(port: number): Promise<() => Promise<void>> {
-  const r = await fleet.upstream.exec(
-    `socat TCP-LISTEN:${port},bind=${fleet.upstream.address},reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR' >/dev/null 2>&1 & echo $!`,
-  );
+  const r = await fleet.upstream.exec(`socat TCP-LISTEN:${port},bind=${fleet.upstream.address},reuseaddr,fork SYSTEM:'echo $SOCAT_PEERADDR' >/dev/null 2>&1 & echo $!`);
   const pid = Number(r.stdout.trim());
   for (let i = 0; i < 50; i++) {
     if ((await fleet.upstream.exec(`ss -Hltn 'sport = :${port}'`)).stdout.trim()) break;
@@ -136,7 +134,13 @@ describe("NatNetwork nat mode", () => {
     });
     expect(c.id).toBe(`${h.address}/natNetwork/lab`);
     expect(c.outs).toMatchObject({
-      name: "lab", bridgeName: "kvn-lab", mode: "nat", gateway: "10.77.0.1", uplink: "eth0", tablePresent: true, ipForward: true,
+      name: "lab",
+      bridgeName: "kvn-lab",
+      mode: "nat",
+      gateway: "10.77.0.1",
+      uplink: "eth0",
+      tablePresent: true,
+      ipForward: true,
     });
     expect(hostWarnings(c.outs.warnings)).toEqual([]);
     // br_netfilter (the machine's choice) is reported exactly when it is on.
@@ -144,7 +148,7 @@ describe("NatNetwork nat mode", () => {
     expect(typeof c.outs.dnsmasqPid).toBe("number");
     expect(c.outs.macAddress).toMatch(/^52:54:00(:[0-9a-f]{2}){3}$/);
     expect(await ipForward()).toBe("1");
-    expect((await h.exec(`cat /proc/${c.outs.dnsmasqPid}/comm`)).stdout.trim()).toBe("dnsmasq");
+    expect((await h.exec(`cat /proc/${String(c.outs.dnsmasqPid)}/comm`)).stdout.trim()).toBe("dnsmasq");
     // Bound to the bridge only.
     const listeners = (await h.exec("ss -Hlnu 'sport = :53'")).stdout;
     expect(listeners).toContain("10.77.0.1:53");
@@ -177,8 +181,12 @@ describe("NatNetwork nat mode", () => {
     expect(leasesBefore).toContain(a1);
     const u1 = await update(c.id, c.outs, c.inputs, {
       dhcp: {
-        start: "10.77.0.100", end: "10.77.0.150",
-        hosts: [{ mac: STATIC_MAC, ip: "10.77.0.10", hostname: "web" }, { mac: "52:54:00:00:77:11", ip: "10.77.0.11", hostname: "api" }],
+        start: "10.77.0.100",
+        end: "10.77.0.150",
+        hosts: [
+          { mac: STATIC_MAC, ip: "10.77.0.10", hostname: "web" },
+          { mac: "52:54:00:00:77:11", ip: "10.77.0.11", hostname: "api" },
+        ],
       },
     });
     expect(u1.diff).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
@@ -216,7 +224,9 @@ describe("NatNetwork nat mode", () => {
 /** #14 item 7: the next `up` after an interrupted create converges with no manual step; adopt takes over what is not ours. */
 describe("NatNetwork recovery and adoption", () => {
   const net = (name: string) => ({
-    name, mode: "nat", subnet: "10.81.0.0/24",
+    name,
+    mode: "nat",
+    subnet: "10.81.0.0/24",
     dhcp: { start: "10.81.0.100", end: "10.81.0.150" },
     dns: { domain: "rec.test", hosts: [{ ip: "10.81.0.5", hostnames: ["db"] }] },
   });
@@ -224,7 +234,9 @@ describe("NatNetwork recovery and adoption", () => {
   const tables = async () => (JSON.parse((await h.exec("nft -j list tables")).stdout).nftables as { table?: { name: string } }[]).flatMap((t) => (t.table ? [t.table.name] : []));
   /** dnsmasq processes in this host's network namespace (other test runs on the machine have their own). */
   const dnsmasqs = async () =>
-    (await h.exec('me=$(readlink /proc/self/ns/net); for p in $(pgrep -x dnsmasq); do [ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] && echo $p; done; true')).stdout.split("\n").filter(Boolean).length;
+    (await h.exec('me=$(readlink /proc/self/ns/net); for p in $(pgrep -x dnsmasq); do [ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] && echo $p; done; true')).stdout
+      .split("\n")
+      .filter(Boolean).length;
 
   it("converges when the provider died mid-create and the host finished the apply (P10): one network, working, delete leaves no trace", async () => {
     const g = await fleet.addGuest(h, "vrec1");
@@ -278,7 +290,11 @@ describe("NatNetwork recovery and adoption", () => {
   it("takes over a table of its name made by hand only with adopt: true", async () => {
     const before = await snapshotHost(h);
     await h.exec("nft add table inet kvmnet_nat_tbl && nft add chain inet kvmnet_nat_tbl input '{ type filter hook input priority 0; policy accept; }'");
-    await expectKvmnetError(create(net("tbl")), "Conflict", /nft table inet kvmnet_nat_tbl or its state already exists on the host[\s\S]*hint: a network of this name exists that this resource did not create[\s\S]*set adopt: true/);
+    await expectKvmnetError(
+      create(net("tbl")),
+      "Conflict",
+      /nft table inet kvmnet_nat_tbl or its state already exists on the host[\s\S]*hint: a network of this name exists that this resource did not create[\s\S]*set adopt: true/,
+    );
     const c = await create({ ...net("tbl"), adopt: true });
     expect(c.outs).toMatchObject({ mode: "nat", tablePresent: true });
     await destroy(c.id, c.outs);
@@ -293,7 +309,18 @@ describe("NatNetwork route and isolated modes", () => {
     const before = await snapshotHost(h);
     const c = await create({ name: "rt", mode: "route", subnet: "10.78.0.0/24", dhcp: { start: "10.78.0.100", end: "10.78.0.120" } });
     expect(await tableRuleComments("rt")).toEqual(
-      ["forward:kvmnet:bridge-local", "forward:kvmnet:in", "forward:kvmnet:in-dnat", "forward:kvmnet:out", "forward:kvmnet:out-dnat-reply", "forward:kvmnet:reject-from-bridge", "forward:kvmnet:reject-to-bridge", "input:kvmnet:dhcp", "input:kvmnet:dns", "postrouting:kvmnet:hairpin-dnat"].sort(),
+      [
+        "forward:kvmnet:bridge-local",
+        "forward:kvmnet:in",
+        "forward:kvmnet:in-dnat",
+        "forward:kvmnet:out",
+        "forward:kvmnet:out-dnat-reply",
+        "forward:kvmnet:reject-from-bridge",
+        "forward:kvmnet:reject-to-bridge",
+        "input:kvmnet:dhcp",
+        "input:kvmnet:dns",
+        "postrouting:kvmnet:hairpin-dnat",
+      ].sort(),
     );
     await h.exec("ip link set dev vrt1 master kvn-rt && ip link set dev vrt2 master kvn-rt");
     const a1 = await dhcp(g1);
@@ -308,7 +335,16 @@ describe("NatNetwork route and isolated modes", () => {
       expect(iso.diff).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
       expect(iso.outs).toMatchObject({ mode: "isolated", ipForward: false });
       expect(await tableRuleComments("rt")).toEqual(
-        ["forward:kvmnet:bridge-local", "forward:kvmnet:in-dnat", "forward:kvmnet:out-dnat-reply", "forward:kvmnet:reject-from-bridge", "forward:kvmnet:reject-to-bridge", "input:kvmnet:dhcp", "input:kvmnet:dns", "postrouting:kvmnet:dnat-from-gateway"].sort(),
+        [
+          "forward:kvmnet:bridge-local",
+          "forward:kvmnet:in-dnat",
+          "forward:kvmnet:out-dnat-reply",
+          "forward:kvmnet:reject-from-bridge",
+          "forward:kvmnet:reject-to-bridge",
+          "input:kvmnet:dhcp",
+          "input:kvmnet:dns",
+          "postrouting:kvmnet:dnat-from-gateway",
+        ].sort(),
       );
       // Forwarding on (as another network would hold it) must not open an isolated network.
       await h.exec("echo 1 > /proc/sys/net/ipv4/ip_forward");
@@ -515,7 +551,9 @@ describe("a dnsmasq that outlives SIGTERM (#14)", () => {
     const pid = c.outs.dnsmasqPid as number;
     await sigstop(pid);
     // What a delete that did not wait for it (before #14) left: everything gone but the daemon.
-    await h.exec("ip link del dev kvn-gone1 && nft delete table inet kvmnet_nat_gone1 && rm -rf /run/kvmnet/nat/gone1 /run/kvmnet/state/natNetwork/gone1.json /run/kvmnet/state/natNetwork/gone1.sysctl /run/kvmnet/state/created/natNetwork.gone1");
+    await h.exec(
+      "ip link del dev kvn-gone1 && nft delete table inet kvmnet_nat_gone1 && rm -rf /run/kvmnet/nat/gone1 /run/kvmnet/state/natNetwork/gone1.json /run/kvmnet/state/natNetwork/gone1.sysctl /run/kvmnet/state/created/natNetwork.gone1",
+    );
     live.delete(c.id);
     const before = await snapshotHost(h);
     for (const name of ["new1", "gone1"]) {
@@ -560,8 +598,8 @@ describe("drift and replacement", () => {
     const c = await create({ name: "dr", subnet: "10.94.0.0/24", dhcp: { start: "10.94.0.10", end: "10.94.0.20" } });
     // The sandbox's pid 1 does not reap orphans, so the killed dnsmasq lingers as a zombie:
     // observe must still report it as not running.
-    await h.exec(`kill ${c.outs.dnsmasqPid}`);
-    for (let i = 0; i < 50 && (await h.exec(`cut -d' ' -f3 /proc/${c.outs.dnsmasqPid}/stat 2>/dev/null || echo gone`)).stdout.trim() === "S"; i++) {
+    await h.exec(`kill ${String(c.outs.dnsmasqPid)}`);
+    for (let i = 0; i < 50 && (await h.exec(`cut -d' ' -f3 /proc/${String(c.outs.dnsmasqPid)}/stat 2>/dev/null || echo gone`)).stdout.trim() === "S"; i++) {
       await new Promise((res) => setTimeout(res, 50));
     }
     await h.exec("nft delete table inet kvmnet_nat_dr && ip addr del 10.94.0.1/24 dev kvn-dr");
@@ -577,10 +615,16 @@ describe("drift and replacement", () => {
 
   it("diff says replace for subnet, bridgeName and name (delete first when they collide)", async () => {
     const c = await create({ name: "rp", subnet: "10.95.0.0/24" });
-    expect(await p.diff(c.id, c.outs, { ...c.outs, subnet: "10.95.1.0/24", gateway: "10.95.1.1" })).toEqual({ changes: true, replaces: ["subnet", "gateway"], deleteBeforeReplace: true });
+    expect(await p.diff(c.id, c.outs, { ...c.outs, subnet: "10.95.1.0/24", gateway: "10.95.1.1" })).toEqual({
+      changes: true,
+      replaces: ["subnet", "gateway"],
+      deleteBeforeReplace: true,
+    });
     expect(await p.diff(c.id, c.outs, { ...c.outs, bridgeName: "kvn-rp2" })).toEqual({ changes: true, replaces: ["bridgeName"], deleteBeforeReplace: true });
     expect(await p.diff(c.id, c.outs, { ...c.outs, name: "rp2", bridgeName: "kvn-rp2", subnet: "10.96.0.0/24", gateway: "10.96.0.1" })).toEqual({
-      changes: true, replaces: ["name", "bridgeName", "subnet", "gateway"], deleteBeforeReplace: false,
+      changes: true,
+      replaces: ["name", "bridgeName", "subnet", "gateway"],
+      deleteBeforeReplace: false,
     });
     await destroy(c.id, c.outs);
   });

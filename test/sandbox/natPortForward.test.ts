@@ -49,7 +49,10 @@ describe.each([
     if (hostForwards) await h.exec("sysctl -qw net.ipv4.ip_forward=1");
     const before = await snapshotHost(h);
     const net = await checked(natNetworkProvider, {
-      name: "fw", bridgeName: "virbr1", mode, subnet: "192.168.123.0/24",
+      name: "fw",
+      bridgeName: "virbr1",
+      mode,
+      subnet: "192.168.123.0/24",
       dhcp: { start: "192.168.123.100", end: "192.168.123.200", hosts: [{ mac: "52:54:00:7b:00:10", ip: "192.168.123.10" }] },
     });
     const fwd = await checked(portForwardProvider, { protocol: "tcp", hostPort: 8022, destination: "192.168.123.10", destinationPort: 22 });

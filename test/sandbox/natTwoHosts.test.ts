@@ -36,7 +36,7 @@ it("keeps each host's dnsmasq to its own network namespace", async () => {
   await p.delete(na.id, na.outs);
   expect(await snapshotHost(a)).toEqual(before);
   // b's dnsmasq is the same live process, and b reads back unchanged.
-  expect((await b.exec(`cat /proc/${pidB}/comm`)).stdout.trim()).toBe("dnsmasq");
+  expect((await b.exec(`cat /proc/${String(pidB)}/comm`)).stdout.trim()).toBe("dnsmasq");
   expect((await p.read(nb.id, nb.outs)).props).toEqual(nb.outs);
   await p.delete(nb.id, nb.outs);
 });

@@ -84,7 +84,18 @@ describe("PortForward with real traffic", () => {
   it("forwards tcp and udp from upstream to a guest, and delete leaves no trace", async () => {
     const web = await create({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", destinationPort: 80, description: "web on vpf1" });
     expect(web.id).toBe(`${h.address}/portforward/tcp_any_8080`);
-    expect(web.outs).toMatchObject({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", destinationPort: 80, hairpin: true, sourceCidrs: [], description: "web on vpf1", table: "kvmnet_pf_tcp_any_8080", warnings: [], drift: [] });
+    expect(web.outs).toMatchObject({
+      protocol: "tcp",
+      hostPort: 8080,
+      destination: "10.77.0.10",
+      destinationPort: 80,
+      hairpin: true,
+      sourceCidrs: [],
+      description: "web on vpf1",
+      table: "kvmnet_pf_tcp_any_8080",
+      warnings: [],
+      drift: [],
+    });
     const dns = await create({ protocol: "udp", hostPort: 5000, destination: "10.77.0.10", destinationPort: 6000 });
     expect(dns.outs).toMatchObject({ table: "kvmnet_pf_udp_any_5000", destinationPort: 6000 });
     expect(await nftTables()).toEqual(expect.arrayContaining(["kvmnet_pf_tcp_any_8080", "kvmnet_pf_udp_any_5000"]));
@@ -130,14 +141,14 @@ describe("PortForward with real traffic", () => {
     const r = await create({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", destinationPort: 80 });
     // vpf2 → host address → vpf1: masqueraded to the gateway, so vpf1 answers through the host.
     expect(await talk(g2.exec, "tcp", `${h.uplinkAddress}:8080`, "from-guest")).toBe("peer=10.77.0.1\nfrom-guest\n");
-    expect(await talk(h.exec, "tcp", `${h.uplinkAddress}:8080`, "from-host")).toMatch(/^peer=[\d.]+\nfrom-host\n$/);
-    expect(await talk(h.exec, "tcp", `10.77.0.1:8080`, "via-bridge-address")).toMatch(/via-bridge-address/);
+    expect(await talk(h.exec.bind(h), "tcp", `${h.uplinkAddress}:8080`, "from-host")).toMatch(/^peer=[\d.]+\nfrom-host\n$/);
+    expect(await talk(h.exec.bind(h), "tcp", `10.77.0.1:8080`, "via-bridge-address")).toMatch(/via-bridge-address/);
 
     // hairpin: false → only outside clients are forwarded.
     const news = (await portForwardProvider.check(r.outs, { ...r.inputs, hairpin: false })).inputs;
     const { outs } = await portForwardProvider.update(r.id, r.outs, news);
     expect(outs).toMatchObject({ hairpin: false, drift: [] });
-    expect(await talk(h.exec, "tcp", `${h.uplinkAddress}:8080`, "from-host")).toBe("");
+    expect(await talk(h.exec.bind(h), "tcp", `${h.uplinkAddress}:8080`, "from-host")).toBe("");
     expect(await talk(fleet.upstream.exec, "tcp", `${h.uplinkAddress}:8080`, "outside")).toBe("peer=198.19.0.1\noutside\n");
     await portForwardProvider.delete(r.id, outs);
     expect(await snapshotHost(h)).toEqual(baseline);
@@ -214,7 +225,7 @@ describe("PortForward with real traffic", () => {
     expect(await portForwardProvider.diff(r.id, read.props, r.inputs)).toMatchObject({ changes: true, replaces: [] });
     const { outs } = await portForwardProvider.update(r.id, read.props, r.inputs);
     expect(outs).toMatchObject({ hairpin: true, drift: [] });
-    expect(await talk(h.exec, "tcp", `${h.uplinkAddress}:8080`, "repaired")).toMatch(/repaired/);
+    expect(await talk(h.exec.bind(h), "tcp", `${h.uplinkAddress}:8080`, "repaired")).toMatch(/repaired/);
     // The table deleted by hand: read reports the forward gone.
     await h.exec("nft delete table ip kvmnet_pf_tcp_any_8080");
     expect(await portForwardProvider.read(r.id, outs)).toEqual({ id: "", props: {} });
@@ -265,7 +276,7 @@ describe("PortForward with real traffic", () => {
       }
     }
     // A hostile-looking but valid description is written as an nft comment and read back verbatim.
-    const r = await create({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", description: "$(id) `x` ; drop table -- {br0} #" .replace(/`/g, "") });
+    const r = await create({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", description: "$(id) `x` ; drop table -- {br0} #".replace(/`/g, "") });
     expect(r.outs.description).toBe("$(id) x ; drop table -- {br0} #");
     await portForwardProvider.delete(r.id, r.outs);
     expect(await snapshotHost(h)).toEqual(baseline);

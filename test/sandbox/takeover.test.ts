@@ -96,7 +96,9 @@ describe("Bridge takeOverUplink on the interface that carries the SSH session", 
       );
       expect((err as KvmnetError).stderr).toMatch(/reverting: no confirmation arrived/);
       // The hint printed after the host reverted (#14 item 7: every hint is asserted).
-      expect((err as KvmnetError).hint).toMatch(/^the host is as it was before this operation(; fix what kept new SSH sessions out, or raise confirmTimeoutSec| and answers SSH again)$/);
+      expect((err as KvmnetError).hint).toMatch(
+        /^the host is as it was before this operation(; fix what kept new SSH sessions out, or raise confirmTimeoutSec| and answers SSH again)$/,
+      );
       // The host reverted by itself: mgmt0 has its address, the bridge is gone, new sessions work.
       expect(await addrsOf("mgmt0")).toEqual([`${h.address}/30`]);
       expect((await h.exec("ip link show dev br-up", { allowFail: true })).code).not.toBe(0);

@@ -193,7 +193,9 @@ describe("through a jump host, every network wait is bounded by readyTimeoutMs",
   let listenerPid: string | undefined;
   beforeAll(async () => {
     // Port 2222: SYNs are dropped, so the jump's connect() hangs (~130 s of SYN retries).
-    await h.exec(`nft add table inet ${table} && nft add chain inet ${table} input '{ type filter hook input priority 0; }' && nft add rule inet ${table} input ip daddr ${h.uplinkAddress} tcp dport 2222 drop`);
+    await h.exec(
+      `nft add table inet ${table} && nft add chain inet ${table} input '{ type filter hook input priority 0; }' && nft add rule inet ${table} input ip daddr ${h.uplinkAddress} tcp dport 2222 drop`,
+    );
     // Port 2223: accepts TCP and never says a word of SSH.
     const started = await h.exec(
       `python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("${h.uplinkAddress}", 2223)); s.listen(8); c=[s.accept() for _ in range(8)]; time.sleep(600)' >/dev/null 2>&1 & echo $!`,
@@ -221,17 +223,13 @@ describe("through a jump host, every network wait is bounded by readyTimeoutMs",
     30_000, // without the bound the forward waits for the kernel's SYN retries (~130 s)
   );
 
-  it(
-    "fails Timeout when the target behind the jump accepts TCP but never completes the SSH handshake",
-    async () => {
-      closeAllConnections();
-      const err = await rejection(hostFor(conn({ host: h.uplinkAddress, port: 2223, jumpHost: conn(), readyTimeoutMs: 1000 })).run("true"));
-      expect(err.kind).toBe("Timeout");
-      expect(err.message).toContain("no SSH handshake within 1000 ms");
-      expect(err.message).toContain(`${h.uplinkAddress}:2223 via`);
-    },
-    30_000,
-  );
+  it("fails Timeout when the target behind the jump accepts TCP but never completes the SSH handshake", async () => {
+    closeAllConnections();
+    const err = await rejection(hostFor(conn({ host: h.uplinkAddress, port: 2223, jumpHost: conn(), readyTimeoutMs: 1000 })).run("true"));
+    expect(err.kind).toBe("Timeout");
+    expect(err.message).toContain("no SSH handshake within 1000 ms");
+    expect(err.message).toContain(`${h.uplinkAddress}:2223 via`);
+  }, 30_000);
 });
 
 it("times out a command that runs too long", async () => {
@@ -255,7 +253,10 @@ it("bounds captured output over SSH: a flood fails with the limit named, and the
   closeAllConnections();
   const host = hostFor(conn());
   const MiB = 1024 * 1024;
-  for (const [stream, redirect] of [["stdout", ""], ["stderr", " >&2"]]) {
+  for (const [stream, redirect] of [
+    ["stdout", ""],
+    ["stderr", " >&2"],
+  ]) {
     const marker = `kvmnet-flood-${stream}-${process.pid}`;
     // Never ends on its own: without the bound it would run into the timeout.
     const err = await rejection(host.run(`yes ${marker}${redirect}; echo never`, { maxOutputBytes: MiB, timeoutMs: 15_000 }));
@@ -278,7 +279,8 @@ it("bounds captured output locally: a flood fails with the limit named, and the 
   expect(err.kind).toBe("Failed");
   expect(err.message).toContain("more than 1048576 bytes on stdout");
   expect(err.message).toContain("host local");
-  const root = (cmd: string) => new Promise<{ stdout: string }>((resolve, reject) => execFile("sh", ["-c", cmd], (e, stdout) => (e ? reject(e) : resolve({ stdout }))));
+  const root = (cmd: string) =>
+    new Promise<{ stdout: string }>((resolve, reject) => execFile("sh", ["-c", cmd], (e: Error | null, stdout) => (e ? reject(e) : resolve({ stdout }))));
   expect(await processesLeft(root, marker)).toBe("");
 });
 
@@ -307,14 +309,19 @@ describe("files that are not regular files are refused, never read (a FIFO would
     // node itself with tsx's loader (not the tsx CLI, which runs node as a child
     // that the timeout's SIGKILL would not reach): a hung child must die.
     return new Promise((resolve) => {
-      execFile(process.execPath, ["--import", "tsx", script], { cwd: path.resolve(__dirname, "../.."), timeout: 15_000, killSignal: "SIGKILL", env: { ...process.env, ...env } }, (err, stdout) => {
-        resolve(err && !stdout.trim() ? { message: "HUNG (killed after 15 s)" } : JSON.parse(stdout.trim().split("\n").pop() as string));
-      });
+      execFile(
+        process.execPath,
+        ["--import", "tsx", script],
+        { cwd: path.resolve(__dirname, "../.."), timeout: 15_000, killSignal: "SIGKILL", env: { ...process.env, ...env } },
+        (err, stdout) => {
+          resolve(err && !stdout.trim() ? { message: "HUNG (killed after 15 s)" } : JSON.parse(stdout.trim().split("\n").pop() as string));
+        },
+      );
     });
   }
   const fifo = path.join(tmp, "a-fifo");
   beforeAll(async () => {
-    await new Promise<void>((resolve, reject) => execFile("mkfifo", [fifo], (e) => (e ? reject(e) : resolve())));
+    await new Promise<void>((resolve, reject) => execFile("mkfifo", [fifo], (e: Error | null) => (e ? reject(e) : resolve())));
   });
 
   it("knownHostsFile", async () => {
@@ -352,7 +359,7 @@ hostFor(${JSON.stringify(conn())}).run("echo ok").then((r) => { console.log(r.st
   );
   const tsx = path.resolve(__dirname, "../../node_modules/.bin/tsx");
   const { stdout, exited } = await new Promise<{ stdout: string; exited: number }>((resolve, reject) => {
-    execFile(tsx, [script], { timeout: 25_000 }, (err, stdout) => (err ? reject(err) : resolve({ stdout, exited: Date.now() })));
+    execFile(tsx, [script], { timeout: 25_000 }, (err: Error | null, stdout) => (err ? reject(err) : resolve({ stdout, exited: Date.now() })));
   });
   const [ok, finishedAt] = stdout.trim().split("\n");
   expect(ok).toBe("ok");

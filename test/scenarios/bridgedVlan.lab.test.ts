@@ -40,7 +40,9 @@ beforeAll(async () => {
   await lab.exec(`ip link set dev ${lanIf} up && ip addr add 192.0.2.2/24 dev ${lanIf} && ip route replace default via 192.0.2.1 dev ${lanIf}`);
   root("ip", ["-n", ns, "addr", "add", "192.0.2.1/24", "dev", tap]);
   // The hypervisor's part, made before the program runs: a guest whose NIC's host end waits to be plugged in.
-  await lab.exec("ip netns add g10 && ip link add vg10 type veth peer name eth0 netns g10 && ip -n g10 addr add 198.51.100.2/24 dev eth0 && ip -n g10 link set eth0 up && ip -n g10 link set lo up");
+  await lab.exec(
+    "ip netns add g10 && ip link add vg10 type veth peer name eth0 netns g10 && ip -n g10 addr add 198.51.100.2/24 dev eth0 && ip -n g10 link set eth0 up && ip -n g10 link set lo up",
+  );
   stack = new Stack(path.join(REPO, "examples", "bridged-vlan"), `scenario-bridged-vlan-${process.pid}`, bin);
   await stack.init();
   await stack.connectTo(lab);
@@ -82,7 +84,11 @@ it("moves the uplink into br0, bridges VLAN 10 of it for a guest reached from th
   await lab.exec("ip link set dev vg10 master br-vlan10 && ip link set dev vg10 up");
   const peer = await runTaggedPeer(ns, tap, 10, "8100", "198.51.100.1", "198.51.100.2", 3);
   expect(peer.arpReply?.vlan).toBe(10);
-  expect(peer.echoReplies).toEqual([{ tpid: "0x8100", vlan: 10 }, { tpid: "0x8100", vlan: 10 }, { tpid: "0x8100", vlan: 10 }]);
+  expect(peer.echoReplies).toEqual([
+    { tpid: "0x8100", vlan: 10 },
+    { tpid: "0x8100", vlan: 10 },
+    { tpid: "0x8100", vlan: 10 },
+  ]);
 
   await stack.ok(["preview", "--expect-no-changes"]);
   await stack.ok(["refresh", "--yes", "--expect-no-changes"]);

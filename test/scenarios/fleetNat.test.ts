@@ -62,7 +62,9 @@ it("converges on every reachable host, names the one that is not, and finishes t
   const baselines = await Promise.all(fleet.hosts.map((h) => snapshotHost(h)));
 
   // The host's SSH port drops every packet (rule in its own namespace): a handshake that never answers.
-  await down.exec(`nft add table inet scenario_block && nft add chain inet scenario_block input '{ type filter hook input priority -300; policy accept; }' && nft add rule inet scenario_block input tcp dport ${down.port} drop`);
+  await down.exec(
+    `nft add table inet scenario_block && nft add chain inet scenario_block input '{ type filter hook input priority -300; policy accept; }' && nft add rule inet scenario_block input tcp dport ${down.port} drop`,
+  );
   const first = await stack.pulumi(["up", "--yes"]);
   expect(first.code).not.toBe(0);
   expect(first.stdout + first.stderr).toContain(down.address);

@@ -15,5 +15,8 @@ export async function hostProcesses(h: SandboxHost): Promise<string[]> {
       `echo "$c $(tr '\\0' ' ' < $d/cmdline 2>/dev/null)"; done`,
     { allowFail: true },
   );
-  return r.stdout.split("\n").filter((l) => l && !/^(sh|cut|cat|tr|ip|grep|ls) /.test(l)).sort();
+  return r.stdout
+    .split("\n")
+    .filter((l) => l && !/^(sh|cut|cat|tr|ip|grep|ls) /.test(l))
+    .sort();
 }

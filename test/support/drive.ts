@@ -7,7 +7,10 @@ export function sandboxConnection(h: SandboxHost) {
 }
 
 /** check() as the engine calls it; throws with the failures when the inputs are refused. */
-export async function checkedInputs(p: { check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<{ inputs: Record<string, unknown>; failures?: unknown[] }> }, props: Record<string, unknown>) {
+export async function checkedInputs(
+  p: { check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<{ inputs: Record<string, unknown>; failures?: unknown[] }> },
+  props: Record<string, unknown>,
+) {
   const c = await p.check({}, props);
   if (c.failures?.length) throw new Error(JSON.stringify(c.failures));
   return c.inputs;

@@ -35,7 +35,8 @@ function table(files) {
     tiers.set(f.tier, t);
   }
   const lines = ["", "time per tier", "  tier           files  tests  failed      time"];
-  for (const [tier, t] of tiers) lines.push(`  ${String(tier).padEnd(13)} ${String(t.files).padStart(6)} ${String(t.tests).padStart(6)} ${String(t.failed).padStart(7)} ${fmt(t.ms)}`);
+  for (const [tier, t] of tiers)
+    lines.push(`  ${String(tier).padEnd(13)} ${String(t.files).padStart(6)} ${String(t.tests).padStart(6)} ${String(t.failed).padStart(7)} ${fmt(t.ms)}`);
   lines.push("", "ten slowest files");
   for (const f of [...files].sort((a, b) => b.ms - a.ms).slice(0, 10)) lines.push(`  ${fmt(f.ms)}  ${f.file}`);
   return lines.join("\n") + "\n";

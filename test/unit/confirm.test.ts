@@ -44,7 +44,10 @@ describe("commit-confirm scripts", () => {
 
   it("reads the outcome of a confirmation", () => {
     expect(parseConfirm("confirmed\n")).toEqual({ state: "confirmed" });
-    expect(parseConfirm("reverted 2026-01-01T00:00:00Z reverting: no confirmation arrived \n")).toEqual({ state: "reverted", log: "2026-01-01T00:00:00Z reverting: no confirmation arrived" });
+    expect(parseConfirm("reverted 2026-01-01T00:00:00Z reverting: no confirmation arrived \n")).toEqual({
+      state: "reverted",
+      log: "2026-01-01T00:00:00Z reverting: no confirmation arrived",
+    });
     expect(parseConfirm("")).toEqual({ state: "unknown" });
     expect(confirmScript("t0").text).toContain("if [ -f '/run/kvmnet/confirm/t0.armed' ]; then");
   });

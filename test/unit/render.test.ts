@@ -59,6 +59,10 @@ describe("applyError", () => {
 
   it("keeps a guard's kind and prints no undo hint (nothing was changed)", () => {
     const e = applyError("root@h:22", EXIT_GUARD_FAILED, null, "@@kvmnet-fail Conflict an interface named br0 appeared on the host while this change was planned\n");
-    expect({ kind: e.kind, message: e.shortMessage, hint: e.hint }).toEqual({ kind: "Conflict", message: "an interface named br0 appeared on the host while this change was planned", hint: undefined });
+    expect({ kind: e.kind, message: e.shortMessage, hint: e.hint }).toEqual({
+      kind: "Conflict",
+      message: "an interface named br0 appeared on the host while this change was planned",
+      hint: undefined,
+    });
   });
 });

@@ -1,4 +1,7 @@
 import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
 import fc from "fast-check";
 import { andThen, literal, nftIdent, nftString, sh, shq, wholeScript, withStdin, writeFile } from "../../provider/shell";
 
@@ -11,23 +14,17 @@ function words(fragment: string): string[] {
 describe("shq", () => {
   it("round-trips any string without NUL through a real sh", () => {
     fc.assert(
-      fc.property(fc.string({ unit: "binary" }).filter((s) => !s.includes("\0")), (s) => {
-        expect(words(shq(s))).toEqual([s]);
-      }),
+      fc.property(
+        fc.string({ unit: "binary" }).filter((s) => !s.includes("\0")),
+        (s) => {
+          expect(words(shq(s))).toEqual([s]);
+        },
+      ),
       { numRuns: 150 },
     );
   });
 
-  it.each([
-    ["$(touch /tmp/pwned)"],
-    ["`id`"],
-    ["a'b"],
-    ["'; rm -rf / #"],
-    ["line1\nline2"],
-    ["*"],
-    ["~root"],
-    ["$HOME"],
-  ])("keeps %j literal", (s) => {
+  it.each([["$(touch /tmp/pwned)"], ["`id`"], ["a'b"], ["'; rm -rf / #"], ["line1\nline2"], ["*"], ["~root"], ["$HOME"]])("keeps %j literal", (s) => {
     expect(words(shq(s))).toEqual([s]);
   });
 
@@ -52,7 +49,11 @@ describe("sh template", () => {
 describe("writeFile / withStdin", () => {
   it("keeps its umask to itself: a directory made after it in the same script is 755, the file has the mode asked for", () => {
     const dir = execFileSync("mktemp", ["-d"], { encoding: "utf8" }).trim();
-    const out = execFileSync("sh", ["-c", `umask 022\n${writeFile(`${dir}/f`, "x", "0600").text}\nmkdir ${shq(`${dir}/d.d`)} && stat -c '%a' ${shq(`${dir}/d.d`)} ${shq(`${dir}/f`)}`], { encoding: "utf8" });
+    const out = execFileSync(
+      "sh",
+      ["-c", `umask 022\n${writeFile(`${dir}/f`, "x", "0600").text}\nmkdir ${shq(`${dir}/d.d`)} && stat -c '%a' ${shq(`${dir}/d.d`)} ${shq(`${dir}/f`)}`],
+      { encoding: "utf8" },
+    );
     expect(out.trim().split("\n")).toEqual(["755", "600"]);
     execFileSync("rm", ["-rf", dir]);
   });
@@ -83,11 +84,6 @@ describe("nft quoting", () => {
 });
 
 describe("wholeScript (#14: a script cut mid-send runs nothing)", () => {
-  const { execFileSync } = require("child_process") as typeof import("child_process");
-  const fs = require("fs") as typeof import("fs");
-  const os = require("os") as typeof import("os");
-  const path = require("path") as typeof import("path");
-
   /**
    * Feed a real `sh -s` what sshd would have passed on before the client died: the
    * text up to `cut` characters past the end of the script's first line. Did that

@@ -12,8 +12,23 @@ export { bridgeInputsSchema, bridgeStoredSchema } from "./schema";
 export type { BridgeInputs } from "./schema";
 
 const INPUT_KEYS = [
-  "connection", "name", "stp", "forwardDelay", "helloTime", "maxAge", "priority", "ageingTime",
-  "mtu", "macAddress", "vlanFiltering", "ports", "addresses", "adopt", "takeOverUplink", "confirmTimeoutSec", "persistence",
+  "connection",
+  "name",
+  "stp",
+  "forwardDelay",
+  "helloTime",
+  "maxAge",
+  "priority",
+  "ageingTime",
+  "mtu",
+  "macAddress",
+  "vlanFiltering",
+  "ports",
+  "addresses",
+  "adopt",
+  "takeOverUplink",
+  "confirmTimeoutSec",
+  "persistence",
 ] as const;
 
 /**

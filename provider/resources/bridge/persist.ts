@@ -56,7 +56,11 @@ function wholeSeconds(b: BridgeInputs, field: "forwardDelay" | "helloTime" | "ma
   const v = b[field];
   if (v === undefined) return undefined;
   if (!Number.isInteger(v)) {
-    throw new KvmnetError({ kind: "InvalidArgument", message: `bridge ${b.name}: ${field}: ${backend} takes whole seconds, not ${v}`, hint: `round ${field}, or use another persistence backend` });
+    throw new KvmnetError({
+      kind: "InvalidArgument",
+      message: `bridge ${b.name}: ${field}: ${backend} takes whole seconds, not ${v}`,
+      hint: `round ${field}, or use another persistence backend`,
+    });
   }
   return v;
 }
@@ -125,7 +129,10 @@ function networkManager(b: BridgeInputs, snap: HostSnapshot, rec: TakeoverRecord
       ...cidrs.map((a, i) => `address${i + 1}=${a}`),
       ...(gw ? [`gateway=${gw.gateway}`, ...(gw.metric !== undefined ? [`route-metric=${gw.metric}`] : [])] : []),
       // routeN=destination[,gateway[,metric]]; NM's default-route spelling is the gateway key above.
-      ...others.map((r, i) => `route${i + 1}=${[r.dst === "default" ? (fam === 6 ? "::/0" : "0.0.0.0/0") : r.dst, r.gateway ?? (fam === 6 ? "::" : "0.0.0.0"), ...(r.metric !== undefined ? [r.metric] : [])].join(",")}`),
+      ...others.map(
+        (r, i) =>
+          `route${i + 1}=${[r.dst === "default" ? (fam === 6 ? "::/0" : "0.0.0.0/0") : r.dst, r.gateway ?? (fam === 6 ? "::" : "0.0.0.0"), ...(r.metric !== undefined ? [r.metric] : [])].join(",")}`,
+      ),
     ];
   };
   const bridge = [
@@ -143,7 +150,14 @@ function networkManager(b: BridgeInputs, snap: HostSnapshot, rec: TakeoverRecord
     "",
     "[bridge]",
     `stp=${b.stp}`,
-    ...([["forward-delay", "forwardDelay"], ["hello-time", "helloTime"], ["max-age", "maxAge"], ["ageing-time", "ageingTime"]] as const).flatMap(([key, field]) => {
+    ...(
+      [
+        ["forward-delay", "forwardDelay"],
+        ["hello-time", "helloTime"],
+        ["max-age", "maxAge"],
+        ["ageing-time", "ageingTime"],
+      ] as const
+    ).flatMap(([key, field]) => {
       const v = wholeSeconds(b, field, "NetworkManager");
       return v === undefined ? [] : [`${key}=${v}`];
     }),
@@ -161,7 +175,7 @@ function networkManager(b: BridgeInputs, snap: HostSnapshot, rec: TakeoverRecord
       throw new KvmnetError({
         kind: "Unsupported",
         message: `bridge ${b.name}: port ${p} is a ${link.linkinfo?.info_kind ?? link.link_type} interface; NetworkManager persistence of bridge ports covers Ethernet NICs`,
-        hint: "attach a VLAN to the bridge through VlanSubinterface's bridge field, or use persistence: \"runtime\" for this bridge",
+        hint: 'attach a VLAN to the bridge through VlanSubinterface\'s bridge field, or use persistence: "runtime" for this bridge',
       });
     }
     const pid = `${id}-port-${p}`;
@@ -198,7 +212,7 @@ function ifupdown(b: BridgeInputs, snap: HostSnapshot, rec: TakeoverRecord): Per
     });
   }
   const words: (string | number)[] = [];
-  for (const [k, v] of Object.entries(desiredOptions(b))) if (v !== undefined) words.push(k, v);
+  for (const [k, v] of Object.entries(desiredOptions(b)) as [string, number | undefined][]) if (v !== undefined) words.push(k, v);
   const lines = [
     header(b.name),
     `auto ${b.name}`,

@@ -66,8 +66,8 @@ export function observeBridge(snap: HostSnapshot, name: string): BridgeObserved 
     for (const [port, u] of Object.entries(persistedTakeover(snap, name) ?? {})) if (ports.includes(port)) takenOver[port] = u.addresses;
   }
   if (!link) return { exists: false, isBridge: false, adminUp: false, options: {}, ports: [], addresses: [], portsBroughtUp, takenOver };
-  const info = (link.linkinfo?.info_data ?? {}) as Record<string, unknown>;
-  const num = (k: string) => (typeof info[k] === "number" ? (info[k] as number) : undefined);
+  const info = link.linkinfo?.info_data ?? {};
+  const num = (k: string) => (typeof info[k] === "number" ? info[k] : undefined);
   const isBridge = link.linkinfo?.info_kind === "bridge";
   return {
     exists: true,
@@ -115,10 +115,7 @@ export type BridgeAction =
   | { op: "delete"; name: string };
 
 /** Preconditions re-checked on the host under the lock. */
-export type BridgeGuard =
-  | { op: "absent"; name: string }
-  | { op: "isBridge"; name: string }
-  | { op: "portAvailable"; name: string; port: string };
+export type BridgeGuard = { op: "absent"; name: string } | { op: "isBridge"; name: string } | { op: "portAvailable"; name: string; port: string };
 
 export interface BridgePlan {
   guards: BridgeGuard[];
@@ -147,7 +144,9 @@ export function newBridgeMac(desired: BridgeInputs, snap: HostSnapshot): string 
     .filter((l) => !l.linkinfo?.info_kind && l.link_type === "ether" && l.address)
     .map((l) => l.address as string)
     .sort();
-  const h = createHash("sha256").update(`kvmnet-bridge\0${desired.name}\0${nics.join(",")}`).digest();
+  const h = createHash("sha256")
+    .update(`kvmnet-bridge\0${desired.name}\0${nics.join(",")}`)
+    .digest();
   // 0x02: locally administered, unicast.
   return [0x02, h[0], h[1], h[2], h[3], h[4]].map((b) => b.toString(16).padStart(2, "0")).join(":");
 }
@@ -161,10 +160,18 @@ export function carriesUplink(snap: HostSnapshot, port: string): boolean {
 function portProblem(snap: HostSnapshot, name: string, port: string, takeOverUplink: boolean): KvmnetError | undefined {
   const link = findLink(snap, port);
   if (!link) {
-    return new KvmnetError({ kind: "NotFound", message: `bridge ${name}: port ${port} does not exist on the host`, hint: "create the interface first (a VlanSubinterface, a NIC name from `ip link`) or remove it from ports" });
+    return new KvmnetError({
+      kind: "NotFound",
+      message: `bridge ${name}: port ${port} does not exist on the host`,
+      hint: "create the interface first (a VlanSubinterface, a NIC name from `ip link`) or remove it from ports",
+    });
   }
   if (link.master && link.master !== name) {
-    return new KvmnetError({ kind: "Conflict", message: `bridge ${name}: port ${port} is already a port of ${link.master}`, hint: `release it first (ip link set dev ${port} nomaster) or remove it from ports` });
+    return new KvmnetError({
+      kind: "Conflict",
+      message: `bridge ${name}: port ${port} is already a port of ${link.master}`,
+      hint: `release it first (ip link set dev ${port} nomaster) or remove it from ports`,
+    });
   }
   if (link.linkinfo?.info_kind === "bridge") {
     return new KvmnetError({ kind: "Conflict", message: `bridge ${name}: port ${port} is itself a bridge; Linux does not nest bridges` });
@@ -201,7 +208,11 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
   const want = desiredOptions(desired);
 
   if (obs.exists && !obs.isBridge) {
-    throw new KvmnetError({ kind: "Conflict", message: `an interface named ${name} already exists and is not a bridge (it is ${obs.kind ?? "unknown"})`, hint: "choose another name" });
+    throw new KvmnetError({
+      kind: "Conflict",
+      message: `an interface named ${name} already exists and is not a bridge (it is ${obs.kind ?? "unknown"})`,
+      hint: "choose another name",
+    });
   }
   if (obs.exists && !previous && !desired.adopt) {
     throw new KvmnetError({
@@ -256,9 +267,7 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
     if (takeOvers.includes(port)) {
       // IPv6 addresses the kernel configured from router advertisements (SLAAC) stay: the
       // bridge, wearing the same MAC, configures the same ones itself.
-      const slaac = new Set(
-        (snap.addrs.find((a) => a.ifname === port)?.addr_info ?? []).filter((a) => a.family === "inet6" && a.dynamic).map((a) => `${a.local}/${a.prefixlen}`),
-      );
+      const slaac = new Set((snap.addrs.find((a) => a.ifname === port)?.addr_info ?? []).filter((a) => a.family === "inet6" && a.dynamic).map((a) => `${a.local}/${a.prefixlen}`));
       const addresses = configuredAddresses(snap, port).filter((a) => !slaac.has(a));
       actions.push({ op: "takeOver", name, port, addresses, bringUp });
       takenOver[port] = addresses;

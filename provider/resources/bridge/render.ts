@@ -7,7 +7,7 @@ import { BridgeOptions } from "./schema";
 
 function optionWords(o: BridgeOptions): Script {
   const words: (string | number)[] = [];
-  for (const [k, v] of Object.entries(o)) if (v !== undefined) words.push(k, v);
+  for (const [k, v] of Object.entries(o) as [string, number | undefined][]) if (v !== undefined) words.push(k, v);
   return sh`${words}`;
 }
 

@@ -261,7 +261,11 @@ export function natState(n: NatNetworkInputs, snap: HostSnapshot): NatState {
   const forwards = modeForwards(n.mode);
   const uplink = resolveUplink(n, snap);
   if (forwards && !uplink) {
-    throw new KvmnetError({ kind: "NotFound", message: `natNetwork ${n.name}: mode ${n.mode} needs an uplink, and the host has no default route`, hint: "set uplink to the interface that leads out" });
+    throw new KvmnetError({
+      kind: "NotFound",
+      message: `natNetwork ${n.name}: mode ${n.mode} needs an uplink, and the host has no default route`,
+      hint: "set uplink to the interface that leads out",
+    });
   }
   const table = tableScript(n.name, tableRules(n.mode, n.bridgeName, n.subnet, forwards ? uplink : undefined));
   const files = needsDnsmasq(n) ? dnsmasqFiles(n) : undefined;

@@ -220,7 +220,10 @@ export function natPersist(n: NatNetworkInputs, backend: Exclude<Backend, "runti
   if (state.files) files.push({ path: p.dnsmasqUnit, content: persistentDnsmasqUnitText(n.name) }, enableLink(dnsmasqUnit(n.name)));
   files.push(nftablesDropIn(`nat-${n.name}`, p.table));
   if (modeForwards(n.mode)) {
-    files.push({ path: p.sysctl, content: [header(`NatNetwork ${n.name}`), `# mode ${n.mode} forwards between ${n.bridgeName} and the uplink.`, "net.ipv4.ip_forward = 1"].join("\n") });
+    files.push({
+      path: p.sysctl,
+      content: [header(`NatNetwork ${n.name}`), `# mode ${n.mode} forwards between ${n.bridgeName} and the uplink.`, "net.ipv4.ip_forward = 1"].join("\n"),
+    });
   }
   return { files };
 }
@@ -229,4 +232,3 @@ export function natPersist(n: NatNetworkInputs, backend: Exclude<Backend, "runti
 export function owns(snap: HostSnapshot, kind: string, name: string, path: string): boolean {
   return ownedFiles(snap, kind, name).some((f) => f.path === path && f.state !== "missing");
 }
-

@@ -93,11 +93,16 @@ export function observeNat(snap: HostSnapshot, n: Pick<NatNetworkInputs, "name" 
     gatewayPresent: link ? configuredAddresses(snap, n.bridgeName).includes(gatewayCidr(n as NatNetworkInputs)) : false,
     tableRules: tableRulesSeen,
     dnsmasq: pf ? { pid: pf.pid, running: pf.comm === "dnsmasq" } : undefined,
-    daemonPids: natDaemons(snap).daemons.filter((d) => d.network === n.name).map((d) => d.pid),
+    daemonPids: natDaemons(snap)
+      .daemons.filter((d) => d.network === n.name)
+      .map((d) => d.pid),
     state,
     forwardHeld: snap.stateFiles[forwardHolder(n.name)] !== undefined,
     ipForward: snap.sysctls["ipv4/ip_forward"] ?? "",
-    sysctlFilesDisablingForward: (snap.stateFiles[sysctlFile(n.name)] ?? "").split("\n").map((l) => l.trim()).filter(Boolean),
+    sysctlFilesDisablingForward: (snap.stateFiles[sysctlFile(n.name)] ?? "")
+      .split("\n")
+      .map((l) => l.trim())
+      .filter(Boolean),
   };
 }
 

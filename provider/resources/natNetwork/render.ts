@@ -60,12 +60,7 @@ function releaseForward(name: string): Script {
 
 /** dnsmasq's config and hosts files. */
 function writeDnsmasqFiles(name: string, f: DnsmasqFiles): Script {
-  return andThen([
-    makeRunDir(name),
-    writeFile(confFile(name), f.conf),
-    writeFile(dhcpHostsFile(name), f.dhcpHosts),
-    writeFile(dnsHostsFile(name), f.dnsHosts),
-  ]);
+  return andThen([makeRunDir(name), writeFile(confFile(name), f.conf), writeFile(dhcpHostsFile(name), f.dhcpHosts), writeFile(dnsHostsFile(name), f.dnsHosts)]);
 }
 
 /**
@@ -103,12 +98,7 @@ function startDnsmasq(name: string, systemd: boolean): Script {
       sh`rm -f ${pidFile(name)}`,
       writeFile(dnsmasqUnitFile(name), dnsmasqUnitText(name)),
       sh`systemctl daemon-reload`,
-      joinLines([
-        sh`if ! systemctl start ${unit}; then`,
-        sh`  journalctl -u ${unit} -n 10 --no-pager -o cat >&2 2>/dev/null`,
-        sh`  ${removeUnit(name)}; false`,
-        sh`fi`,
-      ]),
+      joinLines([sh`if ! systemctl start ${unit}; then`, sh`  journalctl -u ${unit} -n 10 --no-pager -o cat >&2 2>/dev/null`, sh`  ${removeUnit(name)}; false`, sh`fi`]),
       waitAlive,
     ]);
   }
@@ -209,9 +199,7 @@ function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
           : joinLines([sh`nft delete table inet ${tableName(a.name)}`, sh`rm -f ${tableFile(a.name)}`, pruneDirs(a.name)]),
         // The file is written before `nft -c` judges it (no nft, a rule the kernel
         // refuses): `nft -f` is one transaction, so only the file needs putting back.
-        cleanup: a.previous
-          ? writeFile(tableFile(a.name), a.previous)
-          : joinLines([sh`rm -f ${tableFile(a.name)} ${`${tableFile(a.name)}.tmp`}`, pruneDirs(a.name)]),
+        cleanup: a.previous ? writeFile(tableFile(a.name), a.previous) : joinLines([sh`rm -f ${tableFile(a.name)} ${`${tableFile(a.name)}.tmp`}`, pruneDirs(a.name)]),
       };
     case "deleteTable":
       return { description: `delete nft table inet ${tableName(a.name)}`, run: sh`nft delete table inet ${tableName(a.name)}` };
@@ -227,7 +215,12 @@ function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
       const removeOwn = sh`rm -f ${confFile(a.name)} ${dhcpHostsFile(a.name)} ${dnsHostsFile(a.name)} ${leaseFile(a.name)} ${pidFile(a.name)}`;
       if (a.how === "start") {
         const undo = back ? joinLines([stopDnsmasq(a.name), back]) : joinLines([stopDnsmasq(a.name), removeOwn]);
-        return { description: `start dnsmasq for ${a.name}${a.systemd ? ` (unit ${dnsmasqUnit(a.name)})` : ""}`, run: andThen([write, startDnsmasq(a.name, a.systemd)]), undo, cleanup: undo };
+        return {
+          description: `start dnsmasq for ${a.name}${a.systemd ? ` (unit ${dnsmasqUnit(a.name)})` : ""}`,
+          run: andThen([write, startDnsmasq(a.name, a.systemd)]),
+          undo,
+          cleanup: undo,
+        };
       }
       if (a.how === "reload") {
         const undo = back ? joinLines([back, reloadDnsmasq(a.name)]) : undefined;
@@ -266,7 +259,11 @@ function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
 function renderGuard(g: NatGuard): Guard {
   switch (g.op) {
     case "absent":
-      return { test: sh`! ip link show dev ${g.ifname} >/dev/null 2>&1`, kind: "Conflict", message: `an interface named ${g.ifname} appeared on the host while this change was planned` };
+      return {
+        test: sh`! ip link show dev ${g.ifname} >/dev/null 2>&1`,
+        kind: "Conflict",
+        message: `an interface named ${g.ifname} appeared on the host while this change was planned`,
+      };
     case "isBridge":
       return { test: sh`[ -d /sys/class/net/${g.ifname}/bridge ]`, kind: "Conflict", message: `${g.ifname} is no longer a bridge on the host` };
   }

@@ -149,7 +149,7 @@ function natNetworkSchema(rules: NameRules) {
     }
     const r = dhcpObject.safeParse(v);
     if (r.success) return r.data;
-    for (const issue of r.error.issues) ctx.addIssue({ ...issue, input: undefined } as Parameters<typeof ctx.addIssue>[0]);
+    for (const issue of r.error.issues) ctx.addIssue({ ...issue, input: undefined });
     return z.NEVER;
   });
 

@@ -44,10 +44,14 @@ export function natWarnings(n: NatNetworkInputs, obs: NatObserved, snap: HostSna
   const drop = forwardDropChain(snap);
   if (drop && !modeForwards(n.mode)) w.push(`chain ${drop} has policy drop (Docker installs it): traffic forwarded through this host is dropped there`);
   if (snap.sysctls["bridge/bridge-nf-call-iptables"] === "1") {
-    w.push("br_netfilter is loaded with net.bridge.bridge-nf-call-iptables=1: traffic between guests on the bridge also passes iptables/nft FORWARD rules (a drop policy there cuts guests off from each other)");
+    w.push(
+      "br_netfilter is loaded with net.bridge.bridge-nf-call-iptables=1: traffic between guests on the bridge also passes iptables/nft FORWARD rules (a drop policy there cuts guests off from each other)",
+    );
   }
   if (modeForwards(n.mode) && obs.sysctlFilesDisablingForward.length > 0) {
-    w.push(`net.ipv4.ip_forward=0 is set in ${obs.sysctlFilesDisablingForward.join(", ")}: a reboot or \`sysctl --system\` turns forwarding off and breaks this network until the next pulumi up`);
+    w.push(
+      `net.ipv4.ip_forward=0 is set in ${obs.sysctlFilesDisablingForward.join(", ")}: a reboot or \`sysctl --system\` turns forwarding off and breaks this network until the next pulumi up`,
+    );
   }
   if (n.dns.enabled && obs.dnsmasq?.running) {
     const wild = wildcardDnsListeners(snap);

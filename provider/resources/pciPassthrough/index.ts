@@ -103,7 +103,8 @@ const spec: KindSpec<PciPassthroughInputs> = {
  * "e1000" after someone took the device back), so the diff shows
  * `driver: "e1000" => "vfio-pci"` and update binds it again.
  */
+const programSchemaProvider = makeKindProvider<PciPassthroughInputs>({ ...spec, schema: pciPassthroughInputsSchema });
 export const pciPassthroughProvider: KindProvider = {
   ...makeKindProvider<PciPassthroughInputs>(spec),
-  check: makeKindProvider<PciPassthroughInputs>({ ...spec, schema: pciPassthroughInputsSchema }).check,
+  check: (olds, news) => programSchemaProvider.check(olds, news),
 };

@@ -43,7 +43,7 @@ export const pciObserveSection = section(
       ' echo "blk ${b##*/} ${m:--} $(readlink -f "$b")";',
       ' for s in "$b"/slaves/*; do [ -e "$s" ] && echo "slave ${b##*/} ${s##*/}"; done; done',
       // mountinfo: field 3 is maj:min, the mount point is field 5, the source follows " - <fstype> ".
-      'while read -r _ _ mm _ mp rest; do src=${rest#* - }; src=${src#* }; src=${src%% *};',
+      "while read -r _ _ mm _ mp rest; do src=${rest#* - }; src=${src#* }; src=${src%% *};",
       ' case "$src" in /dev/*) src=$(readlink -f "$src" 2>/dev/null || echo "$src");; *) src=-;; esac;',
       ' echo "mnt $mm $src $mp"; done < /proc/self/mountinfo',
       'if [ -r /proc/swaps ]; then tail -n +2 /proc/swaps | while read -r s _; do echo "swap $(readlink -f "$s" 2>/dev/null || echo "$s")"; done; fi',
@@ -144,7 +144,10 @@ const runsThrough = (sysPath: string, address: string) => sysPath.includes(`/${a
 
 /** Network interfaces whose sysfs path runs through the device. */
 export function interfacesOn(view: PciView, address: string): string[] {
-  return view.nets.filter((n) => runsThrough(n.path, address)).map((n) => n.name).sort();
+  return view.nets
+    .filter((n) => runsThrough(n.path, address))
+    .map((n) => n.name)
+    .sort();
 }
 
 /**

@@ -104,12 +104,7 @@ export function renderUnit(state: PciState): string {
 
 /** The boot script: the live bind's steps, and the state file the live bind writes. */
 export function renderBootScript(state: PciState): string {
-  return [
-    "#!/bin/sh",
-    header(state.address),
-    `# Run at boot by ${unitName(state.address)}: the same steps as the live bind.`,
-    renderBootBind(state).text,
-  ].join("\n");
+  return ["#!/bin/sh", header(state.address), `# Run at boot by ${unitName(state.address)}: the same steps as the live bind.`, renderBootBind(state).text].join("\n");
 }
 
 /** KindSpec.persist: the files that bind `desired`'s devices to vfio-pci at every boot. */

@@ -236,7 +236,11 @@ export function planPci(desired: PciPassthroughInputs, snap: HostSnapshot): PciP
   const actions: PciAction[] = [];
   if (!sameState(state, next)) actions.push({ op: "writeState", state: next, previous: state });
   if (toBind.length > 0) actions.push({ op: "loadVfio" });
-  const bindOrder = next.devices.filter((r) => toBind.includes(r.address)).sort(returnOrder).reverse().map((r) => r.address);
+  const bindOrder = next.devices
+    .filter((r) => toBind.includes(r.address))
+    .sort(returnOrder)
+    .reverse()
+    .map((r) => r.address);
   for (const a of bindOrder) {
     const d = view.devices.get(a) as PciDevice;
     guards.push({ op: "driverIs", address: a, driver: d.driver ?? "" });

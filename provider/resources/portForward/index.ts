@@ -17,7 +17,17 @@ export { portForwardArgsSchema, portForwardInputsSchema, deriveName, tableName }
 export type { PortForwardInputs, PortForwardArgs } from "./schema";
 
 export const PORT_FORWARD_INPUT_KEYS = [
-  "connection", "protocol", "hostPort", "destination", "destinationPort", "hostAddress", "sourceCidrs", "hairpin", "description", "persistence", "adopt",
+  "connection",
+  "protocol",
+  "hostPort",
+  "destination",
+  "destinationPort",
+  "hostAddress",
+  "sourceCidrs",
+  "hairpin",
+  "description",
+  "persistence",
+  "adopt",
 ] as const;
 
 /** Fields that make up a forward's identity (its table): changing one replaces the forward. */
@@ -30,9 +40,7 @@ export function forwardWarnings(inputs: PortForwardInputs, snap: HostSnapshot): 
   const warnings: string[] = [];
   if (snap.sysctls["ipv4/ip_forward"] === "0") warnings.push(IP_FORWARD_WARNING);
   if (inputs.hairpin && !desiredTable(inputs, snap).masqueradeSubnet) {
-    warnings.push(
-      `no host address is on a subnet holding ${inputs.destination}: guests of its network cannot use the forward through the host address (hairpin) until one is`,
-    );
+    warnings.push(`no host address is on a subnet holding ${inputs.destination}: guests of its network cannot use the forward through the host address (hairpin) until one is`);
   }
   return warnings;
 }
@@ -64,7 +72,7 @@ export function portForwardOutputs(inputs: PortForwardInputs, snap: HostSnapshot
   return { ...valid, table, warnings: forwardWarnings(inputs, snap), drift: verifyPortForward(inputs, snap) };
 }
 
-const hostOf = (c: unknown) => (c as { host?: unknown; local?: unknown } | undefined)?.local ? "local" : (c as { host?: unknown } | undefined)?.host;
+const hostOf = (c: unknown) => ((c as { host?: unknown; local?: unknown } | undefined)?.local ? "local" : (c as { host?: unknown } | undefined)?.host);
 
 function identity(v: Record<string, unknown>) {
   try {

@@ -117,7 +117,11 @@ function dnatOf(rule: NftRule, host: PortRange): { addr?: string; port?: PortRan
     // A port map written by us: host port k → k + offset for every port of the range.
     const pairs = set.filter((p): p is [number, number] => Array.isArray(p) && typeof p[0] === "number" && typeof p[1] === "number");
     const offset = pairs[0] ? pairs[0][1] - pairs[0][0] : 0;
-    const contiguous = pairs.length === set.length && pairs.every((p) => p[1] - p[0] === offset) && pairs.length === host.last - host.first + 1 && pairs.every((p) => p[0] >= host.first && p[0] <= host.last);
+    const contiguous =
+      pairs.length === set.length &&
+      pairs.every((p) => p[1] - p[0] === offset) &&
+      pairs.length === host.last - host.first + 1 &&
+      pairs.every((p) => p[0] >= host.first && p[0] <= host.last);
     if (contiguous) return { addr, port: { first: host.first + offset, last: host.last + offset }, ok: true };
   }
   return { addr, ok: false };
@@ -146,7 +150,8 @@ export function observeForward(snap: HostSnapshot, table: string): ObservedForwa
           else obs.anomalies.push("unreadable source address match");
         }
       } else if (p?.protocol === "ip" && p.field === "daddr" && m.op === "==") {
-        if (typeof m.right === "string" && m.right !== key.hostAddress) obs.anomalies.push(`prerouting matches destination address ${m.right}, table name says ${key.hostAddress ?? "any"}`);
+        if (typeof m.right === "string" && m.right !== key.hostAddress)
+          obs.anomalies.push(`prerouting matches destination address ${m.right}, table name says ${key.hostAddress ?? "any"}`);
       } else if (p?.field === "dport") {
         port = portOf(m.right);
         if (p.protocol !== key.protocol) obs.anomalies.push(`prerouting matches protocol ${p.protocol}, table name says ${key.protocol}`);

@@ -62,19 +62,9 @@ export function renderTable(t: ForwardTable): string {
     const outLocal = t.hostAddress ? `ip daddr ${nftAddr(t.hostAddress)}` : "ip daddr != 127.0.0.0/8 fib daddr type local";
     lines.push("  chain output {", "    type nat hook output priority -100; policy accept;", `    ${outLocal} ${match} ${target}`, "  }");
   }
-  lines.push(
-    "  chain forward {",
-    "    type filter hook forward priority filter; policy accept;",
-    `    ${back} accept comment ${nftString(OWNER_PREFIX + t.owner)}`,
-    "  }",
-  );
+  lines.push("  chain forward {", "    type filter hook forward priority filter; policy accept;", `    ${back} accept comment ${nftString(OWNER_PREFIX + t.owner)}`, "  }");
   if (t.hairpin && t.masqueradeSubnet) {
-    lines.push(
-      "  chain postrouting {",
-      "    type nat hook postrouting priority srcnat; policy accept;",
-      `    ip saddr ${nftAddr(t.masqueradeSubnet)} ${back} masquerade`,
-      "  }",
-    );
+    lines.push("  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;", `    ip saddr ${nftAddr(t.masqueradeSubnet)} ${back} masquerade`, "  }");
   }
   lines.push("}");
   return lines.join("\n") + "\n";
@@ -101,7 +91,7 @@ function overlapGuard(t: ForwardTable): Guard {
   const awkProgram =
     '$1 == "table" && $2 == "ip" && $3 ~ /^kvmnet_pf_(tcp|udp)_/ && $3 != self {' +
     ' n = split($3, x, "_"); if (x[4] == "any") { addr = "any"; i = 5 } else { addr = x[4] "." x[5] "." x[6] "." x[7]; i = 8 }' +
-    ' f = x[i] + 0; l = (n > i) ? x[i + 1] + 0 : f;' +
+    " f = x[i] + 0; l = (n > i) ? x[i + 1] + 0 : f;" +
     ' if (x[3] == proto && f <= last && first <= l && (addr == "any" || want == "any" || addr == want)) { print $3; bad = 1 } }' +
     " END { exit bad }";
   return {
@@ -112,9 +102,7 @@ function overlapGuard(t: ForwardTable): Guard {
 }
 
 export function renderForwardPlan(plan: ForwardPlan): Plan {
-  const guards: Guard[] = [
-    { test: sh`command -v nft >/dev/null 2>&1`, kind: "Unsupported", message: "the host has no nft command (install nftables)" },
-  ];
+  const guards: Guard[] = [{ test: sh`command -v nft >/dev/null 2>&1`, kind: "Unsupported", message: "the host has no nft command (install nftables)" }];
   const ident = nftIdent(plan.table);
   guards.push(overlapGuard(plan.desired));
   if (!plan.exists) {

@@ -13,7 +13,7 @@ export function verifyPortForward(desired: PortForwardInputs, snap: HostSnapshot
   const what = `portforward ${desired.name}`;
   if (!obs) return [`${what} table ip ${want.table} does not exist`];
   const problems = obs.anomalies.map((a) => `${what} ${a}`);
-  const cmp = (field: string, w: unknown, c: unknown) => {
+  const cmp = (field: string, w: string | number | boolean | undefined, c: string | number | boolean | undefined) => {
     if (w !== c) problems.push(`${what} ${field} desired ${w ?? "(none)"}, current ${c ?? "(none)"}`);
   };
   cmp("destination", want.destination, obs.destination);

@@ -127,7 +127,11 @@ function how(desired: VlanSubinterfaceInputs, backend: string): string {
 }
 
 function unsupported(desired: VlanSubinterfaceInputs, backend: string, why: string, hint: string): KvmnetError {
-  return new KvmnetError({ kind: "Unsupported", message: `vlanSubinterface ${desired.name}: ${how(desired, backend)} ${why}`, hint: `${hint}; or set persistence: "runtime" (live only, gone after a reboot)` });
+  return new KvmnetError({
+    kind: "Unsupported",
+    message: `vlanSubinterface ${desired.name}: ${how(desired, backend)} ${why}`,
+    hint: `${hint}; or set persistence: "runtime" (live only, gone after a reboot)`,
+  });
 }
 
 // ---------------------------------------------------------------------------

@@ -57,7 +57,7 @@ function vlanIdentity(l: VlanLink): { parent?: string; vlanId?: number; protocol
 export function observeVlan(snap: HostSnapshot, name: string): VlanObserved {
   const hold = snap.stateFiles[parentHoldFile(name)]?.trim();
   const holdsParent = hold ? hold : undefined;
-  const link = findLink(snap, name) as VlanLink | undefined;
+  const link = findLink(snap, name);
   if (!link) return { exists: false, isVlan: false, adminUp: false, addresses: [], holdsParent };
   const id = vlanIdentity(link);
   return {
@@ -118,11 +118,19 @@ export function planVlan(desired: VlanSubinterfaceInputs, snap: HostSnapshot, pr
   const actions: VlanAction[] = [];
 
   if (!parentLink) {
-    throw new KvmnetError({ kind: "NotFound", message: `${who}: parent ${parent} does not exist on the host`, hint: "give an existing interface (`ip link`) as parent, or create it first" });
+    throw new KvmnetError({
+      kind: "NotFound",
+      message: `${who}: parent ${parent} does not exist on the host`,
+      hint: "give an existing interface (`ip link`) as parent, or create it first",
+    });
   }
   if (obs.exists) {
     if (!obs.isVlan) {
-      throw new KvmnetError({ kind: "Conflict", message: `an interface named ${name} already exists and is not a VLAN (it is ${obs.kind ?? "unknown"})`, hint: "choose another name" });
+      throw new KvmnetError({
+        kind: "Conflict",
+        message: `an interface named ${name} already exists and is not a VLAN (it is ${obs.kind ?? "unknown"})`,
+        hint: "choose another name",
+      });
     }
     if (!isOurVlan(obs, desired)) {
       throw new KvmnetError({
@@ -140,7 +148,7 @@ export function planVlan(desired: VlanSubinterfaceInputs, snap: HostSnapshot, pr
     }
   } else {
     const twin = snap.links.find((l) => {
-      const id = vlanIdentity(l as VlanLink);
+      const id = vlanIdentity(l);
       return id?.parent === parent && id.vlanId === vlanId && id.protocol === protocol;
     });
     if (twin) {

@@ -71,11 +71,19 @@ function renderGuard(g: VlanGuard): Guard {
           "(install the kernel's modules package for the running kernel, or use a kernel built with CONFIG_VLAN_8021Q)",
       };
     case "absent":
-      return { test: sh`! ip link show dev ${g.name} >/dev/null 2>&1`, kind: "Conflict", message: `an interface named ${g.name} appeared on the host while this change was planned` };
+      return {
+        test: sh`! ip link show dev ${g.name} >/dev/null 2>&1`,
+        kind: "Conflict",
+        message: `an interface named ${g.name} appeared on the host while this change was planned`,
+      };
     case "isVlan":
       return { test: sh`grep -qsx DEVTYPE=vlan /sys/class/net/${g.name}/uevent`, kind: "Conflict", message: `${g.name} is no longer a VLAN sub-interface on the host` };
     case "parentExists":
-      return { test: sh`[ -e /sys/class/net/${g.parent} ]`, kind: "NotFound", message: `vlanSubinterface ${g.name}: parent ${g.parent} vanished from the host while this change was planned` };
+      return {
+        test: sh`[ -e /sys/class/net/${g.parent} ]`,
+        kind: "NotFound",
+        message: `vlanSubinterface ${g.name}: parent ${g.parent} vanished from the host while this change was planned`,
+      };
     case "bridgeExists":
       return {
         test: sh`[ -d /sys/class/net/${g.bridge}/bridge ]`,

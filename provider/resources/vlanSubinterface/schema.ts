@@ -24,11 +24,7 @@ function vlanSchema(ifnameRule: z.ZodType<string, string>) {
     .object({
       connection: connectionSchema,
       parent: ifnameRule,
-      vlanId: z
-        .number()
-        .int("must be a whole number")
-        .min(1, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)")
-        .max(4094, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)"),
+      vlanId: z.number().int("must be a whole number").min(1, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)").max(4094, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)"),
       name: ifnameRule.optional(),
       protocol: vlanProtocol.default("802.1Q"),
       mtu: z.number().int().min(68).max(65535).optional(),

@@ -24,9 +24,13 @@ describe("readRegularFile", () => {
   it.each([
     ["a directory", dir],
     ["a character device", "/dev/zero"],
-  ])("refuses %s", async (kind, p) => {
-    await expectKvmnetError(readRegularFile(p, `IdentityFile ${p}`, 1024), "InvalidArgument", new RegExp(`is not a regular file \\(it is ${kind}\\)`));
-  }, 5000);
+  ])(
+    "refuses %s",
+    async (kind, p) => {
+      await expectKvmnetError(readRegularFile(p, `IdentityFile ${p}`, 1024), "InvalidArgument", new RegExp(`is not a regular file \\(it is ${kind}\\)`));
+    },
+    5000,
+  );
 
   it("refuses a file over the bound", async () => {
     await expectKvmnetError(readRegularFile(regular, "x", 10), "InvalidArgument", /^InvalidArgument: x is larger than 10 bytes/);

@@ -34,13 +34,22 @@ describe("stack detection", () => {
 
   it("refuses an explicit backend the host does not run, naming what it runs", () => {
     const nd = hostWith(["active systemd-networkd active"]);
-    expectKvmnetThrow(() => resolveBackend("networkmanager", nd, "bridge br0"), "Unsupported", /bridge br0: persistence "networkmanager" needs NetworkManager.service active on the host, which runs systemd-networkd/);
+    expectKvmnetThrow(
+      () => resolveBackend("networkmanager", nd, "bridge br0"),
+      "Unsupported",
+      /bridge br0: persistence "networkmanager" needs NetworkManager.service active on the host, which runs systemd-networkd/,
+    );
     expect(resolveBackend("runtime", nd, "x")).toBe("runtime");
   });
 });
 
 describe("persisted files", () => {
-  const want = { files: [{ path: "/etc/systemd/system/kvmnet-a.service", content: "A" }, { path: "/etc/x/b", link: "/etc/x/target" }] };
+  const want = {
+    files: [
+      { path: "/etc/systemd/system/kvmnet-a.service", content: "A" },
+      { path: "/etc/x/b", link: "/etc/x/target" },
+    ],
+  };
 
   it("writes missing files, records them in the manifest, reloads systemd around them", () => {
     const snap = hostWith([]);
@@ -65,11 +74,13 @@ describe("persisted files", () => {
     expect(persistSteps("natNetwork", "n1", want, inSync)).toEqual([]);
     expect(persistDrift("natNetwork", "n1", want, inSync)).toEqual([]);
 
-    const drifted = hostWith([`@@manifest ${m}`, `@@file /etc/systemd/system/kvmnet-a.service ${b64("edited\n")}`, "@@link /etc/x/b /etc/x/target", `@@file /etc/x/old ${b64("o\n")}`]);
-    expect(persistDrift("natNetwork", "n1", want, drifted)).toEqual([
-      "/etc/systemd/system/kvmnet-a.service differs from what the inputs render",
-      "/etc/x/old is left over",
+    const drifted = hostWith([
+      `@@manifest ${m}`,
+      `@@file /etc/systemd/system/kvmnet-a.service ${b64("edited\n")}`,
+      "@@link /etc/x/b /etc/x/target",
+      `@@file /etc/x/old ${b64("o\n")}`,
     ]);
+    expect(persistDrift("natNetwork", "n1", want, drifted)).toEqual(["/etc/systemd/system/kvmnet-a.service differs from what the inputs render", "/etc/x/old is left over"]);
     const steps = persistSteps("natNetwork", "n1", want, drifted);
     expect(steps.map((s) => s.description)).toEqual([
       "note the stack's configuration reload",
@@ -115,8 +126,16 @@ describe("persisted files", () => {
 describe("Bridge persistence", () => {
   const snap = hostWith([]);
   const br = bridgeInputsSchema.parse({
-    connection: { host: "h" }, name: "br7", stp: true, forwardDelay: 4, priority: 4096, mtu: 1500,
-    macAddress: "52:54:00:00:00:07", ports: ["v1"], addresses: ["10.7.0.1/24", "fd00:7::1/64"], persistence: "auto",
+    connection: { host: "h" },
+    name: "br7",
+    stp: true,
+    forwardDelay: 4,
+    priority: 4096,
+    mtu: 1500,
+    macAddress: "52:54:00:00:00:07",
+    ports: ["v1"],
+    addresses: ["10.7.0.1/24", "fd00:7::1/64"],
+    persistence: "auto",
   });
 
   it("networkd: a netdev with the options, a network with the addresses, one network per port", () => {
@@ -160,7 +179,6 @@ describe("Bridge persistence", () => {
       ].join("\n"),
     );
   });
-
 });
 
 describe("Bridge persistence of a taken-over uplink", () => {
@@ -176,12 +194,23 @@ describe("Bridge persistence of a taken-over uplink", () => {
   ].join("\n");
   const withRoutes = (persistLines: string[], edit?: (s: HostSnapshot) => void): HostSnapshot => {
     const text = fixture.replace(/@@kvmnet-begin systemd\n[^\n]*\n/, "@@kvmnet-begin systemd\nyes\n");
-    const s = parseSnapshot(`${text}\n@@kvmnet-begin persist\n${persistLines.join("\n")}\n@@kvmnet-end persist 0\n@@kvmnet-begin ${ROUTES_SECTION}\n${routes}\n@@kvmnet-end ${ROUTES_SECTION} 0\n`, "fixture");
+    const s = parseSnapshot(
+      `${text}\n@@kvmnet-begin persist\n${persistLines.join("\n")}\n@@kvmnet-end persist 0\n@@kvmnet-begin ${ROUTES_SECTION}\n${routes}\n@@kvmnet-end ${ROUTES_SECTION} 0\n`,
+      "fixture",
+    );
     edit?.(s);
     return s;
   };
   const up = bridgeInputsSchema.parse({ connection: { host: "h" }, name: "br7", macAddress: "52:54:00:00:00:07", ports: ["v1p"], takeOverUplink: true, persistence: "auto" });
-  const record = { v1p: { addresses: ["10.9.1.5/24"], routes: [{ dst: "default", gateway: "10.9.1.1", metric: 50 }, { dst: "10.50.0.0/16", gateway: "10.9.1.254" }] } };
+  const record = {
+    v1p: {
+      addresses: ["10.9.1.5/24"],
+      routes: [
+        { dst: "default", gateway: "10.9.1.1", metric: 50 },
+        { dst: "10.50.0.0/16", gateway: "10.9.1.254" },
+      ],
+    },
+  };
 
   it("networkd: the bridge's network carries the uplink's addresses and routes; the record of what moved is written with it", () => {
     const { files } = bridgePersist(up, "networkd", withRoutes([]));
@@ -252,7 +281,7 @@ describe("kinds that persist nothing yet", () => {
     };
     const p = makeKindProvider({
       kind: "demo",
-      schema: z.object({ connection: z.any(), name: z.string(), persistence: persistence.default("runtime") }) as never,
+      schema: z.object({ connection: z.any(), name: z.string(), persistence: persistence.default("runtime") }),
       inputKeys: ["connection", "name", "persistence"],
       replaces: () => [],
       deleteBeforeReplace: () => false,

@@ -55,7 +55,12 @@ describe("the unknown placeholder at create/update", () => {
     ["NatNetwork connection.host", natNetworkProvider, { connection: { host: UNKNOWN }, name: "lab", subnet: "192.168.122.0/24" }, /connection\.host: /],
     ["VlanSubinterface connection.host", vlanSubinterfaceProvider, { connection: { host: UNKNOWN }, parent: "eth0", vlanId: 10 }, /connection\.host: /],
     ["PciPassthrough connection.host", pciPassthroughProvider, { connection: { host: UNKNOWN }, address: "0000:65:00.0" }, /connection\.host: /],
-    ["PortForward description", portForwardProvider, { connection: known, protocol: "tcp", hostPort: 8080, destination: "192.168.122.10", description: UNKNOWN }, /description: is the engine's placeholder/],
+    [
+      "PortForward description",
+      portForwardProvider,
+      { connection: known, protocol: "tcp", hostPort: 8080, destination: "192.168.122.10", description: UNKNOWN },
+      /description: is the engine's placeholder/,
+    ],
   ];
   it.each(cases)("is refused by create in %s, before any connection", async (_label, provider, inputs, re) => {
     await expect(provider.create(inputs)).rejects.toMatchObject({ kind: "InvalidArgument", message: expect.stringMatching(re) });
@@ -80,12 +85,28 @@ describe("the unknown placeholder in diff", () => {
   const bridge = { connection, name: "br0", stp: false, ports: ["eth1"], addresses: [], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" };
   const forward = { connection, protocol: "tcp", hostPort: 8080, destination: "192.168.122.10", destinationPort: 8080, sourceCidrs: [], hairpin: true, persistence: "runtime" };
   const pci = { connection, address: "0000:65:00.0", driver: "vfio-pci", includeIommuGroup: false, force: false, persistence: "runtime" };
-  const nat = { connection, name: "lab", bridgeName: "kvn-lab", mode: "nat", subnet: "192.168.122.0/24", gateway: "192.168.122.1", dhcp: false, dns: { enabled: true, hosts: [] }, persistence: "runtime" };
+  const nat = {
+    connection,
+    name: "lab",
+    bridgeName: "kvn-lab",
+    mode: "nat",
+    subnet: "192.168.122.0/24",
+    gateway: "192.168.122.1",
+    dhcp: false,
+    dns: { enabled: true, hosts: [] },
+    persistence: "runtime",
+  };
   const cases: [string, KindProvider, Record<string, unknown>, Record<string, unknown>, string][] = [
     ["Bridge name (with ports)", bridgeProvider, bridge, { name: UNKNOWN }, "name"],
     ["Bridge rename with a placeholder port", bridgeProvider, bridge, { name: "br1", ports: [UNKNOWN] }, "name"],
     ["NatNetwork subnet", natNetworkProvider, nat, { subnet: UNKNOWN }, "subnet"],
-    ["VlanSubinterface vlanId", vlanSubinterfaceProvider, { connection, parent: "eth1", vlanId: 10, name: "eth1.10", protocol: "802.1Q", addresses: [], adopt: false, persistence: "runtime" }, { vlanId: UNKNOWN }, "vlanId"],
+    [
+      "VlanSubinterface vlanId",
+      vlanSubinterfaceProvider,
+      { connection, parent: "eth1", vlanId: 10, name: "eth1.10", protocol: "802.1Q", addresses: [], adopt: false, persistence: "runtime" },
+      { vlanId: UNKNOWN },
+      "vlanId",
+    ],
     ["PortForward hostPort", portForwardProvider, forward, { hostPort: UNKNOWN }, "hostPort"],
     ["PciPassthrough address", pciPassthroughProvider, pci, { address: UNKNOWN }, "address"],
   ];
@@ -106,7 +127,17 @@ describe("stored state written before the interface-name rules", () => {
   const connection = { host: "kvm1.example.net" };
   const bridge = { connection, name: "br0", stp: false, ports: [], addresses: [], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" };
   const vlan = { connection, parent: "eth1", vlanId: 10, name: "eth1.10", protocol: "802.1Q", addresses: [], adopt: false, persistence: "runtime" };
-  const nat = { connection, name: "lab", bridgeName: "kvn-lab", mode: "nat", subnet: "192.168.122.0/24", gateway: "192.168.122.1", dhcp: false, dns: { enabled: true, hosts: [] }, persistence: "runtime" };
+  const nat = {
+    connection,
+    name: "lab",
+    bridgeName: "kvn-lab",
+    mode: "nat",
+    subnet: "192.168.122.0/24",
+    gateway: "192.168.122.1",
+    dhcp: false,
+    dns: { enabled: true, hosts: [] },
+    persistence: "runtime",
+  };
   const cases: [string, KindProvider, Record<string, unknown>, RegExp][] = [
     ["Bridge name .x", bridgeProvider, { ...bridge, name: ".x" }, /name: must not start with '\.'/],
     ["Bridge name x-port-y", bridgeProvider, { ...bridge, name: "x-port-y" }, /name: must not contain "-port-"/],
@@ -124,7 +155,6 @@ describe("stored state written before the interface-name rules", () => {
     expect(err?.message).toMatch(re);
   });
 });
-
 
 /**
  * #14 item 7: a create whose result the engine never saw leaves a record

@@ -18,10 +18,20 @@ describe("declaring a resource with the unknown placeholder typed as a value", (
     ["Bridge connection.host", () => new Bridge("b", { connection: { host: UNKNOWN }, name: "br0" }), /connection\.host: .*placeholder/],
     [
       "NatNetwork dhcp.hosts[0].hostname",
-      () => new NatNetwork("n", { connection, name: "lab", subnet: "10.0.0.0/24", dhcp: { start: "10.0.0.10", end: "10.0.0.20", hosts: [{ mac: "52:54:00:00:00:01", ip: "10.0.0.5", hostname: UNKNOWN }] } }),
+      () =>
+        new NatNetwork("n", {
+          connection,
+          name: "lab",
+          subnet: "10.0.0.0/24",
+          dhcp: { start: "10.0.0.10", end: "10.0.0.20", hosts: [{ mac: "52:54:00:00:00:01", ip: "10.0.0.5", hostname: UNKNOWN }] },
+        }),
       /kvmnet:NatNetwork n: dhcp\.hosts\.0\.hostname: .*placeholder/,
     ],
-    ["PortForward description", () => new PortForward("p", { connection, protocol: "tcp", hostPort: 8080, destination: "10.0.0.5", description: UNKNOWN }), /description: .*placeholder/],
+    [
+      "PortForward description",
+      () => new PortForward("p", { connection, protocol: "tcp", hostPort: 8080, destination: "10.0.0.5", description: UNKNOWN }),
+      /description: .*placeholder/,
+    ],
   ])("%s is refused", (_label, declare, re) => {
     expect(declare).toThrow(re);
   });

@@ -11,8 +11,7 @@ import { expectKvmnetThrow, kindAndHint } from "../../../support/expectError";
 // v1p is down and carries 10.9.1.5/24.
 const fixture = fs.readFileSync(path.join(__dirname, "../../../fixtures/observe/bridge-br0-port-v1.txt"), "utf8");
 const snap: HostSnapshot = parseSnapshot(fixture, "fixture");
-const inputs = (over: Partial<BridgeInputs> & { name: string }): BridgeInputs =>
-  bridgeInputsSchema.parse({ connection: { host: "h" }, ...over });
+const inputs = (over: Partial<BridgeInputs> & { name: string }): BridgeInputs => bridgeInputsSchema.parse({ connection: { host: "h" }, ...over });
 
 const expectError = expectKvmnetThrow;
 
@@ -68,7 +67,12 @@ describe("planBridge", () => {
     const p = planBridge(inputs({ name: "br9", ports: ["v1p"], takeOverUplink: true, confirmTimeoutSec: 30 }), s);
     expect(p.actions[0]).toEqual({ op: "create", name: "br9", options: { stp_state: 0 }, mac: v1pMac });
     expect(p.actions).toContainEqual({ op: "takeOver", name: "br9", port: "v1p", addresses: ["10.9.1.5/24"], bringUp: true });
-    expect(p.actions).toContainEqual({ op: "writeState", name: "br9", state: { portsBroughtUp: ["v1p"], takenOver: { v1p: ["10.9.1.5/24"] } }, previous: { portsBroughtUp: [], takenOver: {} } });
+    expect(p.actions).toContainEqual({
+      op: "writeState",
+      name: "br9",
+      state: { portsBroughtUp: ["v1p"], takenOver: { v1p: ["10.9.1.5/24"] } },
+      previous: { portsBroughtUp: [], takenOver: {} },
+    });
     expect(p.confirm).toEqual({ timeoutSec: 30, reason: "it moves v1p's addresses and routes onto bridge br9 and carries the SSH session's route" });
 
     const step = renderBridgePlan(p).steps.find((x) => x.description.startsWith("take over v1p"));
@@ -81,7 +85,10 @@ describe("planBridge", () => {
     expect(step?.undo?.text).toContain("ip addr del '10.9.1.5/24' dev 'br9' 2>/dev/null; ip addr replace '10.9.1.5/24' dev 'v1p'");
     // The revert undoes last step first: the routes go back to v1p before the bridge goes
     // down (a link going down flushes its routes, the default route with them).
-    const undos = renderBridgePlan(p).steps.filter((x) => x.undo).map((x) => x.description).reverse();
+    const undos = renderBridgePlan(p)
+      .steps.filter((x) => x.undo)
+      .map((x) => x.description)
+      .reverse();
     expect(undos.indexOf("bring br9 up")).toBeGreaterThan(undos.findIndex((d) => d.startsWith("take over v1p")));
 
     // Without takeOverUplink the same port is refused, pointing at the option.
@@ -204,17 +211,35 @@ describe("planBridge hints", () => {
   });
 
   it.each([
-    ["a bridge of that name", inputs({ name: "br0" }), snap, "Conflict", "set adopt: true to manage the existing bridge (its settings become the declared ones), or choose another name"],
+    [
+      "a bridge of that name",
+      inputs({ name: "br0" }),
+      snap,
+      "Conflict",
+      "set adopt: true to manage the existing bridge (its settings become the declared ones), or choose another name",
+    ],
     ["an interface of that name", inputs({ name: "v1p", adopt: true }), snap, "Conflict", "choose another name"],
-    ["a missing port", inputs({ name: "br9", ports: ["ghost0"] }), snap, "NotFound", "create the interface first (a VlanSubinterface, a NIC name from `ip link`) or remove it from ports"],
+    [
+      "a missing port",
+      inputs({ name: "br9", ports: ["ghost0"] }),
+      snap,
+      "NotFound",
+      "create the interface first (a VlanSubinterface, a NIC name from `ip link`) or remove it from ports",
+    ],
     ["another bridge's port", inputs({ name: "br9", ports: ["v1"] }), snap, "Conflict", "release it first (ip link set dev v1 nomaster) or remove it from ports"],
     ["a bridge as port", inputs({ name: "br9", ports: ["br0"] }), snap, "Conflict", undefined],
     [
-      "a port with addresses", inputs({ name: "br9", ports: ["v1p"] }), snap, "Conflict",
+      "a port with addresses",
+      inputs({ name: "br9", ports: ["v1p"] }),
+      snap,
+      "Conflict",
       "set takeOverUplink: true to move them onto the bridge, or move them yourself (addresses: [...]) and remove them from v1p first",
     ],
     [
-      "the management interface", inputs({ name: "br9", ports: ["v1p"] }), { ...snap, managementInterface: "v1p", addrs: snap.addrs.filter((a) => a.ifname !== "v1p") }, "Conflict",
+      "the management interface",
+      inputs({ name: "br9", ports: ["v1p"] }),
+      { ...snap, managementInterface: "v1p", addrs: snap.addrs.filter((a) => a.ifname !== "v1p") },
+      "Conflict",
       "set takeOverUplink: true to move its addresses and routes onto the bridge under commit-confirm (the host reverts by itself unless a new SSH connection confirms the change)",
     ],
   ] as const)("refuses %s with the right hint", (_what, desired, s, kind, hint) => {

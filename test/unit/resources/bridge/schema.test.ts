@@ -96,7 +96,10 @@ describe("Bridge check", () => {
 
   // #14: a name starting with '.' makes its state file hidden from the `*` glob
   // observe lists state with, so delete would leave it behind.
-  it.each([[{ name: ".x" }, "name"], [{ ports: [".eth1"] }, "ports"]])("refuses the hidden name %j at %s", async (patch, property) => {
+  it.each([
+    [{ name: ".x" }, "name"],
+    [{ ports: [".eth1"] }, "ports"],
+  ])("refuses the hidden name %j at %s", async (patch, property) => {
     const failures = await failuresFor({ ...base, ...patch });
     expect(failures).toEqual([{ property, reason: expect.stringMatching(/must not start with '\.'/) }]);
   });

@@ -11,13 +11,7 @@ import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
 import { manifestPath, persistDrift, PersistFile, persistSteps } from "../../../../provider/persist";
 import { bridgeMac, natState } from "../../../../provider/resources/natNetwork/files";
-import {
-  FORWARD_WITHOUT_OURS_AWK,
-  natPersist,
-  natPersistPaths,
-  natUpScript,
-  persistentDnsmasqUnitText,
-} from "../../../../provider/resources/natNetwork/persist";
+import { FORWARD_WITHOUT_OURS_AWK, natPersist, natPersistPaths, natUpScript, persistentDnsmasqUnitText } from "../../../../provider/resources/natNetwork/persist";
 import { NatAction, planNat, planNatDelete } from "../../../../provider/resources/natNetwork/plan";
 import { renderNatPlan } from "../../../../provider/resources/natNetwork/render";
 import { NatNetworkInputs, natNetworkInputsSchema } from "../../../../provider/resources/natNetwork/schema";
@@ -35,13 +29,18 @@ function hostWith(persistLines: string[], systemd = true): HostSnapshot {
 
 /** Persist lines for a manifest holding exactly `files`, as the host would print them. */
 function manifestLines(name: string, files: PersistFile[]): string[] {
-  return [`@@manifest ${manifestPath("natNetwork", name)}`, ...files.map((f) => (f.link !== undefined ? `@@link ${f.path} ${f.link}` : `@@file ${f.path} ${b64(f.content!.endsWith("\n") ? f.content! : f.content + "\n")}`))];
+  return [
+    `@@manifest ${manifestPath("natNetwork", name)}`,
+    ...files.map((f) => (f.link !== undefined ? `@@link ${f.path} ${f.link}` : `@@file ${f.path} ${b64(f.content!.endsWith("\n") ? f.content! : f.content + "\n")}`)),
+  ];
 }
 
 const IFUPDOWN = ["active NetworkManager inactive", "active systemd-networkd inactive", "active networking active", "ifup yes"];
 const inputs = (over: Record<string, unknown>): NatNetworkInputs => natNetworkInputsSchema.parse({ connection: { host: "h" }, persistence: "auto", ...over });
 const lab = inputs({
-  name: "lab", subnet: "10.77.0.0/24", uplink: "eth0",
+  name: "lab",
+  subnet: "10.77.0.0/24",
+  uplink: "eth0",
   dhcp: { start: "10.77.0.100", end: "10.77.0.150", hosts: [{ mac: "52:54:00:00:77:10", ip: "10.77.0.10", hostname: "web" }] },
   dns: { domain: "lab.test", hosts: [{ ip: "10.77.0.5", hostnames: ["db"] }] },
 });
@@ -189,8 +188,19 @@ describe("natUpScript (what the boot unit runs)", () => {
 
   it.each([
     ["no file sets it: the kernel default", "0", cat(["/usr/lib/sysctl.d/50-pid-max.conf", "kernel.pid_max = 4194304"])],
-    ["only our file sets it", "0", cat(["/usr/lib/sysctl.d/50-default.conf", "net.ipv4.conf.all.rp_filter = 2"], ["/etc/sysctl.d/90-kvmnet-nat-lab.conf", "# Written by pulumi-kvmnet\nnet.ipv4.ip_forward = 1"])],
-    ["the administrator's sysctl.conf turns it on", "1", cat(["/etc/sysctl.d/90-kvmnet-nat-lab.conf", "net.ipv4.ip_forward = 1"], ["/etc/sysctl.d/99-sysctl.conf", "#net.ipv4.ip_forward=0\nnet.ipv4.ip_forward=1"])],
+    [
+      "only our file sets it",
+      "0",
+      cat(
+        ["/usr/lib/sysctl.d/50-default.conf", "net.ipv4.conf.all.rp_filter = 2"],
+        ["/etc/sysctl.d/90-kvmnet-nat-lab.conf", "# Written by pulumi-kvmnet\nnet.ipv4.ip_forward = 1"],
+      ),
+    ],
+    [
+      "the administrator's sysctl.conf turns it on",
+      "1",
+      cat(["/etc/sysctl.d/90-kvmnet-nat-lab.conf", "net.ipv4.ip_forward = 1"], ["/etc/sysctl.d/99-sysctl.conf", "#net.ipv4.ip_forward=0\nnet.ipv4.ip_forward=1"]),
+    ],
     ["a later file wins, slash notation too", "0", cat(["/etc/sysctl.d/10-a.conf", "net.ipv4.ip_forward=1"], ["/etc/sysctl.d/20-b.conf", "-net/ipv4/ip_forward = 0"])],
   ])("ip_forward to restore when %s: %s", (_what, want, input) => {
     expect(forwardWithoutOurs(input)).toBe(want);
@@ -208,7 +218,9 @@ describe("taking persistence off", () => {
     const stop = steps.find((s) => s.description === "stop boot unit kvmnet-nat-lab.service")!;
     expect(stop.run.text).toContain("systemctl stop 'kvmnet-nat-lab.service'");
     const drop = steps.find((s) => s.description.startsWith("remove nftables.service drop-in"))!;
-    expect(drop.run.text).toBe("rm -f '/etc/systemd/system/nftables.service.d/kvmnet-nat-lab.conf' && { rmdir '/etc/systemd/system/nftables.service.d' 2>/dev/null || true; } && systemctl daemon-reload");
+    expect(drop.run.text).toBe(
+      "rm -f '/etc/systemd/system/nftables.service.d/kvmnet-nat-lab.conf' && { rmdir '/etc/systemd/system/nftables.service.d' 2>/dev/null || true; } && systemctl daemon-reload",
+    );
     // Undone, the drop-in comes back as the host had it.
     expect(drop.undo?.text).toContain("ExecStartPost=-nft -f /etc/kvmnet/nat-lab.table.nft");
     expect(steps.indexOf(drop)).toBeLessThan(steps.findIndex((s) => s.description.startsWith("delete nft table")));

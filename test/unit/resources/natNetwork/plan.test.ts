@@ -22,7 +22,9 @@ const noDocker: HostSnapshot = {
 };
 const inputs = (over: Record<string, unknown>): NatNetworkInputs => natNetworkInputsSchema.parse({ connection: { host: "h" }, ...over });
 const lab = inputs({
-  name: "lab", subnet: "10.77.0.0/24", uplink: "eth0",
+  name: "lab",
+  subnet: "10.77.0.0/24",
+  uplink: "eth0",
   dhcp: { start: "10.77.0.100", end: "10.77.0.150", hosts: [{ mac: "52:54:00:00:77:10", ip: "10.77.0.10", hostname: "web" }] },
   dns: { domain: "lab.test", hosts: [{ ip: "10.77.0.5", hostnames: ["db"] }] },
 });
@@ -41,7 +43,10 @@ describe("networks written before forwards were let in", () => {
     const n = name === "lab" ? lab : iso;
     expect(verifyNat(n, snapV1).join()).toMatch(/nft rules desired \[.*forward:in-dnat.*\], current/);
     expect(natOutputs(n, snapV1)).not.toHaveProperty("mode");
-    const v1NoDocker = { ...snapV1, nftables: (snapV1.nftables ?? []).filter((o) => !JSON.stringify(o).includes('"table":"filter"') && !JSON.stringify(o).includes('"name":"filter"')) };
+    const v1NoDocker = {
+      ...snapV1,
+      nftables: (snapV1.nftables ?? []).filter((o) => !JSON.stringify(o).includes('"table":"filter"') && !JSON.stringify(o).includes('"name":"filter"')),
+    };
     const planned = ops(planNat(n, v1NoDocker, n).actions);
     expect(planned).toContain("applyTable");
     expect(planned.filter((op) => /Bridge|dnsmasq|Address|Forward/.test(op))).toEqual([]);
@@ -55,8 +60,19 @@ describe("observeNat", () => {
     expect(o).toMatchObject({ gatewayPresent: true, dnsmasq: { running: true }, forwardHeld: true, ipForward: "1", sysctlFilesDisablingForward: [] });
     expect(o.bridge).toMatchObject({ isBridge: true, up: true });
     expect(o.tableRules?.slice().sort()).toEqual([
-      "forward:bridge-local", "forward:in-dnat", "forward:in-established", "forward:out", "forward:out-dnat-reply", "forward:reject-from-bridge", "forward:reject-to-bridge",
-      "input:dhcp", "input:dns", "postrouting:hairpin-dnat", "postrouting:keep-broadcast", "postrouting:keep-multicast", "postrouting:masquerade",
+      "forward:bridge-local",
+      "forward:in-dnat",
+      "forward:in-established",
+      "forward:out",
+      "forward:out-dnat-reply",
+      "forward:reject-from-bridge",
+      "forward:reject-to-bridge",
+      "input:dhcp",
+      "input:dns",
+      "postrouting:hairpin-dnat",
+      "postrouting:keep-broadcast",
+      "postrouting:keep-multicast",
+      "postrouting:masquerade",
     ]);
     expect(o.state?.uplink).toBe("eth0");
     expect(observeNat(snap, iso)).toMatchObject({ dnsmasq: undefined, forwardHeld: false });
@@ -76,7 +92,10 @@ describe("planNat", () => {
   });
 
   it("reloads dnsmasq for hosts changes and restarts it for config changes", () => {
-    const moreHosts = { ...lab, dhcp: { ...(lab.dhcp as object), hosts: [...(lab.dhcp as { hosts: object[] }).hosts, { mac: "52:54:00:00:77:11", ip: "10.77.0.11" }] } } as NatNetworkInputs;
+    const moreHosts = {
+      ...lab,
+      dhcp: { ...(lab.dhcp as object), hosts: [...(lab.dhcp as { hosts: object[] }).hosts, { mac: "52:54:00:00:77:11", ip: "10.77.0.11" }] },
+    } as NatNetworkInputs;
     expect(ops(planNat(moreHosts, noDocker, lab).actions)).toEqual(["dnsmasq:reload", "writeState", "recordSysctl"]);
     const dnsHosts = { ...lab, dns: { ...lab.dns, hosts: [{ ip: "10.77.0.6", hostnames: ["db"] }] } };
     expect(ops(planNat(dnsHosts, noDocker, lab).actions)).toEqual(["dnsmasq:reload", "writeState", "recordSysctl"]);
@@ -148,14 +167,32 @@ describe("a network already on the host at create", () => {
 
   it.each([
     ["a subnet overlapping a host address", inputs({ name: "o", subnet: "10.77.0.0/16" }), noDocker, "Conflict", "choose a subnet no interface of the host uses"],
-    ["no uplink for nat", inputs({ name: "d", subnet: "10.79.0.0/24" }), { ...noDocker, defaultRouteInterface: undefined }, "NotFound", "set uplink to the interface that leads out"],
-    ["a default route through the network's own bridge", inputs({ name: "d", subnet: "10.79.0.0/24", bridgeName: "kvn-iso", adopt: true }), { ...noDocker, defaultRouteInterface: "kvn-iso", addrs: noDocker.addrs.filter((a) => a.ifname !== "kvn-iso") }, "Conflict", "set uplink"],
     [
-      "Docker's FORWARD drop", inputs({ name: "d", subnet: "10.79.0.0/24" }), snap, "Conflict",
+      "no uplink for nat",
+      inputs({ name: "d", subnet: "10.79.0.0/24" }),
+      { ...noDocker, defaultRouteInterface: undefined },
+      "NotFound",
+      "set uplink to the interface that leads out",
+    ],
+    [
+      "a default route through the network's own bridge",
+      inputs({ name: "d", subnet: "10.79.0.0/24", bridgeName: "kvn-iso", adopt: true }),
+      { ...noDocker, defaultRouteInterface: "kvn-iso", addrs: noDocker.addrs.filter((a) => a.ifname !== "kvn-iso") },
+      "Conflict",
+      "set uplink",
+    ],
+    [
+      "Docker's FORWARD drop",
+      inputs({ name: "d", subnet: "10.79.0.0/24" }),
+      snap,
+      "Conflict",
       "allow the bridge in that chain (for Docker: rules in DOCKER-USER, e.g. `iptables -I DOCKER-USER -i <bridge> -j ACCEPT` and the reverse), or use mode isolated",
     ],
     [
-      "another DNS server on *:53", inputs({ name: "d", subnet: "10.79.0.0/24" }), { ...noDocker, dns53Listeners: ["0.0.0.0:53"] }, "Conflict",
+      "another DNS server on *:53",
+      inputs({ name: "d", subnet: "10.79.0.0/24" }),
+      { ...noDocker, dns53Listeners: ["0.0.0.0:53"] },
+      "Conflict",
       "make that server bind specific addresses (dnsmasq: bind-interfaces; named: listen-on), or set dns.enabled: false",
     ],
   ] as [string, NatNetworkInputs, HostSnapshot, string, string][])("refuses %s with the right hint", (_what, desired, s, kind, hint) => {
@@ -183,7 +220,9 @@ describe("dnsmasq under systemd", () => {
     const start = p.actions.find((a) => a.op === "dnsmasq");
     expect(start).toMatchObject({ how: "start", systemd: true });
     expect(p.actions.find((a) => a.op === "writeState")).toMatchObject({ state: { dnsmasqUnit: "kvmnet-dnsmasq-new.service" } });
-    const text = renderNatPlan(p).steps.map((s) => s.run.text).join("\n");
+    const text = renderNatPlan(p)
+      .steps.map((s) => s.run.text)
+      .join("\n");
     expect(text).toContain("/run/systemd/system/kvmnet-dnsmasq-new.service");
     expect(text).toMatch(/Type=forking\nPIDFile=\/run\/kvmnet\/nat\/new\/dnsmasq.pid\nExecStart=dnsmasq --conf-file=\/run\/kvmnet\/nat\/new\/dnsmasq.conf/);
     // systemd's own stop escalates to SIGKILL within the bound a stop waits for (#14), not after its default 90 s.
@@ -194,7 +233,9 @@ describe("dnsmasq under systemd", () => {
     const daemon = planNat(fresh, noDocker);
     expect(daemon.actions.find((a) => a.op === "dnsmasq")).toMatchObject({ how: "start", systemd: false });
     expect(daemon.actions.find((a) => a.op === "writeState")).not.toHaveProperty("state.dnsmasqUnit");
-    const daemonText = renderNatPlan(daemon).steps.map((s) => s.run.text).join("\n");
+    const daemonText = renderNatPlan(daemon)
+      .steps.map((s) => s.run.text)
+      .join("\n");
     expect(daemonText).not.toContain("systemctl start");
     expect(daemonText).toContain("dnsmasq --conf-file='/run/kvmnet/nat/new/dnsmasq.conf'");
   });
@@ -202,7 +243,13 @@ describe("dnsmasq under systemd", () => {
   it("stops the unit and removes its file on delete, restarting it the same way should a later step fail", () => {
     const withUnit: HostSnapshot = {
       ...sd,
-      stateFiles: { ...sd.stateFiles, "/run/kvmnet/state/natNetwork/lab.json": JSON.stringify({ ...JSON.parse(sd.stateFiles["/run/kvmnet/state/natNetwork/lab.json"]), dnsmasqUnit: "kvmnet-dnsmasq-lab.service" }) },
+      stateFiles: {
+        ...sd.stateFiles,
+        "/run/kvmnet/state/natNetwork/lab.json": JSON.stringify({
+          ...JSON.parse(sd.stateFiles["/run/kvmnet/state/natNetwork/lab.json"]),
+          dnsmasqUnit: "kvmnet-dnsmasq-lab.service",
+        }),
+      },
     };
     const del = planNatDelete(lab, withUnit);
     expect(del.actions[0]).toEqual({ op: "stopDnsmasq", name: "lab", systemd: true });
@@ -230,11 +277,20 @@ describe("planNatDelete", () => {
 describe("rendered files", () => {
   it("binds dnsmasq to the bridge only, with its own files", () => {
     const f = dnsmasqFiles(lab);
-    expect(f.conf.split("\n")).toEqual(expect.arrayContaining([
-      "bind-interfaces", "interface=kvn-lab", "except-interface=lo", "pid-file=/run/kvmnet/nat/lab/dnsmasq.pid",
-      "dhcp-leasefile=/run/kvmnet/nat/lab/leases", "dhcp-hostsfile=/run/kvmnet/nat/lab/dhcp-hosts", "addn-hosts=/run/kvmnet/nat/lab/hosts",
-      "dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,3600", "domain=lab.test", "local=/lab.test/",
-    ]));
+    expect(f.conf.split("\n")).toEqual(
+      expect.arrayContaining([
+        "bind-interfaces",
+        "interface=kvn-lab",
+        "except-interface=lo",
+        "pid-file=/run/kvmnet/nat/lab/dnsmasq.pid",
+        "dhcp-leasefile=/run/kvmnet/nat/lab/leases",
+        "dhcp-hostsfile=/run/kvmnet/nat/lab/dhcp-hosts",
+        "addn-hosts=/run/kvmnet/nat/lab/hosts",
+        "dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,3600",
+        "domain=lab.test",
+        "local=/lab.test/",
+      ]),
+    );
     expect(f.dhcpHosts).toBe("52:54:00:00:77:10,10.77.0.10,web\n");
     expect(f.dnsHosts).toBe("10.77.0.5 db\n");
     expect(dnsmasqFiles({ ...lab, mode: "isolated" }).conf).toContain("dhcp-option=3\n");
@@ -267,7 +323,16 @@ describe("verify and outputs", () => {
 
   it("outputs inputs as applied plus ifindex, dnsmasqPid and warnings; drift drops the drifted fields", () => {
     const o = natOutputs(lab, snap)!;
-    expect(o).toMatchObject({ name: "lab", mode: "nat", gateway: "10.77.0.1", uplink: "eth0", tablePresent: true, ipForward: true, dnsmasqPid: expect.any(Number), ifindex: expect.any(Number) });
+    expect(o).toMatchObject({
+      name: "lab",
+      mode: "nat",
+      gateway: "10.77.0.1",
+      uplink: "eth0",
+      tablePresent: true,
+      ipForward: true,
+      dnsmasqPid: expect.any(Number),
+      ifindex: expect.any(Number),
+    });
     expect(o.warnings).toEqual([expect.stringMatching(/^br_netfilter/)]);
     expect(natOutputs(iso, snap)!.warnings).toEqual([expect.stringMatching(/ip filter FORWARD has policy drop/), expect.stringMatching(/^br_netfilter/)]);
     const drifted = natOutputs(lab, { ...snap, pidFiles: {}, nftables: [] })!;
@@ -300,7 +365,11 @@ describe("a dnsmasq that outlived its network (#14)", () => {
   });
 
   it("create names the daemon on its gateway address: pid, whose it is, how to stop it", () => {
-    const msg = expectError(() => planNat(fresh, withDaemons(staleOld)), "Conflict", /natNetwork fresh: pid 999 \(the dnsmasq of NatNetwork old, which outlived its network\) holds 10\.79\.0\.1:53/);
+    const msg = expectError(
+      () => planNat(fresh, withDaemons(staleOld)),
+      "Conflict",
+      /natNetwork fresh: pid 999 \(the dnsmasq of NatNetwork old, which outlived its network\) holds 10\.79\.0\.1:53/,
+    );
     expect(msg).toContain("kill -9 999");
   });
 

@@ -12,7 +12,14 @@ describe("natNetwork schema defaults", () => {
     const r = await check({});
     expect(r.failures).toBeUndefined();
     expect(r.inputs).toEqual({
-      ...base, bridgeName: "kvn-lab", gateway: "192.168.122.1", mode: "nat", dhcp: false, dns: { enabled: true, hosts: [] }, persistence: "runtime", adopt: false,
+      ...base,
+      bridgeName: "kvn-lab",
+      gateway: "192.168.122.1",
+      mode: "nat",
+      dhcp: false,
+      dns: { enabled: true, hosts: [] },
+      persistence: "runtime",
+      adopt: false,
     });
   });
 
@@ -47,7 +54,16 @@ describe("natNetwork schema refusals name the field", () => {
     [{ dhcp: { start: "192.168.122.10", end: "192.168.122.20", hosts: [{ mac: "53:54:00:00:00:01", ip: "192.168.122.5" }] } }, "dhcp", /unicast/],
     [{ dhcp: { start: "192.168.122.10", end: "192.168.122.20", hosts: [{ mac: "52:54:00:00:00:01", ip: "192.168.122.1" }] } }, "dhcp", /hosts\.0\.ip: is the gateway/],
     [
-      { dhcp: { start: "192.168.122.10", end: "192.168.122.20", hosts: [{ mac: "52:54:00:00:00:01", ip: "192.168.122.5" }, { mac: "52:54:00:00:00:01", ip: "192.168.122.6" }] } },
+      {
+        dhcp: {
+          start: "192.168.122.10",
+          end: "192.168.122.20",
+          hosts: [
+            { mac: "52:54:00:00:00:01", ip: "192.168.122.5" },
+            { mac: "52:54:00:00:00:01", ip: "192.168.122.6" },
+          ],
+        },
+      },
       "dhcp",
       /hosts\.1\.mac: lists 52:54:00:00:00:01 twice/,
     ],
@@ -90,8 +106,27 @@ describe("natNetwork names that reach dnsmasq mean what they say", () => {
     dhcp: { start: "192.168.122.100", end: "192.168.122.200", hosts: [{ mac: "52:54:00:00:00:10", ip: "192.168.122.10", hostname }] },
   });
   const READ_AS_KEYWORD_OR_ADDRESS = [
-    "ignore", "IGNORE", "Ignore", "infinite", "INFINITE", "12h", "12H", "45m", "30s", "2d", "1w", "3600", "0", "00",
-    "127.0.0.1", "10.66.0.77", "10.1", "0x0a.0x01", "0x7f.1", "web.123", "1.2.3.4.5",
+    "ignore",
+    "IGNORE",
+    "Ignore",
+    "infinite",
+    "INFINITE",
+    "12h",
+    "12H",
+    "45m",
+    "30s",
+    "2d",
+    "1w",
+    "3600",
+    "0",
+    "00",
+    "127.0.0.1",
+    "10.66.0.77",
+    "10.1",
+    "0x0a.0x01",
+    "0x7f.1",
+    "web.123",
+    "1.2.3.4.5",
   ];
   it.each(READ_AS_KEYWORD_OR_ADDRESS.map((s) => [s]))("refuses dhcp.hosts[].hostname %j, naming the field", async (v) => {
     const r = await check(dhcpHost(v));

@@ -102,7 +102,9 @@ describe("PciPassthrough persistence files", () => {
     expect(script).toContain("[ -d '/sys/bus/pci/drivers/vfio-pci' ] || modprobe 'vfio-pci'");
     expect(script).toContain("printf '%s\\n' 'vfio-pci' > '/sys/bus/pci/devices/0000:00:04.0/driver_override'");
     // Another driver that got there first (initramfs, built in) is unbound, then the device probed.
-    expect(script).toContain("[ ! -e '/sys/bus/pci/devices/0000:00:04.0/driver' ] || printf '%s' '0000:00:04.0' > '/sys/bus/pci/devices/0000:00:04.0/driver/unbind'; printf '%s' '0000:00:04.0' > '/sys/bus/pci/drivers_probe'");
+    expect(script).toContain(
+      "[ ! -e '/sys/bus/pci/devices/0000:00:04.0/driver' ] || printf '%s' '0000:00:04.0' > '/sys/bus/pci/devices/0000:00:04.0/driver/unbind'; printf '%s' '0000:00:04.0' > '/sys/bus/pci/drivers_probe'",
+    );
     expect(script).toContain("kvmnet: 0000:00:04.0 is not on vfio-pci");
     expect(script.trimEnd().endsWith('exit "$kvmnet_rc"')).toBe(true);
     // The state file comes first: after a boot where binding failed, a refresh shows the drift rather than "gone".
@@ -112,7 +114,12 @@ describe("PciPassthrough persistence files", () => {
   it("with includeIommuGroup cover every endpoint of the group (not the bridge)", () => {
     const group = pciPersist(inputs({ address: "0000:02:01.0", includeIommuGroup: true }), "networkd", snapOf(PRISTINE));
     const rule = fileOf(group, udevRulePath("0000:02:01.0"))!.content!;
-    expect(rule.split("\n").filter((l) => l.startsWith("ACTION")).map((l) => /KERNEL=="([^"]+)"/.exec(l)![1])).toEqual(["0000:02:01.0", "0000:02:02.0"]);
+    expect(
+      rule
+        .split("\n")
+        .filter((l) => l.startsWith("ACTION"))
+        .map((l) => /KERNEL=="([^"]+)"/.exec(l)![1]),
+    ).toEqual(["0000:02:01.0", "0000:02:02.0"]);
     const script = fileOf(group, bootScriptPath("0000:02:01.0"))!.content!;
     execFileSync("sh", ["-n"], { input: script });
     for (const a of ["0000:02:01.0", "0000:02:02.0"]) expect(script).toContain(`printf '%s\\n' 'vfio-pci' > '/sys/bus/pci/devices/${a}/driver_override'`);
@@ -125,7 +132,11 @@ describe("PciPassthrough persistence files", () => {
   });
 
   it("need systemd (the unit), and say so", () => {
-    expectKvmnetThrow(() => pciPersist(e1000, "ifupdown", snapOf(withSystemd(PRISTINE, false))), "Unsupported", /pcipassthrough 0000:00:04.0: persistence "ifupdown" needs systemd/);
+    expectKvmnetThrow(
+      () => pciPersist(e1000, "ifupdown", snapOf(withSystemd(PRISTINE, false))),
+      "Unsupported",
+      /pcipassthrough 0000:00:04.0: persistence "ifupdown" needs systemd/,
+    );
   });
 });
 
@@ -156,11 +167,7 @@ describe("PciPassthrough persistence across create, read and reboot", () => {
     const missing = snapOf(withFiles(bound, E1000, beforeCreate, [udevRulePath(E1000)]));
     expect(persistDrift("pcipassthrough", E1000, beforeCreate, missing)).toEqual([`${udevRulePath(E1000)} is missing`]);
     const steps = persistSteps("pcipassthrough", E1000, pciPersist(e1000, "ifupdown", missing), missing);
-    expect(steps.map((s) => s.description)).toEqual([
-      "note the stack's configuration reload",
-      `write ${udevRulePath(E1000)}`,
-      "reload the stack's view of the persisted files",
-    ]);
+    expect(steps.map((s) => s.description)).toEqual(["note the stack's configuration reload", `write ${udevRulePath(E1000)}`, "reload the stack's view of the persisted files"]);
     expect(steps[2].run.text).toContain("udevadm control --reload");
     // The live plan has nothing to do: the device is bound.
     expect(planPci(e1000, missing)).toEqual({ guards: [], actions: [] });
@@ -187,9 +194,7 @@ describe("PciPassthrough persistence across create, read and reboot", () => {
     const giveBack = steps.findIndex((s) => s.description === `give ${E1000} back to e1000`);
     expect(giveBack).toBeGreaterThanOrEqual(0);
     expect(giveBack).toBeLessThan(stop);
-    expect(steps[stop].run.text).toBe(
-      "systemctl stop 'kvmnet-vfio-0000:00:04.0.service' && { systemctl reset-failed 'kvmnet-vfio-0000:00:04.0.service' 2>/dev/null; true; }",
-    );
+    expect(steps[stop].run.text).toBe("systemctl stop 'kvmnet-vfio-0000:00:04.0.service' && { systemctl reset-failed 'kvmnet-vfio-0000:00:04.0.service' 2>/dev/null; true; }");
     // A binding that never persisted has no unit to stop.
     const runtimeOnly = snapOf(afterBind(e1000));
     expect(withPersistence(renderPciPlan(planPciDelete(e1000, runtimeOnly)), pciDisarmSteps(e1000, runtimeOnly, true)).steps.map((s) => s.description)).not.toContainEqual(
@@ -197,7 +202,7 @@ describe("PciPassthrough persistence across create, read and reboot", () => {
     );
   });
 
-  it("an update to persistence \"runtime\" stops the boot unit; one that keeps persisting does not", () => {
+  it('an update to persistence "runtime" stops the boot unit; one that keeps persisting does not', () => {
     const persisted = withFiles(afterBind(e1000), E1000, beforeCreate);
     const toRuntime = { ...e1000, persistence: "runtime" as const };
     const snap = snapOf(persisted);

@@ -29,8 +29,7 @@ const withState = (text: string, address: string, json: string) =>
 /** Extra lines appended to the pci section. */
 const withPciLines = (text: string, lines: string[]) => text.replace(/\n@@kvmnet-end pci /, `\n${lines.join("\n")}\n@@kvmnet-end pci `);
 
-const inputs = (over: Partial<PciPassthroughInputs> & { address: string }): PciPassthroughInputs =>
-  pciPassthroughStoredSchema.parse({ connection: { host: "h" }, ...over });
+const inputs = (over: Partial<PciPassthroughInputs> & { address: string }): PciPassthroughInputs => pciPassthroughStoredSchema.parse({ connection: { host: "h" }, ...over });
 
 const expectError = expectKvmnetThrow;
 
@@ -41,7 +40,15 @@ describe("the pci observe section", () => {
 
   it("reads devices, groups, interfaces (virtio ones one level deeper) and disks", () => {
     expect(view.iommuGroupCount).toBe(8);
-    expect(view.devices.get("0000:00:04.0")).toEqual({ address: "0000:00:04.0", vendorId: "8086", deviceId: "100e", classCode: "020000", driver: "e1000", iommuGroup: 3, driverOverride: undefined });
+    expect(view.devices.get("0000:00:04.0")).toEqual({
+      address: "0000:00:04.0",
+      vendorId: "8086",
+      deviceId: "100e",
+      classCode: "020000",
+      driver: "e1000",
+      iommuGroup: 3,
+      driverOverride: undefined,
+    });
     expect(view.devices.get("0000:01:00.0")).toMatchObject({ classCode: "060400", driver: undefined, iommuGroup: 7 });
     expect(interfacesOn(view, "0000:00:02.0")).toEqual(["eth0"]);
     expect(interfacesOn(view, "0000:00:04.0")).toEqual(["eth2"]);
@@ -107,7 +114,11 @@ describe("planPci", () => {
     const byHand = snapOf(withDev(PRISTINE, "0000:00:04.0", "vfio-pci", "vfio-pci").replace(/^net eth2 .*\n/m, ""));
     const p = planPci(inputs({ address: "0000:00:04.0" }), byHand);
     expect(p.actions).toEqual([
-      { op: "writeState", state: { address: "0000:00:04.0", devices: [{ address: "0000:00:04.0", originalDriver: "vfio-pci", originalOverride: "vfio-pci", originalInterfaces: [] }] }, previous: undefined },
+      {
+        op: "writeState",
+        state: { address: "0000:00:04.0", devices: [{ address: "0000:00:04.0", originalDriver: "vfio-pci", originalOverride: "vfio-pci", originalInterfaces: [] }] },
+        previous: undefined,
+      },
     ]);
   });
 
@@ -127,7 +138,11 @@ describe("planPci", () => {
   });
 
   it("refuses the management NIC unless forced, naming the interface", () => {
-    expectError(() => planPci(inputs({ address: "0000:00:02.0" }), pristine), "Conflict", /0000:00:02.0 is the NIC of eth0, the interface of this SSH management session[\s\S]*force: true/);
+    expectError(
+      () => planPci(inputs({ address: "0000:00:02.0" }), pristine),
+      "Conflict",
+      /0000:00:02.0 is the NIC of eth0, the interface of this SSH management session[\s\S]*force: true/,
+    );
     expect(planPci(inputs({ address: "0000:00:02.0", force: true }), pristine).actions.map((a) => a.op)).toEqual(["writeState", "loadVfio", "bind"]);
   });
 
@@ -155,7 +170,11 @@ describe("planPci", () => {
   it("with includeIommuGroup binds every endpoint of the group (not the bridge); the last-named NIC is bound first", () => {
     const p = planPci(inputs({ address: "0000:02:01.0", includeIommuGroup: true }), pristine);
     expect(p.actions).toEqual([
-      { op: "writeState", state: { address: "0000:02:01.0", devices: [record("0000:02:01.0", "e1000", ["eth3"]), record("0000:02:02.0", "e1000", ["eth4"])] }, previous: undefined },
+      {
+        op: "writeState",
+        state: { address: "0000:02:01.0", devices: [record("0000:02:01.0", "e1000", ["eth3"]), record("0000:02:02.0", "e1000", ["eth4"])] },
+        previous: undefined,
+      },
       { op: "loadVfio" },
       // eth4 first, so a failed bind's undo (which runs backwards) returns eth3's NIC first and both keep their names.
       { op: "bind", address: "0000:02:02.0", from: "e1000", override: null },
@@ -182,7 +201,11 @@ describe("planPci", () => {
     const noDriver = text.replace(/"address":"0000:02:02.0","originalDriver":"e1000"/, '"address":"0000:02:02.0","originalDriver":null');
     const p = planPci(inputs({ address: "0000:02:01.0" }), snapOf(noDriver));
     expect(p.actions).toEqual([
-      { op: "writeState", state: { address: "0000:02:01.0", devices: [record("0000:02:01.0", "e1000")] }, previous: { address: "0000:02:01.0", devices: [record("0000:02:01.0", "e1000"), record("0000:02:02.0", null)] } },
+      {
+        op: "writeState",
+        state: { address: "0000:02:01.0", devices: [record("0000:02:01.0", "e1000")] },
+        previous: { address: "0000:02:01.0", devices: [record("0000:02:01.0", "e1000"), record("0000:02:02.0", null)] },
+      },
       { op: "giveBack", address: "0000:02:02.0", to: null, override: null },
     ]);
   });
@@ -192,7 +215,10 @@ describe("planPciDelete", () => {
   it("gives the device back to the recorded driver and removes the state", () => {
     const p = planPciDelete(inputs({ address: "0000:00:04.0" }), snapOf(ON_VFIO));
     expect(p.guards).toEqual([{ op: "driverIs", address: "0000:00:04.0", driver: "vfio-pci" }]);
-    expect(p.actions).toEqual([{ op: "giveBack", address: "0000:00:04.0", to: "e1000", override: null }, { op: "removeState", address: "0000:00:04.0" }]);
+    expect(p.actions).toEqual([
+      { op: "giveBack", address: "0000:00:04.0", to: "e1000", override: null },
+      { op: "removeState", address: "0000:00:04.0" },
+    ]);
   });
 
   it("only restores driver_override of a device taken back by hand, and gives a group back in address order when names are unknown", () => {
@@ -216,8 +242,15 @@ describe("planPciDelete", () => {
 
   it("reads a damaged state file as 'exists, originals lost' and drops invalid driver names", () => {
     expect(readState(snapOf(withState(PRISTINE, "0000:00:04.0", "{not json")), "0000:00:04.0")).toEqual({ address: "0000:00:04.0", devices: [] });
-    const evil = JSON.stringify({ devices: [{ address: "0000:00:04.0", originalDriver: "../../x", originalOverride: "a b" }, { address: "../x", originalDriver: "e1000" }] });
-    expect(readState(snapOf(withState(PRISTINE, "0000:00:04.0", evil)), "0000:00:04.0")?.devices).toEqual([{ address: "0000:00:04.0", originalDriver: null, originalOverride: null, originalInterfaces: [] }]);
+    const evil = JSON.stringify({
+      devices: [
+        { address: "0000:00:04.0", originalDriver: "../../x", originalOverride: "a b" },
+        { address: "../x", originalDriver: "e1000" },
+      ],
+    });
+    expect(readState(snapOf(withState(PRISTINE, "0000:00:04.0", evil)), "0000:00:04.0")?.devices).toEqual([
+      { address: "0000:00:04.0", originalDriver: null, originalOverride: null, originalInterfaces: [] },
+    ]);
   });
 });
 

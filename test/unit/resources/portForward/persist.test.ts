@@ -24,7 +24,10 @@ function hostWith(persistLines: string[], systemd = true): HostSnapshot {
   return parseSnapshot(`${text}\n@@kvmnet-begin persist\n${persistLines.join("\n")}\n@@kvmnet-end persist 0\n`, "fixture");
 }
 function manifestLines(name: string, files: PersistFile[]): string[] {
-  return [`@@manifest ${manifestPath("portforward", name)}`, ...files.map((f) => (f.link !== undefined ? `@@link ${f.path} ${f.link}` : `@@file ${f.path} ${b64(f.content!.endsWith("\n") ? f.content! : f.content + "\n")}`))];
+  return [
+    `@@manifest ${manifestPath("portforward", name)}`,
+    ...files.map((f) => (f.link !== undefined ? `@@link ${f.path} ${f.link}` : `@@file ${f.path} ${b64(f.content!.endsWith("\n") ? f.content! : f.content + "\n")}`)),
+  ];
 }
 
 const input = (v: Record<string, unknown>): PortForwardInputs => portForwardInputsSchema.parse({ connection: { host: "kvm1.example.net" }, persistence: "auto", ...v });
@@ -63,7 +66,9 @@ describe("portForwardPersist", () => {
     const want = portForwardPersist(web, "networkmanager", host);
     expect(persistDrift("portforward", web.name, want, hostWith([...NM, ...manifestLines(web.name, want.files)]))).toEqual([]);
     const edited = want.files.map((f) => (f.path.endsWith(".nft") ? { ...f, content: f.content!.replace("dport 80", "dport 81") } : f));
-    expect(persistDrift("portforward", web.name, want, hostWith([...NM, ...manifestLines(web.name, edited)]))).toEqual(["/etc/kvmnet/pf-tcp_any_8080.nft differs from what the inputs render"]);
+    expect(persistDrift("portforward", web.name, want, hostWith([...NM, ...manifestLines(web.name, edited)]))).toEqual([
+      "/etc/kvmnet/pf-tcp_any_8080.nft differs from what the inputs render",
+    ]);
   });
 });
 

@@ -7,6 +7,7 @@
  *   tcp 8080 (any address) → 10.77.0.10:80, hairpin, description "web on vpf1"
  *   udp 198.19.0.11:5000-5002 → 10.77.0.10:6000-6002, sources 198.19.0.0/24 + 192.0.2.7, no hairpin
  */
+import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { isKvmnetError } from "../../../../provider/errors";
@@ -24,7 +25,15 @@ const snap = parseSnapshot(fixture, "fixture");
 const connection = { host: "kvm1.example.net" };
 const input = (v: Record<string, unknown>): PortForwardInputs => portForwardInputsSchema.parse({ connection, ...v });
 const web = input({ protocol: "tcp", hostPort: 8080, destination: "10.77.0.10", destinationPort: 80, description: "web on vpf1" });
-const dns = input({ protocol: "udp", hostPort: "5000-5002", destination: "10.77.0.10", destinationPort: 6000, hostAddress: "198.19.0.11", sourceCidrs: ["198.19.0.0/24", "192.0.2.7/32"], hairpin: false });
+const dns = input({
+  protocol: "udp",
+  hostPort: "5000-5002",
+  destination: "10.77.0.10",
+  destinationPort: 6000,
+  hostAddress: "198.19.0.11",
+  sourceCidrs: ["198.19.0.0/24", "192.0.2.7/32"],
+  hairpin: false,
+});
 
 function conflictOf(f: () => unknown): string {
   try {
@@ -67,11 +76,23 @@ describe("observe", () => {
 
   it("parses every field back from the rules", () => {
     expect(observeForward(snap, "kvmnet_pf_tcp_any_8080")).toMatchObject({
-      destination: "10.77.0.10", destinationPort: 80, sourceCidrs: [], hairpin: true, description: "web on vpf1",
-      masqueradeSubnet: "10.77.0.0/24", forwardAccept: true, owner: "kvm1.example.net/portforward/tcp_any_8080", anomalies: [],
+      destination: "10.77.0.10",
+      destinationPort: 80,
+      sourceCidrs: [],
+      hairpin: true,
+      description: "web on vpf1",
+      masqueradeSubnet: "10.77.0.0/24",
+      forwardAccept: true,
+      owner: "kvm1.example.net/portforward/tcp_any_8080",
+      anomalies: [],
     });
     expect(observeForward(snap, "kvmnet_pf_udp_198_19_0_11_5000_5002")).toMatchObject({
-      destination: "10.77.0.10", destinationPort: "6000-6002", sourceCidrs: ["192.0.2.7/32", "198.19.0.0/24"], hairpin: false, description: undefined, anomalies: [],
+      destination: "10.77.0.10",
+      destinationPort: "6000-6002",
+      sourceCidrs: ["192.0.2.7/32", "198.19.0.0/24"],
+      hairpin: false,
+      description: undefined,
+      anomalies: [],
     });
     expect(observeForward(snap, "kvmnet_pf_tcp_any_9999")).toBeUndefined();
   });
@@ -93,8 +114,14 @@ describe("plan", () => {
   });
 
   it.each([
-    [{ protocol: "tcp", hostPort: 8080, destination: "10.77.0.11" }, /tcp port 8080 on every address is already forwarded by PortForward kvm1\.example\.net\/portforward\/tcp_any_8080 .*→ 10\.77\.0\.10:80 \("web on vpf1"\)/],
-    [{ protocol: "tcp", hostPort: "8000-8100", destination: "10.77.0.11", hostAddress: "10.77.0.1" }, /tcp port 8000-8100 on 10\.77\.0\.1 is already forwarded by PortForward .*tcp_any_8080/],
+    [
+      { protocol: "tcp", hostPort: 8080, destination: "10.77.0.11" },
+      /tcp port 8080 on every address is already forwarded by PortForward kvm1\.example\.net\/portforward\/tcp_any_8080 .*→ 10\.77\.0\.10:80 \("web on vpf1"\)/,
+    ],
+    [
+      { protocol: "tcp", hostPort: "8000-8100", destination: "10.77.0.11", hostAddress: "10.77.0.1" },
+      /tcp port 8000-8100 on 10\.77\.0\.1 is already forwarded by PortForward .*tcp_any_8080/,
+    ],
     [{ protocol: "udp", hostPort: 5002, destination: "10.77.0.11" }, /udp port 5002 on every address is already forwarded by .*udp_198_19_0_11_5000_5002/],
     [{ protocol: "udp", hostPort: "4990-5000", destination: "10.77.0.11", hostAddress: "198.19.0.11" }, /already forwarded/],
   ])("refuses %j as a Conflict naming the owner", (v, re) => {
@@ -144,7 +171,10 @@ describe("plan", () => {
 
   it("refuses without nft, saying what to install", () => {
     expect(() => planPortForward(web, { ...snap, nftables: undefined })).toThrow(/Unsupported: the host has no nft command/);
-    expect(kindAndHint(() => planPortForward(web, { ...snap, nftables: undefined }))).toEqual({ kind: "Unsupported", hint: "install nftables (Debian/Ubuntu: apt-get install nftables)" });
+    expect(kindAndHint(() => planPortForward(web, { ...snap, nftables: undefined }))).toEqual({
+      kind: "Unsupported",
+      hint: "install nftables (Debian/Ubuntu: apt-get install nftables)",
+    });
   });
 
   it("deletes only an existing table", () => {
@@ -156,11 +186,13 @@ describe("plan", () => {
 describe("render", () => {
   it("writes what the fixture's tables were loaded from", () => {
     const t = renderTable(desiredTable(web, snap));
-    expect(t).toContain("fib daddr type local tcp dport 8080 dnat ip to 10.77.0.10:80 comment \"web on vpf1\"");
+    expect(t).toContain('fib daddr type local tcp dport 8080 dnat ip to 10.77.0.10:80 comment "web on vpf1"');
     expect(t).toContain("ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 8080 dnat ip to 10.77.0.10:80\n");
     expect(t).toContain("ip saddr 10.77.0.0/24 ip daddr 10.77.0.10 tcp dport 80 ct status dnat masquerade");
     const u = renderTable(desiredTable(dns, snap));
-    expect(u).toContain("ip daddr 198.19.0.11 ip saddr { 198.19.0.0/24, 192.0.2.7/32 } udp dport 5000-5002 dnat ip to 10.77.0.10 : udp dport map { 5000 : 6000, 5001 : 6001, 5002 : 6002 }");
+    expect(u).toContain(
+      "ip daddr 198.19.0.11 ip saddr { 198.19.0.0/24, 192.0.2.7/32 } udp dport 5000-5002 dnat ip to 10.77.0.10 : udp dport map { 5000 : 6000, 5001 : 6001, 5002 : 6002 }",
+    );
     expect(u).not.toContain("chain output");
     expect(u).not.toContain("masquerade");
   });
@@ -182,7 +214,11 @@ describe("verify and outputs", () => {
     expect(verifyPortForward(dns, snap)).toEqual([]);
     const { connection: _c, name: _n, ...rest } = dns;
     expect(portForwardOutputs(dns, snap)).toEqual({
-      connection, ...rest, table: "kvmnet_pf_udp_198_19_0_11_5000_5002", warnings: [IP_FORWARD_WARNING], drift: [],
+      connection,
+      ...rest,
+      table: "kvmnet_pf_udp_198_19_0_11_5000_5002",
+      warnings: [IP_FORWARD_WARNING],
+      drift: [],
     });
   });
 
@@ -199,13 +235,20 @@ describe("verify and outputs", () => {
       if (r.chain === "prerouting") r.expr[r.expr.length - 1].dnat = { addr: "10.77.0.99", port: 8081 };
       return r;
     });
-    expect(portForwardOutputs(web, retargeted)).toMatchObject({ destination: "10.77.0.99", destinationPort: 8081, drift: [expect.stringMatching(/destination desired 10\.77\.0\.10, current 10\.77\.0\.99/), expect.stringMatching(/destinationPort desired 80, current 8081/)] });
+    expect(portForwardOutputs(web, retargeted)).toMatchObject({
+      destination: "10.77.0.99",
+      destinationPort: 8081,
+      drift: [expect.stringMatching(/destination desired 10\.77\.0\.10, current 10\.77\.0\.99/), expect.stringMatching(/destinationPort desired 80, current 8081/)],
+    });
     const noHairpin = editRules(snap, t, (r) => (r.chain === "output" ? undefined : r));
     expect(portForwardOutputs(web, noHairpin)).toMatchObject({ hairpin: false, drift: ["portforward tcp_any_8080 hairpin desired true, current false"] });
     const noComment = editRules(snap, t, (r) => ({ ...r, comment: undefined }));
     expect(portForwardOutputs(web, noComment)).not.toHaveProperty("description");
     const gone = editRules(snap, t, (r) => (r.chain === "prerouting" ? undefined : r));
-    expect(portForwardOutputs(web, gone)).toMatchObject({ destination: "10.77.0.10", drift: expect.arrayContaining(["portforward tcp_any_8080 prerouting has 0 DNAT rules, expected 1"]) });
+    expect(portForwardOutputs(web, gone)).toMatchObject({
+      destination: "10.77.0.10",
+      drift: expect.arrayContaining(["portforward tcp_any_8080 prerouting has 0 DNAT rules, expected 1"]),
+    });
   });
 
   // Issue #14: the engine creates a NatNetwork and its forwards at once, so the
@@ -224,7 +267,6 @@ describe("verify and outputs", () => {
 });
 
 describe("overlap guard (run by sh + awk against a stand-in nft)", () => {
-  const { execFileSync } = require("child_process") as typeof import("child_process");
   const tables = "table ip kvmnet_pf_tcp_any_8080\ntable ip kvmnet_pf_udp_198_19_0_11_5000_5002\ntable ip other\n";
   function guardPasses(v: Record<string, unknown>, previous?: PortForwardInputs): boolean {
     const empty = { ...snap, nftables: [] };

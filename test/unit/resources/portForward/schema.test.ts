@@ -19,8 +19,14 @@ describe("PortForward check", () => {
 
   it.each([
     [{ hostPort: "8000-8010" }, { hostPort: "8000-8010", destinationPort: "8000-8010" }],
-    [{ hostPort: "8000-8010", destinationPort: 9000 }, { hostPort: "8000-8010", destinationPort: "9000-9010" }],
-    [{ hostPort: "8000-8010", destinationPort: "9000-9010" }, { hostPort: "8000-8010", destinationPort: "9000-9010" }],
+    [
+      { hostPort: "8000-8010", destinationPort: 9000 },
+      { hostPort: "8000-8010", destinationPort: "9000-9010" },
+    ],
+    [
+      { hostPort: "8000-8010", destinationPort: "9000-9010" },
+      { hostPort: "8000-8010", destinationPort: "9000-9010" },
+    ],
     [{ hostPort: "8080-8080" }, { hostPort: 8080, destinationPort: 8080 }],
     [{ destinationPort: 80 }, { hostPort: 8080, destinationPort: 80 }],
     [{ sourceCidrs: ["10.0.0.0/8", "192.0.2.7"] }, { sourceCidrs: ["10.0.0.0/8", "192.0.2.7/32"] }],
@@ -115,8 +121,14 @@ describe("PortForward diff", () => {
     [{ hairpin: false }, { changes: true, replaces: [], deleteBeforeReplace: false }],
     [{ description: "web" }, { changes: true, replaces: [], deleteBeforeReplace: false }],
     [{ protocol: "udp" }, { changes: true, replaces: ["protocol"], deleteBeforeReplace: false }],
-    [{ hostPort: 8081, destinationPort: 8081 }, { changes: true, replaces: ["hostPort"], deleteBeforeReplace: false }],
-    [{ hostPort: "8000-8090", destinationPort: "8000-8090" }, { changes: true, replaces: ["hostPort"], deleteBeforeReplace: true }],
+    [
+      { hostPort: 8081, destinationPort: 8081 },
+      { changes: true, replaces: ["hostPort"], deleteBeforeReplace: false },
+    ],
+    [
+      { hostPort: "8000-8090", destinationPort: "8000-8090" },
+      { changes: true, replaces: ["hostPort"], deleteBeforeReplace: true },
+    ],
     [{ hostAddress: "198.19.0.11" }, { changes: true, replaces: ["hostAddress"], deleteBeforeReplace: true }],
     [{ connection: { ...connection, host: "kvm2" } }, { changes: true, replaces: ["connection"], deleteBeforeReplace: false }],
     [{ connection: { ...connection, port: 2222 } }, { changes: true, replaces: [], deleteBeforeReplace: false }],
@@ -135,6 +147,10 @@ describe("PortForward diff", () => {
 
   it("treats removing description or hostAddress as a change", async () => {
     expect(await portForwardProvider.diff("id", { ...olds, description: "web" }, news)).toMatchObject({ changes: true, replaces: [] });
-    expect(await portForwardProvider.diff("id", { ...olds, hostAddress: "198.19.0.11" }, news)).toMatchObject({ changes: true, replaces: ["hostAddress"], deleteBeforeReplace: true });
+    expect(await portForwardProvider.diff("id", { ...olds, hostAddress: "198.19.0.11" }, news)).toMatchObject({
+      changes: true,
+      replaces: ["hostAddress"],
+      deleteBeforeReplace: true,
+    });
   });
 });

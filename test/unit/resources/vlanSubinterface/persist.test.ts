@@ -16,8 +16,7 @@ import { expectKvmnetThrow } from "../../../support/expectError";
 
 // The lab fixture (eth1 ifindex 3, br10, eth1.10, eth1.20) plus a vlanPersist section.
 const fixture = fs.readFileSync(path.join(__dirname, "../../../fixtures/observe/vlan-eth1-v10-v20.txt"), "utf8");
-const withFacts = (lines: string[]): HostSnapshot =>
-  parseSnapshot(`${fixture}\n@@kvmnet-begin vlanPersist\n${lines.join("\n")}\n@@kvmnet-end vlanPersist 0\n`, "fixture");
+const withFacts = (lines: string[]): HostSnapshot => parseSnapshot(`${fixture}\n@@kvmnet-begin vlanPersist\n${lines.join("\n")}\n@@kvmnet-end vlanPersist 0\n`, "fixture");
 const inputs = (over: Record<string, unknown> = {}): VlanSubinterfaceInputs =>
   vlanSubinterfaceInputsSchema.parse({ connection: { host: "h" }, parent: "eth1", vlanId: 30, persistence: "auto", ...over });
 
@@ -52,7 +51,12 @@ describe("vlanPersistFacts", () => {
     expect(f.ifupdownSources).toEqual(["source /etc/network/interfaces.d/*"]);
     expect(f.ifupdownAuto).toEqual(["lo", "eth0"]);
     expect(f.nmVersion).toBe("1.42.4");
-    expect(f.nmDevices).toEqual(new Map([["eth0", "unmanaged"], ["eth1", "connected (externally)"]]));
+    expect(f.nmDevices).toEqual(
+      new Map([
+        ["eth0", "unmanaged"],
+        ["eth1", "connected (externally)"],
+      ]),
+    );
     expect(f.nmProfiles).toEqual([
       { type: "bridge", interfaceName: "br10", path: "/etc/NetworkManager/system-connections/my bridge.nmconnection" },
       { type: "ethernet", interfaceName: undefined, path: "/etc/NetworkManager/system-connections/x.nmconnection" },
@@ -89,9 +93,9 @@ describe("systemd-networkd", () => {
     const facts = (lines: string[]) => vlanPersistFacts(withFacts(lines));
     expect(networkdParentFile("eth1", facts(["netfile 3 /run/systemd/network/10-trunk.network"]))).toBe("/run/systemd/network/10-trunk.network");
     expect(networkdParentFile("br10", facts(["ournetwork /etc/systemd/network/05-kvmnet-bridge-br10.network"]))).toBe("/etc/systemd/network/05-kvmnet-bridge-br10.network");
-    expect(networkdParentFile("eth1.10", facts(["ournetwork /etc/systemd/network/05-kvmnet-vlan-eth1.10.network", "ournetwork /etc/systemd/network/05-kvmnet-bridge-br10.network"]))).toBe(
-      "/etc/systemd/network/05-kvmnet-vlan-eth1.10.network",
-    );
+    expect(
+      networkdParentFile("eth1.10", facts(["ournetwork /etc/systemd/network/05-kvmnet-vlan-eth1.10.network", "ournetwork /etc/systemd/network/05-kvmnet-bridge-br10.network"])),
+    ).toBe("/etc/systemd/network/05-kvmnet-vlan-eth1.10.network");
     expect(networkdParentFile("br10", facts(["netfile 5 /etc/systemd/network/01-admin.network", "ournetwork /etc/systemd/network/05-kvmnet-bridge-br10.network"]))).toBe(
       "/etc/systemd/network/01-admin.network",
     );
@@ -100,10 +104,20 @@ describe("systemd-networkd", () => {
 
   it("refuses a parent networkd does not manage, and a bridge it does not create, naming persistence and the fix", () => {
     const snap = withFacts(["netfile 2 /etc/systemd/network/10-eth0.network"]);
-    const msg = expectKvmnetThrow(() => persistVlan(inputs(), "networkd", snap), "Unsupported", /persistence "auto" \(networkd, the stack this host runs\) needs systemd-networkd to manage the parent eth1/);
-    expect(msg).toMatch(/VLAN=eth1\.30[\s\S]*hint: write a \.network file that matches eth1 \(e\.g\. \/etc\/systemd\/network\/10-eth1\.network[\s\S]*networkctl reload[\s\S]*persistence: "runtime"/);
+    const msg = expectKvmnetThrow(
+      () => persistVlan(inputs(), "networkd", snap),
+      "Unsupported",
+      /persistence "auto" \(networkd, the stack this host runs\) needs systemd-networkd to manage the parent eth1/,
+    );
+    expect(msg).toMatch(
+      /VLAN=eth1\.30[\s\S]*hint: write a \.network file that matches eth1 \(e\.g\. \/etc\/systemd\/network\/10-eth1\.network[\s\S]*networkctl reload[\s\S]*persistence: "runtime"/,
+    );
     const managed = withFacts(["netfile 3 /etc/systemd/network/10-trunk.network", "netdev bridge br99 /etc/systemd/network/br99.netdev"]);
-    expectKvmnetThrow(() => persistVlan(inputs({ persistence: "networkd", bridge: "br10" }), "networkd", managed), "Unsupported", /persistence "networkd" cannot put eth1\.30 into bridge br10 at boot: no \.netdev file defines br10[\s\S]*hint: persist the bridge through networkd too/);
+    expectKvmnetThrow(
+      () => persistVlan(inputs({ persistence: "networkd", bridge: "br10" }), "networkd", managed),
+      "Unsupported",
+      /persistence "networkd" cannot put eth1\.30 into bridge br10 at boot: no \.netdev file defines br10[\s\S]*hint: persist the bridge through networkd too/,
+    );
     expect(persistVlan(inputs({ bridge: "br99" }), "networkd", managed).files.map((f) => f.path)).toEqual([
       "/etc/systemd/network/05-kvmnet-vlan-eth1.30.netdev",
       "/etc/systemd/network/05-kvmnet-vlan-eth1.30.network",
@@ -148,10 +162,18 @@ describe("NetworkManager", () => {
 
   it("refuses 802.1ad before NetworkManager 1.42, an unmanaged parent, a bridge no profile creates", () => {
     const old = withFacts(["nmversion 1.40.18"]);
-    expectKvmnetThrow(() => persistVlan(inputs({ protocol: "802.1ad" }), "networkmanager", old), "Unsupported", /NetworkManager 1\.40\.18 has no vlan\.protocol \(added in 1\.42\)[\s\S]*hint: upgrade NetworkManager, or use protocol 802\.1Q/);
+    expectKvmnetThrow(
+      () => persistVlan(inputs({ protocol: "802.1ad" }), "networkmanager", old),
+      "Unsupported",
+      /NetworkManager 1\.40\.18 has no vlan\.protocol \(added in 1\.42\)[\s\S]*hint: upgrade NetworkManager, or use protocol 802\.1Q/,
+    );
     expect(persistVlan(inputs({ protocol: "802.1ad" }), "networkmanager", withFacts(["nmversion 1.42.4"])).files).toHaveLength(1);
     expect(persistVlan(inputs(), "networkmanager", old).files).toHaveLength(1);
-    expectKvmnetThrow(() => persistVlan(inputs({ parent: "eth0" }), "networkmanager", withFacts(["nmdev eth0 unmanaged"])), "Unsupported", /needs NetworkManager to manage the parent eth0, which it leaves unmanaged[\s\S]*hint: let NetworkManager manage eth0/);
+    expectKvmnetThrow(
+      () => persistVlan(inputs({ parent: "eth0" }), "networkmanager", withFacts(["nmdev eth0 unmanaged"])),
+      "Unsupported",
+      /needs NetworkManager to manage the parent eth0, which it leaves unmanaged[\s\S]*hint: let NetworkManager manage eth0/,
+    );
     const snap = withFacts([
       "nmprofile bridge br10 saved /etc/NetworkManager/system-connections/kvmnet-bridge-br10.nmconnection",
       "nmprofile ethernet br11 saved /x",
@@ -159,7 +181,11 @@ describe("NetworkManager", () => {
       "nmprofile bridge br11 generated /run/NetworkManager/system-connections/br11.nmconnection",
     ]);
     expect(persistVlan(inputs({ bridge: "br10" }), "networkmanager", snap).files).toHaveLength(1);
-    expectKvmnetThrow(() => persistVlan(inputs({ bridge: "br11" }), "networkmanager", snap), "Unsupported", /no NetworkManager profile creates br11[\s\S]*nmcli connection add type bridge ifname br11/);
+    expectKvmnetThrow(
+      () => persistVlan(inputs({ bridge: "br11" }), "networkmanager", snap),
+      "Unsupported",
+      /no NetworkManager profile creates br11[\s\S]*nmcli connection add type bridge ifname br11/,
+    );
   });
 });
 
@@ -219,8 +245,16 @@ describe("ifupdown", () => {
   });
 
   it("refuses when ifupdown would not read the file, or would not bring the bridge up", () => {
-    expectKvmnetThrow(() => persistVlan(inputs(), "ifupdown", withFacts([])), "Unsupported", /does not source \/etc\/network\/interfaces\.d\/\*[\s\S]*hint: add the line "source \/etc\/network\/interfaces\.d\/\*"/);
-    expectKvmnetThrow(() => persistVlan(inputs(), "ifupdown", withFacts(["ifsource source-directory /etc/network/interfaces.d"])), "Unsupported", /skips file names with a dot \(kvmnet-vlan-eth1\.30\)[\s\S]*hint: give the VLAN a name without a dot/);
+    expectKvmnetThrow(
+      () => persistVlan(inputs(), "ifupdown", withFacts([])),
+      "Unsupported",
+      /does not source \/etc\/network\/interfaces\.d\/\*[\s\S]*hint: add the line "source \/etc\/network\/interfaces\.d\/\*"/,
+    );
+    expectKvmnetThrow(
+      () => persistVlan(inputs(), "ifupdown", withFacts(["ifsource source-directory /etc/network/interfaces.d"])),
+      "Unsupported",
+      /skips file names with a dot \(kvmnet-vlan-eth1\.30\)[\s\S]*hint: give the VLAN a name without a dot/,
+    );
     const snap = withFacts(["ifsource source /etc/network/interfaces.d/*", "ifauto br10"]);
     expect(persistVlan(inputs({ bridge: "br10" }), "ifupdown", snap).files).toHaveLength(1);
     expectKvmnetThrow(() => persistVlan(inputs({ bridge: "br11" }), "ifupdown", snap), "Unsupported", /ifupdown does not bring br11 up[\s\S]*"auto br11"/);

@@ -13,8 +13,7 @@ import { expectKvmnetThrow, kindAndHint } from "../../../support/expectError";
 // mtu 1400, 198.51.100.2/24, holding eth1 up by its holder file); eth2 is down.
 const fixture = fs.readFileSync(path.join(__dirname, "../../../fixtures/observe/vlan-eth1-v10-v20.txt"), "utf8");
 const snap: HostSnapshot = parseSnapshot(fixture, "fixture");
-const inputs = (over: Record<string, unknown>): VlanSubinterfaceInputs =>
-  vlanSubinterfaceInputsSchema.parse({ connection: { host: "h" }, parent: "eth1", vlanId: 30, ...over });
+const inputs = (over: Record<string, unknown>): VlanSubinterfaceInputs => vlanSubinterfaceInputsSchema.parse({ connection: { host: "h" }, parent: "eth1", vlanId: 30, ...over });
 const withLink = (ifname: string, patch: Record<string, unknown>): HostSnapshot => ({
   ...snap,
   links: snap.links.map((l) => (l.ifname === ifname ? { ...l, ...patch } : l)),
@@ -24,7 +23,17 @@ const expectError = expectKvmnetThrow;
 
 describe("observeVlan", () => {
   it("reads parent, id, protocol, master, addresses and the parent hold", () => {
-    expect(observeVlan(snap, "eth1.10")).toMatchObject({ exists: true, isVlan: true, parent: "eth1", vlanId: 10, protocol: "802.1Q", master: "br10", addresses: [], mtu: 1500, adminUp: true });
+    expect(observeVlan(snap, "eth1.10")).toMatchObject({
+      exists: true,
+      isVlan: true,
+      parent: "eth1",
+      vlanId: 10,
+      protocol: "802.1Q",
+      master: "br10",
+      addresses: [],
+      mtu: 1500,
+      adminUp: true,
+    });
     expect(observeVlan(snap, "eth1.10").holdsParent).toBeUndefined();
     expect(observeVlan(snap, "eth1.20")).toMatchObject({ parent: "eth1", vlanId: 20, protocol: "802.1ad", mtu: 1400, addresses: ["198.51.100.2/24"], holdsParent: "eth1" });
     expect(observeVlan(snap, "br10")).toMatchObject({ exists: true, isVlan: false, kind: "bridge" });
@@ -65,7 +74,13 @@ describe("planVlan", () => {
   });
 
   it("a tag is per protocol: 802.1ad id 10 may sit beside 802.1Q id 10", () => {
-    expect(planVlan(inputs({ name: "v10ad", vlanId: 10, protocol: "802.1ad" }), snap).actions[0]).toEqual({ op: "create", name: "v10ad", parent: "eth1", vlanId: 10, protocol: "802.1ad" });
+    expect(planVlan(inputs({ name: "v10ad", vlanId: 10, protocol: "802.1ad" }), snap).actions[0]).toEqual({
+      op: "create",
+      name: "v10ad",
+      parent: "eth1",
+      vlanId: 10,
+      protocol: "802.1ad",
+    });
   });
 
   it("adopts a matching VLAN by changing only what differs", () => {
@@ -140,7 +155,9 @@ describe("verifyVlan and outputs", () => {
       "vlanSubinterface eth1.20 mtu desired 1500, current 1400",
       "vlanSubinterface eth1.20 address 192.0.2.9/24 desired present, current absent",
     ]);
-    expect(verifyVlan(inputs({ vlanId: 20, protocol: "802.1ad", bridge: "br10" }), observeVlan(snap, "eth1.20"))).toEqual(["vlanSubinterface eth1.20 bridge desired br10, current (none)"]);
+    expect(verifyVlan(inputs({ vlanId: 20, protocol: "802.1ad", bridge: "br10" }), observeVlan(snap, "eth1.20"))).toEqual([
+      "vlanSubinterface eth1.20 bridge desired br10, current (none)",
+    ]);
     expect(verifyVlan(inputs({ name: "eth1.20", vlanId: 21 }), observeVlan(snap, "eth1.20"))).toEqual([
       "vlanSubinterface eth1.20 desired VLAN 21 (802.1Q) on eth1, current VLAN 20 (802.1ad) on eth1",
     ]);
@@ -148,7 +165,16 @@ describe("verifyVlan and outputs", () => {
 
   it("outputs the inputs as the host has them, plus ifindex, MAC and operState", () => {
     const out = vlanOutputs(inputs({ vlanId: 20, protocol: "802.1ad", mtu: 1500, addresses: ["198.51.100.2/24", "192.0.2.9/24"] }), snap);
-    expect(out).toMatchObject({ name: "eth1.20", parent: "eth1", vlanId: 20, protocol: "802.1ad", mtu: 1400, addresses: ["198.51.100.2/24"], macAddress: "52:54:00:6b:76:03", operState: "UP" });
+    expect(out).toMatchObject({
+      name: "eth1.20",
+      parent: "eth1",
+      vlanId: 20,
+      protocol: "802.1ad",
+      mtu: 1400,
+      addresses: ["198.51.100.2/24"],
+      macAddress: "52:54:00:6b:76:03",
+      operState: "UP",
+    });
     expect(typeof out?.ifindex).toBe("number");
     expect(vlanOutputs(inputs({ vlanId: 10, bridge: "br9" }), snap)?.bridge).toBe("br10");
     // Unmanaged mtu and unset bridge are not reported; someone else's VLAN of the name is "gone".
@@ -175,10 +201,16 @@ describe("a VLAN already on the host at create", () => {
   });
 
   it("refuses what it cannot prove its own, with hints that say what to set", () => {
-    expect(kindAndHint(() => planVlan(v20, snap))).toEqual({ kind: "Conflict", hint: "set adopt: true to manage it (its settings become the declared ones), or choose another name" });
+    expect(kindAndHint(() => planVlan(v20, snap))).toEqual({
+      kind: "Conflict",
+      hint: "set adopt: true to manage it (its settings become the declared ones), or choose another name",
+    });
     expect(kindAndHint(() => planVlan(inputs({ name: "eth1.20", vlanId: 21 }), snap))).toEqual({ kind: "Conflict", hint: "choose another name, or delete that interface first" });
     expect(kindAndHint(() => planVlan(inputs({ name: "br10", vlanId: 10 }), snap))).toEqual({ kind: "Conflict", hint: "choose another name" });
-    expect(kindAndHint(() => planVlan(inputs({ name: "v10", vlanId: 10 }), snap))).toEqual({ kind: "Conflict", hint: 'manage that interface instead (name: "eth1.10", adopt: true), or delete it first' });
+    expect(kindAndHint(() => planVlan(inputs({ name: "v10", vlanId: 10 }), snap))).toEqual({
+      kind: "Conflict",
+      hint: 'manage that interface instead (name: "eth1.10", adopt: true), or delete it first',
+    });
     expect(planVlan({ ...v20, adopt: true }, snap).actions).toEqual([]);
   });
 });

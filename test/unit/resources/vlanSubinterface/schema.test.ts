@@ -86,7 +86,18 @@ describe("VlanSubinterface check", () => {
 });
 
 describe("VlanSubinterface diff", () => {
-  const olds = { ...base, name: "eth1.10", protocol: "802.1Q", addresses: [], bridge: "br10", adopt: false, persistence: "runtime", ifindex: 7, macAddress: "52:54:00:6b:76:03", operState: "UP" };
+  const olds = {
+    ...base,
+    name: "eth1.10",
+    protocol: "802.1Q",
+    addresses: [],
+    bridge: "br10",
+    adopt: false,
+    persistence: "runtime",
+    ifindex: 7,
+    macAddress: "52:54:00:6b:76:03",
+    operState: "UP",
+  };
   const diff = (news: Record<string, unknown>, from: Record<string, unknown> = olds) => vlanSubinterfaceProvider.diff("id", from, news);
 
   it("reports no change when only computed outputs differ", async () => {
