@@ -188,6 +188,24 @@ describe("lab host harness", () => {
     host = undefined;
   });
 
+  it("a guest kernel that panics while booting fails the boot at once, with the panic in the error", async () => {
+    // init=/bin/false: the kernel boots, init exits, "Kernel panic - not syncing:
+    // Attempted to kill init!". Before the harness read the serial console for it,
+    // the wait ran to its SSH timeout (a panic seen in CI cost 300 s).
+    let err: Error | undefined;
+    const started = Date.now();
+    try {
+      const unexpected = await bootLabHost({ imageDir, kernelArgs: ["init=/bin/false"], snapshot: false, sshTimeoutMs: 900_000 });
+      await unexpected.shutdown();
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).toMatch(/guest kernel panicked while booting/);
+    expect(err?.message).toMatch(/Kernel panic - not syncing/);
+    console.log(`panic boot failed after ${Date.now() - started} ms`);
+    expect(listLabBoots().filter((b) => b.ownerPid === process.pid && b.alive)).toEqual([]);
+  }, 300_000);
+
   it("a LAN tap lives in the test's namespace: IP and 802.1Q-tagged frames cross it; the root namespace is untouched", async () => {
     const ns = `kvl-t${process.pid}`;
     const sh = (c: string) => execFileSync("sh", ["-c", c], { encoding: "utf8" });
