@@ -1,20 +1,23 @@
 #!/usr/bin/env node
-// Runs the test tiers side by side in lanes: one jest process for the tiers that
-// mostly wait on SSH round trips and the engine (unit, sandbox, engine,
-// scenarios), and KVMNET_LAB_LANES lanes (default 2, one per core) for the
-// files that boot the QEMU lab host (projects lab and scenarios-lab). Each lab
-// lane runs one lab file at a time, as its own jest process, taking the next
-// from one queue ordered longest first (test/support/durations.json), so two
-// guests share the two cores and the lanes end close together. Each line of
-// output is prefixed with its lane's name; the run ends with one table for the
-// whole run (time per tier, the ten slowest files, each lane's wall time) and
-// one plain closing line ("tests: N passed, N failed"), and exits non-zero
-// when any jest process failed.
+// Runs the test tiers side by side in lanes, one per core. The "rest" lane runs
+// one jest process for the tiers that mostly wait on SSH round trips and the
+// engine (unit, sandbox, engine, scenarios); the lab lanes (KVMNET_LAB_LANES,
+// default 1) run the files that boot the QEMU lab host (projects lab and
+// scenarios-lab) one at a time, each as its own jest process, from one queue
+// ordered longest first (test/support/durations.json). When the rest lane is
+// done it takes lab files from the same queue, so the machine runs as many
+// heavy things at once as it has cores (a run with more TCG guests than cores
+// beside the engine tiers slowed each guest 1.5-3x, and a boot timed out
+// after 300 s). Each line of output
+// is prefixed with its lane's name; the run ends with one table for the whole
+// run (time per tier, the ten slowest files, each lane's wall time) and one
+// plain closing line ("tests: N passed, N failed"), and exits non-zero when
+// any jest process failed.
 //
 //   node scripts/test-tiers.js [extra jest args…]
 //   KVMNET_TEST_SERIAL=1 node scripts/test-tiers.js   # one jest process, tiers in turn
 //   node scripts/test-tiers.js --selectProjects unit  # likewise, for the projects named
-//   KVMNET_LAB_LANES=1 node scripts/test-tiers.js     # one lab guest at a time
+//   KVMNET_LAB_LANES=2 node scripts/test-tiers.js     # two lab lanes from the start
 //   KVMNET_WRITE_DURATIONS=1 npm test                 # refresh test/support/durations.json
 "use strict";
 const { spawn } = require("child_process");
@@ -28,7 +31,7 @@ const jest = path.join(root, "node_modules", "jest", "bin", "jest.js");
 const durationsFile = path.join(root, "test", "support", "durations.json");
 const extra = process.argv.slice(2);
 const serial = Boolean(process.env.KVMNET_TEST_SERIAL) || extra.includes("--selectProjects");
-const labLanes = Math.max(1, Number(process.env.KVMNET_LAB_LANES || 2));
+const labLanes = Math.max(1, Number(process.env.KVMNET_LAB_LANES || 1));
 const timesDir = fs.mkdtempSync(path.join(os.tmpdir(), "kvmnet-times-"));
 let timesSeq = 0;
 
@@ -114,15 +117,14 @@ async function lane(name, next) {
     lanes = [lane("jest", () => (done ? undefined : ((done = true), [])))];
   } else {
     const queue = labQueue();
+    const nextLab = () => {
+      const f = queue.shift();
+      return f && ["--selectProjects", "lab", "scenarios-lab", "--runTestsByPath", f];
+    };
     let restDone = false;
     lanes = [
-      lane("rest", () => (restDone ? undefined : ((restDone = true), ["--selectProjects", "unit", "sandbox", "engine", "scenarios"]))),
-      ...Array.from({ length: labLanes }, (_, i) =>
-        lane(`lab${i + 1}`, () => {
-          const f = queue.shift();
-          return f && ["--selectProjects", "lab", "scenarios-lab", "--runTestsByPath", f];
-        }),
-      ),
+      lane("rest", () => (restDone ? nextLab() : ((restDone = true), ["--selectProjects", "unit", "sandbox", "engine", "scenarios"]))),
+      ...Array.from({ length: labLanes }, (_, i) => lane(`lab${i + 1}`, nextLab)),
     ];
   }
   const results = await Promise.all(lanes);
