@@ -53,6 +53,7 @@ import * as os from "os";
 import * as path from "path";
 import * as vm from "vm";
 import { Client } from "ssh2";
+import { RebootPhases, rebootPhases, stampSerial } from "./rebootPhases";
 
 // ---------------------------------------------------------------------------------
 // Public API
@@ -146,6 +147,12 @@ export interface RebootResult {
   ms: number;
   bootIdBefore: string;
   bootIdAfter: string;
+  /**
+   * Where `ms` went (shutdown, firmware, kernel, initramfs, userspace, SSH), from
+   * the serial console stamped with the host clock while waiting: printed by the
+   * tests as a measurement, never asserted on (see test/lab/rebootPhases.ts).
+   */
+  phases: RebootPhases;
 }
 
 export interface BootLabHostOptions {
@@ -1484,6 +1491,13 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
       if (stopped) throw new Error(`lab reboot: host ${rec.id} is shut down`);
       if (rebooting) throw new Error(`lab reboot: host ${rec.id} is already rebooting`);
       rebooting = true;
+      const serial = stampSerial(() => {
+        try {
+          return fs.readFileSync(serialLogPath, "latin1");
+        } catch {
+          return "";
+        }
+      });
       try {
         const r0 = Date.now();
         const timeoutMs = ropts.timeoutMs ?? Math.max(opts.sshTimeoutMs ?? 0, DEFAULT_REBOOT_TIMEOUT_MS);
@@ -1505,7 +1519,10 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
           await waitForSsh(left);
           try {
             const id = (await exec(BOOT_ID_CMD, { timeoutMs: 15_000 })).stdout.trim();
-            if (BOOT_ID_RE.test(id) && id !== bootIdBefore) return { ms: Date.now() - r0, bootIdBefore, bootIdAfter: id };
+            if (BOOT_ID_RE.test(id) && id !== bootIdBefore) {
+              const ms = Date.now() - r0;
+              return { ms, bootIdBefore, bootIdAfter: id, phases: rebootPhases(serial.stop(), ms) };
+            }
             last = `boot_id ${id} (the old boot still answers)`;
           } catch (err) {
             last = (err as Error).message.split("\n")[0] ?? "";
@@ -1514,6 +1531,7 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
           await sleep(1000);
         }
       } finally {
+        serial.stop();
         rebooting = false;
       }
     };

@@ -82,6 +82,9 @@ async function reboot(): Promise<number> {
   if (typeof (lab as Partial<LabHost>).reboot === "function") {
     const r = await lab.reboot();
     expect(r.bootIdAfter).not.toBe(r.bootIdBefore);
+    // Where the reboot's time went (host clock; a measurement, not an assertion).
+
+    console.log(`reboot phases: ${JSON.stringify(r.phases)}`);
     ms = r.ms;
   } else {
     const before = await guest("cat /proc/sys/kernel/random/boot_id");

@@ -105,6 +105,9 @@ async function reboot(): Promise<{ ms: number; settleMs: number }> {
   closeAllConnections();
   const r = await lab.reboot();
   expect(r.bootIdAfter).not.toBe(r.bootIdBefore);
+  // Where the reboot's time went (host clock; a measurement, not an assertion).
+
+  console.log(`reboot phases: ${JSON.stringify(r.phases)}`);
   const t = Date.now();
   await lab.exec("systemctl is-system-running --wait", { allowFail: true, timeoutMs: 180_000 });
   return { ms: r.ms, settleMs: Date.now() - t };
