@@ -6,10 +6,12 @@
  * Boots QEMU.
  *   npx tsx bench/labCpus.ts [rounds=4]
  *
- * One run so far, 2026-12-04, with a full CI run (two more guests and the rest lane)
- * beside it, load average 9: round 1 (2 vCPUs) boot 89/88 s, reboot 177/175 s, wall
- * 280 s; round 2 (1 vCPU) boot 109/103 s, reboot 124/117 s, wall 240 s. Too loaded and
- * too short to decide the default (2 vCPUs, kept); run it on a quiet machine.
+ * Runs on 2026-12-04 (2 cores, qemu 7.2 TCG):
+ * - beside a full CI run (load average 9): 2 vCPUs boot 89/88 s, reboot 177/175 s,
+ *   round 280 s; 1 vCPU boot 109/103 s, reboot 124/117 s, round 240 s;
+ * - on a quieter machine (load 3-4), `npx tsx bench/labCpus.ts 2`: 2 vCPUs mean boot to
+ *   SSH 46.8 s, reboot 73.6 s, round 128.4 s; 1 vCPU 36.2 s, 50.5 s, 92.0 s: round
+ *   wall 1 vCPU / 2 vCPUs 0.72. Lab guests default to 1 vCPU since.
  */
 import { bootLabHost, cleanupStaleLab, ensureLabImage, LabHost } from "../test/lab/labHost";
 
