@@ -31,7 +31,7 @@ const jest = path.join(root, "node_modules", "jest", "bin", "jest.js");
 const durationsFile = path.join(root, "test", "support", "durations.json");
 const extra = process.argv.slice(2);
 const serial = Boolean(process.env.KVMNET_TEST_SERIAL) || extra.includes("--selectProjects");
-const labLanes = Math.max(1, Number(process.env.KVMNET_LAB_LANES || 2));
+const labLanes = Math.max(1, Number(process.env.KVMNET_LAB_LANES || 1));
 const timesDir = fs.mkdtempSync(path.join(os.tmpdir(), "kvmnet-times-"));
 let timesSeq = 0;
 
