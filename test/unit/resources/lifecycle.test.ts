@@ -6,6 +6,20 @@ import { portForwardProvider } from "../../../provider/resources/portForward";
 import { vlanSubinterfaceProvider } from "../../../provider/resources/vlanSubinterface";
 import { UNKNOWN } from "../../../provider/validate";
 
+/** The connection and stored NatNetwork inputs the describes below share. */
+const connection = { host: "kvm1.example.net" };
+const nat = {
+  connection,
+  name: "lab",
+  bridgeName: "kvn-lab",
+  mode: "nat",
+  subnet: "192.168.122.0/24",
+  gateway: "192.168.122.1",
+  dhcp: false,
+  dns: { enabled: true, hosts: [] },
+  persistence: "runtime",
+};
+
 /**
  * #14 item 13: the engine sends UNKNOWN for values not known during preview,
  * and check cannot tell that from a program that typed the same string (the
@@ -14,7 +28,6 @@ import { UNKNOWN } from "../../../provider/validate";
  * value, naming the field, before any connection to the host is made.
  */
 describe("the unknown placeholder at create/update", () => {
-  const connection = { host: "kvm1.example.net" };
   const bridge = { connection, name: "br0", stp: false, ports: [], addresses: [], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" };
 
   it("is refused by create as a Bridge name, naming the field", async () => {
@@ -81,21 +94,9 @@ describe("the unknown placeholder at create/update", () => {
  * only the displayed order differs, and up's own diff decides with known values.
  */
 describe("the unknown placeholder in diff", () => {
-  const connection = { host: "kvm1.example.net" };
   const bridge = { connection, name: "br0", stp: false, ports: ["eth1"], addresses: [], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" };
   const forward = { connection, protocol: "tcp", hostPort: 8080, destination: "192.168.122.10", destinationPort: 8080, sourceCidrs: [], hairpin: true, persistence: "runtime" };
   const pci = { connection, address: "0000:65:00.0", driver: "vfio-pci", includeIommuGroup: false, force: false, persistence: "runtime" };
-  const nat = {
-    connection,
-    name: "lab",
-    bridgeName: "kvn-lab",
-    mode: "nat",
-    subnet: "192.168.122.0/24",
-    gateway: "192.168.122.1",
-    dhcp: false,
-    dns: { enabled: true, hosts: [] },
-    persistence: "runtime",
-  };
   const cases: [string, KindProvider, Record<string, unknown>, Record<string, unknown>, string][] = [
     ["Bridge name (with ports)", bridgeProvider, bridge, { name: UNKNOWN }, "name"],
     ["Bridge rename with a placeholder port", bridgeProvider, bridge, { name: "br1", ports: [UNKNOWN] }, "name"],
@@ -124,20 +125,8 @@ describe("the unknown placeholder in diff", () => {
  * impossible to update, refresh or destroy. Only the new inputs meet the new rules.
  */
 describe("stored state written before the interface-name rules", () => {
-  const connection = { host: "kvm1.example.net" };
   const bridge = { connection, name: "br0", stp: false, ports: [], addresses: [], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" };
   const vlan = { connection, parent: "eth1", vlanId: 10, name: "eth1.10", protocol: "802.1Q", addresses: [], adopt: false, persistence: "runtime" };
-  const nat = {
-    connection,
-    name: "lab",
-    bridgeName: "kvn-lab",
-    mode: "nat",
-    subnet: "192.168.122.0/24",
-    gateway: "192.168.122.1",
-    dhcp: false,
-    dns: { enabled: true, hosts: [] },
-    persistence: "runtime",
-  };
   const cases: [string, KindProvider, Record<string, unknown>, RegExp][] = [
     ["Bridge name .x", bridgeProvider, { ...bridge, name: ".x" }, /name: must not start with '\.'/],
     ["Bridge name x-port-y", bridgeProvider, { ...bridge, name: "x-port-y" }, /name: must not contain "-port-"/],
