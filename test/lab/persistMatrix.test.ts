@@ -16,7 +16,9 @@
  *    bridge's address through the VLAN; a "VM" on the NAT bridge (a namespace
  *    in the guest with a veth port, as a VM's tap) gets DNS answers from the
  *    network's dnsmasq and the forward carries a connection to it; the e1000
- *    is on vfio-pci with its /dev/vfio group node;
+ *    is on vfio-pci with its /dev/vfio group node; a hand edit of the bridge's
+ *    persisted file is drift (`persistenceDrift`, persistence reads "runtime")
+ *    and an update repairs it without touching the live bridge;
  * 4. delete all five (reverse order): the listing equals step 1's, nothing of
  *    ours runs; reboot: still equal, no link, unit or nft table of ours back,
  *    the e1000 on e1000 again.
@@ -334,6 +336,24 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       // systemctl show prints properties in its own order.
       const unit = Object.fromEntries((await guest(`systemctl show -p ActiveState -p Result ${vfioUnit(e1000Addr)}`)).split("\n").map((l) => l.split("=", 2)));
       expect(unit).toEqual({ ActiveState: "active", Result: "success" });
+
+      // A hand edit of a persisted file is drift; the next update puts it back (the Bridge's
+      // file for this stack; the other kinds' drift is proven in their *Persistence files).
+      await step("bridgeFileDrift", async () => {
+        const files = (await guest(`cat /etc/kvmnet/owned/bridge/${BRIDGE}`)).split("\n").filter(Boolean);
+        expect(files.length).toBeGreaterThan(0);
+        await lab.exec(`echo '# edited by hand' >> ${files[0]}`);
+        const drifted = await bridgeProvider.read(c.bridge.id, state.bridge);
+        expect(drifted.props.persistenceDrift).toEqual([`${files[0]} differs from what the inputs render`]);
+        expect(drifted.inputs?.persistence).toBe("runtime");
+        expect(await bridgeProvider.diff(c.bridge.id, drifted.props, c.bridge.inputs)).toMatchObject({ changes: true, replaces: [] });
+        const repaired = await bridgeProvider.update(c.bridge.id, drifted.props, c.bridge.inputs);
+        expect(repaired.outs).toMatchObject({ persistedBy: stack, persistenceDrift: [], ports: [spareIf], addresses: [BRIDGE_ADDR], macAddress: state.bridge.macAddress });
+        expect(await guest(`grep -c 'edited by hand' ${files[0]} || true`)).toBe("0");
+        // Repaired in /etc only: the live bridge kept its address and ports.
+        expect([await ipv4Of(BRIDGE), await masterOf(spareIf), await masterOf(VLAN)]).toEqual([[BRIDGE_ADDR], BRIDGE, BRIDGE]);
+        state.bridge = repaired.outs;
+      });
 
       // 4. Delete all five, reverse order: /etc as before, nothing of ours runs; the same after another reboot.
       await unplugVm(listener);
