@@ -1,0 +1,259 @@
+/**
+ * Fleet benchmark (prints figures; asserts nothing): N sandbox hosts, each with the
+ * same workload - 5 bridges, mtu 1400, STP off, up, one address; the first with one
+ * port - applied by the raw floor (one hand-written `ssh host sh -s` script per host,
+ * all hosts at once) and by pulumi-kvmnet under the real engine (program in
+ * ./program), in the same run. Every phase is judged from outside (nsenter into each
+ * host, not over SSH) before its figure counts.
+ *
+ *   sudo npm run bench:fleet -- 5 20      # fleet sizes; JSON to bench/fleet/last.json (KVMNET_BENCH_JSON to move it)
+ *
+ * Phases: apply from empty (`up --yes --skip-preview` vs the raw script), no change with
+ * reads (`preview --refresh --expect-no-changes` vs one raw read script per host),
+ * destroy (`destroy --yes --skip-preview` vs a raw delete script). Per pulumi phase:
+ * CPU seconds and peak RSS per process kind (engine = the pulumi CLI, language host,
+ * program, provider = the dynamic provider's node), sampled from /proc every 100 ms,
+ * and SSH handshakes per host (the hosts' sshd "Accepted publickey" lines).
+ */
+import { spawn } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { ensurePulumi, REPO, Stack } from "../../test/engine/harness";
+import { Fleet, SandboxHost, startFleet } from "../../test/sandbox/fleet";
+
+const BRIDGES = 5;
+const CLK_TCK = 100;
+const PAGE_KB = 4;
+
+const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+
+function rawApply(): string {
+  const lines = ["set -e"];
+  for (let b = 0; b < BRIDGES; b++) {
+    lines.push(`ip link add kvb${b} type bridge stp_state 0`, `ip link set kvb${b} mtu 1400`, `ip addr add 10.77.${b}.1/24 dev kvb${b}`, `ip link set kvb${b} up`);
+  }
+  lines.push("ip link set kvbp0 master kvb0");
+  return lines.join("\n") + "\n";
+}
+const RAW_READ = "ip -j -d link show type bridge >/dev/null && ip -j addr show >/dev/null\n";
+const rawDestroy = () => Array.from({ length: BRIDGES }, (_, b) => `ip link del kvb${b}`).join("\n") + "\n";
+
+/** One `ssh` per host, all at once, each running `script` on stdin; resolves with the wall time. */
+async function rawAll(hosts: SandboxHost[], script: string): Promise<number> {
+  const t0 = Date.now();
+  await Promise.all(
+    hosts.map(
+      (h) =>
+        new Promise<void>((resolve, reject) => {
+          const c = spawn(
+            "ssh",
+            [
+              "-i",
+              h.privateKeyPath,
+              "-o",
+              "IdentitiesOnly=yes",
+              "-o",
+              `UserKnownHostsFile=${h.knownHostsPath}`,
+              "-o",
+              "BatchMode=yes",
+              "-o",
+              "StrictHostKeyChecking=yes",
+              "-p",
+              String(h.port),
+              `${h.user}@${h.address}`,
+              "sh -s",
+            ],
+            { stdio: ["pipe", "ignore", "pipe"] },
+          );
+          let err = "";
+          c.stderr.on("data", (d: Buffer) => (err += d.toString()));
+          c.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`raw ssh to ${h.address} exited ${code}: ${err}`))));
+          c.stdin.end(script);
+        }),
+    ),
+  );
+  return Date.now() - t0;
+}
+
+/** Judge a host from outside: the workload is there (want=true) or nothing of it is. */
+async function judge(hosts: SandboxHost[], want: boolean, phase: string): Promise<void> {
+  for (const h of hosts) {
+    const links = JSON.parse((await h.exec("ip -j -d link show")).stdout) as {
+      ifname: string;
+      mtu: number;
+      flags: string[];
+      master?: string;
+      linkinfo?: { info_kind?: string; info_data?: { stp_state?: number } };
+    }[];
+    const addrs = JSON.parse((await h.exec("ip -j -4 addr show")).stdout) as { ifname: string; addr_info: { local: string; prefixlen: number }[] }[];
+    const bridges = links.filter((l) => /^kvb\d$/.test(l.ifname));
+    const problems: string[] = [];
+    if (!want) {
+      if (bridges.length) problems.push(`left: ${bridges.map((b) => b.ifname).join(" ")}`);
+      if (links.find((l) => l.ifname === "kvbp0")?.master) problems.push("kvbp0 still has a master");
+    } else {
+      for (let b = 0; b < BRIDGES; b++) {
+        const l = bridges.find((x) => x.ifname === `kvb${b}`);
+        const a = addrs.find((x) => x.ifname === `kvb${b}`)?.addr_info.map((i) => `${i.local}/${i.prefixlen}`) ?? [];
+        if (!l) problems.push(`kvb${b} missing`);
+        else if (l.linkinfo?.info_kind !== "bridge" || l.mtu !== 1400 || !l.flags.includes("UP") || l.linkinfo.info_data?.stp_state !== 0 || a.join() !== `10.77.${b}.1/24`)
+          problems.push(`kvb${b}: ${JSON.stringify({ kind: l.linkinfo?.info_kind, mtu: l.mtu, flags: l.flags, stp: l.linkinfo?.info_data?.stp_state, a })}`);
+      }
+      if (links.find((l) => l.ifname === "kvbp0")?.master !== "kvb0") problems.push("kvbp0 is not a port of kvb0");
+    }
+    if (problems.length) throw new Error(`${phase}: host ${h.address} judged from outside: ${problems.join("; ")}`);
+  }
+}
+
+interface ProcFigures {
+  cpuS: number;
+  peakRssMb: number;
+  processes: number;
+}
+type Kind = "engine" | "langhost" | "program" | "provider" | "other";
+
+function kindOf(pid: number): Kind {
+  let cmd: string;
+  try {
+    cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+  } catch {
+    return "other";
+  }
+  if (/pulumi-language-nodejs/.test(cmd)) return "langhost";
+  if (/pulumi-resource-pulumi-nodejs|dynamic-provider|provider\/index|runtime\/dynamic/.test(cmd)) return "provider";
+  if (/\bnode\b|\/node /.test(cmd)) return "program";
+  if (/(^|\/)pulumi /.test(cmd)) return "engine";
+  return "other";
+}
+
+/** Run `pulumi …` for the stack, sampling its process tree; resolves with wall time and figures per kind. */
+async function pulumiMeasured(stack: Stack, args: string[]): Promise<{ ms: number; kinds: Record<Kind, ProcFigures>; code: number; out: string }> {
+  const stackArgs = ["--stack", stack.name, "--non-interactive", "--color", "never", "--config-file", path.join(stack.work, `Pulumi.${stack.name}.yaml`)];
+  const t0 = Date.now();
+  const child = spawn("pulumi", [...args, ...stackArgs], { cwd: stack.projectDir, env: stack.env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  const seen = new Map<number, { kind: Kind; cpu: number; hwmKb: number }>();
+  const sample = () => {
+    const parents = new Map<number, number>();
+    for (const e of fs.readdirSync("/proc")) {
+      if (!/^\d+$/.test(e)) continue;
+      try {
+        const st = fs.readFileSync(`/proc/${e}/stat`, "utf8");
+        const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+        parents.set(Number(e), Number(f[1]));
+      } catch {
+        /* gone */
+      }
+    }
+    const inTree = (p: number): boolean => {
+      for (let q = p, i = 0; q > 1 && i < 50; q = parents.get(q) ?? 0, i++) if (q === child.pid) return true;
+      return false;
+    };
+    for (const p of parents.keys()) {
+      if (!inTree(p)) continue;
+      try {
+        const st = fs.readFileSync(`/proc/${p}/stat`, "utf8");
+        const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+        const cpu = (Number(f[11]) + Number(f[12])) / CLK_TCK;
+        const hwm = Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, "utf8"))?.[1] ?? Number(f[21]) * PAGE_KB);
+        const prev = seen.get(p);
+        seen.set(p, { kind: prev?.kind ?? kindOf(p), cpu: Math.max(prev?.cpu ?? 0, cpu), hwmKb: Math.max(prev?.hwmKb ?? 0, hwm) });
+      } catch {
+        /* gone */
+      }
+    }
+  };
+  const timer = setInterval(sample, 100);
+  const code = await new Promise<number>((resolve) => child.on("close", (c) => resolve(c ?? 1)));
+  clearInterval(timer);
+  const ms = Date.now() - t0;
+  const kinds = Object.fromEntries((["engine", "langhost", "program", "provider", "other"] as Kind[]).map((k) => [k, { cpuS: 0, peakRssMb: 0, processes: 0 }])) as Record<
+    Kind,
+    ProcFigures
+  >;
+  for (const v of seen.values()) {
+    const k = kinds[v.kind];
+    k.cpuS += v.cpu;
+    k.peakRssMb = Math.max(k.peakRssMb, Math.round(v.hwmKb / 1024));
+    k.processes++;
+  }
+  return { ms, kinds, code, out };
+}
+
+interface Row {
+  hosts: number;
+  phase: string;
+  rawMs: number;
+  kvmnetMs: number;
+  ratio: number;
+  handshakesPerHost: number;
+  kinds: Record<Kind, ProcFigures>;
+}
+
+async function one(n: number, bin: string): Promise<Row[]> {
+  let fleet: Fleet | undefined;
+  let stack: Stack | undefined;
+  const rows: Row[] = [];
+  try {
+    fleet = await startFleet(n);
+    const hosts = fleet.hosts;
+    for (const h of hosts) await h.exec("ip link add kvbp0 type veth peer name kvbp0p && ip link set kvbp0 up && ip link set kvbp0p up"); // the "NIC" that is the first bridge's port
+    // The raw floor, judged.
+    const rawApplyMs = await rawAll(hosts, rawApply());
+    await judge(hosts, true, "raw apply");
+    const rawReadMs = await rawAll(hosts, RAW_READ);
+    const rawDestroyMs = await rawAll(hosts, rawDestroy());
+    await judge(hosts, false, "raw destroy");
+
+    stack = new Stack(path.join(REPO, "bench", "fleet", "program"), `bench-fleet-${process.pid}-${n}`, bin);
+    await stack.init();
+    await stack.setConfig("hosts", JSON.stringify(hosts.map((h) => ({ host: h.address, hostKey: h.hostKeyFingerprint }))), { path: false });
+    await stack.setConfig("sshKey", hosts[0].privateKey, { secret: true });
+    const phase = async (name: string, args: string[], rawMs: number, want: boolean) => {
+      const before = hosts.map((h) => h.acceptedConnections());
+      const r = await pulumiMeasured(stack!, args);
+      if (r.code !== 0) throw new Error(`${name}: pulumi ${args.join(" ")} exited ${r.code}\n${r.out.slice(-4000)}`);
+      await judge(hosts, want, name);
+      const hs = hosts.reduce((a, h, i) => a + h.acceptedConnections() - before[i], 0) / n;
+      rows.push({ hosts: n, phase: name, rawMs, kvmnetMs: r.ms, ratio: r.ms / rawMs, handshakesPerHost: hs, kinds: r.kinds });
+    };
+    await phase("apply from empty", ["up", "--yes", "--skip-preview"], rawApplyMs, true);
+    await phase("no change, with reads", ["preview", "--refresh", "--expect-no-changes"], rawReadMs, true);
+    await phase("destroy", ["destroy", "--yes", "--skip-preview"], rawDestroyMs, false);
+  } finally {
+    await stack?.dispose().catch(() => undefined);
+    await fleet?.stop();
+  }
+  return rows;
+}
+
+async function main(): Promise<void> {
+  const sizes = process.argv
+    .slice(2)
+    .map(Number)
+    .filter((x) => x > 0);
+  if (!sizes.length) sizes.push(5, 20);
+  const bin = await ensurePulumi();
+  process.env.PATH = `${bin}:${process.env.PATH ?? ""}`;
+  const rows: Row[] = [];
+  for (const n of sizes) rows.push(...(await one(n, bin)));
+  const f = (k: ProcFigures) => `${k.cpuS.toFixed(1)}/${k.peakRssMb}`;
+  console.log(`\nfleet bench: ${BRIDGES} bridges per host, sandbox hosts on this machine (${os.cpus().length} cores), node ${process.version}`);
+  console.log("hosts  phase                   raw ssh    kvmnet   ratio  handshakes/host  CPU s / peak RSS MB: engine  langhost  program  provider");
+  for (const r of rows) {
+    console.log(
+      `${String(r.hosts).padStart(5)}  ${r.phase.padEnd(22)} ${s(r.rawMs).padStart(8)} ${s(r.kvmnetMs).padStart(9)} ${r.ratio.toFixed(2).padStart(6)}x ${r.handshakesPerHost.toFixed(1).padStart(15)}  ${f(r.kinds.engine).padStart(27)} ${f(r.kinds.langhost).padStart(9)} ${f(r.kinds.program).padStart(8)} ${f(r.kinds.provider).padStart(9)}`,
+    );
+  }
+  const out = process.env.KVMNET_BENCH_JSON ?? path.join(__dirname, "last.json");
+  fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, bridgesPerHost: BRIDGES, rows }, null, 2) + "\n");
+  console.log(`\nwrote ${out}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
