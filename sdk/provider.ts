@@ -14,6 +14,18 @@ type ProviderModule = typeof import("../provider");
  * resource of a deployment shares the one SSH pool in that module.
  */
 export function kindProvider(kind: KindName): pulumi.dynamic.ResourceProvider {
+  // One object per kind for the whole program: @pulumi/pulumi caches a dynamic
+  // provider's serialization by object identity, so every resource of a kind after the
+  // first reuses it instead of serializing six closures again (bench/fleet: the program
+  // process was the largest CPU cost of a fleet deployment).
+  let p = providers.get(kind);
+  if (!p) providers.set(kind, (p = newKindProvider(kind)));
+  return p;
+}
+
+const providers = new Map<KindName, pulumi.dynamic.ResourceProvider>();
+
+function newKindProvider(kind: KindName): pulumi.dynamic.ResourceProvider {
   return {
     check: (olds: Record<string, unknown>, news: Record<string, unknown>) => (require("pulumi-kvmnet/provider") as ProviderModule).kinds[kind].check(olds, news),
     diff: (id: string, olds: Record<string, unknown>, news: Record<string, unknown>) => (require("pulumi-kvmnet/provider") as ProviderModule).kinds[kind].diff(id, olds, news),
