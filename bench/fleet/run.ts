@@ -129,41 +129,39 @@ function kindOf(pid: number): Kind {
 
 /** Run `pulumi …` for the stack, sampling its process tree; resolves with wall time and figures per kind. */
 async function pulumiMeasured(stack: Stack, args: string[]): Promise<{ ms: number; kinds: Record<Kind, ProcFigures>; code: number; out: string }> {
-  const stackArgs = ["--stack", stack.name, "--non-interactive", "--color", "never", "--config-file", path.join(stack.work, `Pulumi.${stack.name}.yaml`)];
   const t0 = Date.now();
-  const child = spawn("pulumi", [...args, ...stackArgs], { cwd: stack.projectDir, env: stack.env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn("pulumi", stack.cliArgs(args), { cwd: stack.projectDir, env: stack.env, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));
   const seen = new Map<number, { kind: Kind; cpu: number; hwmKb: number }>();
   const sample = () => {
-    const parents = new Map<number, number>();
+    // One read of every /proc/<pid>/stat: the parent (to find the tree) and the CPU so far.
+    const procs = new Map<number, { ppid: number; cpu: number; rssKb: number }>();
     for (const e of fs.readdirSync("/proc")) {
       if (!/^\d+$/.test(e)) continue;
       try {
         const st = fs.readFileSync(`/proc/${e}/stat`, "utf8");
         const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
-        parents.set(Number(e), Number(f[1]));
+        procs.set(Number(e), { ppid: Number(f[1]), cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK, rssKb: Number(f[21]) * PAGE_KB });
       } catch {
         /* gone */
       }
     }
     const inTree = (p: number): boolean => {
-      for (let q = p, i = 0; q > 1 && i < 50; q = parents.get(q) ?? 0, i++) if (q === child.pid) return true;
+      for (let q = p, i = 0; q > 1 && i < 50; q = procs.get(q)?.ppid ?? 0, i++) if (q === child.pid) return true;
       return false;
     };
-    for (const p of parents.keys()) {
+    for (const [p, { cpu, rssKb }] of procs) {
       if (!inTree(p)) continue;
+      let hwm = rssKb;
       try {
-        const st = fs.readFileSync(`/proc/${p}/stat`, "utf8");
-        const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
-        const cpu = (Number(f[11]) + Number(f[12])) / CLK_TCK;
-        const hwm = Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, "utf8"))?.[1] ?? Number(f[21]) * PAGE_KB);
-        const prev = seen.get(p);
-        seen.set(p, { kind: prev?.kind ?? kindOf(p), cpu: Math.max(prev?.cpu ?? 0, cpu), hwmKb: Math.max(prev?.hwmKb ?? 0, hwm) });
+        hwm = Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, "utf8"))?.[1] ?? rssKb);
       } catch {
-        /* gone */
+        /* gone since: its last stat stands */
       }
+      const prev = seen.get(p);
+      seen.set(p, { kind: prev?.kind ?? kindOf(p), cpu: Math.max(prev?.cpu ?? 0, cpu), hwmKb: Math.max(prev?.hwmKb ?? 0, hwm) });
     }
   };
   const timer = setInterval(sample, 100);

@@ -70,13 +70,18 @@ export class Stack {
     };
   }
 
-  /** `pulumi <args>` in the project dir, for this stack. */
-  pulumi(args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  /** The full `pulumi` argument list for `args` on this stack (its name, non-interactive, its config file). */
+  cliArgs(args: string[]): string[] {
     const stackArgs = ["--stack", this.name, "--non-interactive", "--color", "never"];
     const configArgs = ["--config-file", this.configFile];
     const [cmd, ...rest] = args;
     const withConfig = ["up", "preview", "refresh", "destroy", "config"].includes(cmd);
-    return run("pulumi", [cmd, ...rest, ...stackArgs, ...(withConfig ? configArgs : [])], {
+    return [cmd, ...rest, ...stackArgs, ...(withConfig ? configArgs : [])];
+  }
+
+  /** `pulumi <args>` in the project dir, for this stack. */
+  pulumi(args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+    return run("pulumi", this.cliArgs(args), {
       cwd: this.projectDir,
       env: this.env,
       input: opts.input,
