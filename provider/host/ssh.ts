@@ -30,8 +30,8 @@ const CHANNEL_RETRIES = 6;
 /** Bound on an identity file (keys are a few KiB). */
 const MAX_IDENTITY_FILE_BYTES = 1024 * 1024;
 
-/** Counters the tests and benchmarks read. */
-export const poolStats = { handshakes: 0, channelRetries: 0, redials: 0, commands: 0 };
+/** Counters the tests and benchmarks read; `sharedReads`: runs a caller got by joining another caller's shared run. */
+export const poolStats = { handshakes: 0, channelRetries: 0, redials: 0, commands: 0, sharedReads: 0 };
 
 const pool = new Map<string, SshConnection>();
 
@@ -73,6 +73,8 @@ class SshConnection {
   private open = 0;
   private holds = 0;
   private readonly waiters: (() => void)[] = [];
+  /** Shared runs (RunOptions.shared) by script and options: the one under way, and the one later askers join. */
+  private readonly shared = new Map<string, { running?: Promise<void>; waiting?: Promise<RunResult> }>();
   private idleTimer?: NodeJS.Timeout;
   private sock?: Duplex & { ref?: () => void; unref?: () => void };
   readonly label: string;
@@ -83,23 +85,63 @@ class SshConnection {
     this.secrets = connectionSecrets(conn);
   }
 
-  /** Run a script: queue for a channel slot, connect if needed, exec. */
-  async run(script: string, opts: RunOptions = {}): Promise<RunResult> {
+  /**
+   * Run a script: queue for a channel slot, connect if needed, exec.
+   *
+   * Shared runs (RunOptions.shared), per script: at most one runs and one
+   * waits. The waiting one starts when the running one is done (or at once
+   * when none runs), and until its exec request goes out every later ask for
+   * the same script joins it. So reads that a host's resources ask for while
+   * one is under way become one read right after it, never one that started
+   * before they asked.
+   */
+  run(script: string, opts: RunOptions = {}): Promise<RunResult> {
+    if (!opts.shared) return this.runOwn(script, opts);
+    const key = JSON.stringify([opts.stdin, opts.timeoutMs, opts.maxOutputBytes, script]);
+    let entry = this.shared.get(key);
+    if (entry?.waiting) {
+      poolStats.sharedReads++;
+      return entry.waiting;
+    }
+    if (!entry) this.shared.set(key, (entry = {}));
+    const e = entry;
+    const run: Promise<RunResult> = (e.running ?? Promise.resolve()).then(() =>
+      this.runOwn(script, opts, () => {
+        if (e.waiting === run) e.waiting = undefined;
+        e.running = done;
+      }),
+    );
+    const done: Promise<void> = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    void done.then(() => {
+      if (e.waiting === run) e.waiting = undefined;
+      if (e.running === done) e.running = undefined;
+      if (!e.waiting && !e.running && this.shared.get(key) === e) this.shared.delete(key);
+    });
+    e.waiting = run;
+    return run;
+  }
+
+  /** `starting` is called right before each exec request goes out. */
+  private async runOwn(script: string, opts: RunOptions, starting?: () => void): Promise<RunResult> {
     poolStats.commands++;
     await this.acquire();
     try {
-      return await this.runWithRetries(script, opts);
+      return await this.runWithRetries(script, opts, starting);
     } finally {
       this.release();
     }
   }
 
-  private async runWithRetries(script: string, opts: RunOptions): Promise<RunResult> {
+  private async runWithRetries(script: string, opts: RunOptions, starting?: () => void): Promise<RunResult> {
     let redialed = false;
     for (let attempt = 0; ; attempt++) {
       const client = await this.connect();
       const framed = this.frame(script, opts);
       let channel: ClientChannel;
+      starting?.();
       try {
         channel = await this.openExec(client, framed.command);
       } catch (e) {

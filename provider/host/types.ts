@@ -10,6 +10,15 @@ export interface RunOptions {
    * a command that prints more is stopped and the run fails.
    */
   maxOutputBytes?: number;
+  /**
+   * The script only reads the host. Callers that ask for the same script this
+   * way may be given one run of it, shared, but only a run that starts after
+   * each of them asked: every caller sees at least the host as it was when it
+   * asked. A shared run may wait for the one before it to finish (one at a
+   * time per script), so resources of one host that ask while a read is under
+   * way read it once, right after.
+   */
+  shared?: boolean;
 }
 
 export interface RunResult {

@@ -259,7 +259,8 @@ function plain<T>(v: T): T {
 }
 
 export async function observe(host: Host, extra: readonly Script[] = []): Promise<HostSnapshot> {
-  const r = await host.run(observeScript(extra).text, { timeoutMs: 60_000 });
+  // Shared: the resources of one host that ask at the same moment (created or refreshed together) read it once.
+  const r = await host.run(observeScript(extra).text, { timeoutMs: 60_000, shared: true });
   if (r.exitCode !== 0) {
     throw new KvmnetError({ kind: "Failed", message: "observing the host failed", host: host.label, exitCode: r.exitCode, stderr: r.stderr });
   }

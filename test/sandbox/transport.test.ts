@@ -75,6 +75,60 @@ it("queues and retries when sshd refuses channels (MaxSessions 2), all commands 
   expect(poolStats.channelRetries - before.channelRetries).toBeGreaterThan(0);
 });
 
+describe("shared reads (RunOptions.shared)", () => {
+  const script = "cat /run/kvmnet-shared-read.txt; echo pid=$$";
+
+  it("asked together, they share one run: one exec on the host", async () => {
+    closeAllConnections();
+    await h.exec("echo one > /run/kvmnet-shared-read.txt");
+    const host = hostFor(conn());
+    const before = { ...poolStats };
+    // The first ask waits for the handshake; the other five join it.
+    const results = await Promise.all(Array.from({ length: 6 }, () => host.run(script, { shared: true })));
+    expect(new Set(results.map((r) => r.stdout)).size).toBe(1);
+    expect(results[0].stdout).toMatch(/^one\npid=\d+\n$/);
+    expect(poolStats.sharedReads - before.sharedReads).toBe(5);
+    expect(poolStats.commands - before.commands).toBe(1);
+  });
+
+  it("an ask after a run started never joins it: it sees a change that completed before it asked", async () => {
+    const host = hostFor(conn());
+    await host.run("true"); // connected: the next run starts at once
+    await h.exec("echo old > /run/kvmnet-shared-read.txt");
+    const slow = host.run(`sleep 0.6; ${script}`, { shared: true });
+    await new Promise((r) => setTimeout(r, 200));
+    await h.exec("echo new > /run/kvmnet-shared-read.txt"); // done before the next ask
+    const before = { ...poolStats };
+    const late = await host.run(`sleep 0.6; ${script}`, { shared: true });
+    expect(late.stdout).toMatch(/^new\n/);
+    expect(poolStats.sharedReads - before.sharedReads).toBe(0);
+    expect((await slow).stdout).not.toBe(late.stdout);
+  });
+
+  it("asks made while one runs wait for it and then share one run, which sees what changed before they asked", async () => {
+    const host = hostFor(conn());
+    await host.run("true");
+    await h.exec("echo before > /run/kvmnet-shared-read.txt");
+    const slowScript = `${script}; sleep 0.5`; // reads first, then keeps running
+    const first = host.run(slowScript, { shared: true });
+    await new Promise((r) => setTimeout(r, 200)); // the first is running now
+    await h.exec("echo after > /run/kvmnet-shared-read.txt");
+    const before = { ...poolStats };
+    const later = await Promise.all(Array.from({ length: 3 }, () => host.run(slowScript, { shared: true })));
+    expect(new Set(later.map((r) => r.stdout)).size).toBe(1);
+    expect(later[0].stdout).toMatch(/^after\n/);
+    expect((await first).stdout).toMatch(/^before\n/);
+    expect(poolStats.sharedReads - before.sharedReads).toBe(2);
+    expect(poolStats.commands - before.commands).toBe(1);
+  });
+
+  it("runs without the option are never shared", async () => {
+    const host = hostFor(conn());
+    const results = await Promise.all(Array.from({ length: 3 }, () => host.run(script)));
+    expect(new Set(results.map((r) => r.stdout)).size).toBe(3);
+  });
+});
+
 it("re-dials once when the connection died between uses", async () => {
   closeAllConnections();
   const host = hostFor(conn());
