@@ -86,8 +86,10 @@ function persistSection(): Script {
     "persist",
     literal(
       [
+        // One systemctl for the three units (it prints one state per unit, in order): each call costs a fork and a D-Bus round trip.
         "if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then",
-        '  for u in NetworkManager systemd-networkd networking; do printf "active %s %s\\n" "$u" "$(systemctl is-active "$u" 2>/dev/null)"; done',
+        "  set -- $(systemctl is-active NetworkManager systemd-networkd networking 2>/dev/null)",
+        '  for u in NetworkManager systemd-networkd networking; do printf "active %s %s\\n" "$u" "${1:-}"; [ $# -eq 0 ] || shift; done',
         "fi",
         "[ -e /run/network/ifstate ] && echo 'ifstate yes'",
         "command -v ifup >/dev/null 2>&1 && echo 'ifup yes'",
@@ -122,22 +124,27 @@ export function observeScript(extra: readonly Script[] = []): Script {
     section("nft", literal("if command -v nft >/dev/null 2>&1; then nft -j list ruleset; else (exit 127); fi")),
     section(
       "sysctl",
-      literal("for k in ipv4/ip_forward ipv6/conf/all/forwarding bridge/bridge-nf-call-iptables; do " + 'printf \'%s=%s\\n\' "$k" "$(cat /proc/sys/net/$k 2>/dev/null)"; done'),
+      // `read` is a shell builtin: no process per value.
+      literal(
+        "for k in ipv4/ip_forward ipv6/conf/all/forwarding bridge/bridge-nf-call-iptables; do " +
+          'v=; [ -r "/proc/sys/net/$k" ] && read -r v <"/proc/sys/net/$k"; printf \'%s=%s\\n\' "$k" "$v"; done',
+      ),
     ),
     section("systemd", literal("if [ -d /run/systemd/system ]; then echo yes; else echo no; fi")),
     // Daemons we started record pid files under /run/kvmnet/<kind>/<name>/*.pid.
     section(
       "pids",
       literal(
-        'for f in /run/kvmnet/*/*/*.pid; do [ -f "$f" ] || continue; p=$(cat "$f" 2>/dev/null); ' +
-          'c=$(cat "/proc/$p/comm" 2>/dev/null || true); ' +
-          // A zombie (dead, not yet reaped) is not running: field 3 of /proc/<pid>/stat is Z.
-          'case "$(cut -d" " -f3 "/proc/$p/stat" 2>/dev/null)" in Z|"") c=- ;; esac; ' +
+        // Builtins only (`read`, parameter expansion): no process per pid file.
+        'for f in /run/kvmnet/*/*/*.pid; do [ -f "$f" ] || continue; p=; read -r p <"$f" 2>/dev/null; ' +
+          'c=; st=; case "$p" in ""|*[!0-9]*) ;; *) [ -r "/proc/$p/comm" ] && read -r c <"/proc/$p/comm" 2>/dev/null; [ -r "/proc/$p/stat" ] && read -r st <"/proc/$p/stat" 2>/dev/null ;; esac; ' +
+          // A zombie (dead, not yet reaped) is not running: the state field after "(comm) " in /proc/<pid>/stat is Z.
+          'st=${st##*) }; case "${st%% *}" in Z|"") c=- ;; esac; ' +
           'printf \'%s %s %s\\n\' "$f" "${p:--}" "${c:--}"; done; true',
       ),
     ),
     // ss has no JSON output; only the local address column of UDP and TCP :53 sockets is read.
-    section("dns53", literal("if command -v ss >/dev/null 2>&1; then ss -H -lntu 'sport = :53' | awk '{print $5}'; fi; true")),
+    section("dns53", literal("if command -v ss >/dev/null 2>&1; then ss -H -lntu 'sport = :53' | while read -r _ _ _ _ l _; do echo \"$l\"; done; fi; true")),
     section("state", literal(`for f in ${STATE_DIR}/*/*; do [ -f "$f" ] || continue; printf '@@kvmnet-file %s\\n' "$f"; cat "$f"; printf '\\n'; done; true`)),
     persistSection(),
     ...extra,
