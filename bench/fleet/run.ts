@@ -6,7 +6,7 @@
  * ./program), in the same run. Every phase is judged from outside (nsenter into each
  * host, not over SSH) before its figure counts.
  *
- *   sudo npm run bench:fleet -- 5 20      # fleet sizes; JSON to bench/fleet/last.json (KVMNET_BENCH_JSON to move it)
+ *   sudo npm run bench:fleet -- 5 20 1x60   # fleet sizes (hosts, or hosts x bridges per host); JSON to bench/fleet/last.json (KVMNET_BENCH_JSON to move it)
  *
  * Phases: apply from empty (`up --yes --skip-preview` vs the raw script), no change with
  * reads (`preview --refresh --expect-no-changes` vs one raw read script per host),
@@ -22,22 +22,23 @@ import * as path from "path";
 import { ensurePulumi, REPO, Stack } from "../../test/engine/harness";
 import { Fleet, SandboxHost, startFleet } from "../../test/sandbox/fleet";
 
+/** Bridges per host unless a size says otherwise (`1x60`: one host with 60). */
 const BRIDGES = 5;
 const CLK_TCK = 100;
 const PAGE_KB = 4;
 
 const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
-function rawApply(): string {
+function rawApply(perHost: number): string {
   const lines = ["set -e"];
-  for (let b = 0; b < BRIDGES; b++) {
+  for (let b = 0; b < perHost; b++) {
     lines.push(`ip link add kvb${b} type bridge stp_state 0`, `ip link set kvb${b} mtu 1400`, `ip addr add 10.77.${b}.1/24 dev kvb${b}`, `ip link set kvb${b} up`);
   }
   lines.push("ip link set kvbp0 master kvb0");
   return lines.join("\n") + "\n";
 }
 const RAW_READ = "ip -j -d link show type bridge >/dev/null && ip -j addr show >/dev/null\n";
-const rawDestroy = () => Array.from({ length: BRIDGES }, (_, b) => `ip link del kvb${b}`).join("\n") + "\n";
+const rawDestroy = (perHost: number) => Array.from({ length: perHost }, (_, b) => `ip link del kvb${b}`).join("\n") + "\n";
 
 /** One `ssh` per host, all at once, each running `script` on stdin; resolves with the wall time. */
 async function rawAll(hosts: SandboxHost[], script: string): Promise<number> {
@@ -77,7 +78,7 @@ async function rawAll(hosts: SandboxHost[], script: string): Promise<number> {
 }
 
 /** Judge a host from outside: the workload is there (want=true) or nothing of it is. */
-async function judge(hosts: SandboxHost[], want: boolean, phase: string): Promise<void> {
+async function judge(hosts: SandboxHost[], perHost: number, want: boolean, phase: string): Promise<void> {
   for (const h of hosts) {
     const links = JSON.parse((await h.exec("ip -j -d link show")).stdout) as {
       ifname: string;
@@ -87,13 +88,14 @@ async function judge(hosts: SandboxHost[], want: boolean, phase: string): Promis
       linkinfo?: { info_kind?: string; info_data?: { stp_state?: number } };
     }[];
     const addrs = JSON.parse((await h.exec("ip -j -4 addr show")).stdout) as { ifname: string; addr_info: { local: string; prefixlen: number }[] }[];
-    const bridges = links.filter((l) => /^kvb\d$/.test(l.ifname));
+    const bridges = links.filter((l) => /^kvb\d+$/.test(l.ifname));
     const problems: string[] = [];
     if (!want) {
       if (bridges.length) problems.push(`left: ${bridges.map((b) => b.ifname).join(" ")}`);
       if (links.find((l) => l.ifname === "kvbp0")?.master) problems.push("kvbp0 still has a master");
     } else {
-      for (let b = 0; b < BRIDGES; b++) {
+      if (bridges.length !== perHost) problems.push(`${bridges.length} bridges, not ${perHost}`);
+      for (let b = 0; b < perHost; b++) {
         const l = bridges.find((x) => x.ifname === `kvb${b}`);
         const a = addrs.find((x) => x.ifname === `kvb${b}`)?.addr_info.map((i) => `${i.local}/${i.prefixlen}`) ?? [];
         if (!l) problems.push(`kvb${b} missing`);
@@ -183,15 +185,26 @@ async function pulumiMeasured(stack: Stack, args: string[]): Promise<{ ms: numbe
 
 interface Row {
   hosts: number;
+  bridgesPerHost: number;
   phase: string;
   rawMs: number;
   kvmnetMs: number;
   ratio: number;
   handshakesPerHost: number;
+  /** SSH sessions (exec channels: round trips) the phase opened, per resource. */
+  roundTripsPerResource: number;
+  /** CPU seconds of the whole machine in the phase: the pulumi processes above plus the hosts' sshd and scripts. */
+  machineCpuS: number;
   kinds: Record<Kind, ProcFigures>;
 }
 
-async function one(n: number, bin: string): Promise<Row[]> {
+/** CPU seconds the whole machine has spent so far (/proc/stat: user nice system irq softirq steal). */
+function machineCpuS(): number {
+  const f = fs.readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / CLK_TCK;
+}
+
+async function one(n: number, perHost: number, bin: string): Promise<Row[]> {
   let fleet: Fleet | undefined;
   let stack: Stack | undefined;
   const rows: Row[] = [];
@@ -200,23 +213,39 @@ async function one(n: number, bin: string): Promise<Row[]> {
     const hosts = fleet.hosts;
     for (const h of hosts) await h.exec("ip link add kvbp0 type veth peer name kvbp0p && ip link set kvbp0 up && ip link set kvbp0p up"); // the "NIC" that is the first bridge's port
     // The raw floor, judged.
-    const rawApplyMs = await rawAll(hosts, rawApply());
-    await judge(hosts, true, "raw apply");
+    const rawApplyMs = await rawAll(hosts, rawApply(perHost));
+    await judge(hosts, perHost, true, "raw apply");
     const rawReadMs = await rawAll(hosts, RAW_READ);
-    const rawDestroyMs = await rawAll(hosts, rawDestroy());
-    await judge(hosts, false, "raw destroy");
+    const rawDestroyMs = await rawAll(hosts, rawDestroy(perHost));
+    await judge(hosts, perHost, false, "raw destroy");
 
-    stack = new Stack(path.join(REPO, "bench", "fleet", "program"), `bench-fleet-${process.pid}-${n}`, bin);
+    stack = new Stack(path.join(REPO, "bench", "fleet", "program"), `bench-fleet-${process.pid}-${n}x${perHost}`, bin);
     await stack.init();
     await stack.setConfig("hosts", JSON.stringify(hosts.map((h) => ({ host: h.address, hostKey: h.hostKeyFingerprint }))), { path: false });
     await stack.setConfig("sshKey", hosts[0].privateKey, { secret: true });
+    await stack.setConfig("bridges", String(perHost));
     const phase = async (name: string, args: string[], rawMs: number, want: boolean) => {
-      const before = hosts.map((h) => h.acceptedConnections());
+      const before = hosts.map((h) => [h.acceptedConnections(), h.sessionsStarted()]);
+      const cpu0 = machineCpuS();
+      // Any failed operation fails the phase (pulumi exits non-zero) and so the bench: a row is 0 failures.
       const r = await pulumiMeasured(stack!, args);
+      const cpu = machineCpuS() - cpu0;
       if (r.code !== 0) throw new Error(`${name}: pulumi ${args.join(" ")} exited ${r.code}\n${r.out.slice(-4000)}`);
-      await judge(hosts, want, name);
-      const hs = hosts.reduce((a, h, i) => a + h.acceptedConnections() - before[i], 0) / n;
-      rows.push({ hosts: n, phase: name, rawMs, kvmnetMs: r.ms, ratio: r.ms / rawMs, handshakesPerHost: hs, kinds: r.kinds });
+      await judge(hosts, perHost, want, name);
+      const hs = hosts.reduce((a, h, i) => a + h.acceptedConnections() - before[i][0], 0) / n;
+      const rt = hosts.reduce((a, h, i) => a + h.sessionsStarted() - before[i][1], 0) / (n * perHost);
+      rows.push({
+        hosts: n,
+        bridgesPerHost: perHost,
+        phase: name,
+        rawMs,
+        kvmnetMs: r.ms,
+        ratio: r.ms / rawMs,
+        handshakesPerHost: hs,
+        roundTripsPerResource: rt,
+        machineCpuS: Math.round(cpu * 10) / 10,
+        kinds: r.kinds,
+      });
     };
     await phase("apply from empty", ["up", "--yes", "--skip-preview"], rawApplyMs, true);
     await phase("no change, with reads", ["preview", "--refresh", "--expect-no-changes"], rawReadMs, true);
@@ -229,25 +258,29 @@ async function one(n: number, bin: string): Promise<Row[]> {
 }
 
 async function main(): Promise<void> {
-  const sizes = process.argv
-    .slice(2)
-    .map(Number)
-    .filter((x) => x > 0);
-  if (!sizes.length) sizes.push(5, 20);
+  // "20" is 20 hosts with the workload's 5 bridges each; "1x60" is one host with 60 (sshd's MaxSessions is 10).
+  const sizes = process.argv.slice(2).map((a) => {
+    const m = /^(\d+)(?:x(\d+))?$/.exec(a);
+    if (!m || Number(m[1]) < 1) throw new Error(`fleet size ${JSON.stringify(a)}: give hosts (20) or hosts x bridges per host (1x60)`);
+    return { hosts: Number(m[1]), perHost: Number(m[2] ?? BRIDGES) };
+  });
+  if (!sizes.length) sizes.push({ hosts: 5, perHost: BRIDGES }, { hosts: 20, perHost: BRIDGES });
   const bin = await ensurePulumi();
   process.env.PATH = `${bin}:${process.env.PATH ?? ""}`;
   const rows: Row[] = [];
-  for (const n of sizes) rows.push(...(await one(n, bin)));
+  for (const { hosts, perHost } of sizes) rows.push(...(await one(hosts, perHost, bin)));
   const f = (k: ProcFigures) => `${k.cpuS.toFixed(1)}/${k.peakRssMb}`;
-  console.log(`\nfleet bench: ${BRIDGES} bridges per host, sandbox hosts on this machine (${os.cpus().length} cores), node ${process.version}`);
-  console.log("hosts  phase                   raw ssh    kvmnet   ratio  handshakes/host  CPU s / peak RSS MB: engine  langhost  program  provider");
+  console.log(`\nfleet bench: sandbox hosts on this machine (${os.cpus().length} cores), node ${process.version}; every row 0 failures (any failure stops the bench)`);
+  console.log(
+    "hosts x bridges  phase                   raw ssh    kvmnet   ratio  handshakes/host  round trips/resource  machine CPU s  CPU s / peak RSS MB: engine  langhost  program  provider",
+  );
   for (const r of rows) {
     console.log(
-      `${String(r.hosts).padStart(5)}  ${r.phase.padEnd(22)} ${s(r.rawMs).padStart(8)} ${s(r.kvmnetMs).padStart(9)} ${r.ratio.toFixed(2).padStart(6)}x ${r.handshakesPerHost.toFixed(1).padStart(15)}  ${f(r.kinds.engine).padStart(27)} ${f(r.kinds.langhost).padStart(9)} ${f(r.kinds.program).padStart(8)} ${f(r.kinds.provider).padStart(9)}`,
+      `${`${r.hosts} x ${r.bridgesPerHost}`.padStart(15)}  ${r.phase.padEnd(22)} ${s(r.rawMs).padStart(8)} ${s(r.kvmnetMs).padStart(9)} ${r.ratio.toFixed(2).padStart(6)}x ${r.handshakesPerHost.toFixed(1).padStart(15)} ${r.roundTripsPerResource.toFixed(2).padStart(21)} ${r.machineCpuS.toFixed(1).padStart(14)}  ${f(r.kinds.engine).padStart(27)} ${f(r.kinds.langhost).padStart(9)} ${f(r.kinds.program).padStart(8)} ${f(r.kinds.provider).padStart(9)}`,
     );
   }
   const out = process.env.KVMNET_BENCH_JSON ?? path.join(__dirname, "last.json");
-  fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, bridgesPerHost: BRIDGES, rows }, null, 2) + "\n");
+  fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 2) + "\n");
   console.log(`\nwrote ${out}`);
 }
 

@@ -67,6 +67,8 @@ export interface SandboxHost {
   exec(cmd: string, opts?: ExecOptions): Promise<ExecResult>;
   /** Count of "Accepted publickey" lines in the sshd log so far. */
   acceptedConnections(): number;
+  /** Count of "Starting session:" lines in the sshd log so far: one per exec channel (round trip). */
+  sessionsStarted(): number;
 }
 
 export interface ExecOptions {
@@ -820,6 +822,7 @@ async function startSshd(rec: FleetRecord, h: HostPlan, keys: Keys, opts: StartF
     uplinkAddress: h.uplinkAddress,
     exec: makeExec(["nsenter", "-t", String(sshdPid), "-n", "-m", "-u", "--"], `sandbox host ${i} (${h.netns})`),
     acceptedConnections: () => (readText(sshdLogPath).match(/Accepted publickey for /g) ?? []).length,
+    sessionsStarted: () => (readText(sshdLogPath).match(/Starting session: /g) ?? []).length,
   };
 }
 
