@@ -8,7 +8,10 @@
  *
  *   sudo npm run bench:fleet -- 5 20 1x60   # fleet sizes (hosts, or hosts x bridges per host); JSON to bench/fleet/last.json (KVMNET_BENCH_JSON to move it)
  *
- * Phases: apply from empty (`up --yes --skip-preview` vs the raw script), no change with
+ * KVMNET_BENCH_PROFILE=<dir> adds a CPU profile of the program process in the apply (summarized on
+ * stdout) and the apply and destroy again with PULUMI_SKIP_CHECKPOINTS=true (the engine's checkpoint share).
+ *
+ * Phases: the engine floor (the same `up` of the program declaring no resources), apply from empty (`up --yes --skip-preview` vs the raw script), no change with
  * reads (`preview --refresh --expect-no-changes` vs one raw read script per host),
  * destroy (`destroy --yes --skip-preview` vs a raw delete script). Per pulumi phase:
  * CPU seconds and peak RSS per process kind (engine = the pulumi CLI, language host,
@@ -130,9 +133,9 @@ function kindOf(pid: number): Kind {
 }
 
 /** Run `pulumi …` for the stack, sampling its process tree; resolves with wall time and figures per kind. */
-async function pulumiMeasured(stack: Stack, args: string[]): Promise<{ ms: number; kinds: Record<Kind, ProcFigures>; code: number; out: string }> {
+async function pulumiMeasured(stack: Stack, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ ms: number; kinds: Record<Kind, ProcFigures>; code: number; out: string }> {
   const t0 = Date.now();
-  const child = spawn("pulumi", stack.cliArgs(args), { cwd: stack.projectDir, env: stack.env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn("pulumi", stack.cliArgs(args), { cwd: stack.projectDir, env: { ...stack.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));
@@ -183,6 +186,41 @@ async function pulumiMeasured(stack: Stack, args: string[]): Promise<{ ms: numbe
   return { ms, kinds, code, out };
 }
 
+/**
+ * Where the program process (the user's program under the language host) spent its CPU in the
+ * profiled apply: self time by package, and the busiest functions. The dynamic provider process
+ * is killed by the engine, so it leaves no profile; its CPU is in the table.
+ */
+function printProgramProfile(dir: string): void {
+  type Node = { id: number; callFrame: { functionName: string; url: string; lineNumber: number } };
+  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith(".cpuprofile"))) {
+    const p = JSON.parse(fs.readFileSync(path.join(dir, f), "utf8")) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };
+    if (!p.nodes.some((n) => n.callFrame.url.includes("bench/fleet/program/"))) continue;
+    const byId = new Map(p.nodes.map((n) => [n.id, n]));
+    const pkg = new Map<string, number>();
+    const fn = new Map<string, number>();
+    let busy = 0;
+    p.samples.forEach((id, i) => {
+      const cf = byId.get(id)?.callFrame;
+      const ms = (p.timeDeltas[i] ?? 0) / 1000;
+      if (!cf || cf.functionName === "(idle)") return;
+      busy += ms;
+      const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(cf.url);
+      const where = m ? m[1] : cf.url ? cf.url.replace(/^file:\/\//, "").replace(`${REPO}/`, "") : cf.functionName;
+      pkg.set(where, (pkg.get(where) ?? 0) + ms);
+      const name = `${cf.functionName || "(anonymous)"} ${cf.url.replace(/.*node_modules\//, "")}:${cf.lineNumber + 1}`;
+      fn.set(name, (fn.get(name) ?? 0) + ms);
+    });
+    const top = (m: Map<string, number>, k: number) =>
+      [...m]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, k)
+        .map(([w, ms]) => `    ${ms.toFixed(0).padStart(6)} ms  ${w}`)
+        .join("\n");
+    console.log(`\nprogram process, profiled apply (${path.join(dir, f)}): ${busy.toFixed(0)} ms busy\n  by package:\n${top(pkg, 8)}\n  busiest functions:\n${top(fn, 12)}`);
+  }
+}
+
 interface Row {
   hosts: number;
   bridgesPerHost: number;
@@ -224,11 +262,11 @@ async function one(n: number, perHost: number, bin: string): Promise<Row[]> {
     await stack.setConfig("hosts", JSON.stringify(hosts.map((h) => ({ host: h.address, hostKey: h.hostKeyFingerprint }))), { path: false });
     await stack.setConfig("sshKey", hosts[0].privateKey, { secret: true });
     await stack.setConfig("bridges", String(perHost));
-    const phase = async (name: string, args: string[], rawMs: number, want: boolean) => {
+    const phase = async (name: string, args: string[], rawMs: number, want: boolean, env: NodeJS.ProcessEnv = {}) => {
       const before = hosts.map((h) => [h.acceptedConnections(), h.sessionsStarted()]);
       const cpu0 = machineCpuS();
       // Any failed operation fails the phase (pulumi exits non-zero) and so the bench: a row is 0 failures.
-      const r = await pulumiMeasured(stack!, args);
+      const r = await pulumiMeasured(stack!, args, env);
       const cpu = machineCpuS() - cpu0;
       if (r.code !== 0) throw new Error(`${name}: pulumi ${args.join(" ")} exited ${r.code}\n${r.out.slice(-4000)}`);
       await judge(hosts, perHost, want, name);
@@ -242,14 +280,27 @@ async function one(n: number, perHost: number, bin: string): Promise<Row[]> {
         kvmnetMs: r.ms,
         ratio: r.ms / rawMs,
         handshakesPerHost: hs,
-        roundTripsPerResource: rt,
+        roundTripsPerResource: perHost ? rt : 0,
         machineCpuS: Math.round(cpu * 10) / 10,
         kinds: r.kinds,
       });
     };
-    await phase("apply from empty", ["up", "--yes", "--skip-preview"], rawApplyMs, true);
+    // The engine's own floor: the same `up` of the same program declaring no resources.
+    await stack.setConfig("bridges", "0");
+    await phase("engine floor: no resources", ["up", "--yes", "--skip-preview"], rawApplyMs, false);
+    await stack.setConfig("bridges", String(perHost));
+    const up = ["up", "--yes", "--skip-preview"];
+    const profileDir = process.env.KVMNET_BENCH_PROFILE && path.resolve(process.env.KVMNET_BENCH_PROFILE, `${n}x${perHost}`);
+    if (profileDir) fs.mkdirSync(profileDir, { recursive: true });
+    await phase("apply from empty", up, rawApplyMs, true, profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } : {});
     await phase("no change, with reads", ["preview", "--refresh", "--expect-no-changes"], rawReadMs, true);
     await phase("destroy", ["destroy", "--yes", "--skip-preview"], rawDestroyMs, false);
+    if (profileDir) {
+      // The engine's share that is checkpoints: the same apply with Pulumi's PULUMI_SKIP_CHECKPOINTS (final state only).
+      await phase("apply, skip checkpoints", up, rawApplyMs, true, { PULUMI_SKIP_CHECKPOINTS: "true" });
+      await phase("destroy, skip checkpoints", ["destroy", "--yes", "--skip-preview"], rawDestroyMs, false, { PULUMI_SKIP_CHECKPOINTS: "true" });
+      printProgramProfile(profileDir);
+    }
   } finally {
     await stack?.dispose().catch(() => undefined);
     await fleet?.stop();
@@ -272,11 +323,11 @@ async function main(): Promise<void> {
   const f = (k: ProcFigures) => `${k.cpuS.toFixed(1)}/${k.peakRssMb}`;
   console.log(`\nfleet bench: sandbox hosts on this machine (${os.cpus().length} cores), node ${process.version}; every row 0 failures (any failure stops the bench)`);
   console.log(
-    "hosts x bridges  phase                   raw ssh    kvmnet   ratio  handshakes/host  round trips/resource  machine CPU s  CPU s / peak RSS MB: engine  langhost  program  provider",
+    "hosts x bridges  phase                        raw ssh    kvmnet   ratio  handshakes/host  round trips/resource  machine CPU s  CPU s / peak RSS MB: engine  langhost  program  provider",
   );
   for (const r of rows) {
     console.log(
-      `${`${r.hosts} x ${r.bridgesPerHost}`.padStart(15)}  ${r.phase.padEnd(22)} ${s(r.rawMs).padStart(8)} ${s(r.kvmnetMs).padStart(9)} ${r.ratio.toFixed(2).padStart(6)}x ${r.handshakesPerHost.toFixed(1).padStart(15)} ${r.roundTripsPerResource.toFixed(2).padStart(21)} ${r.machineCpuS.toFixed(1).padStart(14)}  ${f(r.kinds.engine).padStart(27)} ${f(r.kinds.langhost).padStart(9)} ${f(r.kinds.program).padStart(8)} ${f(r.kinds.provider).padStart(9)}`,
+      `${`${r.hosts} x ${r.bridgesPerHost}`.padStart(15)}  ${r.phase.padEnd(27)} ${s(r.rawMs).padStart(8)} ${s(r.kvmnetMs).padStart(9)} ${r.ratio.toFixed(2).padStart(6)}x ${r.handshakesPerHost.toFixed(1).padStart(15)} ${r.roundTripsPerResource.toFixed(2).padStart(21)} ${r.machineCpuS.toFixed(1).padStart(14)}  ${f(r.kinds.engine).padStart(27)} ${f(r.kinds.langhost).padStart(9)} ${f(r.kinds.program).padStart(8)} ${f(r.kinds.provider).padStart(9)}`,
     );
   }
   const out = process.env.KVMNET_BENCH_JSON ?? path.join(__dirname, "last.json");
