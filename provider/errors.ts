@@ -120,3 +120,8 @@ function replaceWholeTokens(text: string, secret: string): string {
   const literal = secret.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   return text.replace(new RegExp(`(?<![\\p{L}\\p{N}_])${literal}(?![\\p{L}\\p{N}_])`, "gu"), "[secret]");
 }
+
+/** A caught value in one line: a KvmnetError's short message, anything else as String() gives it. */
+export function shortMessageOf(e: unknown): string {
+  return isKvmnetError(e) ? e.shortMessage : String(e);
+}

@@ -10,12 +10,13 @@
 import { createHash } from "crypto";
 import { isDeepStrictEqual } from "util";
 import type { z } from "zod";
-import { isKvmnetError, KvmnetError } from "../errors";
-import { ConfirmOutcome, confirmScript, ConfirmSpec, newToken, parseConfirm } from "../confirm";
-import { ConnectionInput, dedicatedHostFor, Host, hostFor } from "../host";
-import { HostSnapshot, observeScript, parseSnapshot, STATE_DIR } from "../observe";
-import { Backend, ownedFiles, Persistence, persistDrift, PersistSet, persistSteps, resolveBackend, withPersistence } from "../persist";
-import { applyError, Plan, renderScript } from "../render";
+import { apply, observe } from "../apply";
+import { KvmnetError, shortMessageOf } from "../errors";
+import { ConnectionInput, Host, hostFor } from "../host";
+import { HostSnapshot, STATE_DIR } from "../observe";
+import { Backend, Persistence, persistDrift, PersistSet, persistSteps, resolveBackend, withPersistence } from "../persist";
+import { NM_DELETE_PASSES, settled, usesNetworkManager } from "../persist/networkManager";
+import { Plan } from "../render";
 import { Script, sh, writeFile } from "../shell";
 import { checkWith, CheckFailure, containsUnknown } from "../validate";
 
@@ -189,39 +190,6 @@ function planDeleteWithFiles<I extends BaseInputs>(spec: KindSpec<I>, props: I, 
 }
 
 /**
- * NetworkManager acts on a profile reload by itself, after `nmcli connection
- * reload` returned: a bridge deleted live while its port's profile was still
- * loaded is brought back by that port's autoconnect, and taken down again once
- * the reload dropped the profiles (seen in the lab: back for about half a
- * second). So when an object's files include NetworkManager profiles, a
- * read-back that is not yet what the change wants is looked at again until it
- * is, for up to this long, before it counts as a failure.
- */
-export const NM_SETTLE_MS = 10_000;
-
-/** Further delete passes when NetworkManager kept (or brought back) an object after its profiles were removed. */
-const NM_DELETE_PASSES = 2;
-
-/** Does object kind/name persist (or will it) through NetworkManager profiles? */
-function usesNetworkManager(kind: string, name: string, snap: HostSnapshot, set?: PersistSet): boolean {
-  const paths = [...ownedFiles(snap, kind, name).map((f) => f.path), ...(set?.files ?? []).map((f) => f.path)];
-  return paths.some((p) => p.startsWith("/etc/NetworkManager/"));
-}
-
-/** `after`, or once NetworkManager settled, a later snapshot for which `done` holds (the last one looked at when it never did). */
-async function settled(host: Host, extra: readonly Script[] | undefined, after: HostSnapshot, nm: boolean, done: (s: HostSnapshot) => boolean): Promise<HostSnapshot> {
-  if (!nm || done(after)) return after;
-  const deadline = Date.now() + NM_SETTLE_MS;
-  let snap = after;
-  while (Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 500));
-    snap = await observe(host, extra);
-    if (done(snap)) break;
-  }
-  return snap;
-}
-
-/**
  * Apply a create/update plan and judge the host after it: what `verify` finds
  * wrong, and persisted files that differ from `set` (after NetworkManager
  * settled, when the object has profiles).
@@ -236,7 +204,12 @@ async function applyAndCheck<I extends BaseInputs>(
 ): Promise<{ after: HostSnapshot; problems: string[] }> {
   const problemsIn = (h: HostSnapshot) => [...spec.verify(desired, h), ...(spec.persist ? persistDrift(spec.kind, desired.name, set, h) : [])];
   const applied = await apply(host, plan, spec.observeExtra, desired.connection);
-  const after = await settled(host, spec.observeExtra, applied, usesNetworkManager(spec.kind, desired.name, before, set), (h) => problemsIn(h).length === 0);
+  const after = await settled(
+    () => observe(host, spec.observeExtra),
+    applied,
+    usesNetworkManager(spec.kind, desired.name, before, set),
+    (h) => problemsIn(h).length === 0,
+  );
   return { after, problems: problemsIn(after) };
 }
 
@@ -256,120 +229,6 @@ function stripInternal(props: Record<string, unknown>): Record<string, unknown> 
 /** Drop undefined members (the engine's Struct encoding cannot carry them). */
 function plain<T>(v: T): T {
   return JSON.parse(JSON.stringify(v)) as T;
-}
-
-export async function observe(host: Host, extra: readonly Script[] = []): Promise<HostSnapshot> {
-  // Shared: the resources of one host that ask at the same moment (created or refreshed together) read it once.
-  const r = await host.run(observeScript(extra).text, { timeoutMs: 60_000, shared: true });
-  if (r.exitCode !== 0) {
-    throw new KvmnetError({ kind: "Failed", message: "observing the host failed", host: host.label, exitCode: r.exitCode, stderr: r.stderr });
-  }
-  const snap = parseSnapshot(r.stdout, host.label);
-  if (snap.uid !== 0) {
-    throw new KvmnetError({
-      kind: "Permission",
-      message: `commands run as uid ${snap.uid}, but managing interfaces needs root`,
-      host: host.label,
-      hint: "connect as root, or set connection.sudo: true (or { password }) for a user allowed to sudo",
-    });
-  }
-  return snap;
-}
-
-/**
- * Run a rendered plan; returns the host's state after it. A plan that may
- * cut the management path runs under commit-confirm (see provider/confirm.ts),
- * confirmed over a new connection made from `connection`.
- */
-export async function apply(host: Host, plan: Plan, extra: readonly Script[] = [], connection?: ConnectionInput): Promise<HostSnapshot> {
-  if (plan.confirm) {
-    if (!connection) throw new KvmnetError({ kind: "Bug", message: "a plan that needs confirming was applied without its connection", host: host.label });
-    return applyConfirmed(host, connection, plan, extra);
-  }
-  const r = await host.run(renderScript(plan, extra).text);
-  if (r.exitCode !== 0) throw applyError(host.label, r.exitCode, r.signal, r.stderr);
-  return parseSnapshot(r.stdout, host.label);
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Seconds past the host's revert deadline the provider waits before it looks again. */
-const REVERT_GRACE_SEC = 15;
-
-async function applyConfirmed(host: Host, connection: ConnectionInput, plan: Plan, extra: readonly Script[]): Promise<HostSnapshot> {
-  const spec = plan.confirm as ConfirmSpec;
-  const token = newToken();
-  const deadline = Date.now() + spec.timeoutSec * 1000;
-  let after: HostSnapshot | undefined;
-  let lastError: unknown;
-  try {
-    const r = await host.run(renderScript(plan, extra, token).text, { timeoutMs: spec.timeoutSec * 1000 });
-    // A failed step undid the steps before it, disarming the revert with them.
-    if (r.exitCode !== 0) throw applyError(host.label, r.exitCode, r.signal, r.stderr);
-    try {
-      after = parseSnapshot(r.stdout, host.label);
-    } catch (e) {
-      // The steps all ran, but the read-back right after them failed: the path
-      // back to us may be moving (a network stack re-applying its profile to the
-      // uplink just given back, say). The confirmation decides; look again after it.
-      lastError = e;
-    }
-  } catch (e) {
-    // The session may have been cut by the change itself: the steps carry on on the host and the revert is armed.
-    if (!isKvmnetError(e) || (e.kind !== "Unreachable" && e.kind !== "Timeout")) throw e;
-    lastError = e;
-  }
-
-  const ask = async (timeoutMs: number): Promise<ConfirmOutcome | undefined> => {
-    const fresh = dedicatedHostFor(connection);
-    try {
-      return parseConfirm((await fresh.run(confirmScript(token).text, { timeoutMs })).stdout);
-    } catch (e) {
-      lastError = e;
-      return undefined;
-    } finally {
-      fresh.close();
-    }
-  };
-  let outcome: ConfirmOutcome | undefined;
-  while (Date.now() < deadline - 1000) {
-    outcome = await ask(Math.max(3000, Math.min(20_000, deadline - Date.now())));
-    if (outcome && outcome.state !== "busy") break;
-    await sleep(2000);
-  }
-  const why = `the change needed confirming because ${spec.reason}`;
-  const cause = lastError ? shortMessageOf(lastError) : undefined;
-  const rolledBack = (log: string, verb: string, hint: string) =>
-    new KvmnetError({
-      kind: "Verification",
-      message: `the host rolled the change back: no new SSH connection ${verb} it within ${spec.timeoutSec}s (${why})${cause ? `; last error: ${cause}` : ""}`,
-      host: host.label,
-      stderr: log,
-      hint,
-    });
-  if (outcome?.state === "confirmed") return after ?? observe(host, extra);
-  if (outcome?.state === "reverted") {
-    throw rolledBack(outcome.log, "confirmed", "the host is as it was before this operation; fix what kept new SSH sessions out, or raise confirmTimeoutSec");
-  }
-  if (outcome?.state === "unknown") {
-    throw new KvmnetError({
-      kind: "Failed",
-      message: `the host has no record of the change's revert (${why}); was it rebooted?`,
-      host: host.label,
-      hint: "run pulumi refresh to see what the host has",
-    });
-  }
-  // Never reached: the host reverts at the deadline. Look once more after it.
-  await sleep(Math.max(0, deadline - Date.now()) + REVERT_GRACE_SEC * 1000);
-  const late = await ask(20_000);
-  if (late?.state === "reverted") throw rolledBack(late.log, "reached", "the host is as it was before this operation and answers SSH again");
-  if (late?.state === "confirmed") return observe(host, extra);
-  throw new KvmnetError({
-    kind: "Unreachable",
-    message: `no new SSH connection reached the host within ${spec.timeoutSec}s of the change, nor ${REVERT_GRACE_SEC}s after its automatic revert was due (${why})${cause ? `; last error: ${cause}` : ""}`,
-    host: host.label,
-    hint: "the host should have reverted by itself; check it from its console, then run pulumi refresh",
-  });
 }
 
 /**
@@ -396,11 +255,6 @@ function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknow
 
 function idOf(spec: KindSpec<BaseInputs>, i: BaseInputs): string {
   return `${i.connection.local ? "local" : i.connection.host}/${spec.kind}/${i.name}`;
-}
-
-/** A caught value in one line: a KvmnetError's short message, anything else as String() gives it. */
-function shortMessageOf(e: unknown): string {
-  return isKvmnetError(e) ? e.shortMessage : String(e);
 }
 
 /** Build the engine-facing provider for one kind. */
@@ -542,7 +396,8 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       if (plan.steps.length === 0) return;
       const gone = (h: HostSnapshot) => spec.outputs(inputs, h) === undefined;
       const nm = usesNetworkManager(spec.kind, inputs.name, snap);
-      let after = await settled(host, spec.observeExtra, await apply(host, plan, spec.observeExtra, inputs.connection), nm, gone);
+      const look = () => observe(host, spec.observeExtra);
+      let after = await settled(look, await apply(host, plan, spec.observeExtra, inputs.connection), nm, gone);
       // NetworkManager brought it back and kept it: with its profiles gone now,
       // another pass removes what is left. NetworkManager may still be taking
       // it down itself meanwhile, so a pass that fails counts only if the
@@ -555,9 +410,9 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
           after = await apply(host, again, spec.observeExtra, inputs.connection);
         } catch (e) {
           failed = { error: e };
-          after = await observe(host, spec.observeExtra);
+          after = await look();
         }
-        after = await settled(host, spec.observeExtra, after, true, gone);
+        after = await settled(look, after, true, gone);
         if (failed && !gone(after)) throw failed.error;
       }
       if (!gone(after)) throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${spec.kind} ${inputs.name} still exists after delete`, host: host.label });

@@ -11,7 +11,8 @@
  * cannot run lab hosts fails here (checkLabSupport throws), never skips.
  */
 import { closeAllConnections, hostFor } from "../../provider/host";
-import { apply, KindProvider, observe } from "../../provider/resources/lifecycle";
+import { apply, observe } from "../../provider/apply";
+import type { KindProvider } from "../../provider/resources/lifecycle";
 import { pciPassthroughProvider as provider } from "../../provider/resources/pciPassthrough";
 import { pciObserveSection } from "../../provider/resources/pciPassthrough/observe";
 import { planPci } from "../../provider/resources/pciPassthrough/plan";

@@ -10,7 +10,7 @@ import * as os from "os";
 import * as path from "path";
 import { isKvmnetError } from "../../provider/errors";
 import { closeAllConnections, hostFor, poolStats } from "../../provider/host";
-import { observe } from "../../provider/resources/lifecycle";
+import { observe } from "../../provider/apply";
 import { assertSandboxSupported, Fleet, SandboxHost, startFleet } from "./fleet";
 
 let fleet: Fleet;
