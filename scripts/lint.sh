@@ -6,13 +6,17 @@
 #   TypeScript, JavaScript   prettier --check, then eslint (eslint.config.mjs: typescript-eslint, type-aware)
 #   shell                    shellcheck on every tracked shell script (*.sh, or a sh/bash shebang) and on
 #                            the launcher that scripts/install-pulumi.sh writes from a heredoc
-#   Go                       gofmt -l, go mod tidy -diff and go vet on scripts/langhost,
+#   Go                       gofmt -l, go mod tidy -diff, go vet and go test on scripts/langhost,
 #                            the Go module of the Node.js language host that install-pulumi.sh builds
 #
-# Needs: node_modules (npm ci), shellcheck (Debian package `shellcheck`), Go. go vet resolves the
-# Pulumi Go modules through the module cache, which scripts/install-pulumi.sh fills; with a cold
-# cache it downloads them from the Go module proxy. Every linter runs even after one has failed,
-# so one run shows all findings.
+# Needs: node_modules (npm ci), shellcheck (Debian package `shellcheck`), Go. go vet and go test
+# resolve the Pulumi Go modules through the module cache, which scripts/install-pulumi.sh fills;
+# with a cold cache they download them from the Go module proxy. Every linter runs even after one
+# has failed, so one run shows all findings.
+#
+# The language host's Go test runs here rather than in the test tiers: the tiers' runner
+# (scripts/test-tiers.js) drives and counts jest only, and this script already needs Go and runs
+# wherever the tests do (.ci/run starts it beside the installs). It takes seconds.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -92,6 +96,7 @@ else
 	# go.mod and go.sum say exactly what the sources need (fails, printing the change, when not).
 	step "go mod tidy -diff" go_langhost mod tidy -diff
 	step "go vet" go_langhost vet ./...
+	step "go test" go_langhost test ./...
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
