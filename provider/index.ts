@@ -5,13 +5,16 @@
  * This module is loaded from node_modules (never serialized), so the SSH pool
  * it holds is shared by every resource of a deployment.
  */
+import type { KindName } from "./identity";
+import type { KindProvider } from "./resources/lifecycle";
 import { bridgeProvider } from "./resources/bridge";
 import { natNetworkProvider } from "./resources/natNetwork";
 import { pciPassthroughProvider } from "./resources/pciPassthrough";
 import { portForwardProvider } from "./resources/portForward";
 import { vlanSubinterfaceProvider } from "./resources/vlanSubinterface";
 
-export const kinds = {
+/** The provider object of every kind of the registry (provider/identity.ts): a kind without one does not compile. */
+export const kinds: { readonly [K in KindName]: KindProvider } = {
   bridge: bridgeProvider,
   natNetwork: natNetworkProvider,
   pciPassthrough: pciPassthroughProvider,
@@ -19,6 +22,7 @@ export const kinds = {
   vlanSubinterface: vlanSubinterfaceProvider,
 };
 
-export type KindName = keyof typeof kinds;
+export type { KindName } from "./identity";
+export type { KindProvider } from "./resources/lifecycle";
 export { KvmnetError, isKvmnetError, KVMNET_ERROR } from "./errors";
 export { closeAllConnections, poolStats } from "./host";

@@ -9,6 +9,7 @@ import { z } from "zod";
 import SSHConfig from "ssh-config";
 import { hostName, localPath } from "../validate";
 import { KvmnetError } from "../errors";
+import { hostOf } from "../identity";
 import { readRegularFileSync } from "./files";
 
 const userName = z
@@ -200,7 +201,7 @@ export function resolveConnection(c: ConnectionInput, depth = 0): ResolvedConnec
   const portText = first(computed.Port);
   const agent = c.agent ?? (!c.privateKey && !identityFile && !c.password ? process.env.SSH_AUTH_SOCK : undefined);
   return {
-    label: c.local ? "local" : c.host,
+    label: hostOf(c),
     hostname,
     port: c.port ?? (portText ? Number(portText) : 22),
     user: c.user ?? first(computed.User) ?? "root",
@@ -227,7 +228,7 @@ export function connectionSecrets(c: ResolvedConnection | undefined): string[] {
 
 /** `user@host:port` (via jump) — for messages; never contains secrets. */
 export function describeConnection(c: ResolvedConnection): string {
-  if (c.local) return "local";
+  if (c.local) return c.label;
   const base = `${c.user}@${c.label}${c.hostname !== c.label ? ` (${c.hostname})` : ""}:${c.port}`;
   return c.jumpHost ? `${base} via ${describeConnection(c.jumpHost)}` : base;
 }

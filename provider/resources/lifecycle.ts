@@ -13,6 +13,7 @@ import type { z } from "zod";
 import { apply, observe } from "../apply";
 import { KvmnetError, shortMessageOf } from "../errors";
 import { ConnectionInput, Host, hostFor } from "../host";
+import { resourceId } from "../identity";
 import { HostSnapshot, STATE_DIR } from "../observe";
 import { Backend, Persistence, persistDrift, PersistSet, persistSteps, resolveBackend, withPersistence } from "../persist";
 import { NM_DELETE_PASSES, settled, usesNetworkManager } from "../persist/networkManager";
@@ -56,7 +57,7 @@ export interface BaseInputs {
 }
 
 export interface KindSpec<I extends BaseInputs> {
-  /** Lower-case kind used in IDs: `<host>/<kind>/<name>`. */
+  /** The kind's spelling in ids (`<host>/<kind>/<name>`) and host paths: its idKind in provider/identity.ts. */
   kind: string;
   schema: z.ZodType<I>;
   /**
@@ -254,7 +255,7 @@ function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknow
 }
 
 function idOf(spec: KindSpec<BaseInputs>, i: BaseInputs): string {
-  return `${i.connection.local ? "local" : i.connection.host}/${spec.kind}/${i.name}`;
+  return resourceId(spec.kind, i.connection, i.name);
 }
 
 /** Build the engine-facing provider for one kind. */

@@ -1,4 +1,5 @@
 /** The Bridge kind: schema · plan · render · verify, wired into the lifecycle. */
+import { KINDS, sameHost } from "../../identity";
 import { HostSnapshot } from "../../observe";
 import { makeKindProvider } from "../lifecycle";
 import { bridgePersist } from "./persist";
@@ -56,7 +57,7 @@ export function bridgeOutputs(inputs: BridgeInputs, snap: HostSnapshot): Record<
 }
 
 export const bridgeProvider = makeKindProvider<BridgeInputs>({
-  kind: "bridge",
+  kind: KINDS.bridge.idKind,
   schema: bridgeInputsSchema,
   storedSchema: bridgeStoredSchema,
   inputKeys: INPUT_KEYS,
@@ -64,15 +65,12 @@ export const bridgeProvider = makeKindProvider<BridgeInputs>({
   replaces(olds, news) {
     const r: string[] = [];
     if (olds.name !== news.name) r.push("name");
-    const oc = olds.connection as { host?: unknown } | undefined;
-    const nc = news.connection as { host?: unknown } | undefined;
-    if (oc?.host !== nc?.host) r.push("connection");
+    if (!sameHost(olds.connection, news.connection)) r.push("connection");
     return r;
   },
   deleteBeforeReplace(olds, news) {
     // A renamed bridge on the same host would fight the old one for its ports.
-    const sameHost = (olds.connection as { host?: unknown })?.host === (news.connection as { host?: unknown })?.host;
-    return sameHost && Array.isArray(news.ports) && news.ports.length > 0;
+    return sameHost(olds.connection, news.connection) && Array.isArray(news.ports) && news.ports.length > 0;
   },
   plan: (desired, snap, previous) => renderBridgePlan(planBridge(desired, snap, previous)),
   planDelete: (props, snap) => renderBridgePlan(planBridgeDelete(props.name, snap, props.confirmTimeoutSec)),

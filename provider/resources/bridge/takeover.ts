@@ -20,6 +20,7 @@
  * search domains); the documentation says so.
  */
 import { KvmnetError } from "../../errors";
+import { KINDS } from "../../identity";
 import { configuredAddresses, HostSnapshot, section } from "../../observe";
 import { ownedFiles } from "../../persist";
 import { literal } from "../../shell";
@@ -84,7 +85,7 @@ export function movableRoutes(snap: HostSnapshot, dev: string): (UplinkRoute & {
 /** The record as the host has it among the bridge's persisted files (undefined when none). */
 export function persistedTakeover(snap: HostSnapshot, name: string): TakeoverRecord | undefined {
   const path = takeoverRecordPath(name);
-  const f = ownedFiles(snap, "bridge", name).find((o) => o.path === path && o.state === "file");
+  const f = ownedFiles(snap, KINDS.bridge.idKind, name).find((o) => o.path === path && o.state === "file");
   if (!f?.content) return undefined;
   try {
     const parsed = JSON.parse(f.content) as Record<string, unknown>;

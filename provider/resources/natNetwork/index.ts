@@ -4,6 +4,7 @@
  * `<network>` without libvirt. schema · plan · render · verify · persist
  * (boot units of our own, persist.ts), wired into the lifecycle.
  */
+import { sameHost } from "../../identity";
 import { makeKindProvider } from "../lifecycle";
 import { natObserveSection } from "./observe";
 import { natPersist } from "./persist";
@@ -17,8 +18,6 @@ export type { NatNetworkInputs } from "./schema";
 
 const INPUT_KEYS = ["connection", "name", "bridgeName", "mode", "subnet", "gateway", "dhcp", "dns", "uplink", "mtu", "persistence", "adopt"] as const;
 
-const hostOf = (p: Record<string, unknown>) => (p.connection as { host?: unknown } | undefined)?.host;
-
 export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
   kind: NAT_KIND,
   schema: natNetworkInputsSchema,
@@ -29,12 +28,12 @@ export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
   addedInputs: { adopt: false },
   replaces(olds, news) {
     const r = (["name", "bridgeName", "subnet", "gateway"] as const).filter((k) => olds[k] !== news[k]);
-    return hostOf(olds) !== hostOf(news) ? [...r, "connection"] : r;
+    return sameHost(olds.connection, news.connection) ? r : [...r, "connection"];
   },
   deleteBeforeReplace(olds, news) {
     // On one host, the new network would collide with the old one on its name
     // (table, files), its bridge, or its subnet (the overlap check refuses it).
-    if (hostOf(olds) !== hostOf(news)) return false;
+    if (!sameHost(olds.connection, news.connection)) return false;
     if (olds.name === news.name || olds.bridgeName === news.bridgeName) return true;
     return typeof olds.subnet === "string" && typeof news.subnet === "string" && cidrsOverlap(olds.subnet, news.subnet);
   },

@@ -6,6 +6,7 @@
  * repairs whatever is missing.
  */
 import { KvmnetError } from "../../errors";
+import { KINDS } from "../../identity";
 import { configuredAddresses, findLink, HostSnapshot } from "../../observe";
 import { BootHooks, bootHooksToDisarm, resolveBackend } from "../../persist";
 import {
@@ -31,8 +32,8 @@ import { cidrsOverlap, modeForwards, NatNetworkInputs } from "./schema";
 export { bridgeMac, resolveUplink } from "./files";
 export type { NatState } from "./files";
 
-/** The kind name the lifecycle (and the persistence manifests) use. */
-export const NAT_KIND = "natNetwork";
+/** The kind's spelling in ids, the lifecycle and the persistence manifests. */
+export const NAT_KIND = KINDS.natNetwork.idKind;
 
 export interface NatObserved {
   bridge?: { ifindex: number; isBridge: boolean; kind?: string; mtu: number; up: boolean; macAddress?: string };

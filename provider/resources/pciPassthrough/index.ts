@@ -2,6 +2,7 @@
  * The PciPassthrough kind: schema · observe · plan · render · verify ·
  * persist (a boot-time udev rule and unit), wired into the lifecycle.
  */
+import { sameHost } from "../../identity";
 import type { HostSnapshot } from "../../observe";
 import { withPersistence } from "../../persist";
 import { KindProvider, KindSpec, makeKindProvider } from "../lifecycle";
@@ -71,8 +72,6 @@ export function pciOutputs(inputs: PciPassthroughInputs, snap: HostSnapshot): Re
   };
 }
 
-const hostOf = (c: unknown) => ((c as { local?: unknown } | undefined)?.local ? "local" : (c as { host?: unknown } | undefined)?.host);
-
 const spec: KindSpec<PciPassthroughInputs> = {
   kind: PCI_KIND,
   schema: pciPassthroughStoredSchema,
@@ -81,11 +80,11 @@ const spec: KindSpec<PciPassthroughInputs> = {
   replaces(olds, news) {
     const r: string[] = [];
     if (olds.address !== news.address) r.push("address");
-    if (hostOf(olds.connection) !== hostOf(news.connection)) r.push("connection");
+    if (!sameHost(olds.connection, news.connection)) r.push("connection");
     return r;
   },
   // On one host, give the old device back before binding the new one: they may share an IOMMU group.
-  deleteBeforeReplace: (olds, news) => hostOf(olds.connection) === hostOf(news.connection),
+  deleteBeforeReplace: (olds, news) => sameHost(olds.connection, news.connection),
   plan: (desired, snap) => withPersistence(renderPciPlan(planPci(desired, snap)), pciDisarmSteps(desired, snap, false)),
   planDelete: (props, snap) => withPersistence(renderPciPlan(planPciDelete(props, snap)), pciDisarmSteps(props, snap, true)),
   verify: verifyPci,

@@ -8,6 +8,7 @@
 import { z } from "zod";
 import type { ConnectionInput } from "../../host";
 import { connectionSchema } from "../../host/connection";
+import { KINDS } from "../../identity";
 import { DEFAULT_PERSISTENCE, Persistence, persistence } from "../../persist";
 
 /** `0000:65:00.0`: 4-hex-digit domain, bus, device (≤ 0x1f), function (0–7), lower-case. */
@@ -38,7 +39,7 @@ export const pciAddress = z.string().transform((s, ctx) => {
 });
 
 /** The lifecycle kind of PciPassthrough (IDs, manifests under /etc/kvmnet/owned/). */
-export const PCI_KIND = "pcipassthrough";
+export const PCI_KIND = KINDS.pciPassthrough.idKind;
 
 /** The only driver this release binds devices to. */
 export const VFIO_PCI = "vfio-pci";

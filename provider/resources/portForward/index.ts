@@ -3,6 +3,7 @@
  * (a boot unit of our own, persist.ts), wired into the lifecycle.
  */
 import { isDeepStrictEqual } from "util";
+import { sameHost } from "../../identity";
 import type { HostSnapshot } from "../../observe";
 import { checkWith } from "../../validate";
 import { KindProvider, makeKindProvider } from "../lifecycle";
@@ -72,8 +73,6 @@ export function portForwardOutputs(inputs: PortForwardInputs, snap: HostSnapshot
   return { ...valid, table, warnings: forwardWarnings(inputs, snap), drift: verifyPortForward(inputs, snap) };
 }
 
-const hostOf = (c: unknown) => ((c as { host?: unknown; local?: unknown } | undefined)?.local ? "local" : (c as { host?: unknown } | undefined)?.host);
-
 function identity(v: Record<string, unknown>) {
   try {
     return { protocol: v.protocol as "tcp" | "udp", hostAddress: v.hostAddress as string | undefined, hostRange: toRange(v.hostPort as number | string) };
@@ -97,14 +96,14 @@ const kindProvider: KindProvider = makeKindProvider<PortForwardInputs>({
   addedInputs: { adopt: false },
   replaces(olds, news) {
     const r: string[] = IDENTITY_KEYS.filter((k) => !isDeepStrictEqual(olds[k], news[k]));
-    if (hostOf(olds.connection) !== hostOf(news.connection)) r.push("connection");
+    if (!sameHost(olds.connection, news.connection)) r.push("connection");
     return r;
   },
   deleteBeforeReplace(olds, news) {
     // The new forward would conflict with the old one while both exist.
     const a = identity(olds);
     const b = identity(news);
-    return hostOf(olds.connection) === hostOf(news.connection) && (!a || !b || keysOverlap(a, b));
+    return sameHost(olds.connection, news.connection) && (!a || !b || keysOverlap(a, b));
   },
   plan: (desired, snap, previous) => renderForwardPlan(planPortForward(desired, snap, previous)),
   planDelete: (props, snap) => renderForwardDelete(planPortForwardDelete(props, snap)),

@@ -4,6 +4,7 @@
  */
 import * as ipaddr from "ipaddr.js";
 import { KvmnetError } from "../../errors";
+import { KINDS, resourceId } from "../../identity";
 import type { HostSnapshot } from "../../observe";
 import { BootHooks, bootHooksToDisarm, resolveBackend } from "../../persist";
 import { ETC_DIR, nftablesDropInPath, SYSTEMD_DIR } from "../natNetwork/persist";
@@ -27,8 +28,8 @@ export interface ForwardTable {
   owner: string;
 }
 
-/** The kind name the lifecycle (and the persistence manifests) use. */
-export const PF_KIND = "portforward";
+/** The kind's spelling in ids, the lifecycle and the persistence manifests. */
+export const PF_KIND = KINDS.portForward.idKind;
 
 /** A persisted forward's boot unit. */
 export const pfBootUnit = (name: string) => `kvmnet-pf-${name}.service`;
@@ -61,7 +62,7 @@ export interface ForwardPlan {
 
 /** `<host>/portforward/<name>`: the resource id, as the lifecycle makes it. */
 export function forwardId(i: Pick<PortForwardInputs, "connection" | "name">): string {
-  return `${i.connection.local ? "local" : i.connection.host}/portforward/${i.name}`;
+  return resourceId(PF_KIND, i.connection, i.name);
 }
 
 /**

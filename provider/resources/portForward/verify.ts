@@ -1,7 +1,7 @@
 /** Compare a forward on the host with what was asked (nmstate-style messages). */
 import type { HostSnapshot } from "../../observe";
 import { observeForward } from "./observe";
-import { desiredTable } from "./plan";
+import { desiredTable, PF_KIND } from "./plan";
 import { fromRange, PortForwardInputs } from "./schema";
 
 const sameSet = (a: readonly string[], b: readonly string[]) => a.length === b.length && [...a].sort().join() === [...b].sort().join();
@@ -10,7 +10,7 @@ const sameSet = (a: readonly string[], b: readonly string[]) => a.length === b.l
 export function verifyPortForward(desired: PortForwardInputs, snap: HostSnapshot): string[] {
   const want = desiredTable(desired, snap);
   const obs = observeForward(snap, want.table);
-  const what = `portforward ${desired.name}`;
+  const what = `${PF_KIND} ${desired.name}`;
   if (!obs) return [`${what} table ip ${want.table} does not exist`];
   const problems = obs.anomalies.map((a) => `${what} ${a}`);
   const cmp = (field: string, w: string | number | boolean | undefined, c: string | number | boolean | undefined) => {

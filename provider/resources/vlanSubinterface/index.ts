@@ -1,4 +1,5 @@
 /** The VlanSubinterface kind: schema · plan · render · verify, wired into the lifecycle. */
+import { KINDS, sameHost } from "../../identity";
 import { HostSnapshot } from "../../observe";
 import { KindProvider, makeKindProvider } from "../lifecycle";
 import { persistVlan, vlanPersistObserveSection } from "./persist";
@@ -14,11 +15,6 @@ const INPUT_KEYS = ["connection", "parent", "vlanId", "name", "protocol", "mtu",
 
 /** The fields that make a VLAN what it is: the kernel cannot change them in place. */
 const IDENTITY_KEYS = ["parent", "vlanId", "protocol"] as const;
-
-const hostOf = (c: unknown) => {
-  const conn = c as { host?: unknown; local?: unknown } | undefined;
-  return conn?.local ? "local" : conn?.host;
-};
 
 /**
  * Outputs: the inputs as the host has them (so refresh shows drift in mtu,
@@ -46,20 +42,20 @@ export function vlanOutputs(inputs: VlanSubinterfaceInputs, snap: HostSnapshot):
  * change, which detaches the VLAN from the bridge it had.
  */
 export const vlanSubinterfaceProvider: KindProvider = makeKindProvider<VlanSubinterfaceInputs>({
-  kind: "vlanSubinterface",
+  kind: KINDS.vlanSubinterface.idKind,
   schema: vlanSubinterfaceInputsSchema,
   storedSchema: vlanSubinterfaceStoredSchema,
   inputKeys: INPUT_KEYS,
   removalIsChange: ["bridge"],
   replaces(olds, news) {
     const r: string[] = [...IDENTITY_KEYS, "name"].filter((k) => olds[k] !== news[k]);
-    if (hostOf(olds.connection) !== hostOf(news.connection)) r.push("connection");
+    if (!sameHost(olds.connection, news.connection)) r.push("connection");
     return r;
   },
   deleteBeforeReplace(olds, news) {
     // The new VLAN would collide with the old one while both exist: by name,
     // or by tag (the kernel carries a parent's VLAN id once per protocol).
-    if (hostOf(olds.connection) !== hostOf(news.connection)) return false;
+    if (!sameHost(olds.connection, news.connection)) return false;
     return olds.name === news.name || IDENTITY_KEYS.every((k) => olds[k] === news[k]);
   },
   plan: (desired, snap, previous) => renderVlanPlan(planVlan(desired, snap, previous)),
