@@ -137,8 +137,14 @@ export const localPath = z
   .refine((s) => s.startsWith("/") || s.startsWith("~/"), "must be an absolute path or start with ~/")
   .refine((s) => !/[\0\n\r]/.test(s), "must not contain NUL or newline characters");
 
-/** Fields whose values are never printed. */
-export const SECRET_FIELDS = new Set(["privateKey", "privateKeyPassphrase", "password"]);
+/**
+ * The connection's credential fields, the one list of them: the SDK makes them
+ * secret in state, redaction collects them, and check never echoes a value
+ * under one of these names (which covers sudo's `{ password }` too).
+ */
+export const SECRET_FIELDS = ["privateKey", "privateKeyPassphrase", "password"] as const;
+
+const SECRET_FIELD_NAMES: ReadonlySet<string> = new Set(SECRET_FIELDS);
 
 export interface CheckFailure {
   property: string;
@@ -227,7 +233,7 @@ function describeIssue(issue: z.core.$ZodIssue, inputs: Record<string, unknown>)
   if (issue.code === "invalid_type" && value === undefined) return "is required";
   // Never echo a secret back, even a malformed one, nor a value that holds one
   // (a union such as connection.sudo reports its issue at the parent object).
-  const secret = issue.path.some((k) => SECRET_FIELDS.has(String(k))) || holdsSecret(value);
+  const secret = issue.path.some((k) => SECRET_FIELD_NAMES.has(String(k))) || holdsSecret(value);
   const shown = value === undefined ? "" : secret ? " (value hidden: secret)" : ` (got ${preview(value)})`;
   return `${issue.message}${shown}`;
 }
@@ -235,7 +241,7 @@ function describeIssue(issue: z.core.$ZodIssue, inputs: Record<string, unknown>)
 /** True if `v` is an object or array with a secret field anywhere inside. */
 function holdsSecret(v: unknown): boolean {
   if (Array.isArray(v)) return v.some(holdsSecret);
-  if (v && typeof v === "object") return Object.entries(v).some(([k, x]) => SECRET_FIELDS.has(k) || holdsSecret(x));
+  if (v && typeof v === "object") return Object.entries(v).some(([k, x]) => SECRET_FIELD_NAMES.has(k) || holdsSecret(x));
   return false;
 }
 

@@ -1,4 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
+import { SECRET_FIELDS } from "../provider/validate";
 
 /**
  * How to reach a KVM host. Every resource takes one as `connection`.
@@ -66,7 +67,7 @@ export function protectConnection(c: pulumi.Input<Connection>): pulumi.Input<Con
   if (!isPlainObject(c)) return pulumi.secret(c);
   // isPlainObject ruled out a Promise and an Output: c is the Connection itself.
   const out: Record<string, unknown> = { ...(c as Connection) };
-  for (const k of ["privateKey", "privateKeyPassphrase", "password"] as const) {
+  for (const k of SECRET_FIELDS) {
     if (c[k] !== undefined) out[k] = pulumi.secret(c[k] as pulumi.Input<string>);
   }
   if (c.sudo !== undefined && typeof c.sudo !== "boolean") {

@@ -7,7 +7,7 @@ import * as os from "os";
 import * as path from "path";
 import { z } from "zod";
 import SSHConfig from "ssh-config";
-import { hostName, localPath } from "../validate";
+import { hostName, localPath, SECRET_FIELDS } from "../validate";
 import { KvmnetError } from "../errors";
 import { hostOf } from "../identity";
 import { readRegularFileSync } from "./files";
@@ -223,7 +223,7 @@ export function resolveConnection(c: ConnectionInput, depth = 0): ResolvedConnec
 /** Secrets of a connection chain, for redaction. */
 export function connectionSecrets(c: ResolvedConnection | undefined): string[] {
   if (!c) return [];
-  return [c.privateKey, c.privateKeyPassphrase, c.password, c.sudo ? c.sudo.password : undefined, ...connectionSecrets(c.jumpHost)].filter((s): s is string => !!s);
+  return [...SECRET_FIELDS.map((k) => c[k]), c.sudo ? c.sudo.password : undefined, ...connectionSecrets(c.jumpHost)].filter((s): s is string => !!s);
 }
 
 /** `user@host:port` (via jump) — for messages; never contains secrets. */
