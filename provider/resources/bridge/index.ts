@@ -1,4 +1,5 @@
 /** The Bridge kind: schema · plan · render · verify, wired into the lifecycle. */
+import { inputKeysOf } from "../../fields";
 import { KINDS, sameHost } from "../../identity";
 import { HostSnapshot } from "../../observe";
 import { makeKindProvider } from "../lifecycle";
@@ -12,25 +13,7 @@ import { optionToInput, verifyBridge } from "./verify";
 export { bridgeInputsSchema, bridgeStoredSchema } from "./schema";
 export type { BridgeInputs } from "./schema";
 
-const INPUT_KEYS = [
-  "connection",
-  "name",
-  "stp",
-  "forwardDelay",
-  "helloTime",
-  "maxAge",
-  "priority",
-  "ageingTime",
-  "mtu",
-  "macAddress",
-  "vlanFiltering",
-  "ports",
-  "addresses",
-  "adopt",
-  "takeOverUplink",
-  "confirmTimeoutSec",
-  "persistence",
-] as const;
+const INPUT_KEYS = inputKeysOf(bridgeInputsSchema);
 
 /**
  * Outputs: the inputs as the host has them (so refresh shows drift in every

@@ -4,6 +4,7 @@
  * `<network>` without libvirt. schema · plan · render · verify · persist
  * (boot units of our own, persist.ts), wired into the lifecycle.
  */
+import { inputKeysOf } from "../../fields";
 import { sameHost } from "../../identity";
 import { makeKindProvider } from "../lifecycle";
 import { natObserveSection } from "./observe";
@@ -16,7 +17,7 @@ import { natOutputs, verifyNat } from "./verify";
 export { natNetworkInputsSchema, natNetworkStoredSchema } from "./schema";
 export type { NatNetworkInputs } from "./schema";
 
-const INPUT_KEYS = ["connection", "name", "bridgeName", "mode", "subnet", "gateway", "dhcp", "dns", "uplink", "mtu", "persistence", "adopt"] as const;
+const INPUT_KEYS = inputKeysOf(natNetworkInputsSchema);
 
 export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
   kind: NAT_KIND,

@@ -2,6 +2,7 @@
  * The PciPassthrough kind: schema · observe · plan · render · verify ·
  * persist (a boot-time udev rule and unit), wired into the lifecycle.
  */
+import { inputKeysOf } from "../../fields";
 import { sameHost } from "../../identity";
 import type { HostSnapshot } from "../../observe";
 import { withPersistence } from "../../persist";
@@ -16,7 +17,7 @@ import { verifyPci } from "./verify";
 export { normalisePciAddress, pciPassthroughInputsSchema, pciPassthroughStoredSchema } from "./schema";
 export type { PciPassthroughInputs } from "./schema";
 
-export const PCI_INPUT_KEYS = ["connection", "address", "driver", "includeIommuGroup", "force", "persistence"] as const;
+export const PCI_INPUT_KEYS = inputKeysOf(pciPassthroughInputsSchema);
 
 /** `<hostdev>` elements for libvirt domain XML, one per device (managed='no': this resource does the binding). */
 export function libvirtHostdevXml(addresses: string[]): string {

@@ -3,6 +3,7 @@
  * (a boot unit of our own, persist.ts), wired into the lifecycle.
  */
 import { isDeepStrictEqual } from "util";
+import { inputKeysOf } from "../../fields";
 import { sameHost } from "../../identity";
 import type { HostSnapshot } from "../../observe";
 import { checkWith } from "../../validate";
@@ -17,19 +18,7 @@ import { sameSet, verifyPortForward } from "./verify";
 export { portForwardArgsSchema, portForwardInputsSchema, deriveName, tableName } from "./schema";
 export type { PortForwardInputs, PortForwardArgs } from "./schema";
 
-export const PORT_FORWARD_INPUT_KEYS = [
-  "connection",
-  "protocol",
-  "hostPort",
-  "destination",
-  "destinationPort",
-  "hostAddress",
-  "sourceCidrs",
-  "hairpin",
-  "description",
-  "persistence",
-  "adopt",
-] as const;
+export const PORT_FORWARD_INPUT_KEYS = inputKeysOf(portForwardInputsSchema);
 
 /** Fields that make up a forward's identity (its table): changing one replaces the forward. */
 const IDENTITY_KEYS = ["protocol", "hostPort", "hostAddress"] as const;

@@ -1,4 +1,5 @@
 /** The VlanSubinterface kind: schema · plan · render · verify, wired into the lifecycle. */
+import { inputKeysOf } from "../../fields";
 import { KINDS, sameHost } from "../../identity";
 import { HostSnapshot } from "../../observe";
 import { KindProvider, makeKindProvider } from "../lifecycle";
@@ -11,7 +12,7 @@ import { verifyVlan } from "./verify";
 export { vlanSubinterfaceInputsSchema, vlanSubinterfaceStoredSchema } from "./schema";
 export type { VlanSubinterfaceInputs } from "./schema";
 
-const INPUT_KEYS = ["connection", "parent", "vlanId", "name", "protocol", "mtu", "addresses", "bridge", "adopt", "persistence"] as const;
+const INPUT_KEYS = inputKeysOf(vlanSubinterfaceInputsSchema);
 
 /** The fields that make a VLAN what it is: the kernel cannot change them in place. */
 const IDENTITY_KEYS = ["parent", "vlanId", "protocol"] as const;
