@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider, refuseLiteralUnknown, withSecretConnection } from "./provider";
-import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
+import { KvmnetResource } from "./provider";
+import { Connection, Persistence, PersistenceBackend } from "./types";
 
 /** Arguments of a {@link Bridge}. Unset optional settings are left as the kernel has them. */
 export interface BridgeArgs {
@@ -72,7 +72,7 @@ export interface BridgeArgs {
  * declare it with `adopt: true` instead. A create interrupted after the host
  * applied it is taken over by the next `up` with the same inputs, without `adopt`.
  */
-export class Bridge extends pulumi.dynamic.Resource {
+export class Bridge extends KvmnetResource {
   declare public readonly connection: pulumi.Output<Connection>;
   declare public readonly name: pulumi.Output<string>;
   declare public readonly stp: pulumi.Output<boolean>;
@@ -107,19 +107,6 @@ export class Bridge extends pulumi.dynamic.Resource {
   declare public readonly attachedInterfaces: pulumi.Output<string[]>;
 
   constructor(name: string, args: BridgeArgs, opts?: pulumi.CustomResourceOptions) {
-    refuseLiteralUnknown("Bridge", name, args);
-    const props = {
-      ...args,
-      connection: protectConnection(args.connection),
-      // Every output key must be present (seeded undefined) to be registered.
-      macAddress: args.macAddress,
-      ifindex: undefined,
-      operState: undefined,
-      attachedInterfaces: undefined,
-      takenOver: undefined,
-      persistedBy: undefined,
-      persistenceDrift: undefined,
-    };
-    super(kindProvider("bridge"), name, props, withSecretConnection(opts), "kvmnet", "Bridge");
+    super("bridge", name, args, ["ifindex", "operState", "attachedInterfaces", "takenOver", "persistedBy", "persistenceDrift"], opts);
   }
 }

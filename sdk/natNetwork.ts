@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider, refuseLiteralUnknown, withSecretConnection } from "./provider";
-import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
+import { KvmnetResource } from "./provider";
+import { Connection, Persistence, PersistenceBackend } from "./types";
 
 /** How a {@link NatNetwork} reaches the outside (libvirt's forward modes). */
 export type NatNetworkMode = "nat" | "route" | "isolated" | "open";
@@ -112,7 +112,7 @@ export interface NatNetworkArgs {
  * declare it with `adopt: true` instead. A create interrupted after the host
  * applied it is taken over by the next `up` with the same inputs, without `adopt`.
  */
-export class NatNetwork extends pulumi.dynamic.Resource {
+export class NatNetwork extends KvmnetResource {
   /** The host (credentials are secret in state). */
   declare public readonly connection: pulumi.Output<Connection>;
   /** Network name. */
@@ -156,30 +156,6 @@ export class NatNetwork extends pulumi.dynamic.Resource {
   declare public readonly ipForward: pulumi.Output<boolean>;
 
   constructor(name: string, args: NatNetworkArgs, opts?: pulumi.CustomResourceOptions) {
-    refuseLiteralUnknown("NatNetwork", name, args);
-    const props = {
-      ...args,
-      connection: protectConnection(args.connection),
-      // Every output key must be present (seeded undefined) to be registered.
-      bridgeName: args.bridgeName,
-      mode: args.mode,
-      gateway: args.gateway,
-      dhcp: args.dhcp,
-      dns: args.dns,
-      uplink: args.uplink,
-      mtu: args.mtu,
-      persistence: args.persistence,
-      adopt: args.adopt,
-      warnings: undefined,
-      ifindex: undefined,
-      macAddress: undefined,
-      dnsmasqPid: undefined,
-      dnsmasqUnit: undefined,
-      tablePresent: undefined,
-      ipForward: undefined,
-      persistedBy: undefined,
-      persistenceDrift: undefined,
-    };
-    super(kindProvider("natNetwork"), name, props, withSecretConnection(opts), "kvmnet", "NatNetwork");
+    super("natNetwork", name, args, ["warnings", "ifindex", "macAddress", "dnsmasqPid", "dnsmasqUnit", "tablePresent", "ipForward", "persistedBy", "persistenceDrift"], opts);
   }
 }

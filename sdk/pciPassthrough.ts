@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider, refuseLiteralUnknown, withSecretConnection } from "./provider";
-import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
+import { KvmnetResource } from "./provider";
+import { Connection, Persistence, PersistenceBackend } from "./types";
 
 /** Arguments of a {@link PciPassthrough}. */
 export interface PciPassthroughArgs {
@@ -53,7 +53,7 @@ export interface PciPassthroughArgs {
  * declare it instead; a device already on vfio-pci is adopted as it is. A create
  * interrupted after the host applied it is finished by the next `up`.
  */
-export class PciPassthrough extends pulumi.dynamic.Resource {
+export class PciPassthrough extends KvmnetResource {
   /** The host connection (secret in state). */
   declare public readonly connection: pulumi.Output<Connection>;
   /** Canonical address ("0000:65:00.0"). */
@@ -92,28 +92,25 @@ export class PciPassthrough extends pulumi.dynamic.Resource {
   declare public readonly qemuDeviceArgs: pulumi.Output<string[]>;
 
   constructor(name: string, args: PciPassthroughArgs, opts?: pulumi.CustomResourceOptions) {
-    refuseLiteralUnknown("PciPassthrough", name, args);
-    const props = {
-      ...args,
-      connection: protectConnection(args.connection),
-      // Every output key must be present (seeded undefined) to be registered.
-      driver: args.driver,
-      includeIommuGroup: args.includeIommuGroup,
-      force: args.force,
-      persistence: args.persistence,
-      iommuGroup: undefined,
-      vendorId: undefined,
-      deviceId: undefined,
-      originalDriver: undefined,
-      currentDriver: undefined,
-      vfioDevice: undefined,
-      groupDevices: undefined,
-      boundDevices: undefined,
-      libvirtHostdevXml: undefined,
-      qemuDeviceArgs: undefined,
-      persistedBy: undefined,
-      persistenceDrift: undefined,
-    };
-    super(kindProvider("pciPassthrough"), name, props, withSecretConnection(opts), "kvmnet", "PciPassthrough");
+    super(
+      "pciPassthrough",
+      name,
+      args,
+      [
+        "iommuGroup",
+        "vendorId",
+        "deviceId",
+        "originalDriver",
+        "currentDriver",
+        "vfioDevice",
+        "groupDevices",
+        "boundDevices",
+        "libvirtHostdevXml",
+        "qemuDeviceArgs",
+        "persistedBy",
+        "persistenceDrift",
+      ],
+      opts,
+    );
   }
 }

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider, refuseLiteralUnknown, withSecretConnection } from "./provider";
-import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
+import { KvmnetResource } from "./provider";
+import { Connection, Persistence, PersistenceBackend } from "./types";
 
 /** Arguments of a {@link PortForward}. */
 export interface PortForwardArgs {
@@ -69,7 +69,7 @@ export interface PortForwardArgs {
  * declare it with `adopt: true` instead. A create interrupted after the host
  * applied it is taken over by the next `up` with the same inputs, without `adopt`.
  */
-export class PortForward extends pulumi.dynamic.Resource {
+export class PortForward extends KvmnetResource {
   /** The host connection (secret in state). */
   declare public readonly connection: pulumi.Output<Connection>;
   /** "tcp" or "udp". */
@@ -103,24 +103,6 @@ export class PortForward extends pulumi.dynamic.Resource {
   declare public readonly adopt: pulumi.Output<boolean>;
 
   constructor(name: string, args: PortForwardArgs, opts?: pulumi.CustomResourceOptions) {
-    refuseLiteralUnknown("PortForward", name, args);
-    const props = {
-      ...args,
-      connection: protectConnection(args.connection),
-      // Every output key must be present (seeded undefined) to be registered.
-      destinationPort: args.destinationPort,
-      hostAddress: args.hostAddress,
-      sourceCidrs: args.sourceCidrs,
-      hairpin: args.hairpin,
-      description: args.description,
-      persistence: args.persistence,
-      adopt: args.adopt,
-      table: undefined,
-      warnings: undefined,
-      drift: undefined,
-      persistedBy: undefined,
-      persistenceDrift: undefined,
-    };
-    super(kindProvider("portForward"), name, props, withSecretConnection(opts), "kvmnet", "PortForward");
+    super("portForward", name, args, ["table", "warnings", "drift", "persistedBy", "persistenceDrift"], opts);
   }
 }

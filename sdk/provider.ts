@@ -1,6 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
-import type { KindName } from "../provider";
+import { inputKeysOf } from "../provider/fields";
+import { KindName, KINDS, TYPE_MODULE } from "../provider/identity";
+import { INPUT_SCHEMAS } from "../provider/resources/inputs";
 import { UNKNOWN } from "../provider/validate";
+import { Connection, protectConnection } from "./types";
 
 /** The type of what the closures below require at run time (a type only: nothing is imported here). */
 type ProviderModule = typeof import("../provider");
@@ -62,4 +65,27 @@ export function refuseLiteralUnknown(type: string, name: string, args: object): 
   const paths = literalUnknownPaths(args);
   if (paths.length === 0) return;
   throw new Error(`kvmnet:${type} ${name}: ${paths.map((p) => `${p}: is the engine's placeholder for an unknown value (${UNKNOWN}), not a valid value`).join("; ")}`);
+}
+
+/**
+ * What every kvmnet resource class extends: it names its kind, and the kind
+ * registry (provider/identity.ts) gives the provider object, the type token
+ * (`pulumi-nodejs:dynamic/kvmnet:<Type>`) and the name in messages, so no
+ * class spells them itself.
+ */
+export abstract class KvmnetResource extends pulumi.dynamic.Resource {
+  /**
+   * Registers the resource. `computed` names the outputs that are not inputs;
+   * the inputs come from the kind's schema (provider/resources/inputs.ts).
+   */
+  protected constructor(kind: KindName, name: string, args: { connection: pulumi.Input<Connection> }, computed: readonly string[], opts?: pulumi.CustomResourceOptions) {
+    const type = KINDS[kind].type;
+    refuseLiteralUnknown(type, name, args);
+    // A copy: the base constructor writes __provider into it.
+    const props: Record<string, unknown> = { ...args, connection: protectConnection(args.connection) };
+    // An output is registered only when its key is present: seed every input the
+    // program left out, and every computed output, as undefined.
+    for (const k of [...inputKeysOf(INPUT_SCHEMAS[kind]), ...computed]) if (!(k in props)) props[k] = undefined;
+    super(kindProvider(kind), name, props, withSecretConnection(opts), TYPE_MODULE, type);
+  }
 }

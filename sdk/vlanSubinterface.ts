@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider, refuseLiteralUnknown, withSecretConnection } from "./provider";
-import { Connection, Persistence, PersistenceBackend, protectConnection } from "./types";
+import { KvmnetResource } from "./provider";
+import { Connection, Persistence, PersistenceBackend } from "./types";
 
 /** Tag protocol: "802.1Q" (a VLAN tag, TPID 0x8100) or "802.1ad" (a QinQ service tag, TPID 0x88a8). */
 export type VlanProtocol = "802.1Q" | "802.1ad";
@@ -61,7 +61,7 @@ export interface VlanSubinterfaceArgs {
  * declare it with `adopt: true` instead. A create interrupted after the host
  * applied it is taken over by the next `up` with the same inputs, without `adopt`.
  */
-export class VlanSubinterface extends pulumi.dynamic.Resource {
+export class VlanSubinterface extends KvmnetResource {
   declare public readonly connection: pulumi.Output<Connection>;
   declare public readonly parent: pulumi.Output<string>;
   declare public readonly vlanId: pulumi.Output<number>;
@@ -88,24 +88,6 @@ export class VlanSubinterface extends pulumi.dynamic.Resource {
   declare public readonly operState: pulumi.Output<string>;
 
   constructor(name: string, args: VlanSubinterfaceArgs, opts?: pulumi.CustomResourceOptions) {
-    refuseLiteralUnknown("VlanSubinterface", name, args);
-    const props = {
-      ...args,
-      connection: protectConnection(args.connection),
-      // Every output key must be present (seeded undefined) to be registered.
-      name: args.name,
-      protocol: args.protocol,
-      mtu: args.mtu,
-      addresses: args.addresses,
-      bridge: args.bridge,
-      adopt: args.adopt,
-      persistence: args.persistence,
-      ifindex: undefined,
-      macAddress: undefined,
-      operState: undefined,
-      persistedBy: undefined,
-      persistenceDrift: undefined,
-    };
-    super(kindProvider("vlanSubinterface"), name, props, withSecretConnection(opts), "kvmnet", "VlanSubinterface");
+    super("vlanSubinterface", name, args, ["ifindex", "macAddress", "operState", "persistedBy", "persistenceDrift"], opts);
   }
 }
