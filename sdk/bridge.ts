@@ -4,59 +4,78 @@ import { Connection, Persistence, PersistenceBackend } from "./types";
 
 /** Arguments of a {@link Bridge}. Unset optional settings are left as the kernel has them. */
 export interface BridgeArgs {
-  /** The host to manage. */
+  /** The host to manage, and how to reach it: see Connection. On change: replace if the host changes (`host`, or `local`), else update. */
   connection: pulumi.Input<Connection>;
-  /** Interface name: 1–15 characters of [A-Za-z0-9_.-]. Changing it replaces the bridge. */
+  /**
+   * Interface name: 1–15 characters of `[A-Za-z0-9_.-]`, not starting with `-` or `.`, not `all`,
+   * `default` or `bonding_masters`; a Bridge name must not contain `-port-` (its persisted files
+   * would be another bridge's port files). The same rule holds for every interface-name input
+   * (`ports`, NatNetwork `bridgeName`/`uplink`, VlanSubinterface `parent`/`name`/`bridge`). On
+   * change: replace (deleted first when it has ports, which would collide).
+   */
   name: pulumi.Input<string>;
-  /** Spanning Tree Protocol on (kernel STP). Default false. */
+  /** Spanning Tree Protocol (kernel STP). Default: `false`. */
   stp?: pulumi.Input<boolean>;
-  /** STP forward delay in seconds (0–30; 2–30 with stp on). */
+  /** STP forward delay, seconds, 0–30 (2–30 with STP on), 0.01 s steps. Default: kernel's (15 s). */
   forwardDelay?: pulumi.Input<number>;
-  /** STP hello time in seconds (1–10). */
+  /** STP hello time, seconds, 1–10, 0.01 s steps. Default: kernel's (2 s). */
   helloTime?: pulumi.Input<number>;
-  /** STP max message age in seconds (6–40). */
+  /** STP max message age, seconds, 6–40, 0.01 s steps. Default: kernel's (20 s). */
   maxAge?: pulumi.Input<number>;
-  /** Bridge priority (0–65535; lower wins the root election). */
+  /** Bridge priority, 0–65535 (lower wins the root election). Default: kernel's (32768). */
   priority?: pulumi.Input<number>;
-  /** How long learned MAC addresses are kept, in seconds (0–1000000). */
+  /** How long learned MAC addresses are kept, seconds, 0–1000000, 0.01 s steps. Default: kernel's (300 s). */
   ageingTime?: pulumi.Input<number>;
-  /** MTU of the bridge device (68–65535). */
+  /** MTU of the bridge device, 68–65535. Default: kernel's. */
   mtu?: pulumi.Input<number>;
-  /** Fixed MAC address of the bridge (unicast). Without it the kernel picks one (usually a port's). */
+  /** Fixed unicast MAC address (`52:54:00:12:34:56`). Without it the kernel picks one (usually a port's). Default: kernel's. */
   macAddress?: pulumi.Input<string>;
-  /** 802.1Q VLAN filtering on the bridge. */
+  /**
+   * 802.1Q VLAN filtering (needs a kernel with `CONFIG_BRIDGE_VLAN_FILTERING`; otherwise the update
+   * fails as Unsupported and changes nothing). Default: kernel's.
+   */
   vlanFiltering?: pulumi.Input<boolean>;
   /**
-   * Interfaces to enslave. They must exist, and — unless `takeOverUplink` —
-   * have no addresses and not carry the management or default route. Ports
-   * not listed here (guest taps) are left alone; a port removed from the list
-   * is released.
+   * Interfaces to enslave. Each must exist and not be in another bridge; unless `takeOverUplink`,
+   * it must also have no addresses and not carry the SSH management route or the default route. A
+   * port that was down is brought up, and down again when released. Interfaces not listed (guest
+   * taps) are left alone; a port removed from the list is released. Default: `[]`.
    */
   ports?: pulumi.Input<pulumi.Input<string>[]>;
-  /** Addresses in CIDR form (IPv4 and IPv6), e.g. "192.168.50.1/24". Others on the bridge are left alone. */
+  /**
+   * CIDR addresses (IPv4 and IPv6), e.g. `192.168.50.1/24`. Unicast only; IPv6 link-local
+   * (`fe80::/10`, which the kernel makes on every link and this provider does not manage), loopback
+   * and unspecified addresses are refused at check. Other addresses on the bridge are left alone;
+   * one removed from the list is removed. Default: `[]`.
+   */
   addresses?: pulumi.Input<pulumi.Input<string>[]>;
   /**
-   * Manage a bridge of this name that already exists (made by hand or by another
-   * tool) instead of failing with a Conflict: its settings become the declared ones,
-   * and delete removes it. A bridge this resource's own interrupted create made is
-   * taken over without it. Default false.
+   * Manage a bridge of this name that already exists — made by hand or by another tool — (its
+   * settings become the declared ones, and delete removes it) instead of failing with a Conflict
+   * error. Not needed for a bridge this resource's own interrupted create made (see Interrupted
+   * creates, adoption and `pulumi import`). Default: `false`.
    */
   adopt?: pulumi.Input<boolean>;
   /**
-   * Let `ports` include the uplink NIC — even the one this SSH session runs
-   * over: its addresses and routes move onto the bridge (which takes its MAC),
-   * and go back when it is released or the bridge is deleted. Such changes run
-   * under commit-confirm: the host reverts them by itself unless a NEW SSH
-   * connection confirms within `confirmTimeoutSec`. Default false.
+   * Allow ports that carry addresses or routes (the uplink NIC, even the SSH session's): their
+   * addresses and non-kernel routes move onto the bridge, which takes the NIC's MAC; they move back
+   * when the port is released or the bridge deleted. Such changes run under commit-confirm: the
+   * host reverts them by itself unless a new SSH connection confirms them within
+   * `confirmTimeoutSec`. Default: `false`.
    */
   takeOverUplink?: pulumi.Input<boolean>;
-  /** Seconds (15–3600, default 60) the host waits for the confirming connection before it reverts a change of the management path. */
+  /**
+   * Seconds, 15–3600: how long the host waits for a new SSH connection to confirm a change of the
+   * management path before it reverts it. Default: `60`.
+   */
   confirmTimeoutSec?: pulumi.Input<number>;
   /**
-   * Where the boot-time configuration goes (default "runtime": none). networkd:
-   * .netdev/.network files; NetworkManager: keyfiles (ports must be Ethernet NICs;
-   * bridge times in whole seconds); ifupdown: an interfaces.d stanza. Not yet with
-   * takeOverUplink (refused).
+   * Where the boot-time configuration goes: `"auto"` (the stack the host runs), `"networkd"`,
+   * `"networkmanager"` (ports must be Ethernet NICs, bridge times whole seconds), `"ifupdown"`, or
+   * `"runtime"` (nothing: the bridge lasts until the host reboots, and a `refresh` afterwards shows
+   * it gone). See Persistence. With `takeOverUplink`: networkd and NetworkManager (the uplink's
+   * addresses and routes go into the bridge's configuration); ifupdown and DHCP-configured uplinks
+   * are refused. Default: `"runtime"`.
    */
   persistence?: pulumi.Input<Persistence>;
 }

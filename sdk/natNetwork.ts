@@ -7,23 +7,23 @@ export type NatNetworkMode = "nat" | "route" | "isolated" | "open";
 
 /** A fixed DHCP address for one guest. */
 export interface NatNetworkDhcpHost {
-  /** The guest NIC's MAC address (unicast, 52:54:00:12:34:56). */
+  /** The guest NIC's MAC address (unicast, `52:54:00:12:34:56`). */
   mac: pulumi.Input<string>;
   /** The address it always gets: inside the subnet, not the gateway. */
   ip: pulumi.Input<string>;
-  /** Host name handed to the guest and resolvable through the network's DNS. */
+  /** Host name handed to the guest and resolvable through the network's DNS (what dnsmasq reads as one: see `dhcp`). */
   hostname?: pulumi.Input<string>;
 }
 
 /** DHCP served by the network's dnsmasq. */
 export interface NatNetworkDhcp {
-  /** First address of the dynamic range (inside the subnet). */
+  /** First address of the dynamic range, inside the subnet. */
   start: pulumi.Input<string>;
-  /** Last address of the dynamic range (not before start; the gateway must not be in the range). */
+  /** Last address of the dynamic range: inside the subnet, not before `start`; the range must not hold the gateway. */
   end: pulumi.Input<string>;
-  /** Lease time in seconds (120 – 31536000). Default 3600. */
+  /** Lease time in whole seconds, 120–31536000. Default: `3600`. */
   leaseTime?: pulumi.Input<number>;
-  /** Fixed addresses by MAC. Changing them reloads dnsmasq (SIGHUP): leases are kept. */
+  /** Fixed addresses by MAC. Changing them reloads dnsmasq (SIGHUP): leases are kept. Default: `[]`. */
   hosts?: pulumi.Input<pulumi.Input<NatNetworkDhcpHost>[]>;
 }
 
@@ -31,68 +31,81 @@ export interface NatNetworkDhcp {
 export interface NatNetworkDnsHost {
   /** IPv4 address the names resolve to. */
   ip: pulumi.Input<string>;
-  /** Names (DNS labels or dotted names); with a domain, short names also resolve as <name>.<domain>. */
+  /** Names (DNS labels or dotted names), at least one; with a domain, short names also resolve as `<name>.<domain>`. */
   hostnames: pulumi.Input<pulumi.Input<string>[]>;
 }
 
 /** DNS served by the network's dnsmasq on the gateway address. */
 export interface NatNetworkDns {
-  /** Serve DNS on the gateway (port 53). Default true. */
+  /** Serve DNS on the gateway (port 53). Default: `true`. */
   enabled?: pulumi.Input<boolean>;
-  /** Local domain: names in it are answered here and never forwarded. */
+  /** Local domain: guests' names resolve as `<name>.<domain>`, and queries for it are answered here, never forwarded. */
   domain?: pulumi.Input<string>;
-  /** Static entries. Changing them reloads dnsmasq (SIGHUP). */
+  /** Static entries. Changing them reloads dnsmasq (SIGHUP). Default: `[]`. */
   hosts?: pulumi.Input<pulumi.Input<NatNetworkDnsHost>[]>;
 }
 
 /** Arguments of a {@link NatNetwork}. */
 export interface NatNetworkArgs {
-  /** The host to manage. */
+  /** The host to manage, and how to reach it: see Connection. On change: replace if the host changes (`host`, or `local`), else update. */
   connection: pulumi.Input<Connection>;
   /**
-   * Network name: a letter, then letters, digits and '_', at most 15 characters.
-   * It names the nft table (`kvmnet_nat_<name>`), the files under
-   * /run/kvmnet/nat/<name>/ and the units. Changing it replaces the network.
+   * A letter, then letters, digits or `_`; at most 15 characters. It names the nft table
+   * (`kvmnet_nat_<name>`), the files under `/run/kvmnet/nat/<name>/` and the units. On change:
+   * replace.
    */
   name: pulumi.Input<string>;
-  /** Bridge interface name (≤15 characters). Default `kvn-<name>` (shortened with a hash when too long). Changing it replaces the network. */
+  /** The bridge interface. Default: `kvn-<name>` (shortened with a hash when too long). On change: replace. */
   bridgeName?: pulumi.Input<string>;
   /**
-   * "nat" (default): masquerade the subnet out of the uplink; "route": forward
-   * without masquerade; "isolated": forward nothing to or from the bridge;
-   * "open": add no firewall rules. Changes in place, atomically.
+   * `nat` masquerades the subnet out of the uplink (not to 224.0.0.0/24 or 255.255.255.255, as
+   * libvirt); `route` forwards without masquerade; `isolated` forwards nothing to or from the
+   * bridge (guests reach each other and the gateway); `open` adds no rules. In every mode a
+   * `PortForward` to a guest works (see Forwards into a network). Default: `"nat"`. On change:
+   * update (one atomic nft transaction).
    */
   mode?: pulumi.Input<NatNetworkMode>;
-  /** IPv4 network in CIDR form with host bits zero, /8 – /30 (192.168.122.0/24). Changing it replaces the network. */
+  /** IPv4 network in CIDR form, host bits zero, /8–/30 (`192.168.122.0/24`). Must not overlap an address on the host. On change: replace. */
   subnet: pulumi.Input<string>;
-  /** The bridge's address inside the subnet. Default the first usable address. Changing it replaces the network. */
+  /** The bridge's address, inside the subnet. Default: first usable address. On change: replace. */
   gateway?: pulumi.Input<string>;
-  /** DHCP settings, or false (default) for none. Changes in place. */
+  /**
+   * `false` for none, or `{ start, end, leaseTime (3600 s), hosts: [{ mac, ip, hostname }] }`.
+   * `leaseTime`: whole seconds, 120–31536000. `hostname`: a DNS name (labels of letters, digits,
+   * `-`) that dnsmasq's dhcp-host line reads as a name: not `ignore` or `infinite` (any case), not
+   * a lease time (digits with an optional `s`/`m`/`h`/`d`/`w`), not ending in an all-digit label,
+   * not address-shaped (`10.66.0.77`, `0x0a.0x01`); a name with a domain part (`web.lab`) only when
+   * that part (after the first `.`) is `dns.domain` and DNS is enabled, as dnsmasq drops it
+   * otherwise. Default: `false`. On change: update; host entries reload dnsmasq with SIGHUP,
+   * keeping leases.
+   */
   dhcp?: pulumi.Input<NatNetworkDhcp | false>;
-  /** DNS settings. Default `{ enabled: true }`. Changes in place. */
+  /**
+   * `{ enabled, domain, hosts: [{ ip, hostnames }] }`; names in `domain` are answered locally and
+   * never forwarded. `domain` and `hostnames`: DNS names (labels of letters, digits, `-`, ≤ 253
+   * characters) not ending in an all-digit label and not address-shaped. Default: `{ enabled: true
+   * }`. On change: update (SIGHUP for host entries).
+   */
   dns?: pulumi.Input<NatNetworkDns>;
-  /** Interface the nat/route modes forward through. Default the default route's interface. Changes in place. */
+  /** Interface `nat`/`route` forward through. Default: the default route's interface. */
   uplink?: pulumi.Input<string>;
-  /** MTU of the bridge (68–65535). Unset leaves the kernel's. Changes in place. */
+  /** Bridge MTU, 68–65535. Default: kernel's. */
   mtu?: pulumi.Input<number>;
   /**
-   * Whether the network comes back after a reboot (default "runtime": it does not).
-   * Any other value (on "auto", any host whose network stack is detected) persists it
-   * through systemd units of our own, whichever stack the host runs:
-   * `kvmnet-nat-<name>.service` recreates the bridge, its address, the nft table and
-   * ip_forward after network.target; `kvmnet-dnsmasq-<name>.service` is enabled; a
-   * drop-in re-adds the table whenever nftables.service flushes the ruleset; forwarding
-   * modes also write /etc/sysctl.d/90-kvmnet-nat-<name>.conf. Persisted copies live in
-   * /etc/kvmnet/nat-<name>.*. Needs systemd. Changes in place, without touching the
-   * live network.
+   * `"runtime"`: until reboot. Any other value (systemd hosts; on `"auto"`, any host whose network
+   * stack is detected) persists the network through units of our own, whichever stack the host
+   * runs: `kvmnet-nat-<name>.service` recreates the bridge, its address, the table and ip_forward
+   * at boot, dnsmasq's unit is enabled, a sysctl.d file (forwarding modes) and an nftables.service
+   * drop-in keep ip_forward and the table through that service's flush. Changing it leaves the live
+   * network alone. Default: `"runtime"`.
    */
   persistence?: pulumi.Input<Persistence>;
   /**
-   * Manage what already exists on the host under this network's names — a bridge
-   * named `bridgeName` made by hand or by another tool, the table `kvmnet_nat_<name>`
-   * and its state — instead of failing with a Conflict: their settings become the
-   * declared ones, and delete removes them. What this resource's own interrupted
-   * create left is taken over without it. Default false.
+   * Manage what already exists under this network's names instead of failing with a Conflict: a
+   * bridge named `bridgeName` made by hand or by another tool (it gets the gateway address and MTU;
+   * its other addresses and ports stay), the table `kvmnet_nat_<name>` and its state. Their
+   * settings become the declared ones; delete removes them, bridge included. Not needed for what
+   * this resource's own interrupted create made. Default: `false`.
    */
   adopt?: pulumi.Input<boolean>;
 }

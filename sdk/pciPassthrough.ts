@@ -4,36 +4,30 @@ import { Connection, Persistence, PersistenceBackend } from "./types";
 
 /** Arguments of a {@link PciPassthrough}. */
 export interface PciPassthroughArgs {
-  /** The host to manage. */
+  /** The host to manage, and how to reach it: see Connection. On change: replace if the host changes (`host`, or `local`), else update. */
   connection: pulumi.Input<Connection>;
   /**
-   * PCI address of the device, as `lspci -D` prints it ("0000:65:00.0"); the short
-   * form "65:00.0" (domain 0000) is accepted. Stored lower-case with the domain.
-   * Changing it replaces the resource.
+   * As `lspci -D` prints it (`0000:65:00.0`); `65:00.0` means domain 0000; any case. Stored
+   * lower-case with the domain. 4-digit domains only. On change: replace (the old device is given
+   * back first).
    */
   address: pulumi.Input<string>;
-  /** Driver to bind the device to. Only "vfio-pci" (the default). */
+  /** The driver to bind the device to: only `vfio-pci`. Default: `"vfio-pci"`. */
   driver?: pulumi.Input<"vfio-pci">;
   /**
-   * Bind every endpoint device of the device's IOMMU group to vfio-pci too (a GPU
-   * and its audio function, devices behind one PCIe-to-PCI bridge). Without it, a
-   * group with another device on a host driver is refused. Default false.
+   * Also bind every other endpoint of the device's IOMMU group (a GPU's audio function, devices
+   * behind one PCIe-to-PCI bridge; PCI bridges are never bound). Without it, a group with another
+   * device on a host driver is refused. Default: `false`.
    */
   includeIommuGroup?: pulumi.Input<boolean>;
-  /**
-   * Pass the device through even though it carries the SSH management route,
-   * the default route, or a mounted disk or swap. Default false.
-   */
+  /** Pass the device through even though it carries the SSH management route, the default route, or a mounted disk or swap. Default: `false`. */
   force?: pulumi.Input<boolean>;
   /**
-   * Whether the binding survives a reboot (default "runtime": until the host
-   * reboots). Any other value ("auto", or the stack the host runs: the network
-   * stack itself does not matter to a PCI device) binds the devices again at
-   * every boot, before any VM can start: a udev rule sets driver_override on the
-   * device's add event so the host driver never binds it, and a oneshot unit
-   * ordered before sysinit.target binds whatever another driver got first (one
-   * built in, or loaded from the initramfs). Needs systemd. Delete removes both
-   * and gives the devices back at once.
+   * `"runtime"`: the binding lasts until reboot. Any other value (systemd hosts):
+   * `/etc/udev/rules.d/40-kvmnet-vfio-<addr>.rules` sets `driver_override` on the device's add
+   * event, and `kvmnet-vfio-<addr>.service` (before sysinit.target, so before libvirtd) moves it to
+   * vfio-pci even when a driver from the initramfs bound it first. Delete removes both and gives
+   * the devices back at once. Default: `"runtime"`.
    */
   persistence?: pulumi.Input<Persistence>;
 }

@@ -4,51 +4,46 @@ import { Connection, Persistence, PersistenceBackend } from "./types";
 
 /** Arguments of a {@link PortForward}. */
 export interface PortForwardArgs {
-  /** The host to manage. */
+  /** The host to manage, and how to reach it: see Connection. On change: replace if the host changes (`host`, or `local`), else update. */
   connection: pulumi.Input<Connection>;
-  /** "tcp" or "udp". Changing it replaces the forward. */
+  /** `"tcp"` or `"udp"`. On change: replace. */
   protocol: pulumi.Input<"tcp" | "udp">;
-  /** Host port (1–65535) or range ("8000-8010") to forward. Changing it replaces the forward. */
+  /** Host port (1–65535) or range (`"8000-8010"`) to forward. On change: replace. */
   hostPort: pulumi.Input<number | string>;
-  /** IPv4 address to forward to, usually a guest's (e.g. "192.168.122.10"). */
+  /** IPv4 address to forward to, usually a guest's (`192.168.122.10`). */
   destination: pulumi.Input<string>;
-  /**
-   * Port on the destination. Default: the same as hostPort. With a hostPort range,
-   * a range of the same size ("9000-9010") or its first port (9000).
-   */
+  /** Port on the destination; with a `hostPort` range, a range of the same size (`"9000-9010"`) or its first port (`9000`). Default: `hostPort`. */
   destinationPort?: pulumi.Input<number | string>;
-  /**
-   * Forward only traffic to this host address. Default: every address of the host.
-   * Changing it replaces the forward.
-   */
+  /** Forward only traffic to this host address. Default: every host address. On change: replace. */
   hostAddress?: pulumi.Input<string>;
   /**
-   * Only clients from these IPv4 networks ("10.0.0.0/8", or an address) are forwarded;
-   * others reach the host's own port. Default: everyone. The host itself is not restricted.
+   * Only clients from these IPv4 networks (`10.0.0.0/8`, or an address; at most 256) are forwarded;
+   * others reach the host's own port. Does not restrict the host itself. Default: `[]` (everyone).
    */
   sourceCidrs?: pulumi.Input<pulumi.Input<string>[]>;
   /**
-   * Also forward connections from the host itself and from guests on the destination's
-   * own network that use the host address. Default true.
+   * Also forward connections from the host itself, and from guests of the destination's own network
+   * that use the host address (their source is masqueraded so replies return through the host).
+   * Default: `true`.
    */
   hairpin?: pulumi.Input<boolean>;
-  /** Written into the nft rule's comment: printable ASCII, no quotes or backslashes, ≤ 128 characters. */
+  /** Written into the nft rule's comment: printable ASCII without quotes or backslashes, ≤ 128 characters. */
   description?: pulumi.Input<string>;
   /**
-   * Whether the forward comes back after a reboot (default "runtime": it does not).
-   * Any other value (on "auto", any host whose network stack is detected) persists it
-   * through a unit of our own, whichever stack the host runs:
-   * `kvmnet-pf-<name>.service` loads /etc/kvmnet/pf-<name>.nft after network.target,
-   * and a drop-in loads it again whenever nftables.service flushes the ruleset.
-   * Needs systemd. Changes in place.
+   * `"runtime"`: until reboot. Any other value (systemd hosts; on `"auto"`, any host whose network
+   * stack is detected) persists the forward through a unit of our own, whichever stack the host
+   * runs: `kvmnet-pf-<name>.service` loads `/etc/kvmnet/pf-<name>.nft` after network.target, and an
+   * nftables.service drop-in loads it again whenever that service flushes the ruleset. Default:
+   * `"runtime"`.
    */
   persistence?: pulumi.Input<Persistence>;
   /**
-   * Manage the forward table of this identity (`table ip kvmnet_pf_<protocol>_<address|any>_<port>`)
-   * that already exists on the host but was not written for this resource (made by hand,
-   * left by another stack) instead of failing with a Conflict: its rules become the
-   * declared ones. A table this provider wrote for this very resource (a create whose
-   * result was lost) is taken over without it. Default false.
+   * Manage the table of this forward's identity (`table ip kvmnet_pf_…`) that is already on the
+   * host but was not created by this resource — made by hand, left by another stack, or by an
+   * interrupted create whose inputs changed since — instead of failing with a Conflict: it is
+   * rewritten to the declared rules in one transaction (when that fails, put back as it was if its
+   * rules were readable as a forward, else removed). Never takes another forward's overlapping
+   * table. Not needed for what this resource's own interrupted create made. Default: `false`.
    */
   adopt?: pulumi.Input<boolean>;
 }

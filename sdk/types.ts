@@ -10,33 +10,50 @@ import { SECRET_FIELDS } from "../provider/validate";
  * fields given here win over the file.
  */
 export interface Connection {
-  /** Host name, IP address, or an alias from ~/.ssh/config. */
+  /**
+   * Host name, IP address, or an alias from `~/.ssh/config` (its HostName, User, Port, IdentityFile
+   * and ProxyJump apply; fields given here win). Also the first part of every resource id (`local`
+   * instead, with `local: true`).
+   */
   host: pulumi.Input<string>;
-  /** SSH port. Default: from ~/.ssh/config, else 22. */
+  /** SSH port. Default: ssh config, else 22. */
   port?: pulumi.Input<number>;
-  /** Login user. Default: from ~/.ssh/config, else "root". Non-root users need `sudo`. */
+  /** Login user. Non-root users need `sudo`. Default: ssh config, else `root`. */
   user?: pulumi.Input<string>;
-  /** Private key text (OpenSSH or PEM). Kept secret in state. */
+  /** Private key text (OpenSSH or PEM). Secret in state. */
   privateKey?: pulumi.Input<string>;
-  /** Passphrase of an encrypted private key. Kept secret in state. */
+  /** Passphrase of an encrypted private key. Secret in state. */
   privateKeyPassphrase?: pulumi.Input<string>;
-  /** Password authentication. Kept secret in state. */
+  /** Password authentication. Secret in state. */
   password?: pulumi.Input<string>;
-  /** ssh-agent socket path. Default: SSH_AUTH_SOCK, when no key or password is given. */
+  /** ssh-agent socket path. Default: `SSH_AUTH_SOCK` when no key or password is given. */
   agent?: pulumi.Input<string>;
-  /** Pinned host key: an OpenSSH fingerprint ("SHA256:…", as `ssh-keygen -lf` prints) or a public key line. */
+  /** Pinned host key: an OpenSSH fingerprint (`SHA256:…`, as `ssh-keygen -lf` prints) or a public key line (`ssh-ed25519 AAAA…`). */
   hostKey?: pulumi.Input<string>;
-  /** known_hosts file used when no hostKey is pinned. Default: ~/.ssh/known_hosts. */
+  /**
+   * The known_hosts file used when no `hostKey` is pinned (hashed entries, `[host]:port`, wildcards
+   * and `@revoked` understood). Must be a regular file (up to 16 MiB); a FIFO or device is refused,
+   * like an IdentityFile or ssh config that is not one. Default: `~/.ssh/known_hosts`.
+   */
   knownHostsFile?: pulumi.Input<string>;
-  /** Skip host-key verification (explicit opt-out; not recommended). Default false. */
+  /** Skip host-key verification. Explicit opt-out; not recommended; not with `hostKey`. Default: `false`. */
   insecureIgnoreHostKey?: pulumi.Input<boolean>;
-  /** Run commands through sudo: true (passwordless, `sudo -n`) or `{ password }`. */
+  /**
+   * `true` runs commands with `sudo -n`; `{ password }` feeds sudo the password (secret in state;
+   * no control characters, since sudo reads it up to the first newline).
+   */
   sudo?: pulumi.Input<boolean | { password: pulumi.Input<string> }>;
-  /** Reach the host through this bastion (like ssh -J). */
+  /** A nested `Connection` to a bastion (like `ssh -J`); needs `AllowTcpForwarding` there. */
   jumpHost?: pulumi.Input<Connection>;
-  /** How long to wait for the SSH handshake, in ms. Default 20000. */
+  /**
+   * How long to wait for each network step, in ms (1000–600000): connect and SSH handshake, a jump
+   * host's forward to this host, each channel open. Default: 20000.
+   */
   readyTimeoutMs?: pulumi.Input<number>;
-  /** Run on the machine running pulumi itself (no SSH). `host` is then only a label. */
+  /**
+   * Run on the machine running pulumi (no SSH), e.g. a program on the KVM host itself; `host` is
+   * then only a label. Not with `jumpHost`. Default: `false`.
+   */
   local?: pulumi.Input<boolean>;
 }
 

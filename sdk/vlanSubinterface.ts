@@ -7,41 +7,43 @@ export type VlanProtocol = "802.1Q" | "802.1ad";
 
 /** Arguments of a {@link VlanSubinterface}. */
 export interface VlanSubinterfaceArgs {
-  /** The host to manage. */
+  /** The host to manage, and how to reach it: see Connection. On change: replace if the host changes (`host`, or `local`), else update. */
   connection: pulumi.Input<Connection>;
-  /** The interface that carries the tagged frames (a NIC, a bond, a bridge, or another VLAN for QinQ). Must exist. Changing it replaces the VLAN. */
+  /** The interface that carries the tagged frames (a NIC, a bond, a bridge, or another VLAN for QinQ); must exist, not `lo`. On change: replace. */
   parent: pulumi.Input<string>;
-  /** VLAN id, 1–4094. Changing it replaces the VLAN. */
+  /** VLAN id, 1–4094. On change: replace. */
   vlanId: pulumi.Input<number>;
-  /** Interface name, 1–15 characters of [A-Za-z0-9_.-]. Default `<parent>.<vlanId>`; required when that is over 15 characters. Changing it replaces the VLAN. */
+  /** Interface name; required when the default is over 15 characters. Default: `<parent>.<vlanId>`. On change: replace. */
   name?: pulumi.Input<string>;
-  /** Tag protocol. Default "802.1Q". Changing it replaces the VLAN. */
+  /** Tag protocol: `"802.1Q"` or `"802.1ad"` (QinQ service tag, TPID 0x88a8). Default: `"802.1Q"`. On change: replace. */
   protocol?: pulumi.Input<VlanProtocol>;
-  /** MTU (68–65535, at most the parent's). Unset: the kernel's (the parent's at creation), left as the host has it. */
+  /**
+   * 68–65535 and at most the parent's MTU (checked against the host before anything changes).
+   * Unset: left as the host has it. Default: kernel's (the parent's).
+   */
   mtu?: pulumi.Input<number>;
-  /** Addresses in CIDR form (IPv4 and IPv6). Others on the interface are left alone; one removed from the list is removed. Not with `bridge`. */
+  /**
+   * CIDR addresses, "at least these", with the same rules as Bridge `addresses`: others on the
+   * interface are left alone, one removed from the list is removed. Must be empty when `bridge` is
+   * set. Default: `[]`.
+   */
   addresses?: pulumi.Input<pulumi.Input<string>[]>;
-  /** Make the VLAN a port of this bridge (which must exist: pass a Bridge's `name` output). Removing it detaches the VLAN. */
+  /**
+   * Make the VLAN a port of this bridge, which must already exist: pass the Bridge's `name` output
+   * (or `dependsOn` it). Removing it detaches the VLAN.
+   */
   bridge?: pulumi.Input<string>;
   /**
-   * Manage an existing VLAN of this name (same parent, id and protocol) instead of
-   * failing with a Conflict: its settings become the declared ones, and delete
-   * removes it. A VLAN this resource's own interrupted create made is taken over
-   * without it. Default false.
+   * Manage an existing VLAN of this name with the same parent, id and protocol instead of failing
+   * with a Conflict: its settings become the declared ones, and delete removes it. Not needed for a
+   * VLAN this resource's own interrupted create made. Default: `false`.
    */
   adopt?: pulumi.Input<boolean>;
   /**
-   * Whether the VLAN survives a reboot (default "runtime": until the host
-   * reboots). "auto" persists through the network stack the host runs;
-   * "networkmanager", "networkd" or "ifupdown" name it (refused when the host
-   * does not run it). The files: networkd `05-kvmnet-vlan-<name>.netdev` and
-   * `.network` plus a drop-in that adds `VLAN=<name>` to the .network file
-   * managing the parent (networkd must manage the parent); a NetworkManager
-   * keyfile `kvmnet-vlan-<name>.nmconnection`; an ifupdown stanza
-   * `/etc/network/interfaces.d/kvmnet-vlan-<name>`. A setup the stack could not
-   * bring back at boot (a bridge it does not create, an unmanaged parent,
-   * 802.1ad on NetworkManager before 1.42) is refused before anything changes.
-   * Delete removes every file.
+   * `"runtime"` (until reboot), `"auto"`, `"networkd"` (needs networkd to manage the parent: a
+   * drop-in adds `VLAN=`), `"networkmanager"` (parent managed by NM; 802.1ad from NM 1.42),
+   * `"ifupdown"` (`interfaces.d` must be `source`d). What a stack could not bring back at boot is
+   * refused before anything changes. Delete removes every file. Default: `"runtime"`.
    */
   persistence?: pulumi.Input<Persistence>;
 }

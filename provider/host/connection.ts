@@ -55,20 +55,45 @@ export interface ConnectionInput {
 export const connectionSchema: z.ZodType<ConnectionInput> = z.lazy(() =>
   z
     .object({
-      host: hostName,
-      port: z.number().int().min(1).max(65535).optional(),
-      user: userName.optional(),
-      privateKey: secretString.optional(),
-      privateKeyPassphrase: secretString.optional(),
-      password: secretString.optional(),
-      agent: localPath.optional(),
-      hostKey: hostKey.optional(),
-      knownHostsFile: localPath.optional(),
-      insecureIgnoreHostKey: z.boolean().optional(),
-      sudo: z.union([z.boolean(), z.object({ password: sudoPassword }).strict()]).optional(),
-      jumpHost: connectionSchema.optional(),
-      readyTimeoutMs: z.number().int().min(1000).max(600000).optional(),
-      local: z.boolean().optional(),
+      host: hostName.describe(
+        "Host name, IP address, or an alias from `~/.ssh/config` (its HostName, User, Port, IdentityFile and ProxyJump apply; fields given here win). " +
+          "Also the first part of every resource id (`local` instead, with `local: true`).",
+      ),
+      port: z.number().int().min(1).max(65535).optional().describe("SSH port.").meta({ docDefault: "ssh config, else 22" }),
+      user: userName.optional().describe("Login user. Non-root users need `sudo`.").meta({ docDefault: "ssh config, else `root`" }),
+      privateKey: secretString.optional().describe("Private key text (OpenSSH or PEM). Secret in state."),
+      privateKeyPassphrase: secretString.optional().describe("Passphrase of an encrypted private key. Secret in state."),
+      password: secretString.optional().describe("Password authentication. Secret in state."),
+      agent: localPath.optional().describe("ssh-agent socket path.").meta({ docDefault: "`SSH_AUTH_SOCK` when no key or password is given" }),
+      hostKey: hostKey.optional().describe("Pinned host key: an OpenSSH fingerprint (`SHA256:…`, as `ssh-keygen -lf` prints) or a public key line (`ssh-ed25519 AAAA…`)."),
+      knownHostsFile: localPath
+        .optional()
+        .describe(
+          "The known_hosts file used when no `hostKey` is pinned (hashed entries, `[host]:port`, wildcards and `@revoked` understood). Must be a regular file (up to 16 MiB); " +
+            "a FIFO or device is refused, like an IdentityFile or ssh config that is not one.",
+        )
+        .meta({ docDefault: "`~/.ssh/known_hosts`" }),
+      insecureIgnoreHostKey: z.boolean().optional().describe("Skip host-key verification. Explicit opt-out; not recommended; not with `hostKey`.").meta({ docDefault: "`false`" }),
+      sudo: z
+        .union([z.boolean(), z.object({ password: sudoPassword }).strict()])
+        .optional()
+        .describe(
+          "`true` runs commands with `sudo -n`; `{ password }` feeds sudo the password (secret in state; no control characters, since sudo reads it up to the first newline).",
+        ),
+      jumpHost: connectionSchema.optional().describe("A nested `Connection` to a bastion (like `ssh -J`); needs `AllowTcpForwarding` there."),
+      readyTimeoutMs: z
+        .number()
+        .int()
+        .min(1000)
+        .max(600000)
+        .optional()
+        .describe("How long to wait for each network step, in ms (1000–600000): connect and SSH handshake, a jump host's forward to this host, each channel open.")
+        .meta({ docDefault: "20000" }),
+      local: z
+        .boolean()
+        .optional()
+        .describe("Run on the machine running pulumi (no SSH), e.g. a program on the KVM host itself; `host` is then only a label. Not with `jumpHost`.")
+        .meta({ docDefault: "`false`" }),
     })
     .strict()
     .superRefine((c, ctx) => {
@@ -80,6 +105,11 @@ export const connectionSchema: z.ZodType<ConnectionInput> = z.lazy(() =>
       }
     }),
 );
+
+/** The `connection` field of every kind: the connection with its description and what a change of it does. */
+export const resourceConnection = connectionSchema
+  .describe("The host to manage, and how to reach it: see [Connection](#connection).")
+  .meta({ onChange: "replace if the host changes (`host`, or `local`), else update" });
 
 /** Everything the SSH transport needs, after ~/.ssh/config is applied. */
 export interface ResolvedConnection {

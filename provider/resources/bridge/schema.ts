@@ -1,6 +1,6 @@
 /** Bridge inputs: the zod schema (check) and the kernel units they map to. */
 import { z } from "zod";
-import { connectionSchema } from "../../host/connection";
+import { resourceConnection } from "../../host/connection";
 import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 import { ifname, interfaceCidr, macAddress, storedIfname } from "../../validate";
 
@@ -31,34 +31,79 @@ interface NameRules {
 function bridgeSchema(names: NameRules) {
   return z
     .object({
-      connection: connectionSchema,
-      name: names.name,
-      stp: z.boolean().default(false),
-      forwardDelay: seconds(0, 30).optional(),
-      helloTime: seconds(1, 10).optional(),
-      maxAge: seconds(6, 40).optional(),
-      priority: z.number().int().min(0).max(65535).optional(),
-      ageingTime: seconds(0, 1_000_000).optional(),
-      mtu: z.number().int().min(68).max(65535).optional(),
-      macAddress: macAddress.optional(),
-      vlanFiltering: z.boolean().optional(),
-      ports: z.array(names.port).default([]),
-      addresses: z.array(interfaceCidr).default([]),
-      /**
-       * Manage an existing bridge of this name, made by hand or by another
-       * tool, instead of a Conflict: its settings become the declared ones. What this
-       * resource's own interrupted create made is taken over without it (lifecycle's creation record).
-       */
-      adopt: z.boolean().default(false),
-      /**
-       * Allow ports that carry addresses or routes — the uplink NIC, even the one
-       * the SSH session runs over: their addresses and routes move onto the
-       * bridge, under commit-confirm (provider/confirm.ts).
-       */
-      takeOverUplink: z.boolean().default(false),
-      /** Seconds the host waits for a new SSH connection to confirm a change of the management path before it reverts it. */
-      confirmTimeoutSec: z.number().int().min(15, "must be at least 15 seconds").max(3600, "must be at most 3600 seconds").default(60),
-      persistence: persistence.default(DEFAULT_PERSISTENCE),
+      connection: resourceConnection,
+      name: names.name
+        .describe(
+          "Interface name: 1–15 characters of `[A-Za-z0-9_.-]`, not starting with `-` or `.`, not `all`, `default` or `bonding_masters`; " +
+            "a Bridge name must not contain `-port-` (its persisted files would be another bridge's port files). " +
+            "The same rule holds for every interface-name input (`ports`, NatNetwork `bridgeName`/`uplink`, VlanSubinterface `parent`/`name`/`bridge`).",
+        )
+        .meta({ onChange: "replace (deleted first when it has ports, which would collide)" }),
+      stp: z.boolean().default(false).describe("Spanning Tree Protocol (kernel STP)."),
+      forwardDelay: seconds(0, 30).optional().describe("STP forward delay, seconds, 0–30 (2–30 with STP on), 0.01 s steps.").meta({ docDefault: "kernel's (15 s)" }),
+      helloTime: seconds(1, 10).optional().describe("STP hello time, seconds, 1–10, 0.01 s steps.").meta({ docDefault: "kernel's (2 s)" }),
+      maxAge: seconds(6, 40).optional().describe("STP max message age, seconds, 6–40, 0.01 s steps.").meta({ docDefault: "kernel's (20 s)" }),
+      priority: z.number().int().min(0).max(65535).optional().describe("Bridge priority, 0–65535 (lower wins the root election).").meta({ docDefault: "kernel's (32768)" }),
+      ageingTime: seconds(0, 1_000_000).optional().describe("How long learned MAC addresses are kept, seconds, 0–1000000, 0.01 s steps.").meta({ docDefault: "kernel's (300 s)" }),
+      mtu: z.number().int().min(68).max(65535).optional().describe("MTU of the bridge device, 68–65535.").meta({ docDefault: "kernel's" }),
+      macAddress: macAddress
+        .optional()
+        .describe("Fixed unicast MAC address (`52:54:00:12:34:56`). Without it the kernel picks one (usually a port's).")
+        .meta({ docDefault: "kernel's" }),
+      vlanFiltering: z
+        .boolean()
+        .optional()
+        .describe("802.1Q VLAN filtering (needs a kernel with `CONFIG_BRIDGE_VLAN_FILTERING`; otherwise the update fails as Unsupported and changes nothing).")
+        .meta({ docDefault: "kernel's" }),
+      ports: z
+        .array(names.port)
+        .default([])
+        .describe(
+          "Interfaces to enslave. Each must exist and not be in another bridge; unless `takeOverUplink`, it must also have no addresses and not carry " +
+            "the SSH management route or the default route. A port that was down is brought up, and down again when released. " +
+            "Interfaces not listed (guest taps) are left alone; a port removed from the list is released.",
+        ),
+      addresses: z
+        .array(interfaceCidr)
+        .default([])
+        .describe(
+          "CIDR addresses (IPv4 and IPv6), e.g. `192.168.50.1/24`. Unicast only; IPv6 link-local (`fe80::/10`, which the kernel makes on every link " +
+            "and this provider does not manage), loopback and unspecified addresses are refused at check. Other addresses on the bridge are left alone; " +
+            "one removed from the list is removed.",
+        ),
+      // What this resource's own interrupted create made is taken over without adopt: lifecycle's creation record.
+      adopt: z
+        .boolean()
+        .default(false)
+        .describe(
+          "Manage a bridge of this name that already exists — made by hand or by another tool — (its settings become the declared ones, and delete removes it) " +
+            "instead of failing with a Conflict error. Not needed for a bridge this resource's own interrupted create made " +
+            "(see [Interrupted creates, adoption and `pulumi import`](#interrupted-creates-adoption-and-pulumi-import)).",
+        ),
+      // provider/confirm.ts: the commit-confirm such a change runs under.
+      takeOverUplink: z
+        .boolean()
+        .default(false)
+        .describe(
+          "Allow ports that carry addresses or routes (the uplink NIC, even the SSH session's): their addresses and non-kernel routes move onto the bridge, " +
+            "which takes the NIC's MAC; they move back when the port is released or the bridge deleted. Such changes run under commit-confirm: " +
+            "the host reverts them by itself unless a new SSH connection confirms them within `confirmTimeoutSec`.",
+        ),
+      confirmTimeoutSec: z
+        .number()
+        .int()
+        .min(15, "must be at least 15 seconds")
+        .max(3600, "must be at most 3600 seconds")
+        .default(60)
+        .describe("Seconds, 15–3600: how long the host waits for a new SSH connection to confirm a change of the management path before it reverts it."),
+      persistence: persistence
+        .default(DEFAULT_PERSISTENCE)
+        .describe(
+          'Where the boot-time configuration goes: `"auto"` (the stack the host runs), `"networkd"`, `"networkmanager"` (ports must be Ethernet NICs, ' +
+            'bridge times whole seconds), `"ifupdown"`, or `"runtime"` (nothing: the bridge lasts until the host reboots, and a `refresh` afterwards ' +
+            "shows it gone). See [Persistence](#persistence). With `takeOverUplink`: networkd and NetworkManager (the uplink's addresses and routes " +
+            "go into the bridge's configuration); ifupdown and DHCP-configured uplinks are refused.",
+        ),
     })
     .strict()
     .superRefine((b, ctx) => {

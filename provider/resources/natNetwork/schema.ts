@@ -6,7 +6,7 @@
 import { createHash } from "crypto";
 import * as ipaddr from "ipaddr.js";
 import { z } from "zod";
-import { connectionSchema } from "../../host/connection";
+import { resourceConnection } from "../../host/connection";
 import { ifname, macAddress, storedIfname, UNKNOWN } from "../../validate";
 import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 
@@ -110,30 +110,55 @@ interface NameRules {
   ifname: z.ZodType<string, string>;
 }
 
-function natNetworkSchema(rules: NameRules) {
+/** The objects a NatNetwork's `dhcp` and `dns` hold, under `rules`. */
+function nestedSchemas(rules: NameRules) {
   const dhcpHost = z
     .object({
-      /** Guest MAC the fixed address is for. */
-      mac: macAddress,
-      ip: ipv4,
-      hostname: rules.dhcpHostName.optional(),
+      mac: macAddress.describe("The guest NIC's MAC address (unicast, `52:54:00:12:34:56`)."),
+      ip: ipv4.describe("The address it always gets: inside the subnet, not the gateway."),
+      hostname: rules.dhcpHostName.optional().describe("Host name handed to the guest and resolvable through the network's DNS (what dnsmasq reads as one: see `dhcp`)."),
     })
     .strict();
 
-  const dhcpObject = z
+  const dhcp = z
     .object({
-      start: ipv4,
-      end: ipv4,
-      /** Lease time in whole seconds, written as a number into dhcp-range; dnsmasq's minimum is 120. */
+      start: ipv4.describe("First address of the dynamic range, inside the subnet."),
+      end: ipv4.describe("Last address of the dynamic range: inside the subnet, not before `start`; the range must not hold the gateway."),
+      // Written as a number into dhcp-range; dnsmasq's minimum is 120.
       leaseTime: z
         .number({ error: () => ({ message: "must be a number of seconds (120–31536000)" }) })
         .int("must be a whole number of seconds")
         .min(120, "must be at least 120 seconds (dnsmasq's minimum)")
         .max(31_536_000, "must be at most 31536000 seconds (a year)")
-        .default(3600),
-      hosts: z.array(dhcpHost).default([]),
+        .default(3600)
+        .describe("Lease time in whole seconds, 120–31536000."),
+      hosts: z.array(dhcpHost).default([]).describe("Fixed addresses by MAC. Changing them reloads dnsmasq (SIGHUP): leases are kept."),
     })
     .strict();
+
+  const dnsHost = z
+    .object({
+      ip: ipv4.describe("IPv4 address the names resolve to."),
+      hostnames: z
+        .array(rules.dnsName)
+        .min(1, "must list at least one name")
+        .describe("Names (DNS labels or dotted names), at least one; with a domain, short names also resolve as `<name>.<domain>`."),
+    })
+    .strict();
+
+  const dns = z
+    .object({
+      enabled: z.boolean().default(true).describe("Serve DNS on the gateway (port 53)."),
+      domain: rules.dnsName.optional().describe("Local domain: guests' names resolve as `<name>.<domain>`, and queries for it are answered here, never forwarded."),
+      hosts: z.array(dnsHost).default([]).describe("Static entries. Changing them reloads dnsmasq (SIGHUP)."),
+    })
+    .strict();
+
+  return { dhcpHost, dhcp, dnsHost, dns };
+}
+
+function natNetworkSchema(rules: NameRules) {
+  const { dhcp: dhcpObject, dns: dnsSchema } = nestedSchemas(rules);
 
   /**
    * `false`, or the DHCP settings. Not a z.union: a union that fails on both
@@ -153,36 +178,62 @@ function natNetworkSchema(rules: NameRules) {
     return z.NEVER;
   });
 
-  const dnsSchema = z
-    .object({
-      enabled: z.boolean().default(true),
-      /** Local domain: guests' names resolve as <name>.<domain>, and queries for it never leave the host. */
-      domain: rules.dnsName.optional(),
-      hosts: z.array(z.object({ ip: ipv4, hostnames: z.array(rules.dnsName).min(1, "must list at least one name") }).strict()).default([]),
-    })
-    .strict();
-
   return z
     .object({
-      connection: connectionSchema,
-      name: networkName,
-      bridgeName: rules.ifname.optional(),
-      mode: z.enum(MODES, { error: () => ({ message: 'must be one of "nat", "route", "isolated", "open"' }) }).default("nat"),
-      subnet: ipv4Subnet,
-      gateway: ipv4.optional(),
-      dhcp: dhcpSchema.default(false),
-      dns: dnsSchema.default({ enabled: true, hosts: [] }),
-      uplink: rules.ifname.optional(),
-      mtu: z.number().int().min(68).max(65535).optional(),
-      persistence: persistence.default(DEFAULT_PERSISTENCE),
-      /**
-       * Manage what is already on the host under this network's names instead
-       * of failing with a Conflict: a bridge named `bridgeName` (made by hand or
-       * by another tool), the table `kvmnet_nat_<name>` and its state. Their
-       * settings become the declared ones; delete removes them. What this
-       * resource's own interrupted create left is taken over without it.
-       */
-      adopt: z.boolean().default(false),
+      connection: resourceConnection,
+      name: networkName
+        .describe(
+          "A letter, then letters, digits or `_`; at most 15 characters. It names the nft table (`kvmnet_nat_<name>`), the files under " +
+            "`/run/kvmnet/nat/<name>/` and the units.",
+        )
+        .meta({ onChange: "replace" }),
+      bridgeName: rules.ifname.optional().describe("The bridge interface.").meta({ docDefault: "`kvn-<name>` (shortened with a hash when too long)", onChange: "replace" }),
+      mode: z
+        .enum(MODES, { error: () => ({ message: 'must be one of "nat", "route", "isolated", "open"' }) })
+        .default("nat")
+        .describe(
+          "`nat` masquerades the subnet out of the uplink (not to 224.0.0.0/24 or 255.255.255.255, as libvirt); `route` forwards without masquerade; " +
+            "`isolated` forwards nothing to or from the bridge (guests reach each other and the gateway); `open` adds no rules. " +
+            "In every mode a `PortForward` to a guest works (see [Forwards into a network](#forwards-into-a-network)).",
+        )
+        .meta({ onChange: "update (one atomic nft transaction)" }),
+      subnet: ipv4Subnet.describe("IPv4 network in CIDR form, host bits zero, /8–/30 (`192.168.122.0/24`). Must not overlap an address on the host.").meta({ onChange: "replace" }),
+      gateway: ipv4.optional().describe("The bridge's address, inside the subnet.").meta({ docDefault: "first usable address", onChange: "replace" }),
+      dhcp: dhcpSchema
+        .default(false)
+        .describe(
+          "`false` for none, or `{ start, end, leaseTime (3600 s), hosts: [{ mac, ip, hostname }] }`. `leaseTime`: whole seconds, 120–31536000. " +
+            "`hostname`: a DNS name (labels of letters, digits, `-`) that dnsmasq's dhcp-host line reads as a name: not `ignore` or `infinite` (any case), " +
+            "not a lease time (digits with an optional `s`/`m`/`h`/`d`/`w`), not ending in an all-digit label, not address-shaped (`10.66.0.77`, `0x0a.0x01`); " +
+            "a name with a domain part (`web.lab`) only when that part (after the first `.`) is `dns.domain` and DNS is enabled, as dnsmasq drops it otherwise.",
+        )
+        .meta({ onChange: "update; host entries reload dnsmasq with SIGHUP, keeping leases" }),
+      dns: dnsSchema
+        .default({ enabled: true, hosts: [] })
+        .describe(
+          "`{ enabled, domain, hosts: [{ ip, hostnames }] }`; names in `domain` are answered locally and never forwarded. `domain` and `hostnames`: " +
+            "DNS names (labels of letters, digits, `-`, ≤ 253 characters) not ending in an all-digit label and not address-shaped.",
+        )
+        .meta({ docDefault: "`{ enabled: true }`", onChange: "update (SIGHUP for host entries)" }),
+      uplink: rules.ifname.optional().describe("Interface `nat`/`route` forward through.").meta({ docDefault: "the default route's interface" }),
+      mtu: z.number().int().min(68).max(65535).optional().describe("Bridge MTU, 68–65535.").meta({ docDefault: "kernel's" }),
+      persistence: persistence
+        .default(DEFAULT_PERSISTENCE)
+        .describe(
+          '`"runtime"`: until reboot. Any other value (systemd hosts; on `"auto"`, any host whose network stack is detected) persists the network ' +
+            "through units of our own, whichever stack the host runs: `kvmnet-nat-<name>.service` recreates the bridge, its address, the table and " +
+            "ip_forward at boot, dnsmasq's unit is enabled, a sysctl.d file (forwarding modes) and an nftables.service drop-in keep ip_forward and " +
+            "the table through that service's flush. Changing it leaves the live network alone.",
+        ),
+      // What this resource's own interrupted create left is taken over without adopt.
+      adopt: z
+        .boolean()
+        .default(false)
+        .describe(
+          "Manage what already exists under this network's names instead of failing with a Conflict: a bridge named `bridgeName` made by hand " +
+            "or by another tool (it gets the gateway address and MTU; its other addresses and ports stay), the table `kvmnet_nat_<name>` and its state. " +
+            "Their settings become the declared ones; delete removes them, bridge included. Not needed for what this resource's own interrupted create made.",
+        ),
     })
     .strict()
     .superRefine((n, ctx) => {
@@ -244,8 +295,14 @@ function natNetworkSchema(rules: NameRules) {
     }));
 }
 
+/** The name rules of a program's inputs. */
+const INPUT_RULES: NameRules = { dnsName, dhcpHostName, domainPart: true, ifname };
+
 /** A program's inputs: check, create and update. */
-export const natNetworkInputsSchema = natNetworkSchema({ dnsName, dhcpHostName, domainPart: true, ifname });
+export const natNetworkInputsSchema = natNetworkSchema(INPUT_RULES);
+
+/** The objects in a program's `dhcp` and `dns` (the SDK's NatNetworkDhcp, NatNetworkDhcpHost, NatNetworkDns and NatNetworkDnsHost follow them). */
+export const natNetworkSettingsSchemas = nestedSchemas(INPUT_RULES);
 
 /**
  * Stored state (read, delete, and update's old inputs) may hold names written

@@ -7,7 +7,7 @@
  */
 import { z } from "zod";
 import type { ConnectionInput } from "../../host";
-import { connectionSchema } from "../../host/connection";
+import { resourceConnection } from "../../host/connection";
 import { KINDS } from "../../identity";
 import { DEFAULT_PERSISTENCE, Persistence, persistence } from "../../persist";
 
@@ -63,12 +63,26 @@ export const hostDriverName = z
 function inputsObject<D extends z.ZodType<string, string | undefined>>(driverField: D) {
   return z
     .object({
-      connection: connectionSchema,
-      address: pciAddress,
-      driver: driverField,
-      includeIommuGroup: z.boolean().default(false),
-      force: z.boolean().default(false),
-      persistence: persistence.default(DEFAULT_PERSISTENCE),
+      connection: resourceConnection,
+      address: pciAddress
+        .describe("As `lspci -D` prints it (`0000:65:00.0`); `65:00.0` means domain 0000; any case. Stored lower-case with the domain. 4-digit domains only.")
+        .meta({ onChange: "replace (the old device is given back first)" }),
+      driver: driverField.describe("The driver to bind the device to: only `vfio-pci`."),
+      includeIommuGroup: z
+        .boolean()
+        .default(false)
+        .describe(
+          "Also bind every other endpoint of the device's IOMMU group (a GPU's audio function, devices behind one PCIe-to-PCI bridge; PCI bridges are " +
+            "never bound). Without it, a group with another device on a host driver is refused.",
+        ),
+      force: z.boolean().default(false).describe("Pass the device through even though it carries the SSH management route, the default route, or a mounted disk or swap."),
+      persistence: persistence
+        .default(DEFAULT_PERSISTENCE)
+        .describe(
+          '`"runtime"`: the binding lasts until reboot. Any other value (systemd hosts): `/etc/udev/rules.d/40-kvmnet-vfio-<addr>.rules` sets ' +
+            "`driver_override` on the device's add event, and `kvmnet-vfio-<addr>.service` (before sysinit.target, so before libvirtd) moves it to " +
+            "vfio-pci even when a driver from the initramfs bound it first. Delete removes both and gives the devices back at once.",
+        ),
     })
     .strict();
 }

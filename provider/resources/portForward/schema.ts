@@ -7,7 +7,7 @@
  */
 import * as ipaddr from "ipaddr.js";
 import { z } from "zod";
-import { connectionSchema } from "../../host/connection";
+import { resourceConnection } from "../../host/connection";
 import type { ConnectionInput } from "../../host";
 import { DEFAULT_PERSISTENCE, Persistence, persistence } from "../../persist";
 
@@ -93,26 +93,52 @@ const description = z
 
 const portForwardObject = z
   .object({
-    connection: connectionSchema,
-    protocol: z.enum(["tcp", "udp"], { error: () => ({ message: 'must be "tcp" or "udp"' }) }),
-    hostPort: portSpec,
-    destination: ipv4Unicast("unicast"),
-    destinationPort: portSpec.optional(),
-    hostAddress: ipv4Unicast("host").optional(),
-    sourceCidrs: z.array(ipv4Cidr).max(256, "at most 256 entries").default([]),
-    hairpin: z.boolean().default(true),
-    description: description.optional(),
-    persistence: persistence.default(DEFAULT_PERSISTENCE),
-    /**
-     * Manage the forward table of this identity (`table ip kvmnet_pf_<name>`)
-     * that is already on the host but was not written for this resource (made
-     * by hand, by another stack, or for another spelling of the host): its rules
-     * become the declared ones. Without it such a table is a Conflict. A table
-     * this provider wrote for this very resource (its forward rule's comment
-     * names this resource's id) is taken over either way: that is what an
-     * interrupted create leaves.
-     */
-    adopt: z.boolean().default(false),
+    connection: resourceConnection,
+    protocol: z
+      .enum(["tcp", "udp"], { error: () => ({ message: 'must be "tcp" or "udp"' }) })
+      .describe('`"tcp"` or `"udp"`.')
+      .meta({ onChange: "replace" }),
+    hostPort: portSpec.describe('Host port (1–65535) or range (`"8000-8010"`) to forward.').meta({ onChange: "replace" }),
+    destination: ipv4Unicast("unicast").describe("IPv4 address to forward to, usually a guest's (`192.168.122.10`)."),
+    destinationPort: portSpec
+      .optional()
+      .describe('Port on the destination; with a `hostPort` range, a range of the same size (`"9000-9010"`) or its first port (`9000`).')
+      .meta({ docDefault: "`hostPort`" }),
+    hostAddress: ipv4Unicast("host").optional().describe("Forward only traffic to this host address.").meta({ docDefault: "every host address", onChange: "replace" }),
+    sourceCidrs: z
+      .array(ipv4Cidr)
+      .max(256, "at most 256 entries")
+      .default([])
+      .describe(
+        "Only clients from these IPv4 networks (`10.0.0.0/8`, or an address; at most 256) are forwarded; others reach the host's own port. Does not restrict the host itself.",
+      )
+      .meta({ docDefault: "`[]` (everyone)" }),
+    hairpin: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Also forward connections from the host itself, and from guests of the destination's own network that use the host address " +
+          "(their source is masqueraded so replies return through the host).",
+      ),
+    description: description.optional().describe("Written into the nft rule's comment: printable ASCII without quotes or backslashes, ≤ 128 characters."),
+    persistence: persistence
+      .default(DEFAULT_PERSISTENCE)
+      .describe(
+        '`"runtime"`: until reboot. Any other value (systemd hosts; on `"auto"`, any host whose network stack is detected) persists the forward ' +
+          "through a unit of our own, whichever stack the host runs: `kvmnet-pf-<name>.service` loads `/etc/kvmnet/pf-<name>.nft` after network.target, " +
+          "and an nftables.service drop-in loads it again whenever that service flushes the ruleset.",
+      ),
+    // A table this provider wrote for this very resource (its forward rule's comment names this resource's id)
+    // is taken over either way: that is what an interrupted create leaves.
+    adopt: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Manage the table of this forward's identity (`table ip kvmnet_pf_…`) that is already on the host but was not created by this resource — " +
+          "made by hand, left by another stack, or by an interrupted create whose inputs changed since — instead of failing with a Conflict: " +
+          "it is rewritten to the declared rules in one transaction (when that fails, put back as it was if its rules were readable as a forward, " +
+          "else removed). Never takes another forward's overlapping table. Not needed for what this resource's own interrupted create made.",
+      ),
   })
   .strict();
 

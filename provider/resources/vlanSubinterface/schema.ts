@@ -1,6 +1,6 @@
 /** VlanSubinterface inputs: the zod schema (check), with the default name filled in. */
 import { z } from "zod";
-import { connectionSchema } from "../../host/connection";
+import { resourceConnection } from "../../host/connection";
 import { ifname, interfaceCidr, storedIfname } from "../../validate";
 import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 
@@ -22,21 +22,52 @@ export function defaultVlanName(parent: string, vlanId: number): string {
 function vlanSchema(ifnameRule: z.ZodType<string, string>) {
   return z
     .object({
-      connection: connectionSchema,
-      parent: ifnameRule,
-      vlanId: z.number().int("must be a whole number").min(1, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)").max(4094, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)"),
-      name: ifnameRule.optional(),
-      protocol: vlanProtocol.default("802.1Q"),
-      mtu: z.number().int().min(68).max(65535).optional(),
-      addresses: z.array(interfaceCidr).default([]),
-      bridge: ifnameRule.optional(),
-      /**
-       * Manage an existing VLAN (same parent, id and protocol) of this name, made by hand or by another
-       * tool, instead of a Conflict: its settings become the declared ones. What this
-       * resource's own interrupted create made is taken over without it (lifecycle's creation record).
-       */
-      adopt: z.boolean().default(false),
-      persistence: persistence.default(DEFAULT_PERSISTENCE),
+      connection: resourceConnection,
+      parent: ifnameRule
+        .describe("The interface that carries the tagged frames (a NIC, a bond, a bridge, or another VLAN for QinQ); must exist, not `lo`.")
+        .meta({ onChange: "replace" }),
+      vlanId: z
+        .number()
+        .int("must be a whole number")
+        .min(1, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)")
+        .max(4094, "must be 1–4094 (0 and 4095 are reserved by 802.1Q)")
+        .describe("VLAN id, 1–4094.")
+        .meta({ onChange: "replace" }),
+      name: ifnameRule.optional().describe("Interface name; required when the default is over 15 characters.").meta({ docDefault: "`<parent>.<vlanId>`", onChange: "replace" }),
+      protocol: vlanProtocol.default("802.1Q").describe('Tag protocol: `"802.1Q"` or `"802.1ad"` (QinQ service tag, TPID 0x88a8).').meta({ onChange: "replace" }),
+      mtu: z
+        .number()
+        .int()
+        .min(68)
+        .max(65535)
+        .optional()
+        .describe("68–65535 and at most the parent's MTU (checked against the host before anything changes). Unset: left as the host has it.")
+        .meta({ docDefault: "kernel's (the parent's)" }),
+      addresses: z
+        .array(interfaceCidr)
+        .default([])
+        .describe(
+          'CIDR addresses, "at least these", with the same rules as Bridge `addresses`: others on the interface are left alone, one removed from the list ' +
+            "is removed. Must be empty when `bridge` is set.",
+        ),
+      bridge: ifnameRule
+        .optional()
+        .describe("Make the VLAN a port of this bridge, which must already exist: pass the Bridge's `name` output (or `dependsOn` it). Removing it detaches the VLAN."),
+      // What this resource's own interrupted create made is taken over without adopt: lifecycle's creation record.
+      adopt: z
+        .boolean()
+        .default(false)
+        .describe(
+          "Manage an existing VLAN of this name with the same parent, id and protocol instead of failing with a Conflict: its settings become " +
+            "the declared ones, and delete removes it. Not needed for a VLAN this resource's own interrupted create made.",
+        ),
+      persistence: persistence
+        .default(DEFAULT_PERSISTENCE)
+        .describe(
+          '`"runtime"` (until reboot), `"auto"`, `"networkd"` (needs networkd to manage the parent: a drop-in adds `VLAN=`), `"networkmanager"` ' +
+            '(parent managed by NM; 802.1ad from NM 1.42), `"ifupdown"` (`interfaces.d` must be `source`d). What a stack could not bring back at boot ' +
+            "is refused before anything changes. Delete removes every file.",
+        ),
     })
     .strict()
     .superRefine((v, ctx) => {
