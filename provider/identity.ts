@@ -23,6 +23,7 @@ export const KINDS = {
   vlanSubinterface: { type: "VlanSubinterface", idKind: "vlanSubinterface" },
 } as const;
 
+/** A kind's name in the registry: `portForward`, what the SDK and provider/index.ts key kinds by. */
 export type KindName = keyof typeof KINDS;
 
 /** A kind's spelling in ids and host paths (`portforward`, not `portForward`). */

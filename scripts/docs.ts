@@ -21,6 +21,7 @@ import { INPUT_SCHEMAS } from "../provider/resources/inputs";
 import { natNetworkSettingsSchemas } from "../provider/resources/natNetwork/schema";
 import { classDoc, classOutputs, interfaceMembers, parseSource, REPO, sdkFile } from "./sdkSource";
 
+/** The README, whose argument tables are written here. */
 export const README = "README.md";
 
 /** An SDK interface that follows a zod object, and the README table that documents it, if any. */
@@ -32,6 +33,7 @@ export interface DocTarget {
   table?: { name: string; columns: "inputs" | "connection" };
 }
 
+/** Every documented declaration: the connection, each kind's Args (with its README table), and NatNetwork's dhcp and dns objects. */
 export const TARGETS: readonly DocTarget[] = [
   { schema: connectionSchema, file: sdkFile("types"), iface: "Connection", table: { name: "Connection", columns: "connection" } },
   ...KIND_NAMES.map((k) => ({ schema: INPUT_SCHEMAS[k], file: sdkFile(k), iface: `${KINDS[k].type}Args`, table: { name: KINDS[k].type, columns: "inputs" as const } })),

@@ -8,6 +8,7 @@ import * as fs from "fs";
 import * as path from "path";
 import * as ts from "typescript";
 
+/** The repository's root, which file names here are relative to. */
 export const REPO = path.resolve(__dirname, "..");
 
 /** The SDK file of a kind or of the shared types: `sdk/<name>.ts`. */
@@ -26,6 +27,7 @@ export interface SourceMember {
   indent: string;
 }
 
+/** The parsed source of `file` (its text as given, else as on disk). */
 export function parseSource(file: string, text = fs.readFileSync(path.join(REPO, file), "utf8")): ts.SourceFile {
   return ts.createSourceFile(file, text, ts.ScriptTarget.ES2022, true);
 }
