@@ -31,7 +31,7 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, tim
 }
 
 /** Pids of apply scripts' `flock -w … 9` waiting in this host's network namespace. */
-async function waitingApplies(h: SandboxHost): Promise<number[]> {
+export async function waitingApplies(h: SandboxHost): Promise<number[]> {
   const r = await h.exec(
     `me=$(readlink /proc/self/ns/net); for p in $(pgrep -f '^flock -w [0-9]+ 9$'); do [ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$me" ] && echo $p; done; true`,
   );
@@ -39,7 +39,7 @@ async function waitingApplies(h: SandboxHost): Promise<number[]> {
 }
 
 /** Hold the host lock with a process of our own; returns its pid (kill it to release). */
-async function holdHostLock(h: SandboxHost): Promise<number> {
+export async function holdHostLock(h: SandboxHost): Promise<number> {
   await h.exec(`mkdir -p /run/lock && rm -f ${HOLDER_PID_FILE} && setsid flock ${LOCK_FILE} sh -c 'echo $$ > ${HOLDER_PID_FILE}; exec sleep 120' </dev/null >/dev/null 2>&1 &`);
   return waitFor("the lock holder", async () => {
     const r = await h.exec(`cat ${HOLDER_PID_FILE} 2>/dev/null || true`);
@@ -47,7 +47,8 @@ async function holdHostLock(h: SandboxHost): Promise<number> {
   });
 }
 
-async function releaseHostLock(h: SandboxHost, holder: number): Promise<void> {
+/** Release the lock {@link holdHostLock} took (kills its holder, by pid). */
+export async function releaseHostLock(h: SandboxHost, holder: number): Promise<void> {
   await h.exec(`[ -e /proc/${holder} ] && kill ${holder}; rm -f ${HOLDER_PID_FILE}; true`);
 }
 
