@@ -18,7 +18,7 @@
  * program, provider = the dynamic provider's node), sampled from /proc every 100 ms,
  * and SSH handshakes per host (the hosts' sshd "Accepted publickey" lines).
  */
-import { spawn } from "child_process";
+import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -221,6 +221,21 @@ function printProgramProfile(dir: string): void {
   }
 }
 
+/**
+ * What the provider process weighs before it manages anything: a node that has loaded
+ * @pulumi/pulumi (which the dynamic provider process runs on), then pulumi-kvmnet/provider too.
+ */
+function rssFloor(): { pulumiMb: number; withProviderMb: number } {
+  const script = [
+    "const mb = () => Math.round(process.memoryUsage().rss / 1048576);",
+    'require("@pulumi/pulumi"); const a = mb();',
+    'require("pulumi-kvmnet/provider"); console.log(JSON.stringify({ pulumiMb: a, withProviderMb: mb() }));',
+  ].join(" ");
+  const r = spawnSync(process.execPath, ["-e", script], { cwd: REPO, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`measuring the RSS floor failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as { pulumiMb: number; withProviderMb: number };
+}
+
 interface Row {
   hosts: number;
   bridgesPerHost: number;
@@ -330,8 +345,12 @@ async function main(): Promise<void> {
       `${`${r.hosts} x ${r.bridgesPerHost}`.padStart(15)}  ${r.phase.padEnd(27)} ${s(r.rawMs).padStart(8)} ${s(r.kvmnetMs).padStart(9)} ${r.ratio.toFixed(2).padStart(6)}x ${r.handshakesPerHost.toFixed(1).padStart(15)} ${r.roundTripsPerResource.toFixed(2).padStart(21)} ${r.machineCpuS.toFixed(1).padStart(14)}  ${f(r.kinds.engine).padStart(27)} ${f(r.kinds.langhost).padStart(9)} ${f(r.kinds.program).padStart(8)} ${f(r.kinds.provider).padStart(9)}`,
     );
   }
+  const floor = rssFloor();
+  console.log(
+    `\nRSS floor of the provider process: node with @pulumi/pulumi loaded ${floor.pulumiMb} MB, plus pulumi-kvmnet/provider ${floor.withProviderMb} MB (the dynamic provider process is @pulumi/pulumi's own)`,
+  );
   const out = process.env.KVMNET_BENCH_JSON ?? path.join(__dirname, "last.json");
-  fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 2) + "\n");
+  fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, rssFloor: floor, rows }, null, 2) + "\n");
   console.log(`\nwrote ${out}`);
 }
 
