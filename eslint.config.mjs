@@ -15,7 +15,7 @@ export default tseslint.config(
     files: ["**/*.ts"],
     extends: [tseslint.configs.recommendedTypeChecked],
     languageOptions: {
-      // test/tsconfig.json is the one project that includes every .ts file (sdk, provider, test, bench, scripts, examples).
+      // test/tsconfig.json is the one project that includes every .ts file (sdk, provider, test, testbed, bench, scripts, examples).
       parserOptions: { project: "./test/tsconfig.json", tsconfigRootDir: import.meta.dirname },
     },
     rules: {

@@ -13,7 +13,7 @@ module.exports = {
     { ...base, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.test.ts"] },
     { ...base, displayName: "sandbox", testMatch: ["<rootDir>/test/sandbox/**/*.test.ts"] },
     { ...base, displayName: "engine", testMatch: ["<rootDir>/test/engine/**/*.test.ts"] },
-    // Tier 3: a Debian guest under QEMU (802.1Q, IOMMU, systemd), see test/lab/labHost.ts.
+    // Tier 3: a Debian guest under QEMU (802.1Q, IOMMU, systemd), see testbed/labHost.ts.
     { ...base, displayName: "lab", testMatch: ["<rootDir>/test/lab/**/*.test.ts"] },
     // Tier 5: whole programs as users write them (several kinds, several hosts) under the
     // real engine, judged from outside the host (a client upstream, a guest on the bridge).

@@ -5,7 +5,7 @@
  */
 import { closeAllConnections, poolStats } from "../provider/host";
 import { bridgeProvider } from "../provider/resources/bridge";
-import { startFleet } from "../test/sandbox/fleet";
+import { startFleet } from "../testbed/fleet";
 
 async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? 40);

@@ -1,6 +1,6 @@
 /**
  * Benchmark (prints figures; asserts nothing): what a lab host costs cold, and what
- * "boot once, restore many" (test/lab/labHost.ts, Snapshots) costs and saves, side by
+ * "boot once, restore many" (testbed/labHost.ts, Snapshots) costs and saves, side by
  * side in one run on one machine configuration (the default one, or KVL_BENCH_LAN=1
  * for the LAN-tap one). Boots QEMU: take the shared lock.
  *   flock /tmp/kvmnet-lab.lock npx tsx bench/labBoot.ts [restores=3]
@@ -13,7 +13,7 @@
  *   a restore call is 11x cheaper than a cold one. (Cold boots to SSH vary 27–50 s here.)
  */
 import { execFileSync } from "child_process";
-import { bootLabHost, BootLabHostOptions, cleanupStaleLab, discardLabSnapshot, ensureLabImage, LabHost, snapshotKey } from "../test/lab/labHost";
+import { bootLabHost, BootLabHostOptions, cleanupStaleLab, discardLabSnapshot, ensureLabImage, LabHost, snapshotKey } from "../testbed/labHost";
 
 const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 

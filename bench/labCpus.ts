@@ -13,7 +13,7 @@
  *   SSH 46.8 s, reboot 73.6 s, round 128.4 s; 1 vCPU 36.2 s, 50.5 s, 92.0 s: round
  *   wall 1 vCPU / 2 vCPUs 0.72. Lab guests default to 1 vCPU since.
  */
-import { bootLabHost, cleanupStaleLab, ensureLabImage, LabHost } from "../test/lab/labHost";
+import { bootLabHost, cleanupStaleLab, ensureLabImage, LabHost } from "../testbed/labHost";
 
 const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 

@@ -16,8 +16,8 @@ import { execFileSync, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { assertSandboxSupported, startFleet } from "../test/sandbox/fleet";
-import { dhcpLease, Listeners, talk } from "../test/support/guests";
+import { assertSandboxSupported, startFleet } from "../testbed/fleet";
+import { dhcpLease, Listeners, talk } from "../testbed/guests";
 
 const REPO = path.resolve(__dirname, "..");
 

@@ -2,7 +2,7 @@
 # Tier-3 lab image builder (see /work/shared/guide/TESTING.md, "Tier 3 — lab VM").
 #
 # Builds a Debian 12 (bookworm) root filesystem with debootstrap and packs it for
-# test/lab/labHost.ts, which boots it with qemu-system-x86_64 (TCG, q35 + intel-iommu).
+# testbed/labHost.ts, which boots it with qemu-system-x86_64 (TCG, q35 + intel-iommu).
 #
 # Output: a cache dir keyed by a hash of the recipe (this script's text + the package
 # list + the mirror), printed as the LAST line of stdout (progress goes to stderr):

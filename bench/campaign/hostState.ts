@@ -7,7 +7,7 @@
 import { spawnSync } from "child_process";
 import * as fs from "fs";
 import { isDeepStrictEqual } from "util";
-import type { SandboxHost } from "../../test/sandbox/fleet";
+import type { SandboxHost } from "../../testbed/fleet";
 import { LOCK_FILE } from "../../provider/observe";
 import { CANARY_PREFIX } from "./values";
 

@@ -23,7 +23,7 @@ import * as path from "path";
 import { isDeepStrictEqual } from "util";
 import { closeAllConnections } from "../../provider/host";
 import { isKvmnetError } from "../../provider/errors";
-import { Fleet, SandboxHost, snapshotHost, startFleet } from "../../test/sandbox/fleet";
+import { Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
 import { baseArgs, CampaignKind, faultSpec, FUZZ_FIELDS, LIVE_KINDS, PROVIDERS, SPARE_PORTS, uncoveredStringFields, withValue } from "./kinds";
 import { describeDiff, findCanaries, linesWithMarker, lockFree, scrub, sshSessionPids, strayProcesses } from "./hostState";
 import { CANARY_PREFIX, canaryTrial, prng, shuffled, valuePool } from "./values";

@@ -10,7 +10,7 @@
  * on the injected line, so a host file with a line starting with it is found.
  */
 import { UNKNOWN } from "../../provider/validate";
-import { HOSTILE_STRINGS } from "../../test/unit/hostile";
+import { HOSTILE_STRINGS } from "../../testbed/hostile";
 
 /** Deterministic PRNG (mulberry32): the same seed gives the same campaign. */
 export function prng(seed: number): () => number {

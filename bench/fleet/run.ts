@@ -22,8 +22,8 @@ import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { ensurePulumi, REPO, Stack } from "../../test/engine/harness";
-import { Fleet, SandboxHost, startFleet } from "../../test/sandbox/fleet";
+import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { Fleet, SandboxHost, startFleet } from "../../testbed/fleet";
 
 /** Bridges per host unless a size says otherwise (`1x60`: one host with 60). */
 const BRIDGES = 5;

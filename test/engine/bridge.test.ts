@@ -6,9 +6,9 @@
  */
 import { spawn } from "child_process";
 import * as path from "path";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../sandbox/fleet";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
+import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
 import { holdHostLock, releaseHostLock, waitingApplies } from "../sandbox/interrupt";
-import { ensurePulumi, REPO, Stack } from "./harness";
 
 jest.setTimeout(900_000);
 

@@ -6,8 +6,8 @@
  * and the host is as before; destroy gives the uplink its address back.
  */
 import * as path from "path";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../sandbox/fleet";
-import { ensurePulumi, REPO, Stack } from "./harness";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
+import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
 
 jest.setTimeout(900_000);
 

@@ -5,7 +5,7 @@
  * and nothing left afterwards.
  */
 import * as path from "path";
-import { REPO, run } from "./harness";
+import { REPO, run } from "../../testbed/engine";
 
 jest.setTimeout(900_000);
 

@@ -10,8 +10,8 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../sandbox/fleet";
-import { ensurePulumi, REPO, run, Stack } from "./harness";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
+import { ensurePulumi, REPO, run, Stack } from "../../testbed/engine";
 
 jest.setTimeout(900_000);
 

@@ -3,8 +3,8 @@
  * real Pulumi engine against a sandbox host: TESTING.md's P1, P2, P4–P9 for
  * both kinds. (P3, adoption, does not apply: neither kind adopts.)
  */
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../sandbox/fleet";
-import { ensurePulumi, REPO, Stack } from "./harness";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
+import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
 
 jest.setTimeout(900_000);
 

@@ -1,5 +1,5 @@
 /**
- * Tests of the tier-3 lab host harness (test/lab/labHost.ts): the image builds (or is
+ * Tests of the tier-3 lab host harness (testbed/labHost.ts): the image builds (or is
  * found in its cache), a guest boots under TCG, SSH works with the pinned host key,
  * systemd comes up, eth0 is the slirp NIC, the IOMMU is on, 802.1Q works, and
  * shutdown leaves no qemu (by pid), no overlay and no record behind.
@@ -24,7 +24,7 @@ import {
   listLabSnapshots,
   qemuArgs,
   snapshotKey,
-} from "./labHost";
+} from "../../testbed/labHost";
 
 jest.setTimeout(30 * 60_000);
 
@@ -250,7 +250,7 @@ describe("lab host harness", () => {
     const script = `/tmp/kvl-killtest-${process.pid}.ts`;
     fs.writeFileSync(
       script,
-      `import { bootLabHost } from ${JSON.stringify(path.join(__dirname, "labHost"))};\n` +
+      `import { bootLabHost } from ${JSON.stringify(path.join(__dirname, "..", "..", "testbed", "labHost"))};\n` +
         `bootLabHost({ imageDir: process.env.KVL_IMAGE_DIR }).catch((e) => { console.error(e); process.exit(1); });\n`,
     );
     const tsx = path.join(__dirname, "..", "..", "node_modules", ".bin", "tsx");

@@ -1,9 +1,9 @@
 /** The P4 snapshot of a lab host. */
-import { SandboxHost, snapshotHost } from "../sandbox/fleet";
-import type { LabHost } from "./labHost";
+import { SandboxHost, snapshotHost } from "../../testbed/fleet";
+import type { LabHost } from "../../testbed/labHost";
 
 /**
- * The P4 snapshot of test/sandbox/fleet.ts (it only needs exec(), which a LabHost has),
+ * The P4 snapshot of testbed/fleet.ts (it only needs exec(), which a LabHost has),
  * taken once IPv6 duplicate address detection is over: a link that just came up shows
  * its link-local address "tentative" for a moment.
  */

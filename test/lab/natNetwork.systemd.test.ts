@@ -13,7 +13,7 @@ import * as os from "os";
 import * as path from "path";
 import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
-import { bootLabHost, LabHost } from "./labHost";
+import { bootLabHost, LabHost } from "../../testbed/labHost";
 
 jest.setTimeout(15 * 60_000);
 

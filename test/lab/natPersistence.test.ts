@@ -27,8 +27,8 @@ import { ChildProcess, execFileSync, spawn } from "child_process";
 import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
 import { portForwardProvider } from "../../provider/resources/portForward";
-import { udhcpcScript } from "../support/guests";
-import { bootLabHost, LabHost } from "./labHost";
+import { udhcpcScript } from "../../testbed/guests";
+import { bootLabHost, LabHost } from "../../testbed/labHost";
 import { labStacks, NETWORK_STACKS, NetworkStack, useNetworkStack } from "./stacks";
 
 jest.setTimeout(60 * 60_000);

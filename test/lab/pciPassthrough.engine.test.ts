@@ -1,6 +1,6 @@
 /**
  * The real Pulumi engine running examples/gpu-passthrough against a lab host
- * (test/lab/labHost.ts): the e1000 at 00:04.0 is the "GPU". Needs root, the
+ * (testbed/labHost.ts): the e1000 at 00:04.0 is the "GPU". Needs root, the
  * lab image and the Pulumi CLI (scripts/install-pulumi.sh), and `npm run build`
  * first (the example loads dist/ through node_modules/pulumi-kvmnet).
  *
@@ -19,8 +19,8 @@
  *     hand is drift (P2), not disappearance: the device is still there.
  */
 import * as path from "path";
-import { ensurePulumi, REPO, Stack } from "../engine/harness";
-import { bootLabHost, checkLabSupport, cleanupStaleLab, LabHost } from "./labHost";
+import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { bootLabHost, checkLabSupport, cleanupStaleLab, LabHost } from "../../testbed/labHost";
 
 jest.setTimeout(30 * 60_000);
 

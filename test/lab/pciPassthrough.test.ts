@@ -1,5 +1,5 @@
 /**
- * PciPassthrough on a real kernel: the lab host (test/lab/labHost.ts, q35 +
+ * PciPassthrough on a real kernel: the lab host (testbed/labHost.ts, q35 +
  * intel-iommu) with its passthrough candidates — an e1000 at 00:04.0 (its own
  * IOMMU group), a virtio-net at 00:05.0, and (groupedNics) two e1000s behind a
  * PCIe-to-PCI bridge that share one group — driven through the provider's
@@ -19,7 +19,7 @@ import { planPci } from "../../provider/resources/pciPassthrough/plan";
 import { renderPciPlan } from "../../provider/resources/pciPassthrough/render";
 import { pciPassthroughStoredSchema } from "../../provider/resources/pciPassthrough/schema";
 import { literal } from "../../provider/shell";
-import { bootLabHost, checkLabSupport, cleanupStaleLab, LabHost } from "./labHost";
+import { bootLabHost, checkLabSupport, cleanupStaleLab, LabHost } from "../../testbed/labHost";
 
 jest.setTimeout(30 * 60_000);
 

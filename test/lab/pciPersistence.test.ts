@@ -1,5 +1,5 @@
 /**
- * PciPassthrough bindings survive a real reboot of the lab host (test/lab/labHost.ts,
+ * PciPassthrough bindings survive a real reboot of the lab host (testbed/labHost.ts,
  * q35 + intel-iommu, an e1000 at 00:04.0 and two e1000s sharing IOMMU group with a
  * PCIe-to-PCI bridge), through the boot-time udev rule and unit of
  * provider/resources/pciPassthrough/persist.ts, driven through the provider's
@@ -21,7 +21,7 @@
 import { closeAllConnections } from "../../provider/host";
 import { pciPassthroughProvider as provider } from "../../provider/resources/pciPassthrough";
 import { bootScriptPath, udevRulePath, unitName, unitPath, unitWantsLink } from "../../provider/resources/pciPassthrough/persist";
-import { bootLabHost, checkLabSupport, cleanupStaleLab, LabHost } from "./labHost";
+import { bootLabHost, checkLabSupport, cleanupStaleLab, LabHost } from "../../testbed/labHost";
 import { createThrough, driverOf } from "./persistSupport";
 
 jest.setTimeout(45 * 60_000);

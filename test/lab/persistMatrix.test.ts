@@ -38,7 +38,7 @@ import { unitName as vfioUnit } from "../../provider/resources/pciPassthrough/pe
 import { portForwardProvider } from "../../provider/resources/portForward";
 import { vlanSubinterfaceProvider } from "../../provider/resources/vlanSubinterface";
 import type { KindProvider } from "../../provider/resources/lifecycle";
-import { bootLabHost, checkLabSupport, LabHost } from "./labHost";
+import { bootLabHost, checkLabSupport, LabHost } from "../../testbed/labHost";
 import { BOOT_LISTING, Created, createThrough, driverOf, listingDiff, namesByMac, releaseLab, stackDiagnostics, waitFor, without } from "./persistSupport";
 import { labStacks, NetworkStack, useNetworkStack } from "./stacks";
 import { runTaggedPeer, taggedOk, taggedSummary } from "./taggedPeer";
@@ -120,7 +120,7 @@ async function oursRunning() {
   const links = (await guest("ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'"))
     .split("\n")
     .filter((l) => [BRIDGE, VLAN, NAT.bridge, VM.port].includes(l) || /kvmnet|^kvn-/.test(l));
-  // kvmnet-lab-* are the lab image's own units (test/lab/labHost.ts), not the provider's.
+  // kvmnet-lab-* are the lab image's own units (testbed/labHost.ts), not the provider's.
   const units = (await guest("systemctl list-units --all --plain --no-legend 'kvmnet-*' | awk '{print $1}'")).split("\n").filter((u) => u && !u.startsWith("kvmnet-lab-"));
   const tables = (await guest("nft list tables")).split("\n").filter((t) => /kvmnet/.test(t));
   const run = (await guest("ls -A /run/kvmnet 2>/dev/null; ls /run/systemd/system 2>/dev/null | grep kvmnet; true")).split("\n").filter(Boolean);

@@ -16,7 +16,7 @@
  * (checkLabSupport throws), never skips. One VM, shut down in afterAll.
  */
 import * as fs from "fs";
-import { bootLabHost, checkLabSupport, cleanupStaleLab, LabHost, qemuArgs } from "./labHost";
+import { bootLabHost, checkLabSupport, cleanupStaleLab, LabHost, qemuArgs } from "../../testbed/labHost";
 import { activeStack, eth0Facts, LAB_ETH0, NetworkStack, STACK_PATHS, useNetworkStack } from "./stacks";
 
 jest.setTimeout(20 * 60_000);

@@ -1,5 +1,5 @@
 /**
- * Switch a lab guest (test/lab/labHost.ts) to ONE network stack — ifupdown,
+ * Switch a lab guest (testbed/labHost.ts) to ONE network stack — ifupdown,
  * systemd-networkd or NetworkManager — and reboot into it, so persistence can be
  * proven per backend across a real reboot (TESTING.md, tier 3).
  *
@@ -30,7 +30,7 @@
  *
  * Nothing changes live: the switch writes files and unit links, then reboots.
  */
-import type { LabHost, RebootResult } from "./labHost";
+import type { LabHost, RebootResult } from "../../testbed/labHost";
 
 export type NetworkStack = "ifupdown" | "networkd" | "networkmanager";
 export const NETWORK_STACKS: readonly NetworkStack[] = ["ifupdown", "networkd", "networkmanager"];

@@ -12,7 +12,7 @@ import * as hostModule from "../../provider/host";
 import { closeAllConnections } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { expectKvmnetError } from "../support/expectError";
-import { bootLabHost, LabHost } from "./labHost";
+import { bootLabHost, LabHost } from "../../testbed/labHost";
 
 jest.setTimeout(15 * 60_000);
 

@@ -18,7 +18,7 @@
  */
 import { closeAllConnections } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
-import { bootLabHost, LabHost } from "./labHost";
+import { bootLabHost, LabHost } from "../../testbed/labHost";
 import { waitFor } from "./persistSupport";
 import { eth0Facts, eth0Problems, LAB_ETH0, labStacks, useNetworkStack } from "./stacks";
 

@@ -29,7 +29,7 @@ import { execFileSync } from "child_process";
 import { closeAllConnections } from "../../provider/host";
 import { vlanSubinterfaceProvider as vlan } from "../../provider/resources/vlanSubinterface";
 import { expectKvmnetError } from "../support/expectError";
-import { bootLabHost, checkLabSupport, LabHost } from "./labHost";
+import { bootLabHost, checkLabSupport, LabHost } from "../../testbed/labHost";
 import { labStacks, NETWORK_STACKS, NetworkStack, useNetworkStack } from "./stacks";
 import { releaseLab, stackDiagnostics, waitFor } from "./persistSupport";
 import { runTaggedPeer, taggedOk, taggedSummary } from "./taggedPeer";

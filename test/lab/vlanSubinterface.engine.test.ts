@@ -10,8 +10,8 @@
  * dist/ through node_modules/pulumi-kvmnet.
  */
 import * as path from "path";
-import { ensurePulumi, REPO, Stack } from "../engine/harness";
-import { bootLabHost, checkLabSupport, LabHost } from "./labHost";
+import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { bootLabHost, checkLabSupport, LabHost } from "../../testbed/labHost";
 import { labSnapshot } from "./labSnapshot";
 
 jest.setTimeout(30 * 60_000);

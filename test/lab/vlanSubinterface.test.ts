@@ -16,7 +16,7 @@ import { closeAllConnections } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { vlanSubinterfaceProvider as vlan } from "../../provider/resources/vlanSubinterface";
 import { expectKvmnetError } from "../support/expectError";
-import { bootLabHost, checkLabSupport, LabHost } from "./labHost";
+import { bootLabHost, checkLabSupport, LabHost } from "../../testbed/labHost";
 import { labSnapshot } from "./labSnapshot";
 import { runTaggedPeer } from "./taggedPeer";
 

@@ -8,8 +8,8 @@ import * as os from "os";
 import * as path from "path";
 import { closeAllConnections, poolStats } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
-import { HOSTILE_STRINGS } from "../unit/hostile";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
+import { HOSTILE_STRINGS } from "../../testbed/hostile";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
 import { expectKvmnetError } from "../support/expectError";
 import { createAndKillMidApply } from "./interrupt";
 

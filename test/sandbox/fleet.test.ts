@@ -9,7 +9,17 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { Client, type ClientChannel, type ConnectConfig } from "ssh2";
-import { assertSandboxSupported, cleanupStale, fleetPrefixes, sandboxPaths, snapshotHost, startFleet, type Fleet, type SandboxHost, type StartFleetError } from "./fleet";
+import {
+  assertSandboxSupported,
+  cleanupStale,
+  fleetPrefixes,
+  sandboxPaths,
+  snapshotHost,
+  startFleet,
+  type Fleet,
+  type SandboxHost,
+  type StartFleetError,
+} from "../../testbed/fleet";
 
 const REPO = path.resolve(__dirname, "../..");
 // jest.config.js sets testTimeout on the project, which jest does not apply per project.
@@ -289,7 +299,7 @@ describe("leaving nothing behind", () => {
   test("a process that exits without stop() leaves nothing (exit handler)", () => {
     const child = spawnSync(
       process.execPath,
-      ["--require", "tsx/cjs", "-e", "require('./test/sandbox/fleet.ts').startFleet(1).then((f) => { console.log(f.runId); process.exit(0); })"],
+      ["--require", "tsx/cjs", "-e", "require('./testbed/fleet.ts').startFleet(1).then((f) => { console.log(f.runId); process.exit(0); })"],
       { cwd: REPO, encoding: "utf8", timeout: 60_000 },
     );
     const runId = child.stdout.trim();

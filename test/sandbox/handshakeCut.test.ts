@@ -14,7 +14,7 @@
 import * as fs from "fs";
 import { isKvmnetError } from "../../provider/errors";
 import { closeAllConnections, hostFor } from "../../provider/host";
-import { assertSandboxSupported, Fleet, SandboxHost, startFleet } from "./fleet";
+import { assertSandboxSupported, Fleet, SandboxHost, startFleet } from "../../testbed/fleet";
 
 let fleet: Fleet;
 let h: SandboxHost;

@@ -15,7 +15,7 @@ import { ChildProcess, spawn } from "child_process";
 import * as path from "path";
 import { LOCK_FILE } from "../../provider/observe";
 import type { KindName } from "../../provider";
-import type { SandboxHost } from "./fleet";
+import type { SandboxHost } from "../../testbed/fleet";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const HOLDER_PID_FILE = "/run/kvmnet-test-lock-holder.pid";

@@ -8,11 +8,11 @@
  */
 import { execFileSync } from "child_process";
 import { expectKvmnetError } from "../support/expectError";
-import { dhcpLease } from "../support/guests";
+import { dhcpLease } from "../../testbed/guests";
 import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
-import { HOSTILE_STRINGS } from "../unit/hostile";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
+import { HOSTILE_STRINGS } from "../../testbed/hostile";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
 import { createAndKillMidApply } from "./interrupt";
 
 let fleet: Fleet;

@@ -14,8 +14,8 @@ import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
 import { portForwardProvider } from "../../provider/resources/portForward";
 import { checkedInputs, sandboxConnection } from "../support/drive";
-import { dhcpLease, Listeners, talk } from "../support/guests";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
+import { dhcpLease, Listeners, talk } from "../../testbed/guests";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
 
 let fleet: Fleet;
 let h: SandboxHost;

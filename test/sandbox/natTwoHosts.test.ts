@@ -9,7 +9,7 @@
 import { closeAllConnections } from "../../provider/host";
 import { natNetworkProvider as p } from "../../provider/resources/natNetwork";
 import { checkedInputs, sandboxConnection } from "../support/drive";
-import { assertSandboxSupported, Fleet, snapshotHost, startFleet } from "./fleet";
+import { assertSandboxSupported, Fleet, snapshotHost, startFleet } from "../../testbed/fleet";
 
 let fleet: Fleet;
 

@@ -11,8 +11,8 @@
  */
 import { closeAllConnections } from "../../provider/host";
 import { IP_FORWARD_WARNING, portForwardProvider } from "../../provider/resources/portForward";
-import { HOSTILE_STRINGS } from "../unit/hostile";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
+import { HOSTILE_STRINGS } from "../../testbed/hostile";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
 import { expectKvmnetError } from "../support/expectError";
 
 type Guest = Awaited<ReturnType<Fleet["addGuest"]>>;

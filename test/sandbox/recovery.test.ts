@@ -7,7 +7,7 @@
  */
 import { closeAllConnections } from "../../provider/host";
 import { portForwardProvider } from "../../provider/resources/portForward";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
 import { createAndCutConnectionMidApply } from "./interrupt";
 import { checkedInputs, sandboxConnection } from "../support/drive";
 

@@ -10,7 +10,7 @@ import type { KvmnetError } from "../../provider/errors";
 import { closeAllConnections } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { expectKvmnetError } from "../support/expectError";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
 
 let fleet: Fleet;
 let h: SandboxHost;

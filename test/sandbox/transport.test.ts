@@ -11,7 +11,7 @@ import * as path from "path";
 import { isKvmnetError } from "../../provider/errors";
 import { closeAllConnections, hostFor, poolStats } from "../../provider/host";
 import { observe } from "../../provider/apply";
-import { assertSandboxSupported, Fleet, SandboxHost, startFleet } from "./fleet";
+import { assertSandboxSupported, Fleet, SandboxHost, startFleet } from "../../testbed/fleet";
 
 let fleet: Fleet;
 let h: SandboxHost;

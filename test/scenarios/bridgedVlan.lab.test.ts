@@ -13,8 +13,8 @@
  */
 import { execFileSync } from "child_process";
 import * as path from "path";
-import { ensurePulumi, REPO, Stack } from "../engine/harness";
-import { bootLabHost, checkLabSupport, LabHost } from "../lab/labHost";
+import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { bootLabHost, checkLabSupport, LabHost } from "../../testbed/labHost";
 import { labSnapshot } from "../lab/labSnapshot";
 import { runTaggedPeer } from "../lab/taggedPeer";
 

@@ -8,9 +8,9 @@
  * forward on the host that was down and on one that was not.
  */
 import * as path from "path";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../sandbox/fleet";
-import { ensurePulumi, REPO, Stack } from "../engine/harness";
-import { dhcpLease, Listeners, talk } from "../support/guests";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
+import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { dhcpLease, Listeners, talk } from "../../testbed/guests";
 
 jest.setTimeout(900_000);
 

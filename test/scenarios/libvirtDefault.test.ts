@@ -12,9 +12,9 @@
  * through the first forward stays open, and destroy leaves the host as it was.
  */
 import * as path from "path";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../sandbox/fleet";
-import { ensurePulumi, REPO, Stack } from "../engine/harness";
-import { dhcpLease, heldConnection, Listeners, talk } from "../support/guests";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
+import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { dhcpLease, heldConnection, Listeners, talk } from "../../testbed/guests";
 import { hostProcesses } from "./support";
 
 jest.setTimeout(900_000);

@@ -1,5 +1,5 @@
 /** Judging a sandbox host as a whole, for scenario tests. */
-import type { SandboxHost } from "../sandbox/fleet";
+import type { SandboxHost } from "../../testbed/fleet";
 
 /**
  * The live processes in the host's network namespace other than the sandbox's

@@ -1,5 +1,5 @@
 /** Driving a kind's provider object the way the engine does, against a test host. */
-import type { SandboxHost } from "../sandbox/fleet";
+import type { SandboxHost } from "../../testbed/fleet";
 
 /** The connection input for a sandbox host (its key pinned). */
 export function sandboxConnection(h: SandboxHost) {

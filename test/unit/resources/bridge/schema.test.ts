@@ -1,6 +1,6 @@
 import { bridgeProvider } from "../../../../provider/resources/bridge";
 import { UNKNOWN } from "../../../../provider/validate";
-import { HOSTILE_STRINGS } from "../../hostile";
+import { HOSTILE_STRINGS } from "../../../../testbed/hostile";
 
 const connection = { host: "kvm1.example.net", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nsecretbody123456\n-----END OPENSSH PRIVATE KEY-----" };
 const base = { connection, name: "br0" };

@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { natNetworkProvider } from "../../../../provider/resources/natNetwork";
 import { cidrsOverlap, defaultBridgeName, natNetworkInputsSchema } from "../../../../provider/resources/natNetwork/schema";
 import { UNKNOWN } from "../../../../provider/validate";
-import { HOSTILE_STRINGS } from "../../hostile";
+import { HOSTILE_STRINGS } from "../../../../testbed/hostile";
 
 const base = { connection: { host: "h" }, name: "lab", subnet: "192.168.122.0/24" };
 const check = (over: Record<string, unknown>) => natNetworkProvider.check({}, { ...base, ...over });

@@ -1,7 +1,7 @@
 import { pciPassthroughProvider } from "../../../../provider/resources/pciPassthrough";
 import { normalisePciAddress, pciPassthroughStoredSchema } from "../../../../provider/resources/pciPassthrough/schema";
 import { UNKNOWN } from "../../../../provider/validate";
-import { HOSTILE_STRINGS } from "../../hostile";
+import { HOSTILE_STRINGS } from "../../../../testbed/hostile";
 
 const connection = { host: "kvm1.example.net", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nsecretbody123456\n-----END OPENSSH PRIVATE KEY-----" };
 const base = { connection, address: "0000:65:00.0" };

@@ -1,7 +1,7 @@
 import { portForwardProvider } from "../../../../provider/resources/portForward";
 import { deriveName } from "../../../../provider/resources/portForward/schema";
 import { UNKNOWN } from "../../../../provider/validate";
-import { HOSTILE_STRINGS } from "../../hostile";
+import { HOSTILE_STRINGS } from "../../../../testbed/hostile";
 
 const connection = { host: "kvm1.example.net", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nsecretbody123456\n-----END OPENSSH PRIVATE KEY-----" };
 const base = { connection, protocol: "tcp", hostPort: 8080, destination: "192.168.122.10" };

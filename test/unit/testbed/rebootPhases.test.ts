@@ -1,4 +1,4 @@
-import { rebootPhases, StampedLine } from "../../lab/rebootPhases";
+import { rebootPhases, StampedLine } from "../../../testbed/rebootPhases";
 
 // Lines as the lab guest's serial console printed them during a reboot (captured
 // on this machine; ANSI colour codes as systemd writes them), stamped in host ms.

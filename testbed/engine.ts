@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 
-export const REPO = path.resolve(__dirname, "../..");
+export const REPO = path.resolve(__dirname, "..");
 
 export interface CliResult {
   code: number;
@@ -42,6 +42,11 @@ export function run(file: string, args: string[], opts: { cwd?: string; env?: No
     });
     if (opts.input !== undefined) child.stdin?.end(opts.input);
   });
+}
+
+/** What `pulumi stack export` prints, as far as the tests read it. */
+export interface StackExport {
+  deployment: { resources?: { type: string; id?: string; outputs?: Record<string, unknown> }[] };
 }
 
 /** One stack of one project directory, with everything it writes under a temp dir. */
@@ -152,9 +157,9 @@ export class Stack {
   }
 
   /** `pulumi stack export`; with showSecrets the secrets are decrypted (ciphertexts differ on every encryption). */
-  async exportState(showSecrets = false): Promise<{ text: string; doc: { deployment: { resources?: { type: string; id?: string; outputs?: Record<string, unknown> }[] } } }> {
+  async exportState(showSecrets = false): Promise<{ text: string; doc: StackExport }> {
     const r = await this.ok(["stack", "export", ...(showSecrets ? ["--show-secrets"] : [])]);
-    return { text: r.stdout, doc: JSON.parse(r.stdout) };
+    return { text: r.stdout, doc: JSON.parse(r.stdout) as StackExport };
   }
 
   async dispose(): Promise<void> {

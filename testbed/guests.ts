@@ -7,7 +7,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import type { SandboxHost } from "../sandbox/fleet";
+import type { SandboxHost } from "./fleet";
 
 type Exec = SandboxHost["exec"];
 
@@ -36,8 +36,8 @@ export function udhcpcScript(): string {
 /** Run busybox udhcpc once on the guest's eth0; returns the IPv4 address it got ("" when none). */
 export async function dhcpLease(exec: Exec): Promise<string> {
   await exec(`busybox udhcpc -i eth0 -n -q -f -t 8 -T 1 -s ${udhcpcScript()}`, { timeoutMs: 30_000 });
-  const addrs = JSON.parse((await exec("ip -j -4 addr show dev eth0")).stdout)[0].addr_info as { local: string }[];
-  return addrs[0]?.local ?? "";
+  const links = JSON.parse((await exec("ip -j -4 addr show dev eth0")).stdout) as { addr_info: { local: string }[] }[];
+  return links[0]?.addr_info[0]?.local ?? "";
 }
 
 /** Background listeners started by `serve`: their namespace's exec and pid, to stop them by pid. */

@@ -23,7 +23,7 @@
  *   LAN NIC (`lan: { netns }`) is a tap whose host end is created inside a namespace
  *   the test made (the tun fd is opened there by a perl one-liner under nsenter, then
  *   qemu is exec'd back in the caller's namespace); it vanishes when qemu exits.
- * - Cleanup discipline (as in test/sandbox/fleet.ts): everything a boot makes is
+ * - Cleanup discipline (as in testbed/fleet.ts): everything a boot makes is
  *   recorded in /run/kvmnet-lab/vms/<id>.json BEFORE it is made; qemu is killed by pid
  *   (checked against its start time), never by name; shutdown(), a failed boot, the
  *   exit/signal handlers, or cleanupStaleLab() after a SIGKILL remove exactly what a
@@ -150,7 +150,7 @@ export interface RebootResult {
   /**
    * Where `ms` went (shutdown, firmware, kernel, initramfs, userspace, SSH), from
    * the serial console stamped with the host clock while waiting: printed by the
-   * tests as a measurement, never asserted on (see test/lab/rebootPhases.ts).
+   * tests as a measurement, never asserted on (see testbed/rebootPhases.ts).
    */
   phases: RebootPhases;
 }
@@ -200,7 +200,7 @@ export interface BootLabHostOptions {
 // ---------------------------------------------------------------------------------
 // Constants
 
-const REPO_ROOT = path.resolve(__dirname, "..", "..");
+const REPO_ROOT = path.resolve(__dirname, "..");
 const IMAGE_SCRIPT = path.join(REPO_ROOT, "scripts", "lab-image.sh");
 const STATE_ROOT = "/run/kvmnet-lab";
 const VMS_DIR = `${STATE_ROOT}/vms`;
@@ -252,7 +252,7 @@ exec("nsenter", "--net=$backns", "--", @cmd) or die "exec nsenter: $!\n";
 `;
 
 // ---------------------------------------------------------------------------------
-// Process helpers (same discipline as test/sandbox/fleet.ts)
+// Process helpers (same discipline as testbed/fleet.ts)
 
 interface PidRef {
   pid: number;
@@ -841,7 +841,7 @@ function qmp(socket: string, execute: string, args?: Record<string, unknown>, ti
         if (!line) continue;
         let m: { QMP?: unknown; event?: string; return?: unknown; error?: { desc?: string } };
         try {
-          m = JSON.parse(line);
+          m = JSON.parse(line) as typeof m;
         } catch {
           return finish(new Error(`qmp ${execute}: unreadable answer ${line}`));
         }

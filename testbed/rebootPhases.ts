@@ -1,6 +1,6 @@
 /**
  * Where the time of a lab reboot goes, from the guest's serial console as the
- * host saw it arrive (test/lab/labHost.ts stamps each new serial line with the
+ * host saw it arrive (testbed/labHost.ts stamps each new serial line with the
  * host's clock while it waits for the new boot).
  *
  * Why host stamps and not the guest's own: `systemd-analyze` and the journal
@@ -12,7 +12,7 @@
  * timeout. Lines such as "A stop job is running for …" / "A start job is
  * running for …" name the unit systemd is waiting on; they are kept verbatim.
  *
- * Pure: lines in, figures out (unit test: test/unit/lab/rebootPhases.test.ts).
+ * Pure: lines in, figures out (unit test: test/unit/testbed/rebootPhases.test.ts).
  */
 
 /** One serial line and when (host ms since the reboot was asked for) it was read. */
