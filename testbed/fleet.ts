@@ -20,14 +20,30 @@
  * - Everything is recorded in /run/kvmnet-sandbox/fleets/<runid>.json BEFORE it is
  *   made, so stop(), a failed start, the exit/signal handlers, or cleanupStale() after
  *   a SIGKILL can remove exactly what a fleet made. Processes are killed by pid (checked
- *   against their start time) or by membership of the fleet's namespaces, never by name.
+ *   against their start time) or by membership of the fleet's namespaces, never by name
+ *   (testbed/processes.ts).
  */
-import { spawn, spawnSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as net from "net";
-import * as os from "os";
-import * as vm from "vm";
+import type { ExecResult, PidRef } from "./processes";
+import {
+  claimAbandoned,
+  isAlive,
+  onOwnerExit,
+  pidRef,
+  pidsInNetns,
+  readJson,
+  RecordDir,
+  run,
+  runSync,
+  spawnTracked,
+  stopProcesses,
+  withReapLock,
+  writeJsonAtomic,
+} from "./processes";
+
+export type { ExecResult };
 
 // ---------------------------------------------------------------------------------
 // Public API
@@ -75,12 +91,6 @@ export interface ExecOptions {
   allowFail?: boolean;
   /** Default 60 s; the command is killed (SIGKILL) when it runs longer. */
   timeoutMs?: number;
-}
-
-export interface ExecResult {
-  stdout: string;
-  stderr: string;
-  code: number;
 }
 
 export interface Fleet {
@@ -134,8 +144,6 @@ const SLOT_COUNT = 1 << 14;
 const MGMT_BASE = 198 * 2 ** 24 + 18 * 2 ** 16;
 const UPSTREAM_ADDRESS = "198.19.0.1";
 const MAX_HOSTS = 200; // uplinks are 198.19.0.(10+i)/24
-const PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
 /** Copy-on-write per host: what the provider writes there stays in the host. */
 const OVERLAID_DIRS = ["etc", "var", "run"] as const;
 const READY_TIMEOUT_MS = 10_000;
@@ -159,93 +167,7 @@ function shq(s: string): string {
 }
 
 // ---------------------------------------------------------------------------------
-// Process helpers
-
-interface PidRef {
-  pid: number;
-  /** Field 22 of /proc/<pid>/stat: tells a reused pid from the process we recorded. */
-  start: string;
-}
-
-function procStat(pid: number): { state: string; start: string } | undefined {
-  try {
-    const raw = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    // comm may contain spaces and parens; the fields after the LAST ')' are fixed.
-    const rest = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
-    return { state: rest[0] ?? "", start: rest[19] ?? "" };
-  } catch {
-    return undefined;
-  }
-}
-
-function pidRef(pid: number): PidRef {
-  return { pid, start: procStat(pid)?.start ?? "" };
-}
-
-/** Alive = exists, not a zombie, and (when recorded) the same process as before. */
-function isAlive(ref: PidRef | number): boolean {
-  const pid = typeof ref === "number" ? ref : ref.pid;
-  const st = procStat(pid);
-  if (!st || st.state === "Z" || st.state === "X") return false;
-  return typeof ref === "number" || ref.start === "" || st.start === ref.start;
-}
-
-function killPid(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    /* already gone */
-  }
-}
-
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-function sleepSync(ms: number): void {
-  Atomics.wait(sleepCell, 0, 0, ms);
-}
-
-function childEnv(): NodeJS.ProcessEnv {
-  return { ...process.env, PATH: `${PATH_ENV}:${process.env.PATH ?? ""}`, LC_ALL: "C" };
-}
-
-function runSync(file: string, args: string[], input?: string): ExecResult {
-  const r = spawnSync(file, args, { encoding: "utf8", input, env: childEnv(), timeout: 30_000 });
-  return { stdout: r.stdout ?? "", stderr: (r.stderr ?? "") + (r.error ? String(r.error) : ""), code: r.status ?? 1 };
-}
-
-/** Run a program (no shell). Rejects on non-zero exit unless allowFail; `what` names it in errors. */
-function run(file: string, args: string[], opts: ExecOptions & { input?: string; what?: string } = {}): Promise<ExecResult> {
-  const what = opts.what ?? file;
-  const timeoutMs = opts.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS;
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { env: childEnv(), cwd: "/", stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    let timedOut = false;
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill("SIGKILL");
-    }, timeoutMs);
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      reject(new Error(`${what}: cannot run ${file}: ${err.message}`));
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      const result = { stdout, stderr, code: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0) };
-      if (timedOut) {
-        reject(new Error(`${what}: timed out after ${timeoutMs} ms: ${file} ${args.join(" ")}\n${stderr.trim()}`));
-      } else if (result.code !== 0 && !opts.allowFail) {
-        reject(new Error(`${what}: exit ${result.code}: ${file} ${args.join(" ")}\n${stderr.trim()}`));
-      } else {
-        resolve(result);
-      }
-    });
-    child.stdin.on("error", () => undefined); // EPIPE when the program ignores stdin
-    child.stdin.end(opts.input ?? "");
-  });
-}
+// Running commands
 
 /** `ip [-n ns] -batch -`: one process for several iproute2 commands (each spawn costs ~20 ms here). */
 function ipBatch(netns: string | undefined, lines: string[], what: string): Promise<ExecResult> {
@@ -276,31 +198,6 @@ function rootLinkNames(): Set<string> {
   }
 }
 
-/** Pids whose network namespace is one of `netnsNames` (what `ip netns pids` does). */
-function pidsInNetns(netnsNames: string[]): number[] {
-  const inodes = new Set<string>();
-  for (const ns of netnsNames) {
-    try {
-      inodes.add(`net:[${fs.statSync(`/run/netns/${ns}`).ino}]`);
-    } catch {
-      /* gone */
-    }
-  }
-  if (inodes.size === 0) return [];
-  const out: number[] = [];
-  for (const ent of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(ent)) continue;
-    const pid = Number(ent);
-    if (pid === process.pid) continue;
-    try {
-      if (inodes.has(fs.readlinkSync(`/proc/${ent}/ns/net`))) out.push(pid);
-    } catch {
-      /* exited, or a kernel thread */
-    }
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------------
 // The on-disk record: what a fleet made, written BEFORE each thing is made.
 
@@ -324,25 +221,7 @@ interface SlotOwner {
   rootLink: string;
 }
 
-const recordPath = (runId: string) => `${FLEETS_DIR}/${runId}.json`;
-
-function writeJsonAtomic(file: string, value: unknown): void {
-  const tmp = `${file}.${process.pid}.${crypto.randomBytes(3).toString("hex")}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(value, null, 2) + "\n");
-  fs.renameSync(tmp, file);
-}
-
-function persist(rec: FleetRecord): void {
-  writeJsonAtomic(recordPath(rec.runId), rec);
-}
-
-function readJson<T>(file: string): T | undefined {
-  try {
-    return JSON.parse(fs.readFileSync(file, "utf8")) as T;
-  } catch {
-    return undefined;
-  }
-}
+const fleets = new RecordDir<FleetRecord>(FLEETS_DIR, { idOf: (r) => r.runId, valid: (r) => RUN_ID_RE.test(r.runId), idBytes: 3, what: "sandbox" });
 
 function safeReaddir(dir: string): string[] {
   try {
@@ -354,10 +233,8 @@ function safeReaddir(dir: string): string[] {
 
 /** Reserve a run id by creating its record file exclusively (parallel workers never share one). */
 function reserveRunId(keepDir: boolean): FleetRecord {
-  fs.mkdirSync(FLEETS_DIR, { recursive: true, mode: 0o755 });
   fs.mkdirSync(SLOTS_DIR, { recursive: true, mode: 0o755 });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const runId = crypto.randomBytes(3).toString("hex");
+  return fleets.reserve((runId) => {
     const rec: FleetRecord = {
       runId,
       owner: pidRef(process.pid),
@@ -370,15 +247,8 @@ function reserveRunId(keepDir: boolean): FleetRecord {
       pids: [],
       hosts: [],
     };
-    if (fs.existsSync(rec.dir)) continue;
-    try {
-      fs.writeFileSync(recordPath(runId), JSON.stringify(rec, null, 2) + "\n", { flag: "wx" });
-      return rec;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
-  }
-  throw new Error("sandbox: could not reserve a free run id");
+    return fs.existsSync(rec.dir) ? undefined : rec;
+  });
 }
 
 /**
@@ -410,20 +280,11 @@ function allocateSlot(rec: FleetRecord, rootLink: string): number {
 // Teardown: synchronous, shared by stop(), failed starts, the exit/signal handlers and
 // cleanupStale().
 
+/** Stop the fleet's processes by pid (grace 0.5 s), and at once whatever else runs in its namespaces. */
 function killAll(pids: PidRef[], netnsNames: string[]): void {
-  for (const p of pids) if (isAlive(p)) killPid(p.pid, "SIGTERM");
-  const graceUntil = Date.now() + 500;
-  const giveUpAt = Date.now() + 5000;
-  for (;;) {
-    const recorded = pids.filter((p) => isAlive(p));
-    // Whatever runs in our namespaces is ours: sshd sessions, a dnsmasq a test started, ...
-    const inNs = pidsInNetns(netnsNames).filter((p) => isAlive(p));
-    if (recorded.length === 0 && inNs.length === 0) return;
-    if (Date.now() > giveUpAt) return; // netns deletion below still unnames them
-    for (const p of inNs) if (!pids.some((r) => r.pid === p) || Date.now() > graceUntil) killPid(p, "SIGKILL");
-    if (Date.now() > graceUntil) for (const p of recorded) killPid(p.pid, "SIGKILL");
-    sleepSync(10);
-  }
+  // Whatever runs in our namespaces is ours: sshd sessions, a dnsmasq a test started, ...
+  // (the namespace deletion after this still unnames what outlives the kill).
+  stopProcesses(pids, { graceMs: 500, strays: () => pidsInNetns(netnsNames) });
 }
 
 function teardownRecord(rec: FleetRecord): void {
@@ -440,71 +301,21 @@ function teardownRecord(rec: FleetRecord): void {
     if (owner?.runId === rec.runId) fs.rmSync(`${SLOTS_DIR}/${k}`, { recursive: true, force: true });
   }
   if (!rec.keepDir && rec.dir === `/tmp/kvs-${rec.runId}`) fs.rmSync(rec.dir, { recursive: true, force: true });
-  fs.rmSync(recordPath(rec.runId), { force: true });
+  fleets.remove(rec.runId);
 }
 
-/**
- * The real process object. Under jest, the global `process` is a per-test-file copy
- * whose `on("exit")` / signal listeners never fire; code compiled by vm in "this"
- * context sees the real one (outside jest it is the same object).
- */
-const realProcess = vm.runInThisContext("process") as NodeJS.Process;
-
-// Live fleets of this process, for the exit/signal handlers.
+// Live fleets of this process: the exit/signal handlers stop them.
 interface LiveFleet {
   rec: FleetRecord;
   stopped: boolean;
+  release: () => void;
 }
-const live = new Map<string, LiveFleet>();
-let handlersInstalled = false;
 
 function stopLive(lf: LiveFleet): void {
   if (lf.stopped) return;
   lf.stopped = true;
-  live.delete(lf.rec.runId);
-  try {
-    teardownRecord(lf.rec);
-  } finally {
-    if (live.size === 0) uninstallHandlers();
-  }
-}
-
-function onProcessExit(): void {
-  for (const lf of [...live.values()]) {
-    try {
-      stopLive(lf);
-    } catch {
-      /* best effort: cleanupStale() finishes the job later */
-    }
-  }
-}
-
-function onSignal(sig: NodeJS.Signals): void {
-  onProcessExit();
-  uninstallHandlers();
-  // If nobody else handles the signal, die by it as if we had not been here.
-  if (realProcess.listenerCount(sig) === 0) realProcess.kill(realProcess.pid, sig);
-}
-const onSigint = () => onSignal("SIGINT");
-const onSigterm = () => onSignal("SIGTERM");
-const onSighup = () => onSignal("SIGHUP");
-
-function installHandlers(): void {
-  if (handlersInstalled) return;
-  handlersInstalled = true;
-  realProcess.on("exit", onProcessExit);
-  realProcess.on("SIGINT", onSigint);
-  realProcess.on("SIGTERM", onSigterm);
-  realProcess.on("SIGHUP", onSighup);
-}
-
-function uninstallHandlers(): void {
-  if (!handlersInstalled) return;
-  handlersInstalled = false;
-  realProcess.removeListener("exit", onProcessExit);
-  realProcess.removeListener("SIGINT", onSigint);
-  realProcess.removeListener("SIGTERM", onSigterm);
-  realProcess.removeListener("SIGHUP", onSighup);
+  lf.release();
+  teardownRecord(lf.rec);
 }
 
 // ---------------------------------------------------------------------------------
@@ -764,30 +575,18 @@ async function startSshd(rec: FleetRecord, h: HostPlan, keys: Keys, opts: StartF
 
   // ip netns exec → unshare → sh → sshd are all exec()s, so the spawned pid IS sshd.
   // Detached: a Ctrl-C to the test's process group must not kill sshd behind our back.
-  const logFd = fs.openSync(sshdLogPath, "a", 0o600);
-  let exited: string | undefined;
-  let child;
-  try {
-    child = spawn("ip", ["netns", "exec", h.netns, "unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", setupPath], {
-      detached: true,
-      stdio: ["ignore", logFd, logFd],
-      env: childEnv(),
-      cwd: "/",
-    });
-  } finally {
-    fs.closeSync(logFd);
-  }
-  child.on("error", (err) => (exited = `could not start: ${err.message}`));
-  child.on("exit", (code, signal) => (exited = `exited (${signal ?? `code ${code}`})`));
-  child.unref();
-  const sshdPid = child.pid ?? 0;
-  if (sshdPid > 0) {
-    rec.pids.push(pidRef(sshdPid));
-    persist(rec);
-  }
+  const child = spawnTracked(["ip", "netns", "exec", h.netns, "unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", setupPath], {
+    logFile: sshdLogPath,
+    cwd: "/",
+    detached: true,
+  });
+  const sshdPid = child.ref.pid;
+  rec.pids.push(child.ref);
+  fleets.save(rec);
 
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
+    const exited = child.exited();
     if (exited) throw new Error(`sandbox host ${i} (${h.netns}): sshd ${exited}; ${sshdLogPath}:\n${readText(sshdLogPath).trim()}`);
     if (readText(sshdLogPath).includes("Server listening") && (await tcpReachable(h.address, 22, 1000))) break;
     if (Date.now() > deadline) {
@@ -837,9 +636,8 @@ export async function startFleet(n: number, opts: StartFleetOptions = {}): Promi
   await cleanupStale().catch(() => undefined); // reap fleets of killed runs; never fatal here
 
   const rec = reserveRunId(opts.keepDir ?? false);
-  const lf: LiveFleet = { rec, stopped: false };
-  live.set(rec.runId, lf);
-  installHandlers();
+  const lf: LiveFleet = { rec, stopped: false, release: () => undefined };
+  lf.release = onOwnerExit(() => stopLive(lf));
   const { runId, dir } = rec;
   const up = upstreamNetns(runId);
   let guestCount = 0;
@@ -865,7 +663,7 @@ export async function startFleet(n: number, opts: StartFleetOptions = {}): Promi
     rec.netns.push(up, ...plans.map((p) => p.netns));
     rec.rootLinks.push(...plans.map((p) => p.rootLink));
     rec.hosts.push(...plans.map((p) => ({ index: p.index, netns: p.netns, address: p.address })));
-    persist(rec);
+    fleets.save(rec);
 
     await ipBatch(
       undefined,
@@ -913,7 +711,7 @@ export async function startFleet(n: number, opts: StartFleetOptions = {}): Promi
         }
         const guest = guestNetns(runId, ++guestCount);
         rec.netns.push(guest);
-        persist(rec);
+        fleets.save(rec);
         await run("ip", ["netns", "add", guest], { what: "addGuest" });
         await ipBatch(guest, [`link add eth0 type veth peer name ${peerName} netns ${host.netns}`, "link set dev lo up", "link set dev eth0 up"], `addGuest ${guest}`);
         await ipBatch(host.netns, [`link set dev ${peerName} up`], `addGuest ${guest} peer`);
@@ -939,56 +737,19 @@ export async function startFleet(n: number, opts: StartFleetOptions = {}): Promi
 // ---------------------------------------------------------------------------------
 // Stale fleets
 
-/** Serialise reapers (never allocators) with a lock dir; break it when its owner is dead. */
-function withReapLock<T>(fn: () => T): T {
-  fs.mkdirSync(STATE_ROOT, { recursive: true, mode: 0o755 });
-  const giveUpAt = Date.now() + 15_000;
-  for (;;) {
-    try {
-      fs.mkdirSync(REAP_LOCK, { mode: 0o755 });
-      writeJsonAtomic(`${REAP_LOCK}/owner.json`, pidRef(process.pid));
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      const owner = readJson<PidRef>(`${REAP_LOCK}/owner.json`);
-      let ageMs: number;
-      try {
-        ageMs = Date.now() - fs.statSync(REAP_LOCK).mtimeMs;
-      } catch {
-        continue; // released meanwhile
-      }
-      if ((owner && !isAlive(owner)) || (!owner && ageMs > 5000)) {
-        fs.rmSync(REAP_LOCK, { recursive: true, force: true });
-        continue;
-      }
-      if (Date.now() > giveUpAt) throw new Error(`sandbox: ${REAP_LOCK} held by pid ${owner?.pid ?? "?"}`, { cause: err });
-      sleepSync(20);
-    }
-  }
-  try {
-    return fn();
-  } finally {
-    fs.rmSync(REAP_LOCK, { recursive: true, force: true });
-  }
-}
-
 /**
  * Remove fleets whose owner process is dead (their processes, namespaces, root veth
  * ends, slot dirs, temp dirs), plus stale slots and kvs-* namespaces / root links that
  * no fleet record claims. Returns one line per thing removed; empty when nothing was stale.
  */
 export async function cleanupStale(): Promise<string[]> {
-  return withReapLock(() => {
+  return withReapLock(REAP_LOCK, () => {
     const removed: string[] = [];
     // Namespaces and links are listed BEFORE records are read: a fleet writes its
     // record before making anything, so whatever is listed without a record is orphaned.
     const netnsNow = [...existingNetns()];
     const linksNow = [...rootLinkNames()];
-    const records = new Map<string, FleetRecord>();
-    for (const f of safeReaddir(FLEETS_DIR)) {
-      const rec = f.endsWith(".json") ? readJson<FleetRecord>(`${FLEETS_DIR}/${f}`) : undefined;
-      if (rec && RUN_ID_RE.test(rec.runId)) records.set(rec.runId, rec);
-    }
+    const records = new Map(fleets.list().map((rec) => [rec.runId, rec]));
     const reaped = new Set<string>();
     for (const rec of [...records.values()]) {
       if (isAlive(rec.owner)) continue;
@@ -999,11 +760,11 @@ export async function cleanupStale(): Promise<string[]> {
     }
     const orphanNetns = netnsNow.filter((ns) => {
       const m = OUR_NETNS_RE.exec(ns);
-      return m !== null && !records.has(m[1]) && !reaped.has(m[1]) && !fs.existsSync(recordPath(m[1]));
+      return m !== null && !records.has(m[1]) && !reaped.has(m[1]) && !fs.existsSync(fleets.file(m[1]));
     });
     const orphanLinks = linksNow.filter((l) => {
       const m = OUR_ROOT_LINK_RE.exec(l);
-      return m !== null && !records.has(m[1]) && !reaped.has(m[1]) && !fs.existsSync(recordPath(m[1]));
+      return m !== null && !records.has(m[1]) && !reaped.has(m[1]) && !fs.existsSync(fleets.file(m[1]));
     });
     if (orphanNetns.length + orphanLinks.length > 0) {
       killAll([], orphanNetns);
@@ -1014,17 +775,9 @@ export async function cleanupStale(): Promise<string[]> {
     for (const k of safeReaddir(SLOTS_DIR)) {
       const slotDir = `${SLOTS_DIR}/${k}`;
       const owner = readJson<SlotOwner>(`${slotDir}/owner.json`);
-      let stale: boolean;
-      if (owner) {
-        stale = !records.has(owner.runId) && !isAlive({ pid: owner.pid, start: owner.start });
-      } else {
-        try {
-          stale = Date.now() - fs.statSync(slotDir).mtimeMs > 60_000; // claimer died before writing owner.json
-        } catch {
-          continue;
-        }
-      }
-      if (!stale) continue;
+      // A slot of a live fleet's record is never stale, whatever its owner pid says.
+      if (owner && records.has(owner.runId)) continue;
+      if (!claimAbandoned(slotDir, owner && { pid: owner.pid, start: owner.start }, 60_000)) continue;
       if (owner && OUR_ROOT_LINK_RE.test(owner.rootLink) && rootLinkNames().has(owner.rootLink)) {
         runSync("ip", ["link", "del", "dev", owner.rootLink]);
       }
@@ -1037,10 +790,8 @@ export async function cleanupStale(): Promise<string[]> {
 
 /** Fleets recorded under /run/kvmnet-sandbox/fleets, live or (until cleanupStale) stale. */
 export function listFleets(): { runId: string; ownerPid: number; alive: boolean; created: string; dir: string; hosts: FleetRecord["hosts"] }[] {
-  return safeReaddir(FLEETS_DIR)
-    .filter((f) => f.endsWith(".json"))
-    .map((f) => readJson<FleetRecord>(`${FLEETS_DIR}/${f}`))
-    .filter((r): r is FleetRecord => r !== undefined && RUN_ID_RE.test(r.runId))
+  return fleets
+    .list()
     .map((r) => ({ runId: r.runId, ownerPid: r.owner.pid, alive: isAlive(r.owner), created: r.created, dir: r.dir, hosts: r.hosts }))
     .sort((a, b) => a.created.localeCompare(b.created));
 }

@@ -23,13 +23,13 @@
  *   LAN NIC (`lan: { netns }`) is a tap whose host end is created inside a namespace
  *   the test made (the tun fd is opened there by a perl one-liner under nsenter, then
  *   qemu is exec'd back in the caller's namespace); it vanishes when qemu exits.
- * - Cleanup discipline (as in testbed/fleet.ts): everything a boot makes is
- *   recorded in /run/kvmnet-lab/vms/<id>.json BEFORE it is made; qemu is killed by pid
- *   (checked against its start time), never by name; shutdown(), a failed boot, the
- *   exit/signal handlers, or cleanupStaleLab() after a SIGKILL remove exactly what a
- *   boot made (qemu, the run dir with its overlay and serial log, the record). qemu also
- *   runs under `setpriv --pdeathsig KILL`, so it dies with the process that started it
- *   even when that process is SIGKILLed.
+ * - Cleanup discipline (testbed/processes.ts, as for testbed/fleet.ts): everything a
+ *   boot makes is recorded in /run/kvmnet-lab/vms/<id>.json BEFORE it is made; qemu is
+ *   killed by pid (checked against its start time), never by name; shutdown(), a failed
+ *   boot, the exit/signal handlers, or cleanupStaleLab() after a SIGKILL remove exactly
+ *   what a boot made (qemu, the run dir with its overlay and serial log, the record).
+ *   qemu also runs under `setpriv --pdeathsig KILL`, so it dies with the process that
+ *   started it even when that process is SIGKILLed.
  * - eth0 naming: `net.ifnames=0` makes the kernel name NICs eth0, eth1, ... in the
  *   order their drivers register them, and that order races (virtio_pci, virtio_net
  *   and e1000 load from parallel udev workers). The image makes e1000 load after
@@ -45,15 +45,17 @@
  *   same overlay, so files the guest wrote survive; {@link LabHost.reboot} asks for
  *   one and waits for the new boot (a new /proc/sys/kernel/random/boot_id).
  */
-import { spawn, spawnSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import * as vm from "vm";
 import { Client } from "ssh2";
+import type { ExecResult, PidRef, TrackedChild } from "./processes";
+import { claimAbandoned, isAlive, onOwnerExit, pidRef, readJson, RecordDir, run, runSync, sleep, spawnTracked, stopProcesses, which, withReapLock } from "./processes";
 import { RebootPhases, rebootPhases, stampSerial } from "./rebootPhases";
+
+export type { ExecResult };
 
 // ---------------------------------------------------------------------------------
 // Public API
@@ -64,12 +66,6 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** Text sent on the command's standard input. */
   input?: string;
-}
-
-export interface ExecResult {
-  stdout: string;
-  stderr: string;
-  code: number;
 }
 
 export interface LabHost {
@@ -204,7 +200,8 @@ const REPO_ROOT = path.resolve(__dirname, "..");
 const IMAGE_SCRIPT = path.join(REPO_ROOT, "scripts", "lab-image.sh");
 const STATE_ROOT = "/run/kvmnet-lab";
 const VMS_DIR = `${STATE_ROOT}/vms`;
-const PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/** Taken by cleanupStaleLab(), so two lab processes never reap the same boot at once. */
+const REAP_LOCK = `${STATE_ROOT}/reap.lock`;
 /** vCPUs per guest unless a boot asks otherwise (see BootLabHostOptions.cpus). */
 const LAB_CPUS = 1;
 const QEMU = "qemu-system-x86_64";
@@ -252,95 +249,7 @@ exec("nsenter", "--net=$backns", "--", @cmd) or die "exec nsenter: $!\n";
 `;
 
 // ---------------------------------------------------------------------------------
-// Process helpers (same discipline as testbed/fleet.ts)
-
-interface PidRef {
-  pid: number;
-  /** Field 22 of /proc/<pid>/stat: tells a reused pid from the process we recorded. */
-  start: string;
-}
-
-function procStat(pid: number): { state: string; start: string } | undefined {
-  try {
-    const raw = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    const rest = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
-    return { state: rest[0] ?? "", start: rest[19] ?? "" };
-  } catch {
-    return undefined;
-  }
-}
-
-function pidRef(pid: number): PidRef {
-  return { pid, start: procStat(pid)?.start ?? "" };
-}
-
-/** Alive = exists, not a zombie, and (when recorded) the same process as before. */
-export function isAlive(ref: PidRef | number): boolean {
-  const pid = typeof ref === "number" ? ref : ref.pid;
-  const st = procStat(pid);
-  if (!st || st.state === "Z" || st.state === "X") return false;
-  return typeof ref === "number" || ref.start === "" || st.start === ref.start;
-}
-
-function killPid(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    /* already gone */
-  }
-}
-
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-function sleepSync(ms: number): void {
-  Atomics.wait(sleepCell, 0, 0, ms);
-}
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function childEnv(): NodeJS.ProcessEnv {
-  return { ...process.env, PATH: `${PATH_ENV}:${process.env.PATH ?? ""}`, LC_ALL: "C" };
-}
-
-function which(cmd: string): string | undefined {
-  for (const dir of `${PATH_ENV}:${process.env.PATH ?? ""}`.split(":")) {
-    const p = path.join(dir, cmd);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      /* next */
-    }
-  }
-  return undefined;
-}
-
-/** Run a program (no shell), collect output. Rejects on non-zero exit unless allowFail. */
-function run(file: string, args: string[], opts: { allowFail?: boolean; timeoutMs?: number; what?: string } = {}): Promise<ExecResult> {
-  const what = opts.what ?? file;
-  const timeoutMs = opts.timeoutMs ?? 60_000;
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { env: childEnv(), cwd: "/", stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    let timedOut = false;
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill("SIGKILL");
-    }, timeoutMs);
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      reject(new Error(`${what}: cannot run ${file}: ${err.message}`));
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      const result = { stdout, stderr, code: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0) };
-      if (timedOut) reject(new Error(`${what}: timed out after ${timeoutMs} ms: ${file} ${args.join(" ")}\n${stderr.trim()}`));
-      else if (result.code !== 0 && !opts.allowFail) reject(new Error(`${what}: exit ${result.code}: ${file} ${args.join(" ")}\n${stderr.trim()}`));
-      else resolve(result);
-    });
-  });
-}
+// Logs
 
 function tail(file: string, lines = 40): string {
   try {
@@ -408,55 +317,23 @@ interface LabRecord {
   qemu?: PidRef;
 }
 
-const recordPath = (id: string) => `${VMS_DIR}/${id}.json`;
-
-function writeRecord(rec: LabRecord): void {
-  const file = recordPath(rec.id);
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(rec, null, 2) + "\n");
-  fs.renameSync(tmp, file);
-}
-
-function readRecord(file: string): LabRecord | undefined {
-  try {
-    const rec = JSON.parse(fs.readFileSync(file, "utf8")) as LabRecord;
-    return ID_RE.test(rec.id) ? rec : undefined;
-  } catch {
-    return undefined;
-  }
-}
+const vms = new RecordDir<LabRecord>(VMS_DIR, { idOf: (r) => r.id, valid: (r) => ID_RE.test(r.id), idBytes: 4, what: "lab" });
 
 function reserveId(keepDir: boolean): LabRecord {
-  fs.mkdirSync(VMS_DIR, { recursive: true, mode: 0o755 });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const id = crypto.randomBytes(4).toString("hex");
+  return vms.reserve((id) => {
     const rec: LabRecord = { id, owner: pidRef(process.pid), dir: `/tmp/kvl-${id}`, keepDir, created: new Date().toISOString() };
-    if (fs.existsSync(rec.dir)) continue;
-    try {
-      fs.writeFileSync(recordPath(id), JSON.stringify(rec, null, 2) + "\n", { flag: "wx" });
-      return rec;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
-  }
-  throw new Error("lab: could not reserve a free boot id");
+    return fs.existsSync(rec.dir) ? undefined : rec;
+  });
 }
 
 /** Kill the recorded qemu (SIGTERM, then SIGKILL after `graceMs`), remove the run dir and record. Synchronous. */
-function teardownRecord(rec: LabRecord, graceMs = 2000): void {
-  if (rec.qemu && isAlive(rec.qemu)) {
-    killPid(rec.qemu.pid, "SIGTERM");
-    const killAt = Date.now() + graceMs;
-    while (isAlive(rec.qemu) && Date.now() < killAt) sleepSync(20);
-    if (isAlive(rec.qemu)) killPid(rec.qemu.pid, "SIGKILL");
-    const giveUpAt = Date.now() + 5000;
-    while (isAlive(rec.qemu) && Date.now() < giveUpAt) sleepSync(20);
-  }
+function teardownRecord(rec: LabRecord, graceMs: number): void {
+  if (rec.qemu) stopProcesses([rec.qemu], { graceMs });
   if (rec.dir === `/tmp/kvl-${rec.id}`) {
     if (rec.keepDir) fs.rmSync(`${rec.dir}/overlay.qcow2`, { force: true });
     else fs.rmSync(rec.dir, { recursive: true, force: true });
   }
-  fs.rmSync(recordPath(rec.id), { force: true });
+  vms.remove(rec.id);
 }
 
 /**
@@ -464,35 +341,21 @@ function teardownRecord(rec: LabRecord, graceMs = 2000): void {
  * time), run dir and record. Returns one line per boot removed.
  */
 export function cleanupStaleLab(): string[] {
-  const removed: string[] = [];
-  let files: string[];
-  try {
-    files = fs.readdirSync(VMS_DIR).filter((f) => f.endsWith(".json"));
-  } catch {
+  return withReapLock(REAP_LOCK, () => {
+    const removed: string[] = [];
+    for (const rec of vms.list()) {
+      if (isAlive(rec.owner)) continue;
+      teardownRecord(rec, 0);
+      removed.push(`lab boot ${rec.id} (owner pid ${rec.owner.pid} is gone)${rec.qemu ? ` qemu pid ${rec.qemu.pid}` : ""}`);
+    }
+    removed.push(...cleanupStaleSnapshotBuilds());
     return removed;
-  }
-  for (const f of files) {
-    const rec = readRecord(`${VMS_DIR}/${f}`);
-    if (!rec || isAlive(rec.owner)) continue;
-    teardownRecord(rec, 0);
-    removed.push(`lab boot ${rec.id} (owner pid ${rec.owner.pid} is gone)${rec.qemu ? ` qemu pid ${rec.qemu.pid}` : ""}`);
-  }
-  removed.push(...cleanupStaleSnapshotBuilds());
-  return removed;
+  });
 }
 
 /** Boots recorded under /run/kvmnet-lab/vms (live or, until cleanupStaleLab, stale). */
 export function listLabBoots(): { id: string; ownerPid: number; alive: boolean; qemuPid?: number; dir: string }[] {
-  let files: string[];
-  try {
-    files = fs.readdirSync(VMS_DIR).filter((f) => f.endsWith(".json"));
-  } catch {
-    return [];
-  }
-  return files
-    .map((f) => readRecord(`${VMS_DIR}/${f}`))
-    .filter((r): r is LabRecord => r !== undefined)
-    .map((r) => ({ id: r.id, ownerPid: r.owner.pid, alive: isAlive(r.owner), qemuPid: r.qemu?.pid, dir: r.dir }));
+  return vms.list().map((r) => ({ id: r.id, ownerPid: r.owner.pid, alive: isAlive(r.owner), qemuPid: r.qemu?.pid, dir: r.dir }));
 }
 
 export const labPaths = { stateRoot: STATE_ROOT, vmsDir: VMS_DIR, snapshotsDir: `${STATE_ROOT}/snapshots`, imageScript: IMAGE_SCRIPT } as const;
@@ -570,12 +433,12 @@ interface Snapshot {
 interface SnapshotBuild {
   key: string;
   dir: string;
+  /** Unregisters the exit handler that removes the half-written build when this process dies mid-save. */
+  release: () => void;
 }
 
 /** Restores that failed in this process, by key. */
 const failedRestores = new Map<string, number>();
-/** Builds this process holds (removed by the exit handler when it dies mid-save). */
-const building = new Set<string>();
 
 function snapshotsWanted(o: BootLabHostOptions): boolean {
   return o.snapshot !== false && process.env.KVMNET_LAB_SNAPSHOTS !== "0";
@@ -660,28 +523,19 @@ function lockSnapshotBuild(key: string): SnapshotBuild | undefined {
       continue;
     }
     fs.writeFileSync(`${dir}/owner.json`, JSON.stringify({ owner: pidRef(process.pid), created: new Date().toISOString() }) + "\n");
-    building.add(dir);
-    return { key, dir };
+    const release = onOwnerExit(() => fs.rmSync(dir, { recursive: true, force: true }));
+    return { key, dir, release };
   }
   return undefined;
 }
 
 /** A build dir whose owner is dead (or that never got an owner within a minute). */
 function staleBuild(dir: string): boolean {
-  try {
-    const { owner } = JSON.parse(fs.readFileSync(`${dir}/owner.json`, "utf8")) as { owner: PidRef };
-    return !isAlive(owner);
-  } catch {
-    try {
-      return Date.now() - fs.statSync(dir).mtimeMs > 60_000;
-    } catch {
-      return false;
-    }
-  }
+  return claimAbandoned(dir, readJson<{ owner?: PidRef }>(`${dir}/owner.json`)?.owner, 60_000);
 }
 
 function releaseSnapshotBuild(b: SnapshotBuild): void {
-  building.delete(b.dir);
+  b.release();
   if (fs.existsSync(b.dir)) discardSnapshot(b.dir);
 }
 
@@ -722,7 +576,7 @@ async function saveSnapshot(
   await qmp(internals.qmpSocket, "quit").catch(() => undefined);
   const until = Date.now() + 10_000;
   while (!internals.qemuExited() && Date.now() < until) await sleep(50);
-  if (!internals.qemuExited()) killPid(internals.rec.qemu!.pid, "SIGKILL");
+  if (!internals.qemuExited()) stopProcesses([internals.rec.qemu!], { graceMs: 0 });
   try {
     fs.renameSync(internals.overlay, `${build.dir}/disk.qcow2`);
   } catch (err) {
@@ -749,7 +603,7 @@ async function saveSnapshot(
   const dir = `${SNAP_DIR}/${key}`;
   if (fs.existsSync(dir)) discardSnapshot(dir); // a leftover of an older failed restore
   fs.renameSync(build.dir, dir);
-  building.delete(build.dir);
+  build.release();
   pruneSnapshots(key);
   return { snap: { key, dir, meta }, figures: { coldBootMs: host.bootMs, settleMs, saveMs: Date.now() - v0, stateBytes } };
 }
@@ -862,60 +716,6 @@ function qmp(socket: string, execute: string, args?: Record<string, unknown>, ti
 
 function firstLines(text: string, n: number): string {
   return text.split("\n").slice(0, n).join("\n");
-}
-
-// ---------------------------------------------------------------------------------
-// Exit / signal handlers (under jest the global `process` is a per-file copy whose
-// listeners never fire; the vm-compiled one is the real process).
-
-const realProcess = vm.runInThisContext("process") as NodeJS.Process;
-const live = new Map<string, LabRecord>();
-let handlersInstalled = false;
-
-function onProcessExit(): void {
-  for (const rec of [...live.values()]) {
-    live.delete(rec.id);
-    try {
-      teardownRecord(rec, 0); // no time for a clean poweroff: SIGKILL right away
-    } catch {
-      /* best effort: cleanupStaleLab() finishes the job later */
-    }
-  }
-  for (const dir of [...building]) {
-    building.delete(dir);
-    try {
-      fs.rmSync(dir, { recursive: true, force: true });
-    } catch {
-      /* cleanupStaleLab() removes it later */
-    }
-  }
-  uninstallHandlers();
-}
-
-function onSignal(sig: NodeJS.Signals): void {
-  onProcessExit();
-  if (realProcess.listenerCount(sig) === 0) realProcess.kill(realProcess.pid, sig);
-}
-const onSigint = () => onSignal("SIGINT");
-const onSigterm = () => onSignal("SIGTERM");
-const onSighup = () => onSignal("SIGHUP");
-
-function installHandlers(): void {
-  if (handlersInstalled) return;
-  handlersInstalled = true;
-  realProcess.on("exit", onProcessExit);
-  realProcess.on("SIGINT", onSigint);
-  realProcess.on("SIGTERM", onSigterm);
-  realProcess.on("SIGHUP", onSighup);
-}
-
-function uninstallHandlers(): void {
-  if (!handlersInstalled) return;
-  handlersInstalled = false;
-  realProcess.removeListener("exit", onProcessExit);
-  realProcess.removeListener("SIGINT", onSigint);
-  realProcess.removeListener("SIGTERM", onSigterm);
-  realProcess.removeListener("SIGHUP", onSighup);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1301,8 +1101,8 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
 
   cleanupStaleLab();
   const rec = reserveId(opts.keepDir ?? false);
-  live.set(rec.id, rec);
-  installHandlers();
+  // No time for a clean poweroff when this process exits: SIGKILL right away.
+  const release = onOwnerExit(() => teardown(0));
   const dir = rec.dir;
   const overlay = `${dir}/overlay.qcow2`;
   const serialLogPath = `${dir}/serial.log`;
@@ -1312,12 +1112,8 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
   const teardown = (graceMs: number) => {
     if (stopped) return;
     stopped = true;
-    live.delete(rec.id);
-    try {
-      teardownRecord(rec, graceMs);
-    } finally {
-      if (live.size === 0) uninstallHandlers();
-    }
+    release();
+    teardownRecord(rec, graceMs);
   };
 
   try {
@@ -1330,8 +1126,9 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
     // hostfwd needs a free port; another process may take the one we picked before
     // qemu binds it, so a bind failure is retried with a fresh port.
     let port = 0;
-    let qemuPid = 0;
-    let exitInfo: { text?: string } = {};
+    let qemu: TrackedChild | undefined;
+    /** Why qemu is gone ("exited (code 1)", "died", …), or undefined while it runs. */
+    const qemuGone = () => qemu?.exited() ?? (rec.qemu && isAlive(rec.qemu) ? undefined : "died");
     let t0 = 0;
     for (let attempt = 0; ; attempt++) {
       port = await freeLoopbackPort();
@@ -1351,49 +1148,36 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
         qmpSocket,
         ...(mode.kind === "restore" ? { incomingStateFile: path.join(mode.snap.dir, "state.bin") } : {}),
       });
-      const logFd = fs.openSync(qemuLogPath, "a");
       t0 = Date.now();
       // setpriv execs qemu in place (same pid) with PR_SET_PDEATHSIG=SIGKILL.
       const qemuCmd = ["setpriv", "--pdeathsig", "KILL", "--", QEMU, ...args];
       const lanTap = opts.lan ? (opts.lan.tap ?? `kvl${rec.id.slice(0, 6)}`) : undefined;
       const argv = opts.lan ? ["nsenter", `--net=/run/netns/${opts.lan.netns}`, "--", "perl", "-e", TAP_OPENER, lanTap!, `/proc/${process.pid}/ns/net`, ...qemuCmd] : qemuCmd;
-      const child = spawn(argv[0], argv.slice(1), {
-        env: childEnv(),
-        cwd: dir,
-        stdio: ["ignore", logFd, logFd],
-        detached: false,
-      });
-      fs.closeSync(logFd);
-      if (!child.pid) throw new Error("lab: could not spawn qemu");
-      qemuPid = child.pid;
-      rec.qemu = pidRef(qemuPid);
-      writeRecord(rec);
-      const info: { text?: string } = {};
-      child.on("exit", (code, signal) => (info.text = `qemu exited (${signal ?? `code ${code}`})`));
-      child.on("error", (err) => (info.text = `qemu: ${err.message}`));
-      child.unref();
-      exitInfo = info;
+      // Not detached: qemu stays in the test's process group (pdeathsig covers SIGKILL).
+      qemu = spawnTracked(argv, { logFile: qemuLogPath, cwd: dir, detached: false });
+      rec.qemu = qemu.ref;
+      vms.save(rec);
       await sleep(300);
-      if (!info.text && isAlive(rec.qemu) && opts.lan) {
-        // The exec chain may still be in perl/nsenter: wait until the pid is qemu.
+      if (!qemuGone() && opts.lan) {
+        // The exec chain may still be in perl/nsenter: wait until the pid is qemu (the
+        // recorded start time stays: exec keeps it).
         const until = Date.now() + 5000;
-        while (!/qemu-system/.test(fs.readFileSync(`/proc/${qemuPid}/cmdline`, "utf8").split("\0")[0] ?? "") && Date.now() < until && isAlive(qemuPid)) await sleep(50);
-        rec.qemu = pidRef(qemuPid);
-        writeRecord(rec);
-        if (isAlive(rec.qemu)) await run("ip", ["-n", opts.lan.netns, "link", "set", "dev", lanTap!, "up"], { what: "lan tap up" });
+        while (!/qemu-system/.test(fs.readFileSync(`/proc/${qemu.ref.pid}/cmdline`, "utf8").split("\0")[0] ?? "") && Date.now() < until && isAlive(qemu.ref)) await sleep(50);
+        if (isAlive(qemu.ref)) await run("ip", ["-n", opts.lan.netns, "link", "set", "dev", lanTap!, "up"], { what: "lan tap up" });
       }
-      if (!info.text && isAlive(rec.qemu)) break;
+      if (!qemuGone()) break;
       await sleep(200);
       const log = tail(qemuLogPath, 20);
       if (attempt < 3 && /host forwarding|hostfwd|Could not set up/i.test(log)) continue;
-      throw new Error(`lab: ${info.text ?? "qemu died"} right after start:\n${log}`);
+      throw new Error(`lab: qemu ${qemuGone() ?? "died"} right after start:\n${log}`);
     }
     if (mode.kind === "restore") {
       // The saved machine was stopped before it was saved, so it arrives paused: wait
       // until qemu has loaded it (a state that does not fit makes qemu exit), then run it.
       const until = Date.now() + RESTORE_LOAD_TIMEOUT_MS;
       for (;;) {
-        if (exitInfo.text || !isAlive(rec.qemu)) throw new Error(`lab: ${exitInfo.text ?? "qemu died"} while loading the saved machine:\n${tail(qemuLogPath, 10)}`);
+        const gone = qemuGone();
+        if (gone) throw new Error(`lab: qemu ${gone} while loading the saved machine:\n${tail(qemuLogPath, 10)}`);
         const st = (await qmp(qmpSocket, "query-status").catch((err: Error) => ({ status: `(qmp: ${err.message})` }))) as { status?: string };
         if (st.status === "paused" || st.status === "running") break;
         if (Date.now() > until) throw new Error(`lab: the saved machine was not loaded after ${RESTORE_LOAD_TIMEOUT_MS} ms (status ${st.status})`);
@@ -1440,8 +1224,9 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
       // (it never answers SSH), instead of after the whole timeout.
       const serialFrom = fileSize(serialLogPath);
       for (;;) {
-        if (exitInfo.text || !isAlive(rec.qemu!)) {
-          throw new Error(`lab: ${exitInfo.text ?? "qemu died"} before SSH answered:\n${tail(qemuLogPath, 10)}\n--- serial ---\n${tail(serialLogPath)}`);
+        const gone = qemuGone();
+        if (gone) {
+          throw new Error(`lab: qemu ${gone} before SSH answered:\n${tail(qemuLogPath, 10)}\n--- serial ---\n${tail(serialLogPath)}`);
         }
         if (serialSince(serialLogPath, serialFrom).includes("Kernel panic - not syncing")) {
           throw new Error(`lab: the guest kernel panicked while booting (127.0.0.1:${port})\n--- serial ---\n${tail(serialLogPath)}`);
@@ -1571,7 +1356,7 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
       privateKeyPath,
       hostKeyLine,
       hostKeyFingerprint,
-      qemuPid,
+      qemuPid: rec.qemu.pid,
       serialLogPath,
       qemuLogPath,
       overlayPath: overlay,
@@ -1598,7 +1383,7 @@ async function bootOnce(opts: BootLabHostOptions, mode: BootMode): Promise<{ hos
       machineId,
       dropClient,
       teardown,
-      qemuExited: () => exitInfo.text ?? (isAlive(rec.qemu!) ? undefined : "qemu died"),
+      qemuExited: qemuGone,
     };
     return { host, internals };
   } catch (err) {
@@ -1624,8 +1409,7 @@ export function qemuStillRunning(pid: number): boolean {
   }
 }
 
-// spawnSync is kept for callers that want a quick synchronous qemu probe.
+/** The first line of `qemu-system-x86_64 --version` (part of the snapshot key). */
 export function qemuVersion(): string {
-  const r = spawnSync(QEMU, ["--version"], { encoding: "utf8", env: childEnv() });
-  return (r.stdout ?? "").split("\n")[0] ?? "";
+  return runSync(QEMU, ["--version"]).stdout.split("\n")[0] ?? "";
 }

@@ -17,7 +17,6 @@ import {
   cleanupStaleLab,
   ensureLabImage,
   fingerprintOfKeyLine,
-  isAlive,
   labPaths,
   LabHost,
   listLabBoots,
@@ -25,6 +24,7 @@ import {
   qemuArgs,
   snapshotKey,
 } from "../../testbed/labHost";
+import { isAlive } from "../../testbed/processes";
 
 jest.setTimeout(30 * 60_000);
 
