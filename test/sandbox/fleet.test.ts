@@ -309,7 +309,7 @@ describe("leaving nothing behind", () => {
 
   /** Start `npm run sandbox -- up 1 --json` (the CLI) and wait for its JSON. */
   async function startCliFleet(): Promise<{ ownerPid: number; runId: string; exited: Promise<void> }> {
-    const child = spawn(path.join(REPO, "node_modules/.bin/tsx"), ["test/sandbox/cli.ts", "up", "1", "--json"], {
+    const child = spawn(path.join(REPO, "node_modules/.bin/tsx"), ["testbed/sandboxCli.ts", "up", "1", "--json"], {
       cwd: REPO,
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -6,7 +6,7 @@
  *   npm run sandbox -- down                         remove fleets whose owner process died
  *   npm run sandbox -- ls                           list recorded fleets
  */
-import { cleanupStale, listFleets, startFleet, type Fleet } from "../../testbed/fleet";
+import { cleanupStale, listFleets, startFleet, type Fleet } from "./fleet";
 
 const USAGE = `usage: npm run sandbox -- up N [--json] [--keep-dir] | down | ls`;
 
