@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tier-3 lab image builder (see /work/shared/guide/TESTING.md, "Tier 3 — lab VM").
+# Tier-3 lab image builder (see docs/TESTING.md, "Tier 3 — lab host").
 #
 # Builds a Debian 12 (bookworm) root filesystem with debootstrap and packs it for
 # testbed/labHost.ts, which boots it with qemu-system-x86_64 (TCG, q35 + intel-iommu).

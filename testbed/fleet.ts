@@ -1,8 +1,8 @@
 /**
  * Tier-2 sandbox fleet: N real SSH hosts on this machine, each a network namespace
  * plus a private mount namespace with its own sshd, reachable from the root namespace
- * over a management veth. See /work/shared/guide/TESTING.md (tier 2) for the rules this
- * file enforces; in short:
+ * over a management veth. See docs/TESTING.md (tier 2 and "Safety rules") for the rules
+ * this file enforces; in short:
  *
  * - The root namespace gets nothing but one veth end per host carrying the .1 of a /30
  *   out of 198.18.0.0/16 (plus the connected route the kernel adds for it) and no IPv6

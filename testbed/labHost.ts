@@ -1,7 +1,7 @@
 /**
  * Tier-3 lab host: a Debian 12 guest with systemd, booted with qemu-system-x86_64 and
- * reachable over SSH on a forwarded loopback port. See /work/shared/guide/TESTING.md
- * (tier 3) for the facts this file relies on; in short:
+ * reachable over SSH on a forwarded loopback port. See docs/TESTING.md (tier 3 and
+ * "Safety rules") for the facts this file relies on; in short:
  *
  * - The image comes from scripts/lab-image.sh (debootstrap, cached under
  *   ${XDG_CACHE_HOME:-~/.cache}/kvmnet/lab/<recipe hash>/); {@link ensureLabImage} runs it

@@ -3,7 +3,7 @@
  * hosts; testbed/labHost.ts: QEMU guests). Both start long-lived children on this
  * machine (sshd, qemu) and make things that outlive a crashed test (namespaces, run
  * dirs); this module is the one place that spawns, records, signals and reaps them. The
- * rules it keeps:
+ * rules it keeps (docs/TESTING.md, "Safety rules"):
  *
  * - A process is named by a {@link PidRef}: its pid and its start time (field 22 of
  *   /proc/<pid>/stat). A recorded pid that the kernel has since given to another process

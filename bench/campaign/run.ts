@@ -3,7 +3,7 @@
  * through check and create on a sandbox host, the provider process killed at
  * random points of create/update/delete, and its SSH session cut mid-apply;
  * then a table of what happened. Not part of `npm test` (it prints figures and
- * asserts nothing; TESTING.md "Benchmarks are not tests"). Root only.
+ * asserts nothing; docs/TESTING.md, "Benchmarks are not tests"). Root only.
  *
  *   npm run campaign -- [--values N] [--kills N] [--cuts N] [--seed N] [--max-minutes M] [--kinds A,B] [--no-fuzz] [--no-faults]
  *

@@ -1,6 +1,6 @@
 /**
  * The root project (examples/quickstart: NatNetwork + PortForward) under the
- * real Pulumi engine against a sandbox host: TESTING.md's P1, P2, P4–P9 for
+ * real Pulumi engine against a sandbox host: docs/TESTING.md's P1, P2, P4–P9 for
  * both kinds. (P3, adoption, does not apply: neither kind adopts.)
  */
 import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";

@@ -4,7 +4,7 @@
  * lab image and the Pulumi CLI (scripts/install-pulumi.sh), and `npm run build`
  * first (the example loads dist/ through node_modules/pulumi-kvmnet).
  *
- * Properties of TESTING.md shown here:
+ * Properties of docs/TESTING.md shown here:
  *   P1 idempotence, P2 refresh and drift repair, P3 adoption, P4 destroy restores
  *   the host, P5 disappearance, P6 edits (update vs replace), P7 export/import,
  *   P8 no plaintext secret, P9 invalid input fails at preview without touching the host.

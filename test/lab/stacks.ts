@@ -1,7 +1,7 @@
 /**
  * Switch a lab guest (testbed/labHost.ts) to ONE network stack — ifupdown,
  * systemd-networkd or NetworkManager — and reboot into it, so persistence can be
- * proven per backend across a real reboot (TESTING.md, tier 3).
+ * proven per backend across a real reboot (docs/TESTING.md, tier 3).
  *
  * Whatever the stack, eth0 (the slirp NIC, pinned by MAC in the image) gets the
  * same static config: 10.0.2.15/24, default route via 10.0.2.2.

@@ -1,7 +1,7 @@
 /**
  * The real Pulumi engine running examples/vlan-trunk (VLANs 10 and 20 on one
  * trunk NIC, each a port of its own Bridge) against the lab VM: P1–P9 of
- * /work/shared/guide/TESTING.md.
+ * docs/TESTING.md.
  *
  * All nine apply. P3 (adoption) is shown by dropping a VLAN from the state
  * (`pulumi state delete`) and taking it back with `adopt`; P9's "nothing
