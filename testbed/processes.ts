@@ -121,12 +121,14 @@ export function pidsInNetns(netnsNames: string[]): number[] {
 // ---------------------------------------------------------------------------------
 // Running programs
 
+/** What a finished program printed, and its exit code (128 + n when signal n ended it). */
 export interface ExecResult {
   stdout: string;
   stderr: string;
   code: number;
 }
 
+/** How {@link run} runs a program. */
 export interface RunOptions {
   /** Resolve on a non-zero exit instead of rejecting. */
   allowFail?: boolean;
@@ -241,6 +243,7 @@ export function sleepSync(ms: number): void {
   Atomics.wait(sleepCell, 0, 0, ms);
 }
 
+/** Wait `ms` without blocking the event loop. */
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------
@@ -277,6 +280,7 @@ export class RecordDir<R extends OwnedRecord> {
     private readonly o: { idOf: (r: R) => string; valid: (r: R) => boolean; idBytes: number; what: string },
   ) {}
 
+  /** The record file of `id` (it may not exist). */
   file(id: string): string {
     return `${this.dir}/${id}.json`;
   }
@@ -302,10 +306,12 @@ export class RecordDir<R extends OwnedRecord> {
     throw new Error(`${this.o.what}: could not reserve a free id`);
   }
 
+  /** Write `rec` over its file, atomically: call it BEFORE making what the change records. */
   save(rec: R): void {
     writeJsonAtomic(this.file(this.o.idOf(rec)), rec);
   }
 
+  /** Forget `id`: the last step of a teardown, once everything it listed is gone. */
   remove(id: string): void {
     fs.rmSync(this.file(id), { force: true });
   }
