@@ -1,5 +1,6 @@
 /** Bridge actions → shell steps (values quoted by shell.ts only). */
 import { STATE_DIR } from "../../observe";
+import { absentGuard, addAddressStep, deleteLinkStep, isBridgeGuard, linkUpStep, removeAddressStep, setMtuStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
 import { andThen, literal, Script, sh, shq, writeFile } from "../../shell";
 import { BridgeAction, BridgeGuard, BridgePlan, BridgeState, stateFilePath } from "./plan";
@@ -53,11 +54,7 @@ function renderAction(a: BridgeAction): Step {
         undo: sh`ip link set dev ${a.name} type bridge ${optionWords(a.previous)}`,
       };
     case "setMtu":
-      return {
-        description: `set mtu ${a.mtu} on ${a.name}`,
-        run: sh`ip link set dev ${a.name} mtu ${a.mtu}`,
-        undo: a.previous !== undefined ? sh`ip link set dev ${a.name} mtu ${a.previous}` : undefined,
-      };
+      return setMtuStep(a.name, a.mtu, a.previous);
     case "setMac":
       return {
         description: `set address ${a.mac} on ${a.name}`,
@@ -77,19 +74,11 @@ function renderAction(a: BridgeAction): Step {
         undo: a.bringDown ? sh`ip link set dev ${a.port} master ${a.name}; ip link set dev ${a.port} up` : sh`ip link set dev ${a.port} master ${a.name}`,
       };
     case "addAddress":
-      return {
-        description: `add address ${a.cidr} to ${a.name}`,
-        run: sh`ip addr add ${a.cidr} dev ${a.name}`,
-        undo: sh`ip addr del ${a.cidr} dev ${a.name}`,
-      };
+      return addAddressStep(a.name, a.cidr);
     case "removeAddress":
-      return {
-        description: `remove address ${a.cidr} from ${a.name}`,
-        run: sh`ip addr del ${a.cidr} dev ${a.name}`,
-        undo: sh`ip addr add ${a.cidr} dev ${a.name}`,
-      };
+      return removeAddressStep(a.name, a.cidr);
     case "up":
-      return { description: `bring ${a.name} up`, run: sh`ip link set dev ${a.name} up`, undo: sh`ip link set dev ${a.name} down` };
+      return linkUpStep(a.name);
     case "takeOver":
       return {
         description: `take over ${a.port}: enslave it to ${a.name} and move its addresses and routes onto the bridge`,
@@ -116,24 +105,16 @@ function renderAction(a: BridgeAction): Step {
       // Remove our directories too once empty (rmdir refuses non-empty ones).
       return { description: `remove state of ${a.name}`, run: sh`rm -f ${stateFilePath(a.name)} && { rmdir ${STATE_DIR}/bridge ${STATE_DIR} /run/kvmnet 2>/dev/null || true; }` };
     case "delete":
-      return { description: `delete bridge ${a.name}`, run: sh`ip link del dev ${a.name}` };
+      return deleteLinkStep(a.name, `bridge ${a.name}`);
   }
 }
 
 function renderGuard(g: BridgeGuard): Guard {
   switch (g.op) {
     case "absent":
-      return {
-        test: sh`! ip link show dev ${g.name} >/dev/null 2>&1`,
-        kind: "Conflict",
-        message: `an interface named ${g.name} appeared on the host while this change was planned`,
-      };
+      return absentGuard(g.name);
     case "isBridge":
-      return {
-        test: sh`[ -d /sys/class/net/${g.name}/bridge ]`,
-        kind: "Conflict",
-        message: `${g.name} is no longer a bridge on the host`,
-      };
+      return isBridgeGuard(g.name);
     case "portAvailable":
       return {
         test: sh`ip link show dev ${g.port} >/dev/null 2>&1 && [ ! -e /sys/class/net/${g.port}/master ]`,

@@ -1,5 +1,6 @@
 /** NatNetwork actions → shell steps (values quoted by shell.ts only). */
 import { STATE_DIR } from "../../observe";
+import { absentGuard, addAddressStep, deleteLinkStep, isBridgeGuard, linkUpStep, setMtuStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
 import { andThen, joinLines, Script, sh, writeFile } from "../../shell";
 import {
@@ -181,15 +182,11 @@ function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
     case "createBridge":
       return { description: `create bridge ${a.bridge}`, run: sh`ip link add name ${a.bridge} address ${a.mac} type bridge`, undo: sh`ip link del dev ${a.bridge}` };
     case "setMtu":
-      return {
-        description: `set mtu ${a.mtu} on ${a.bridge}`,
-        run: sh`ip link set dev ${a.bridge} mtu ${a.mtu}`,
-        undo: a.previous !== undefined ? sh`ip link set dev ${a.bridge} mtu ${a.previous}` : undefined,
-      };
+      return setMtuStep(a.bridge, a.mtu, a.previous);
     case "addAddress":
-      return { description: `add address ${a.cidr} to ${a.bridge}`, run: sh`ip addr add ${a.cidr} dev ${a.bridge}`, undo: sh`ip addr del ${a.cidr} dev ${a.bridge}` };
+      return addAddressStep(a.bridge, a.cidr);
     case "up":
-      return { description: `bring ${a.bridge} up`, run: sh`ip link set dev ${a.bridge} up`, undo: sh`ip link set dev ${a.bridge} down` };
+      return linkUpStep(a.bridge);
     case "applyTable":
       return {
         description: `apply nft table inet ${tableName(a.name)}`,
@@ -247,7 +244,7 @@ function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
     case "forgetSysctl":
       return { description: "forget sysctl findings", run: joinLines([sh`rm -f ${sysctlFile(a.name)}`, pruneDirs(a.name)]) };
     case "deleteBridge":
-      return { description: `delete bridge ${a.bridge}`, run: sh`ip link del dev ${a.bridge}` };
+      return deleteLinkStep(a.bridge, `bridge ${a.bridge}`);
     case "removeFiles":
       return { description: `remove files of ${a.name}`, run: joinLines([sh`rm -rf ${runDir(a.name)} && rm -f ${stateFile(a.name)} ${sysctlFile(a.name)}`, pruneDirs(a.name)]) };
     case "writeRuntimeUnit":
@@ -259,13 +256,9 @@ function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
 function renderGuard(g: NatGuard): Guard {
   switch (g.op) {
     case "absent":
-      return {
-        test: sh`! ip link show dev ${g.ifname} >/dev/null 2>&1`,
-        kind: "Conflict",
-        message: `an interface named ${g.ifname} appeared on the host while this change was planned`,
-      };
+      return absentGuard(g.ifname);
     case "isBridge":
-      return { test: sh`[ -d /sys/class/net/${g.ifname}/bridge ]`, kind: "Conflict", message: `${g.ifname} is no longer a bridge on the host` };
+      return isBridgeGuard(g.ifname);
   }
 }
 

@@ -1,5 +1,6 @@
 /** VlanSubinterface actions → shell steps (values quoted by shell.ts only). */
 import { STATE_DIR } from "../../observe";
+import { absentGuard, addAddressStep, deleteLinkStep, linkUpStep, removeAddressStep, setMtuStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
 import { Script, sh } from "../../shell";
 import { parentHoldFile, VLAN_STATE_DIR, VlanAction, VlanGuard, VlanPlan } from "./plan";
@@ -35,11 +36,7 @@ function renderAction(a: VlanAction): Step {
     case "releaseParent":
       return { description: `release parent ${a.parent} (down again if ${a.name} brought it up and nothing else uses it)`, run: releaseParent(a.name, a.parent) };
     case "setMtu":
-      return {
-        description: `set mtu ${a.mtu} on ${a.name}`,
-        run: sh`ip link set dev ${a.name} mtu ${a.mtu}`,
-        undo: a.previous !== undefined ? sh`ip link set dev ${a.name} mtu ${a.previous}` : undefined,
-      };
+      return setMtuStep(a.name, a.mtu, a.previous);
     case "attach":
       return {
         description: `attach ${a.name} to bridge ${a.bridge}`,
@@ -49,13 +46,13 @@ function renderAction(a: VlanAction): Step {
     case "detach":
       return { description: `detach ${a.name} from bridge ${a.bridge}`, run: sh`ip link set dev ${a.name} nomaster`, undo: sh`ip link set dev ${a.name} master ${a.bridge}` };
     case "addAddress":
-      return { description: `add address ${a.cidr} to ${a.name}`, run: sh`ip addr add ${a.cidr} dev ${a.name}`, undo: sh`ip addr del ${a.cidr} dev ${a.name}` };
+      return addAddressStep(a.name, a.cidr);
     case "removeAddress":
-      return { description: `remove address ${a.cidr} from ${a.name}`, run: sh`ip addr del ${a.cidr} dev ${a.name}`, undo: sh`ip addr add ${a.cidr} dev ${a.name}` };
+      return removeAddressStep(a.name, a.cidr);
     case "up":
-      return { description: `bring ${a.name} up`, run: sh`ip link set dev ${a.name} up`, undo: sh`ip link set dev ${a.name} down` };
+      return linkUpStep(a.name);
     case "delete":
-      return { description: `delete ${a.name}`, run: sh`ip link del dev ${a.name}` };
+      return deleteLinkStep(a.name);
   }
 }
 
@@ -71,11 +68,7 @@ function renderGuard(g: VlanGuard): Guard {
           "(install the kernel's modules package for the running kernel, or use a kernel built with CONFIG_VLAN_8021Q)",
       };
     case "absent":
-      return {
-        test: sh`! ip link show dev ${g.name} >/dev/null 2>&1`,
-        kind: "Conflict",
-        message: `an interface named ${g.name} appeared on the host while this change was planned`,
-      };
+      return absentGuard(g.name);
     case "isVlan":
       return { test: sh`grep -qsx DEVTYPE=vlan /sys/class/net/${g.name}/uevent`, kind: "Conflict", message: `${g.name} is no longer a VLAN sub-interface on the host` };
     case "parentExists":

@@ -1,0 +1,46 @@
+/**
+ * The `ip link` / `ip addr` steps and guards every kind that owns a link
+ * renders the same way (Bridge, NatNetwork's bridge, VlanSubinterface, and
+ * the kinds after them), so each is written once.
+ */
+import type { Guard, Step } from "./render";
+import { sh } from "./shell";
+
+/** Set `name`'s MTU; undone to `previous` when it was known. */
+export function setMtuStep(name: string, mtu: number, previous?: number): Step {
+  return {
+    description: `set mtu ${mtu} on ${name}`,
+    run: sh`ip link set dev ${name} mtu ${mtu}`,
+    undo: previous !== undefined ? sh`ip link set dev ${name} mtu ${previous}` : undefined,
+  };
+}
+
+/** Add `cidr` to `name` (undone by removing it). */
+export function addAddressStep(name: string, cidr: string): Step {
+  return { description: `add address ${cidr} to ${name}`, run: sh`ip addr add ${cidr} dev ${name}`, undo: sh`ip addr del ${cidr} dev ${name}` };
+}
+
+/** Remove `cidr` from `name` (undone by adding it back). */
+export function removeAddressStep(name: string, cidr: string): Step {
+  return { description: `remove address ${cidr} from ${name}`, run: sh`ip addr del ${cidr} dev ${name}`, undo: sh`ip addr add ${cidr} dev ${name}` };
+}
+
+/** Bring `name` up (undone by bringing it down). */
+export function linkUpStep(name: string): Step {
+  return { description: `bring ${name} up`, run: sh`ip link set dev ${name} up`, undo: sh`ip link set dev ${name} down` };
+}
+
+/** Delete link `name`; `what` names it in the description ("bridge br0", or just "v10"). */
+export function deleteLinkStep(name: string, what = name): Step {
+  return { description: `delete ${what}`, run: sh`ip link del dev ${name}` };
+}
+
+/** No interface of this name exists (re-checked under the lock: the observe ran without it). */
+export function absentGuard(name: string): Guard {
+  return { test: sh`! ip link show dev ${name} >/dev/null 2>&1`, kind: "Conflict", message: `an interface named ${name} appeared on the host while this change was planned` };
+}
+
+/** `name` is still a bridge. */
+export function isBridgeGuard(name: string): Guard {
+  return { test: sh`[ -d /sys/class/net/${name}/bridge ]`, kind: "Conflict", message: `${name} is no longer a bridge on the host` };
+}
