@@ -6,7 +6,7 @@
  * it holds is shared by every resource of a deployment.
  */
 import type { KindName } from "./identity";
-import type { KindProvider } from "./resources/lifecycle";
+import type { KindProvider } from "./resources/kind";
 import { bridgeProvider } from "./resources/bridge";
 import { natNetworkProvider } from "./resources/natNetwork";
 import { pciPassthroughProvider } from "./resources/pciPassthrough";
@@ -23,6 +23,6 @@ export const kinds: { readonly [K in KindName]: KindProvider } = {
 };
 
 export type { KindName } from "./identity";
-export type { KindProvider } from "./resources/lifecycle";
+export type { KindProvider } from "./resources/kind";
 export { KvmnetError, isKvmnetError, KVMNET_ERROR } from "./errors";
 export { closeAllConnections, poolStats } from "./host";

@@ -11,7 +11,7 @@
  * so `campaignFieldsCover` (called at start) compares the list to the keys of
  * the base inputs.
  */
-import type { KindProvider } from "../../provider/resources/lifecycle";
+import type { KindProvider } from "../../provider/resources/kind";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { natNetworkProvider } from "../../provider/resources/natNetwork";
 import { portForwardProvider } from "../../provider/resources/portForward";

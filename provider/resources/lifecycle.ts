@@ -7,188 +7,19 @@
  * @pulumi/pulumi is imported here (provider code runs in the dynamic-provider
  * process and must not depend on the program's copy of the SDK).
  */
-import { createHash } from "crypto";
 import { isDeepStrictEqual } from "util";
-import type { z } from "zod";
 import { apply, observe } from "../apply";
 import { KvmnetError, shortMessageOf } from "../errors";
-import { ConnectionInput, Host, hostFor } from "../host";
+import { Host, hostFor } from "../host";
 import { resourceId } from "../identity";
-import { HostSnapshot, STATE_DIR } from "../observe";
-import { Backend, Persistence, persistDrift, PersistSet, persistSteps, resolveBackend, withPersistence } from "../persist";
+import type { HostSnapshot } from "../observe";
+import { Backend, persistDrift, PersistSet } from "../persist";
 import { NM_DELETE_PASSES, settled, usesNetworkManager } from "../persist/networkManager";
 import { Plan } from "../render";
-import { Script, sh, writeFile } from "../shell";
-import { checkWith, CheckFailure, containsUnknown } from "../validate";
-
-export interface CheckResult {
-  inputs: Record<string, unknown>;
-  failures?: CheckFailure[];
-}
-export interface DiffResult {
-  changes: boolean;
-  replaces: string[];
-  deleteBeforeReplace: boolean;
-}
-export interface CreateResult {
-  id: string;
-  outs: Record<string, unknown>;
-}
-export interface ReadResult {
-  id: string;
-  props: Record<string, unknown>;
-  /** Inputs as the host has them, so a preview after refresh shows the drift field by field. */
-  inputs?: Record<string, unknown>;
-}
-
-/** The six calls of a dynamic resource provider. */
-export interface KindProvider {
-  check(olds: Record<string, unknown>, news: Record<string, unknown>): Promise<CheckResult>;
-  diff(id: string, olds: Record<string, unknown>, news: Record<string, unknown>): Promise<DiffResult>;
-  create(inputs: Record<string, unknown>): Promise<CreateResult>;
-  read(id: string, props: Record<string, unknown>): Promise<ReadResult>;
-  update(id: string, olds: Record<string, unknown>, news: Record<string, unknown>): Promise<{ outs: Record<string, unknown> }>;
-  delete(id: string, props: Record<string, unknown>): Promise<void>;
-}
-
-export interface BaseInputs {
-  connection: ConnectionInput;
-  name: string;
-}
-
-export interface KindSpec<I extends BaseInputs> {
-  /** The kind's spelling in ids (`<host>/<kind>/<name>`) and host paths: its idKind in provider/identity.ts. */
-  kind: string;
-  schema: z.ZodType<I>;
-  /**
-   * The schema for stored state (read, delete, update's old inputs) when it
-   * must accept values written before a rule was tightened; default `schema`.
-   */
-  storedSchema?: z.ZodType<I>;
-  /** Input field names (diff compares these). */
-  inputKeys: readonly string[];
-  /**
-   * Input fields whose stored value is the host's actual value when the user
-   * left them unset (Bridge.macAddress). A stored value the schema would not
-   * accept as input (a bridge's all-zero MAC) is dropped when state is parsed.
-   */
-  computedInputs?: readonly string[];
-  /**
-   * Whether an optional field removed from the program is a change. Bridge:
-   * false (an unset setting is left as the host has it). PortForward: true
-   * (no hostAddress means every address). Or the fields for which it is:
-   * VlanSubinterface ["bridge"] (no bridge means in no bridge; unset mtu stays unmanaged).
-   */
-  removalIsChange?: boolean | readonly string[];
-  /**
-   * Inputs added after state was first written (NatNetwork's and PortForward's
-   * `adopt`), with the value that state without them meant: diff reads stored
-   * inputs (old or new) lacking one as having this value, so upgrading is no change by itself.
-   */
-  addedInputs?: Readonly<Record<string, unknown>>;
-  /** Fields the schema derives (e.g. an internal name) that are not stored as inputs. */
-  derivedInputs?: readonly string[];
-  /** Fields whose change forces a replacement, given olds/news inputs. */
-  replaces(olds: Record<string, unknown>, news: Record<string, unknown>): string[];
-  deleteBeforeReplace(olds: Record<string, unknown>, news: Record<string, unknown>): boolean;
-  /**
-   * Plan `desired` against the host; `previous` is the old inputs on update,
-   * and `desired` itself when a create finds the object its own lost create
-   * made (see {@link creationRecord}). Throws KvmnetError when impossible.
-   */
-  plan(desired: I, snap: HostSnapshot, previous?: I): Plan;
-  planDelete(props: I, snap: HostSnapshot): Plan;
-  /** Problems (empty = good) comparing the host to `desired`. */
-  verify(desired: I, snap: HostSnapshot): string[];
-  /** Full outputs from inputs and the host, or undefined when the object is gone. */
-  outputs(inputs: I, snap: HostSnapshot): Record<string, unknown> | undefined;
-  /**
-   * Outputs that describe the last apply rather than the object (PortForward's
-   * `warnings`: "ip_forward is off", "no host subnet holds the destination"):
-   * read keeps their stored value, so another object arriving or leaving on
-   * the host (a NatNetwork turning ip_forward on) is not drift of this one.
-   */
-  keptOnRead?: readonly string[];
-  /**
-   * Extra framed sections (built with observe's `section()`) this kind reads
-   * from `snap.sections`, e.g. sysfs for PCI devices. They run in every
-   * observe and apply read-back of this kind, and only this kind.
-   */
-  observeExtra?: readonly Script[];
-  /**
-   * The files that recreate the object at boot through `backend` (never
-   * "runtime"), from the inputs and stable facts of the host (not from what
-   * this very plan changes). Kinds without it persist nothing.
-   */
-  persist?(desired: I, backend: Exclude<Backend, "runtime">, snap: HostSnapshot): PersistSet;
-}
-
-/** Where creates leave their records: one file per object, `<kind>.<name>`. */
-export const CREATED_DIR = `${STATE_DIR}/created`;
-
-/** JSON with object keys sorted, so equal values give equal text. */
-function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
-  if (v && typeof v === "object") {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o)
-      .sort()
-      .filter((k) => o[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
-      .join(",")}}`;
-  }
-  return JSON.stringify(v);
-}
-
-/**
- * The record a create leaves on the host: the object's id and a digest of the
- * inputs it was created from (the connection left out: it carries secrets,
- * and the record lives on that very host). The engine forgets a create whose
- * provider died before the result came back (killed, or the connection cut
- * while the host script ran to its end), and the next `up` creates again with
- * the same inputs. An object whose record names this id and these inputs was
- * made by this provider for this very resource, so that create takes it over
- * (plans it as an update from itself) instead of failing with a Conflict.
- * Anything else of that name is not provably ours: the kind's Conflict, or
- * `adopt`, decides. Updates leave the record as it is; delete removes it.
- */
-export function creationRecord(spec: Pick<KindSpec<BaseInputs>, "kind">, inputs: BaseInputs, id: string): { path: string; text: string } {
-  const { connection: _connection, ...rest } = inputs as BaseInputs & Record<string, unknown>;
-  const digest = createHash("sha256").update(canonicalJson(rest)).digest("hex");
-  return { path: `${CREATED_DIR}/${spec.kind}.${inputs.name}`, text: JSON.stringify({ id, inputs: `sha256:${digest}` }) };
-}
-
-/** Removes the record (and our directories once empty); nothing to undo, the object is going too. */
-function forgetCreationStep(path: string) {
-  return { description: `remove the creation record ${path}`, run: sh`rm -f ${path}; rmdir ${CREATED_DIR} ${STATE_DIR} /run/kvmnet 2>/dev/null; true` };
-}
-
-/** The persistence mode of inputs (kinds without the field persist nothing). */
-function persistMode(i: BaseInputs): Persistence {
-  return (i as { persistence?: Persistence }).persistence ?? "runtime";
-}
-
-/** What `desired` persists on this host, and through which backend. Throws when the mode cannot be met. */
-function persistedSet<I extends BaseInputs>(spec: KindSpec<I>, desired: I, snap: HostSnapshot): { backend: Backend; set: PersistSet } {
-  if (!spec.persist) return { backend: "runtime", set: { files: [] } };
-  const backend = resolveBackend(persistMode(desired), snap, `${spec.kind} ${desired.name}`);
-  return { backend, set: backend === "runtime" ? { files: [] } : spec.persist(desired, backend, snap) };
-}
-
-/** The kind's live plan with its persisted files brought in line after it. */
-function planWithFiles<I extends BaseInputs>(spec: KindSpec<I>, desired: I, snap: HostSnapshot, previous?: I): { plan: Plan; backend: Backend; set: PersistSet } {
-  const { backend, set } = persistedSet(spec, desired, snap);
-  const plan = spec.plan(desired, snap, previous);
-  return { plan: spec.persist ? withPersistence(plan, persistSteps(spec.kind, desired.name, set, snap)) : plan, backend, set };
-}
-
-/** The kind's delete plan, with every file the object persisted through removed. */
-function planDeleteWithFiles<I extends BaseInputs>(spec: KindSpec<I>, props: I, snap: HostSnapshot): Plan {
-  const planned = spec.planDelete(props, snap);
-  const plan = spec.persist ? withPersistence(planned, persistSteps(spec.kind, props.name, { files: [] }, snap)) : planned;
-  const record = `${CREATED_DIR}/${spec.kind}.${props.name}`;
-  return snap.stateFiles[record] === undefined ? plan : { ...plan, steps: [...plan.steps, forgetCreationStep(record)] };
-}
+import { creationRecord, recordCreationStep } from "./creationRecord";
+import type { BaseInputs, KindProvider, KindSpec } from "./kind";
+import { persistedSet, planDeleteWithFiles, planWithFiles, withPersistOutputs } from "./persisted";
+import { checkWith, containsUnknown } from "../validate";
 
 /**
  * Apply a create/update plan and judge the host after it: what `verify` finds
@@ -212,12 +43,6 @@ async function applyAndCheck<I extends BaseInputs>(
     (h) => problemsIn(h).length === 0,
   );
   return { after, problems: problemsIn(after) };
-}
-
-/** Outputs plus where the object persists (kinds with `persist` only). */
-function withPersistOutputs<I extends BaseInputs>(spec: KindSpec<I>, outs: Record<string, unknown>, backend: Backend, drift: string[]): Record<string, unknown> {
-  if (!spec.persist) return outs;
-  return { ...outs, persistedBy: backend, persistenceDrift: drift };
 }
 
 /** Engine bookkeeping keys (`__provider`) never reach schemas. */
@@ -316,19 +141,7 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const ours = snap.stateFiles[record.path]?.trim() === record.text;
       const planned = planWithFiles(spec, inputs, snap, ours ? inputs : undefined);
       const { backend, set } = planned;
-      const plan: Plan = ours
-        ? planned.plan
-        : {
-            ...planned.plan,
-            steps: [
-              ...planned.plan.steps,
-              {
-                description: `record that ${spec.kind} ${inputs.name} was created for ${id}`,
-                run: sh`mkdir -p ${CREATED_DIR} && ${writeFile(record.path, record.text)}`,
-                undo: forgetCreationStep(record.path).run,
-              },
-            ],
-          };
+      const plan: Plan = ours ? planned.plan : { ...planned.plan, steps: [...planned.plan.steps, recordCreationStep(record, `${spec.kind} ${inputs.name}`, id)] };
       const { after, problems } = await applyAndCheck(spec, host, plan, inputs, set, snap);
       if (problems.length > 0) {
         // The SDK contract: a failed create leaves nothing behind.

@@ -168,7 +168,7 @@ describe("examples/fleet under the real engine", () => {
 
   // Pulumi's PULUMI_SKIP_CHECKPOINTS saves the state only at the end (the README's fleet figures: a
   // third of the apply at 50 hosts). An `up` killed before then leaves objects on the hosts that the
-  // state never heard of; the creation records (resources/lifecycle.ts) let the next `up` take them over.
+  // state never heard of; the creation records (provider/resources/creationRecord.ts) let the next `up` take them over.
   it("an up killed under PULUMI_SKIP_CHECKPOINTS, before any state was saved, is finished by the next up with no conflict", async () => {
     const before = await Promise.all(fleet.hosts.map((h) => snapshotHost(h)));
     // The third host's lock is held, so its creates wait on it while the others finish: the kill lands mid-deployment.

@@ -12,7 +12,7 @@
  */
 import { closeAllConnections, hostFor } from "../../provider/host";
 import { apply, observe } from "../../provider/apply";
-import type { KindProvider } from "../../provider/resources/lifecycle";
+import type { KindProvider } from "../../provider/resources/kind";
 import { pciPassthroughProvider as provider } from "../../provider/resources/pciPassthrough";
 import { pciObserveSection } from "../../provider/resources/pciPassthrough/observe";
 import { planPci } from "../../provider/resources/pciPassthrough/plan";

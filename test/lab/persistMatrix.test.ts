@@ -37,7 +37,7 @@ import { pciPassthroughProvider } from "../../provider/resources/pciPassthrough"
 import { unitName as vfioUnit } from "../../provider/resources/pciPassthrough/persist";
 import { portForwardProvider } from "../../provider/resources/portForward";
 import { vlanSubinterfaceProvider } from "../../provider/resources/vlanSubinterface";
-import type { KindProvider } from "../../provider/resources/lifecycle";
+import type { KindProvider } from "../../provider/resources/kind";
 import { bootLabHost, checkLabSupport, LabHost } from "../../testbed/labHost";
 import { BOOT_LISTING, Created, createThrough, driverOf, listingDiff, namesByMac, releaseLab, stackDiagnostics, waitFor, without } from "./persistSupport";
 import { labStacks, NetworkStack, useNetworkStack } from "./stacks";

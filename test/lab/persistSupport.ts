@@ -8,7 +8,7 @@
  */
 import { execFileSync } from "child_process";
 import { closeAllConnections } from "../../provider/host";
-import type { KindProvider } from "../../provider/resources/lifecycle";
+import type { KindProvider } from "../../provider/resources/kind";
 import type { LabHost } from "../../testbed/labHost";
 
 /** The `connection` input of every kind, for a lab guest (host key pinned). */

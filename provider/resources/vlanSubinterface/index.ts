@@ -2,7 +2,8 @@
 import { inputKeysOf } from "../../fields";
 import { KINDS, sameHost } from "../../identity";
 import { HostSnapshot } from "../../observe";
-import { KindProvider, makeKindProvider } from "../lifecycle";
+import type { KindProvider } from "../kind";
+import { makeKindProvider } from "../lifecycle";
 import { persistVlan, vlanPersistObserveSection } from "./persist";
 import { isOurVlan, observeVlan, planVlan, planVlanDelete } from "./plan";
 import { renderVlanPlan } from "./render";

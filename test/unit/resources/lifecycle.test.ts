@@ -1,5 +1,6 @@
 import { bridgeProvider } from "../../../provider/resources/bridge";
-import { creationRecord, KindProvider } from "../../../provider/resources/lifecycle";
+import { creationRecord } from "../../../provider/resources/creationRecord";
+import type { KindProvider } from "../../../provider/resources/kind";
 import { natNetworkProvider } from "../../../provider/resources/natNetwork";
 import { pciPassthroughProvider } from "../../../provider/resources/pciPassthrough";
 import { portForwardProvider } from "../../../provider/resources/portForward";
