@@ -166,8 +166,8 @@ describe("examples/fleet under the real engine", () => {
     expect(await Promise.all(fleet.hosts.map((h) => snapshotHost(h)))).toEqual(before);
   });
 
-  // Pulumi's PULUMI_SKIP_CHECKPOINTS saves the state only at the end (the README's fleet figures: a
-  // third of the apply at 50 hosts). An `up` killed before then leaves objects on the hosts that the
+  // Pulumi's PULUMI_SKIP_CHECKPOINTS saves the state only at the end (the README's fleet figures: 43 %
+  // off the apply at 50 hosts). An `up` killed before then leaves objects on the hosts that the
   // state never heard of; the creation records (provider/resources/creationRecord.ts) let the next `up` take them over.
   it("an up killed under PULUMI_SKIP_CHECKPOINTS, before any state was saved, is finished by the next up with no conflict", async () => {
     const before = await Promise.all(fleet.hosts.map((h) => snapshotHost(h)));
