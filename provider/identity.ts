@@ -21,6 +21,7 @@ export const KINDS = {
   pciPassthrough: { type: "PciPassthrough", idKind: "pcipassthrough" },
   portForward: { type: "PortForward", idKind: "portforward" },
   vlanSubinterface: { type: "VlanSubinterface", idKind: "vlanSubinterface" },
+  tapInterface: { type: "TapInterface", idKind: "tapInterface" },
 } as const;
 
 /** A kind's name in the registry: `portForward`, what the SDK and provider/index.ts key kinds by. */

@@ -11,6 +11,7 @@ import { bridgeProvider } from "./resources/bridge";
 import { natNetworkProvider } from "./resources/natNetwork";
 import { pciPassthroughProvider } from "./resources/pciPassthrough";
 import { portForwardProvider } from "./resources/portForward";
+import { tapInterfaceProvider } from "./resources/tapInterface";
 import { vlanSubinterfaceProvider } from "./resources/vlanSubinterface";
 
 /** The provider object of every kind of the registry (provider/identity.ts): a kind without one does not compile. */
@@ -20,6 +21,7 @@ export const kinds: { readonly [K in KindName]: KindProvider } = {
   pciPassthrough: pciPassthroughProvider,
   portForward: portForwardProvider,
   vlanSubinterface: vlanSubinterfaceProvider,
+  tapInterface: tapInterfaceProvider,
 };
 
 export type { KindName } from "./identity";

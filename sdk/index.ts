@@ -9,6 +9,8 @@ export { PciPassthrough } from "./pciPassthrough";
 export type { PciPassthroughArgs } from "./pciPassthrough";
 export { PortForward } from "./portForward";
 export type { PortForwardArgs } from "./portForward";
+export { TapInterface } from "./tapInterface";
+export type { TapInterfaceArgs, TapModel } from "./tapInterface";
 export { VlanSubinterface } from "./vlanSubinterface";
 export type { VlanProtocol, VlanSubinterfaceArgs } from "./vlanSubinterface";
 export * as types from "./types";

@@ -10,6 +10,7 @@ import { bridgeInputsSchema } from "./bridge/schema";
 import { natNetworkInputsSchema } from "./natNetwork/schema";
 import { pciPassthroughInputsSchema } from "./pciPassthrough/schema";
 import { portForwardInputsSchema } from "./portForward/schema";
+import { tapInterfaceInputsSchema } from "./tapInterface/schema";
 import { vlanSubinterfaceInputsSchema } from "./vlanSubinterface/schema";
 
 /** A program's input schema per kind: a kind without one does not compile. */
@@ -19,4 +20,5 @@ export const INPUT_SCHEMAS = {
   pciPassthrough: pciPassthroughInputsSchema,
   portForward: portForwardInputsSchema,
   vlanSubinterface: vlanSubinterfaceInputsSchema,
+  tapInterface: tapInterfaceInputsSchema,
 } as const satisfies { readonly [K in KindName]: z.ZodType };

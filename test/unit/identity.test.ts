@@ -41,6 +41,7 @@ describe("every kind moves to another machine exactly when its id's host changes
     pciPassthrough: { address: "0000:65:00.0" },
     portForward: { protocol: "tcp", hostPort: 8080, destination: "10.0.0.5" },
     vlanSubinterface: { parent: "eth1", vlanId: 10, name: "eth1.10", protocol: "802.1Q" },
+    tapInterface: { name: "tap0" },
   };
   const diff = (kind: KindName, from: object, to: object) => kinds[kind].diff("id", { ...inputs[kind], connection: from }, { ...inputs[kind], connection: to });
 
@@ -64,6 +65,7 @@ describe("the kind registry", () => {
       natNetwork: ["pulumi-nodejs:dynamic/kvmnet:NatNetwork", "h/natNetwork/n"],
       pciPassthrough: ["pulumi-nodejs:dynamic/kvmnet:PciPassthrough", "h/pcipassthrough/n"],
       portForward: ["pulumi-nodejs:dynamic/kvmnet:PortForward", "h/portforward/n"],
+      tapInterface: ["pulumi-nodejs:dynamic/kvmnet:TapInterface", "h/tapInterface/n"],
       vlanSubinterface: ["pulumi-nodejs:dynamic/kvmnet:VlanSubinterface", "h/vlanSubinterface/n"],
     });
   });

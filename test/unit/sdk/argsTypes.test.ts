@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import type { z } from "zod";
-import type { BridgeArgs, NatNetworkArgs, PciPassthroughArgs, PortForwardArgs, VlanSubinterfaceArgs } from "../../../sdk";
+import type { BridgeArgs, NatNetworkArgs, PciPassthroughArgs, PortForwardArgs, TapInterfaceArgs, VlanSubinterfaceArgs } from "../../../sdk";
 import type { NatNetworkDhcp, NatNetworkDhcpHost, NatNetworkDns, NatNetworkDnsHost } from "../../../sdk/natNetwork";
 import type { Connection } from "../../../sdk/types";
 import type { ConnectionInput } from "../../../provider/host";
@@ -38,6 +38,7 @@ const sameTypes: {
   pciPassthrough: Same<ArgsInput<PciPassthroughArgs>, SchemaInput<"pciPassthrough">>;
   portForward: Same<ArgsInput<PortForwardArgs>, SchemaInput<"portForward">>;
   vlanSubinterface: Same<ArgsInput<VlanSubinterfaceArgs>, SchemaInput<"vlanSubinterface">>;
+  tapInterface: Same<ArgsInput<TapInterfaceArgs>, SchemaInput<"tapInterface">>;
 } = {
   connection: true,
   bridge: true,
@@ -50,6 +51,7 @@ const sameTypes: {
   pciPassthrough: true,
   portForward: true,
   vlanSubinterface: true,
+  tapInterface: true,
 };
 
 it("the SDK's Args types resolve to what the schemas accept (checked by tsc)", () => {

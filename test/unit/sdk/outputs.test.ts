@@ -12,6 +12,7 @@ const MINIMAL: Record<KindName, Record<string, unknown>> = {
   pciPassthrough: { address: "0000:65:00.0" },
   portForward: { protocol: "tcp", hostPort: 8080, destination: "10.0.0.5" },
   vlanSubinterface: { parent: "eth1", vlanId: 10 },
+  tapInterface: { name: "tap0" },
 };
 
 const outputsOf = (kind: KindName) => classOutputs(parseSource(sdkFile(kind)), KINDS[kind].type)?.map((m) => m.name) ?? [];
