@@ -13,11 +13,12 @@ export const TEST_ETHERTYPE = 0x88b5;
 
 /**
  * A shell command that, run as `user` (setpriv, with that user's groups),
- * opens tap `ifname` and writes a broadcast frame carrying `payload`. Exits 0
+ * opens tap `ifname` and writes a broadcast frame carrying `payload` (`repeat`
+ * times, 0.1 s apart, for a receiver that may start listening late). Exits 0
  * when the frame was written; prints the errno name otherwise.
  * Every argument is a name from the test itself (no quoting needed beyond argv).
  */
-export function tapWriteCommand(o: { user: string; ifname: string; payload: string; vnetHdr?: boolean; multiQueue?: boolean }): string {
+export function tapWriteCommand(o: { user: string; ifname: string; payload: string; vnetHdr?: boolean; multiQueue?: boolean; repeat?: number }): string {
   const py = [
     "import fcntl, os, struct, sys",
     "ifname, payload, vnet, mq = sys.argv[1], sys.argv[2].encode(), sys.argv[3] == '1', sys.argv[4] == '1'",
@@ -30,10 +31,13 @@ export function tapWriteCommand(o: { user: string; ifname: string; payload: stri
     "    print('open failed:', os.strerror(e.errno)); sys.exit(1)",
     // A virtio_net_hdr (10 bytes, no offloads) precedes the frame when IFF_VNET_HDR is set.
     `frame = (bytes(10) if vnet else b'') + b'\\xff' * 6 + bytes.fromhex('525400aabbcc') + struct.pack('!H', ${TEST_ETHERTYPE}) + payload.ljust(46, b'.')`,
-    "os.write(fd, frame)",
+    "import time",
+    "for i in range(int(sys.argv[5])):",
+    "    os.write(fd, frame)",
+    "    time.sleep(0.1)",
     "print('written')",
   ].join("\n");
-  const args = [o.ifname, o.payload, o.vnetHdr ? "1" : "0", o.multiQueue ? "1" : "0"].map((a) => `'${a}'`).join(" ");
+  const args = [o.ifname, o.payload, o.vnetHdr ? "1" : "0", o.multiQueue ? "1" : "0", String(o.repeat ?? 1)].map((a) => `'${a}'`).join(" ");
   return `setpriv --reuid=${o.user} --regid=${o.user} --init-groups /usr/bin/python3 -c '${py.replace(/'/g, "'\\''")}' ${args}`;
 }
 
