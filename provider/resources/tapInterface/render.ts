@@ -1,6 +1,7 @@
 /** TapInterface actions → shell steps (values quoted by shell.ts only). */
 import { Guard, Plan, Step } from "../../render";
 import { Script, sh } from "../../shell";
+import { renderVlanPlan } from "../vlanSubinterface/render";
 import { TapAction, TapGuard, TapIdentity, TapPlan } from "./plan";
 
 /** The words of `ip tuntap add` for a tap of this identity (ip-tuntap(8)); ids and names alike go after user/group. */
@@ -41,21 +42,11 @@ function renderAction(a: TapAction): Step {
       };
     }
     case "setMtu":
-      return {
-        description: `set mtu ${a.mtu} on ${a.name}`,
-        run: sh`ip link set dev ${a.name} mtu ${a.mtu}`,
-        undo: a.previous !== undefined ? sh`ip link set dev ${a.name} mtu ${a.previous}` : undefined,
-      };
     case "attach":
-      return {
-        description: `attach ${a.name} to bridge ${a.bridge}`,
-        run: sh`ip link set dev ${a.name} master ${a.bridge}`,
-        undo: a.previous !== undefined ? sh`ip link set dev ${a.name} master ${a.previous}` : sh`ip link set dev ${a.name} nomaster`,
-      };
     case "detach":
-      return { description: `detach ${a.name} from bridge ${a.bridge}`, run: sh`ip link set dev ${a.name} nomaster`, undo: sh`ip link set dev ${a.name} master ${a.bridge}` };
     case "up":
-      return { description: `bring ${a.name} up`, run: sh`ip link set dev ${a.name} up`, undo: sh`ip link set dev ${a.name} down` };
+      // A bridge port's steps, the same for a tap as for a VLAN: one renderer of them.
+      return renderVlanPlan({ guards: [], actions: [a] }).steps[0];
     case "delete":
       return { description: `delete tap ${a.name}`, run: del(a.name) };
   }
