@@ -33,7 +33,9 @@ export function bridgeOutputs(inputs: BridgeInputs, snap: HostSnapshot): Record<
   out.macAddress = obs.macAddress;
   out.ifindex = obs.ifindex;
   out.operState = obs.operState;
-  out.attachedInterfaces = obs.ports;
+  // Sorted: the kernel lists ports in ifindex order, which is the order they were made in, and
+  // that differs from boot to boot (ifupdown's stanzas, networkd, NM): as listed, a reboot was drift.
+  out.attachedInterfaces = [...obs.ports].sort();
   // Uplinks taken over (takeOverUplink): port → the addresses that moved onto the bridge.
   out.takenOver = obs.takenOver;
   return out;

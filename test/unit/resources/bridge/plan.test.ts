@@ -1,6 +1,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
+import { bridgeOutputs } from "../../../../provider/resources/bridge";
 import { newBridgeMac, observeBridge, planBridge, planBridgeDelete } from "../../../../provider/resources/bridge/plan";
 import { renderBridgePlan } from "../../../../provider/resources/bridge/render";
 import { BridgeInputs, bridgeInputsSchema } from "../../../../provider/resources/bridge/schema";
@@ -244,5 +245,23 @@ describe("planBridge hints", () => {
     ],
   ] as const)("refuses %s with the right hint", (_what, desired, s, kind, hint) => {
     expect(kindAndHint(() => planBridge(desired, s))).toEqual({ kind, hint });
+  });
+});
+
+describe("bridgeOutputs", () => {
+  // Found by the persistence matrix: after a reboot the stack made the bridge's ports in
+  // another order (a tap before a VLAN), the kernel lists them in ifindex order, and the
+  // bridge's attachedInterfaces read as drift.
+  it("lists attachedInterfaces in one order whatever order the ports were made in", () => {
+    const port = snap.links.find((l) => l.ifname === "v1")!;
+    const withPorts = (names: string[]): HostSnapshot => ({
+      ...snap,
+      links: [...snap.links.filter((l) => l.ifname !== "v1"), ...names.map((ifname, i) => ({ ...port, ifname, ifindex: 10 + i }))],
+    });
+    const inputs = bridgeInputsSchema.parse({ connection: { host: "h" }, name: "br0" });
+    const a = bridgeOutputs(inputs, withPorts(["vmx30", "tapmx", "eth1"]));
+    const b = bridgeOutputs(inputs, withPorts(["eth1", "tapmx", "vmx30"]));
+    expect(a?.attachedInterfaces).toEqual(["eth1", "tapmx", "vmx30"]);
+    expect(b?.attachedInterfaces).toEqual(a?.attachedInterfaces);
   });
 });
