@@ -1,12 +1,14 @@
 /**
  * Issue 6, the whole matrix: per network stack the lab guest can run
  * (ifupdown, systemd-networkd, NetworkManager; switched by test/lab/stacks.ts,
- * which reboots into it), all five kinds at once with persistence "auto":
+ * which reboots into it), all six kinds at once with persistence "auto":
  *
  * 1. switch the stack; record everything a boot could read (persistSupport's
  *    BOOT_LISTING) and that nothing of ours runs;
  * 2. create a Bridge (port: the guest's spare virtio NIC, 192.0.2.1/24), a
  *    VlanSubinterface (802.1Q, VID 30, on the LAN NIC, a port of that bridge),
+ *    a TapInterface (owner/group nobody/nogroup by id, vnet_hdr, multi_queue,
+ *    mtu 1400, a port of that bridge),
  *    a NatNetwork (10.66.0.0/24, DHCP, DNS), a PortForward (tcp 8080 → a host
  *    in it) and a PciPassthrough (the spare e1000): every read shows no drift
  *    and `persistedBy` = the stack (the kinds that persist through systemd
@@ -19,7 +21,7 @@
  *    is on vfio-pci with its /dev/vfio group node; a hand edit of the bridge's
  *    persisted file is drift (`persistenceDrift`, persistence reads "runtime")
  *    and an update repairs it without touching the live bridge;
- * 4. delete all five (reverse order): the listing equals step 1's, nothing of
+ * 4. delete all six (reverse order): the listing equals step 1's, nothing of
  *    ours runs; reboot: still equal, no link, unit or nft table of ours back,
  *    the e1000 on e1000 again.
  *
@@ -36,6 +38,7 @@ import { natNetworkProvider } from "../../provider/resources/natNetwork";
 import { pciPassthroughProvider } from "../../provider/resources/pciPassthrough";
 import { unitName as vfioUnit } from "../../provider/resources/pciPassthrough/persist";
 import { portForwardProvider } from "../../provider/resources/portForward";
+import { tapInterfaceProvider } from "../../provider/resources/tapInterface";
 import { vlanSubinterfaceProvider } from "../../provider/resources/vlanSubinterface";
 import type { KindProvider } from "../../provider/resources/kind";
 import { bootLabHost, checkLabSupport, LabHost } from "../../testbed/labHost";
@@ -54,6 +57,8 @@ const BRIDGE = "brmx";
 const BRIDGE_ADDR = "192.0.2.1/24";
 const VLAN = "vmx30";
 const VID = 30;
+/** The tap, a port of the bridge; owned by nobody/nogroup by id (NetworkManager takes ids only). */
+const TAP = "tapmx";
 /** The tagged peer's own address on VLAN 30 (the LAN tap's far end). */
 const PEER_IP = "192.0.2.9";
 const NAT = { name: "lab", bridge: "kvn-lab", gateway: "10.66.0.1" } as const;
@@ -65,6 +70,8 @@ const VM = { netns: "kvmxvm", port: "kvmxh", nic: "kvmxv0" } as const;
 const VOLATILE: Record<string, string[]> = {
   bridge: ["ifindex", "operState"],
   vlan: ["ifindex", "operState"],
+  // A tap made at boot gets a new random MAC (the kernel's, as `ip tuntap add` gives it).
+  tap: ["ifindex", "operState", "macAddress"],
   nat: ["dnsmasqPid", "ifindex"],
   pf: [],
   pci: [],
@@ -119,7 +126,7 @@ async function reboot(): Promise<{ ms: number; settleMs: number }> {
 async function oursRunning() {
   const links = (await guest("ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'"))
     .split("\n")
-    .filter((l) => [BRIDGE, VLAN, NAT.bridge, VM.port].includes(l) || /kvmnet|^kvn-/.test(l));
+    .filter((l) => [BRIDGE, VLAN, TAP, NAT.bridge, VM.port].includes(l) || /kvmnet|^kvn-/.test(l));
   // kvmnet-lab-* are the lab image's own units (testbed/labHost.ts), not the provider's.
   const units = (await guest("systemctl list-units --all --plain --no-legend 'kvmnet-*' | awk '{print $1}'")).split("\n").filter((u) => u && !u.startsWith("kvmnet-lab-"));
   const tables = (await guest("nft list tables")).split("\n").filter((t) => /kvmnet/.test(t));
@@ -202,17 +209,18 @@ const natArgs = {
   persistence: "auto",
 };
 
-type Kind = "bridge" | "vlan" | "nat" | "pf" | "pci";
+type Kind = "bridge" | "vlan" | "tap" | "nat" | "pf" | "pci";
 const PROVIDERS: Record<Kind, KindProvider> = {
   bridge: bridgeProvider,
   vlan: vlanSubinterfaceProvider,
+  tap: tapInterfaceProvider,
   nat: natNetworkProvider,
   pf: portForwardProvider,
   pci: pciPassthroughProvider,
 };
-const ORDER: Kind[] = ["bridge", "vlan", "nat", "pf", "pci"];
+const ORDER: Kind[] = ["bridge", "vlan", "tap", "nat", "pf", "pci"];
 
-describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
+describe.each(STACKS)("all six kinds persisted through %s", (stack) => {
   it("apply, reboot: no drift and traffic; delete, reboot: nothing of ours left", async () => {
     const d: Record<string, number> = {};
     const step = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
@@ -239,10 +247,11 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       expect(await oursRunning()).toEqual(NOTHING_RUNNING);
       expect(await driverOf(lab, e1000Addr)).toBe("e1000");
 
-      // 2. Create all five, persistence "auto".
+      // 2. Create all six, persistence "auto".
       const args: Record<Kind, Record<string, unknown>> = {
         bridge: { name: BRIDGE, ports: [spareIf], addresses: [BRIDGE_ADDR], persistence: "auto" },
         vlan: { parent: lanIf, vlanId: VID, name: VLAN, bridge: BRIDGE, persistence: "auto" },
+        tap: { name: TAP, owner: 65534, group: 65534, vnetHdr: true, multiQueue: true, mtu: 1400, bridge: BRIDGE, persistence: "auto" },
         nat: natArgs,
         pf: { protocol: "tcp", hostPort: 8080, destination: NAT_HOST.ip, destinationPort: 80, description: "web on lab", persistence: "auto" },
         pci: { address: e1000Addr, persistence: "auto" },
@@ -253,8 +262,9 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
         expect({ kind: k, persistedBy: c[k].outs.persistedBy, persistenceDrift: c[k].outs.persistenceDrift }).toEqual({ kind: k, persistedBy: stack, persistenceDrift: [] });
       expect(c.bridge.outs).toMatchObject({ ports: [spareIf], addresses: [BRIDGE_ADDR] });
       expect(c.vlan.outs).toMatchObject({ parent: lanIf, vlanId: VID, bridge: BRIDGE });
+      expect(c.tap.outs).toMatchObject({ owner: "65534", group: "65534", vnetHdr: true, multiQueue: true, mtu: 1400, bridge: BRIDGE });
       expect(c.pci.outs).toMatchObject({ driver: "vfio-pci", originalDriver: "e1000" });
-      // Reads after all five exist find the outputs, except what another kind changed:
+      // Reads after all six exist find the outputs, except what another kind changed:
       // the bridge's attachedInterfaces (observed) now has the VLAN too. What the
       // engine holds after a refresh is these reads; the reboot is judged against them.
       const state = {} as Record<Kind, Record<string, unknown>>;
@@ -263,7 +273,7 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
         expect({ kind: k, id: read.id, persistence: read.inputs?.persistence }).toEqual({ kind: k, id: c[k].id, persistence: "auto" });
         state[k] = read.props;
       }
-      expect(((state.bridge.attachedInterfaces as string[]) ?? []).slice().sort()).toEqual([spareIf, VLAN].sort());
+      expect(((state.bridge.attachedInterfaces as string[]) ?? []).slice().sort()).toEqual([spareIf, VLAN, TAP].sort());
       for (const k of ORDER) {
         const attached = k === "bridge" ? ["attachedInterfaces"] : [];
         expect({ kind: k, props: without(state[k], attached) }).toEqual({ kind: k, props: without(c[k].outs, attached) });
@@ -274,15 +284,22 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
       );
       const persisted = listingDiff(baseline, await guest(BOOT_LISTING));
       expect(persisted.removed).toEqual([]);
-      console.log(`${stack}: files written by the five kinds:\n  ${persisted.added.filter((l) => !/^[0-9a-f]{64} /.test(l)).join("\n  ")}`);
+      console.log(`${stack}: files written by the six kinds:\n  ${persisted.added.filter((l) => !/^[0-9a-f]{64} /.test(l)).join("\n  ")}`);
 
       // 3. Reboot: every object back, unchanged, no drift; traffic.
       const r1 = await step("reboot1", reboot);
       d.reboot1Ssh = r1.ms;
       d.reboot1Settle = r1.settleMs;
-      d.objectsBack = await waitFor("all five back", 90_000, async () => {
+      d.objectsBack = await waitFor("all six back", 90_000, async () => {
         const [br, vl, nat, drv] = [await ipv4Of(BRIDGE), await masterOf(VLAN), await ipv4Of(NAT.bridge), await driverOf(lab, e1000Addr)];
-        return br.includes(BRIDGE_ADDR) && vl === BRIDGE && (await masterOf(spareIf)) === BRIDGE && nat.includes(`${NAT.gateway}/24`) && drv === "vfio-pci";
+        return (
+          br.includes(BRIDGE_ADDR) &&
+          vl === BRIDGE &&
+          (await masterOf(TAP)) === BRIDGE &&
+          (await masterOf(spareIf)) === BRIDGE &&
+          nat.includes(`${NAT.gateway}/24`) &&
+          drv === "vfio-pci"
+        );
       });
       // The stack may still be finishing what it brings up (is-system-running does not wait
       // for NetworkManager's activations): reads are taken again until they are the
@@ -312,6 +329,12 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
         link: lanIf,
         master: BRIDGE,
         linkinfo: { info_kind: "vlan", info_data: { protocol: "802.1Q", id: VID } },
+      });
+      // The tap as it was made: flags, owner and group (ids), mtu, in the bridge.
+      expect(JSON.parse(await guest(`ip -j -d link show dev ${TAP}`))[0]).toMatchObject({
+        master: BRIDGE,
+        mtu: 1400,
+        linkinfo: { info_kind: "tun", info_data: { type: "tap", pi: false, vnet_hdr: true, multi_queue: true, user: "nobody", group: "nogroup" } },
       });
       // VLAN + bridge: tagged 802.1Q frames on the LAN reach the bridge's address.
       expect(taggedSummary(await step("traffic.vlan", () => runTaggedPeer(ns, lab.lan!.tap, VID, "8100", PEER_IP, BRIDGE_ADDR.split("/")[0], 2)))).toEqual(taggedOk(VID, "8100"));
@@ -355,7 +378,7 @@ describe.each(STACKS)("all five kinds persisted through %s", (stack) => {
         state.bridge = repaired.outs;
       });
 
-      // 4. Delete all five, reverse order: /etc as before, nothing of ours runs; the same after another reboot.
+      // 4. Delete all six, reverse order: /etc as before, nothing of ours runs; the same after another reboot.
       await unplugVm(listener);
       listener = "";
       for (const k of [...ORDER].reverse()) {
