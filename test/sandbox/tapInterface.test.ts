@@ -7,10 +7,10 @@
  */
 import { closeAllConnections } from "../../provider/host";
 import { tapInterfaceProvider } from "../../provider/resources/tapInterface";
-import { HOSTILE_STRINGS } from "../unit/hostile";
+import { HOSTILE_STRINGS } from "../../testbed/hostile";
 import { expectKvmnetError } from "../support/expectError";
-import { tapWriteCommand } from "../support/tapOpen";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "./fleet";
+import { tapWriteCommand } from "../../testbed/tapOpen";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
 
 let fleet: Fleet;
 let h: SandboxHost;

@@ -2,14 +2,14 @@
  * Scenario: a Bridge and a TapInterface on it (examples/tap-guest) under the
  * real engine, on a sandbox host whose unprivileged user stands for QEMU.
  * That user opens the tap the way QEMU does (TUNSETIFF with the flags the
- * tap was made with, see test/support/tapOpen.ts) and writes Ethernet frames;
+ * tap was made with, see testbed/tapOpen.ts) and writes Ethernet frames;
  * a guest on the same bridge receives them — judged in the guest's own
  * namespace, outside the host. Then destroy leaves the host as it was.
  */
 import * as path from "path";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../sandbox/fleet";
-import { ensurePulumi, REPO, Stack } from "../engine/harness";
-import { frameWaitCommand, tapWriteCommand } from "../support/tapOpen";
+import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
+import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { frameWaitCommand, tapWriteCommand } from "../../testbed/tapOpen";
 
 jest.setTimeout(300_000);
 

@@ -6,7 +6,7 @@ import { persistTap, renderTapIfupdown, renderTapNetworkd, renderTapNetworkManag
 import { observeTap, planTap, planTapDelete, verifyTap } from "../../../../provider/resources/tapInterface/plan";
 import { renderTapPlan } from "../../../../provider/resources/tapInterface/render";
 import { TapInterfaceInputs, tapInterfaceInputsSchema } from "../../../../provider/resources/tapInterface/schema";
-import { HOSTILE_STRINGS } from "../../hostile";
+import { HOSTILE_STRINGS } from "../../../../testbed/hostile";
 import { expectKvmnetThrow } from "../../../support/expectError";
 
 // Captured in a scratch netns (iproute2 6.1): bridge br0 (up); tap0 (user 1000 =
