@@ -44,3 +44,17 @@ export function absentGuard(name: string): Guard {
 export function isBridgeGuard(name: string): Guard {
   return { test: sh`[ -d /sys/class/net/${name}/bridge ]`, kind: "Conflict", message: `${name} is no longer a bridge on the host` };
 }
+
+/** Make `name` a port of `bridge`; undone by putting it back in `previous`, or in no bridge. */
+export function attachStep(name: string, bridge: string, previous?: string): Step {
+  return {
+    description: `attach ${name} to bridge ${bridge}`,
+    run: sh`ip link set dev ${name} master ${bridge}`,
+    undo: previous !== undefined ? sh`ip link set dev ${name} master ${previous}` : sh`ip link set dev ${name} nomaster`,
+  };
+}
+
+/** Take `name` out of `bridge` (undone by attaching it again). */
+export function detachStep(name: string, bridge: string): Step {
+  return { description: `detach ${name} from bridge ${bridge}`, run: sh`ip link set dev ${name} nomaster`, undo: sh`ip link set dev ${name} master ${bridge}` };
+}

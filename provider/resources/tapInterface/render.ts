@@ -1,7 +1,7 @@
 /** TapInterface actions → shell steps (values quoted by shell.ts only). */
 import { Guard, Plan, Step } from "../../render";
 import { Script, sh } from "../../shell";
-import { renderVlanPlan } from "../vlanSubinterface/render";
+import { absentGuard, attachStep, deleteLinkStep, detachStep, linkUpStep, setMtuStep } from "../../linkSteps";
 import { TapAction, TapGuard, TapIdentity, TapPlan } from "./plan";
 
 /** The words of `ip tuntap add` for a tap of this identity (ip-tuntap(8)); ids and names alike go after user/group. */
@@ -42,13 +42,15 @@ function renderAction(a: TapAction): Step {
       };
     }
     case "setMtu":
+      return setMtuStep(a.name, a.mtu, a.previous);
     case "attach":
+      return attachStep(a.name, a.bridge, a.previous);
     case "detach":
+      return detachStep(a.name, a.bridge);
     case "up":
-      // A bridge port's steps, the same for a tap as for a VLAN: one renderer of them.
-      return renderVlanPlan({ guards: [], actions: [a] }).steps[0];
+      return linkUpStep(a.name);
     case "delete":
-      return { description: `delete tap ${a.name}`, run: del(a.name) };
+      return deleteLinkStep(a.name, `tap ${a.name}`);
   }
 }
 
