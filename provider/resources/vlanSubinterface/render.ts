@@ -1,6 +1,6 @@
 /** VlanSubinterface actions → shell steps (values quoted by shell.ts only). */
 import { STATE_DIR } from "../../observe";
-import { absentGuard, addAddressStep, deleteLinkStep, linkUpStep, removeAddressStep, setMtuStep } from "../../linkSteps";
+import { absentGuard, addAddressStep, attachStep, deleteLinkStep, detachStep, linkUpStep, removeAddressStep, setMtuStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
 import { Script, sh } from "../../shell";
 import { parentHoldFile, VLAN_STATE_DIR, VlanAction, VlanGuard, VlanPlan } from "./plan";
@@ -38,13 +38,9 @@ function renderAction(a: VlanAction): Step {
     case "setMtu":
       return setMtuStep(a.name, a.mtu, a.previous);
     case "attach":
-      return {
-        description: `attach ${a.name} to bridge ${a.bridge}`,
-        run: sh`ip link set dev ${a.name} master ${a.bridge}`,
-        undo: a.previous !== undefined ? sh`ip link set dev ${a.name} master ${a.previous}` : sh`ip link set dev ${a.name} nomaster`,
-      };
+      return attachStep(a.name, a.bridge, a.previous);
     case "detach":
-      return { description: `detach ${a.name} from bridge ${a.bridge}`, run: sh`ip link set dev ${a.name} nomaster`, undo: sh`ip link set dev ${a.name} master ${a.bridge}` };
+      return detachStep(a.name, a.bridge);
     case "addAddress":
       return addAddressStep(a.name, a.cidr);
     case "removeAddress":
