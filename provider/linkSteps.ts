@@ -58,3 +58,12 @@ export function attachStep(name: string, bridge: string, previous?: string): Ste
 export function detachStep(name: string, bridge: string): Step {
   return { description: `detach ${name} from bridge ${bridge}`, run: sh`ip link set dev ${name} nomaster`, undo: sh`ip link set dev ${name} master ${bridge}` };
 }
+
+/** Bridge `bridge`, which `who` ("tapInterface tap0") is to join, exists (re-checked under the lock). */
+export function bridgeExistsGuard(who: string, bridge: string): Guard {
+  return {
+    test: sh`[ -d /sys/class/net/${bridge}/bridge ]`,
+    kind: "NotFound",
+    message: `${who}: bridge ${bridge} does not exist on the host (create the Bridge first: pass its name output as bridge, or use dependsOn)`,
+  };
+}

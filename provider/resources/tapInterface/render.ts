@@ -1,7 +1,7 @@
 /** TapInterface actions → shell steps (values quoted by shell.ts only). */
 import { Guard, Plan, Step } from "../../render";
 import { Script, sh } from "../../shell";
-import { absentGuard, attachStep, deleteLinkStep, detachStep, linkUpStep, setMtuStep } from "../../linkSteps";
+import { absentGuard, attachStep, bridgeExistsGuard, deleteLinkStep, detachStep, linkUpStep, setMtuStep } from "../../linkSteps";
 import { TapAction, TapGuard, TapIdentity, TapPlan } from "./plan";
 
 /** The words of `ip tuntap add` for a tap of this identity (ip-tuntap(8)); ids and names alike go after user/group. */
@@ -59,11 +59,7 @@ function renderGuard(g: TapGuard): Guard {
     case "tunSupport":
       return { test: sh`[ -c /dev/net/tun ] || modprobe tun`, kind: "Unsupported", message: "the host has no /dev/net/tun (the tun module is missing)" };
     case "absent":
-      return {
-        test: sh`! ip link show dev ${g.name} >/dev/null 2>&1`,
-        kind: "Conflict",
-        message: `an interface named ${g.name} appeared on the host while this change was planned`,
-      };
+      return absentGuard(g.name);
     case "isTap":
       return { test: sh`[ -r /sys/class/net/${g.name}/tun_flags ]`, kind: "Conflict", message: `${g.name} is no longer a tap on the host` };
     case "userExists":
@@ -71,11 +67,7 @@ function renderGuard(g: TapGuard): Guard {
     case "groupExists":
       return { test: sh`getent group ${g.group} >/dev/null`, kind: "NotFound", message: `tapInterface ${g.name}: group ${g.group} is no group on the host (getent group)` };
     case "bridgeExists":
-      return {
-        test: sh`[ -d /sys/class/net/${g.bridge}/bridge ]`,
-        kind: "NotFound",
-        message: `tapInterface ${g.name}: bridge ${g.bridge} does not exist on the host (create the Bridge first: pass its name output as bridge, or use dependsOn)`,
-      };
+      return bridgeExistsGuard(`tapInterface ${g.name}`, g.bridge);
   }
 }
 

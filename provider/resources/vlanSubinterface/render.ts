@@ -1,6 +1,6 @@
 /** VlanSubinterface actions → shell steps (values quoted by shell.ts only). */
 import { STATE_DIR } from "../../observe";
-import { absentGuard, addAddressStep, attachStep, deleteLinkStep, detachStep, linkUpStep, removeAddressStep, setMtuStep } from "../../linkSteps";
+import { absentGuard, addAddressStep, attachStep, bridgeExistsGuard, deleteLinkStep, detachStep, linkUpStep, removeAddressStep, setMtuStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
 import { Script, sh } from "../../shell";
 import { parentHoldFile, VLAN_STATE_DIR, VlanAction, VlanGuard, VlanPlan } from "./plan";
@@ -74,11 +74,7 @@ function renderGuard(g: VlanGuard): Guard {
         message: `vlanSubinterface ${g.name}: parent ${g.parent} vanished from the host while this change was planned`,
       };
     case "bridgeExists":
-      return {
-        test: sh`[ -d /sys/class/net/${g.bridge}/bridge ]`,
-        kind: "NotFound",
-        message: `vlanSubinterface ${g.name}: bridge ${g.bridge} does not exist on the host (create the Bridge first: pass its name output as bridge, or use dependsOn)`,
-      };
+      return bridgeExistsGuard(`vlanSubinterface ${g.name}`, g.bridge);
   }
 }
 
