@@ -5,8 +5,8 @@
  *
  * - systemd-networkd: `05-kvmnet-tap-<name>.netdev` (Kind=tap, [Tap] User=,
  *   Group=, MultiQueue=, VNetHeader=; systemd.netdev(5)) and
- *   `05-kvmnet-tap-<name>.network` (bridge port, bring-up without a carrier:
- *   a tap has none until a process opens it).
+ *   `05-kvmnet-tap-<name>.network` (bridge port, [Link] MTUBytes=, bring-up
+ *   without a carrier: a tap has none until a process opens it).
  * - NetworkManager: keyfile `kvmnet-tap-<name>.nmconnection`, type tun, mode 2
  *   (tap), owner/group, multi-queue, vnet-hdr; NetworkManager takes owner and
  *   group as numeric ids only (nm-setting-tun), so names are refused there.
@@ -50,7 +50,6 @@ export function renderTapNetworkd(desired: TapInterfaceInputs): PersistFile[] {
     "[NetDev]",
     `Name=${name}`,
     "Kind=tap",
-    ...(desired.mtu !== undefined ? [`MTUBytes=${desired.mtu}`] : []),
     "",
     "[Tap]",
     ...(desired.owner !== undefined ? [`User=${desired.owner}`] : []),
@@ -68,6 +67,9 @@ export function renderTapNetworkd(desired: TapInterfaceInputs): PersistFile[] {
     "ConfigureWithoutCarrier=yes",
     "LinkLocalAddressing=no",
     ...(desired.bridge !== undefined ? [`Bridge=${desired.bridge}`] : []),
+    // In [Link], not the .netdev: networkd makes a tap with the tun ioctls, and a .netdev's
+    // MTUBytes= went unapplied (the lab's reboot proof: mtu 1500 after boot).
+    ...(desired.mtu !== undefined ? ["", "[Link]", `MTUBytes=${desired.mtu}`] : []),
   ];
   return [
     { path: `${stem}.netdev`, content: netdev.join("\n") + "\n" },
