@@ -46,7 +46,11 @@
 #   eth0 when the drivers' probe order put another NIC first (see below);
 # - no machine-id (labHost passes systemd.machine_id= per boot), serial getty on
 #   ttyS0 autologs root in (debug only: the serial line is a log file);
-# - fstab with pass 0 (no fsck under TCG), empty resolv.conf (no DNS in the lab).
+# - fstab with pass 0 (no fsck under TCG), empty resolv.conf (no DNS in the lab);
+# - libvirt (libvirtd, virsh, qemu-system-x86) as most KVM hosts have it, but quiet
+#   until asked: libvirtd starts on its socket (the first virsh), not at boot, and
+#   libvirt's own `default` network is defined but not autostarted, so a lab boot has
+#   no virbr0 and no libvirt firewall rules unless a test asks for them.
 set -euo pipefail
 umask 022
 
@@ -62,6 +66,7 @@ PACKAGES=(
   openssh-server
   iproute2 nftables dnsmasq-base ifupdown network-manager
   tcpdump procps pciutils iputils-ping sudo
+  libvirt-daemon-system libvirt-clients qemu-system-x86
 )
 
 # --- tools -------------------------------------------------------------------------
@@ -238,6 +243,18 @@ chroot "$ROOT" systemctl disable NetworkManager-wait-online.service >/dev/null 2
 chroot "$ROOT" systemctl mask e2scrub_reap.service e2scrub_all.timer fstrim.timer dpkg-db-backup.timer systemd-tmpfiles-clean.timer \
   modprobe@drm.service modprobe@efi_pstore.service modprobe@fuse.service \
   dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount sys-fs-fuse-connections.mount getty@tty1.service >/dev/null
+
+# libvirt, quiet until asked. `systemctl disable libvirtd.service` takes its sockets
+# with it (Also=), so they are enabled again: virsh starts libvirtd through them.
+# libvirt-guests.service would start libvirtd at every boot to resume guests; the lab
+# has none. The default network (libvirt-daemon-config-network) keeps its definition
+# but loses autostart: tests that want libvirt's own virbr0 start it.
+chroot "$ROOT" systemctl disable libvirtd.service libvirt-guests.service >/dev/null 2>&1 || true
+chroot "$ROOT" systemctl enable libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket >&2
+[ -L "$ROOT/etc/systemd/system/sockets.target.wants/libvirtd.socket" ] || die "libvirtd.socket not enabled"
+[ ! -e "$ROOT/etc/systemd/system/multi-user.target.wants/libvirtd.service" ] || die "libvirtd.service still enabled at boot"
+rm -f "$ROOT/etc/libvirt/qemu/networks/autostart/default.xml"
+[ -f "$ROOT/etc/libvirt/qemu/networks/default.xml" ] || die "libvirt's default network definition is missing"
 
 # eth0 must be the slirp NIC, whatever order the NIC drivers probe in. With
 # net.ifnames=0 the kernel names NICs eth0, eth1, ... in the order they register, and
