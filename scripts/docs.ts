@@ -16,6 +16,7 @@ import * as path from "path";
 import type { z } from "zod";
 import { FieldDoc, fieldDocs, inputKeysOf } from "../provider/fields";
 import { connectionSchema } from "../provider/host/connection";
+import { libvirtSettings } from "../provider/libvirt";
 import { KIND_NAMES, KindName, KINDS, typeToken } from "../provider/identity";
 import { INPUT_SCHEMAS } from "../provider/resources/inputs";
 import { natNetworkSettingsSchemas } from "../provider/resources/natNetwork/schema";
@@ -41,6 +42,7 @@ export const TARGETS: readonly DocTarget[] = [
   { schema: natNetworkSettingsSchemas.dhcpHost, file: sdkFile("natNetwork"), iface: "NatNetworkDhcpHost" },
   { schema: natNetworkSettingsSchemas.dns, file: sdkFile("natNetwork"), iface: "NatNetworkDns" },
   { schema: natNetworkSettingsSchemas.dnsHost, file: sdkFile("natNetwork"), iface: "NatNetworkDnsHost" },
+  { schema: libvirtSettings, file: sdkFile("types"), iface: "LibvirtRegistration" },
 ];
 
 export interface DocsResult {

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { KvmnetResource } from "./provider";
-import { Connection, Persistence, PersistenceBackend } from "./types";
+import { Connection, LibvirtRegistration, NicModel, Persistence, PersistenceBackend } from "./types";
 
 /** Arguments of a {@link Bridge}. Unset optional settings are left as the kernel has them. */
 export interface BridgeArgs {
@@ -78,6 +78,16 @@ export interface BridgeArgs {
    * are refused. Default: `"runtime"`.
    */
   persistence?: pulumi.Input<Persistence>;
+  /**
+   * Register the bridge in libvirt (a network of the host-bridge form, `<forward mode='bridge'/>`),
+   * so VMs attach by name. Needs libvirtd on the host. Default: not registered.
+   */
+  libvirt?: pulumi.Input<LibvirtRegistration>;
+  /**
+   * The guest NIC model in `libvirtInterfaceXml` and `qemuNetdevArgs`: `"virtio-net-pci"`,
+   * `"e1000"` or `"rtl8139"`. Nothing on the host depends on it. Default: `"virtio-net-pci"`.
+   */
+  model?: pulumi.Input<NicModel>;
 }
 
 /**
@@ -125,7 +135,14 @@ export class Bridge extends KvmnetResource {
   /** Every interface attached to the bridge, including ones this resource does not manage. */
   declare public readonly attachedInterfaces: pulumi.Output<string[]>;
 
+  /** The registration as the host has it (undefined when it is missing or changed out of band: refresh shows it, the next update repairs it). */
+  declare public readonly libvirt: pulumi.Output<LibvirtRegistration | undefined>;
+  declare public readonly model: pulumi.Output<NicModel>;
+  /** The `<interface>` element a libvirt domain attaches with: `type='network'` when registered, else `type='bridge'`, with the model. */
+  declare public readonly libvirtInterfaceXml: pulumi.Output<string>;
+  /** QEMU's `-netdev bridge,id=…,br=…` and `-device <model>,netdev=…` (one argv word each; add `,mac=` per guest; QEMU's bridge helper must allow the bridge). */
+  declare public readonly qemuNetdevArgs: pulumi.Output<string[]>;
   constructor(name: string, args: BridgeArgs, opts?: pulumi.CustomResourceOptions) {
-    super("bridge", name, args, ["ifindex", "operState", "attachedInterfaces", "takenOver", "persistedBy", "persistenceDrift"], opts);
+    super("bridge", name, args, ["libvirtInterfaceXml", "qemuNetdevArgs", "ifindex", "operState", "attachedInterfaces", "takenOver", "persistedBy", "persistenceDrift"], opts);
   }
 }

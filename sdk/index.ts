@@ -14,4 +14,4 @@ export type { TapInterfaceArgs, TapModel } from "./tapInterface";
 export { VlanSubinterface } from "./vlanSubinterface";
 export type { VlanProtocol, VlanSubinterfaceArgs } from "./vlanSubinterface";
 export * as types from "./types";
-export type { Connection, Persistence } from "./types";
+export type { Connection, LibvirtRegistration, NicModel, Persistence } from "./types";

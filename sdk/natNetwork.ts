@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { KvmnetResource } from "./provider";
-import { Connection, Persistence, PersistenceBackend } from "./types";
+import { Connection, LibvirtRegistration, NicModel, Persistence, PersistenceBackend } from "./types";
 
 /** How a {@link NatNetwork} reaches the outside (libvirt's forward modes). */
 export type NatNetworkMode = "nat" | "route" | "isolated" | "open";
@@ -108,6 +108,16 @@ export interface NatNetworkArgs {
    * this resource's own interrupted create made. Default: `false`.
    */
   adopt?: pulumi.Input<boolean>;
+  /**
+   * Register the network's bridge in libvirt (a network of the host-bridge form, `<forward
+   * mode='bridge'/>`), so VMs attach by name. Needs libvirtd on the host. Default: not registered.
+   */
+  libvirt?: pulumi.Input<LibvirtRegistration>;
+  /**
+   * The guest NIC model in `libvirtInterfaceXml` and `qemuNetdevArgs`: `"virtio-net-pci"`,
+   * `"e1000"` or `"rtl8139"`. Nothing on the host depends on it. Default: `"virtio-net-pci"`.
+   */
+  model?: pulumi.Input<NicModel>;
 }
 
 /**
@@ -168,7 +178,20 @@ export class NatNetwork extends KvmnetResource {
   /** net.ipv4.ip_forward is on. */
   declare public readonly ipForward: pulumi.Output<boolean>;
 
+  /** The registration as the host has it (undefined when it is missing or changed out of band: refresh shows it, the next update repairs it). */
+  declare public readonly libvirt: pulumi.Output<LibvirtRegistration | undefined>;
+  declare public readonly model: pulumi.Output<NicModel>;
+  /** The `<interface>` element a libvirt domain attaches with: `type='network'` when registered, else `type='bridge'`, with the model. */
+  declare public readonly libvirtInterfaceXml: pulumi.Output<string>;
+  /** QEMU's `-netdev bridge,id=…,br=…` and `-device <model>,netdev=…` (one argv word each; add `,mac=` per guest; QEMU's bridge helper must allow the bridge). */
+  declare public readonly qemuNetdevArgs: pulumi.Output<string[]>;
   constructor(name: string, args: NatNetworkArgs, opts?: pulumi.CustomResourceOptions) {
-    super("natNetwork", name, args, ["warnings", "ifindex", "macAddress", "dnsmasqPid", "dnsmasqUnit", "tablePresent", "ipForward", "persistedBy", "persistenceDrift"], opts);
+    super(
+      "natNetwork",
+      name,
+      args,
+      ["libvirtInterfaceXml", "qemuNetdevArgs", "warnings", "ifindex", "macAddress", "dnsmasqPid", "dnsmasqUnit", "tablePresent", "ipForward", "persistedBy", "persistenceDrift"],
+      opts,
+    );
   }
 }

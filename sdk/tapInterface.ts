@@ -1,9 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import { KvmnetResource } from "./provider";
-import { Connection, Persistence, PersistenceBackend } from "./types";
+import { Connection, NicModel, Persistence, PersistenceBackend } from "./types";
 
 /** The guest NIC model QEMU gets in `qemuNetdevArgs`. */
-export type TapModel = "virtio-net-pci" | "e1000" | "rtl8139";
+export type TapModel = NicModel;
 
 /** Arguments of a {@link TapInterface}. */
 export interface TapInterfaceArgs {
@@ -112,7 +112,9 @@ export class TapInterface extends KvmnetResource {
   /** Operational state ("DOWN" until a process opens the tap, then "UP"). */
   declare public readonly operState: pulumi.Output<string>;
 
+  /** The `<interface type='ethernet'>` element that gives a libvirt domain this tap (`<target dev=… managed='no'/>`: libvirt opens the tap as it is), with the model. */
+  declare public readonly libvirtInterfaceXml: pulumi.Output<string>;
   constructor(name: string, args: TapInterfaceArgs, opts?: pulumi.CustomResourceOptions) {
-    super("tapInterface", name, args, ["guestMac", "qemuNetdevArgs", "ifindex", "macAddress", "operState", "persistedBy", "persistenceDrift"], opts);
+    super("tapInterface", name, args, ["libvirtInterfaceXml", "guestMac", "qemuNetdevArgs", "ifindex", "macAddress", "operState", "persistedBy", "persistenceDrift"], opts);
   }
 }

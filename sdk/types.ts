@@ -65,6 +65,24 @@ export interface Connection {
  * - "runtime": nothing is written; the object is gone after a reboot (refresh then reports it gone).
  * Every file written is listed in /etc/kvmnet/owned/<kind>/<name> and removed on delete.
  */
+/** The guest NIC model the attach outputs (`libvirtInterfaceXml`, `qemuNetdevArgs`) name, as QEMU's `-device` does. */
+export type NicModel = "virtio-net-pci" | "e1000" | "rtl8139";
+
+/** A libvirt network registered for a Bridge, NatNetwork or VlanSubinterface, so VMs attach by name. */
+export interface LibvirtRegistration {
+  /** The libvirt network's name: what `virsh net-list` shows and a domain's `<source network='…'/>` names. */
+  network: pulumi.Input<string>;
+  /** Mark the network autostart, so libvirtd starts it at boot (`virsh net-autostart`). Default: `true`. */
+  autostart?: pulumi.Input<boolean>;
+  /**
+   * Replace a libvirt network of this name that this provider did not define (libvirt's own
+   * `default`, say). It must be stopped first (`virsh net-destroy`); its definition is kept on the
+   * host and defined again when this resource is deleted. Without it such a name is refused.
+   * Default: `false`.
+   */
+  adopt?: pulumi.Input<boolean>;
+}
+
 export type Persistence = "auto" | "networkmanager" | "networkd" | "ifupdown" | "runtime";
 
 /** Which backend an object's boot-time configuration went to ("runtime": none). */

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { KvmnetResource } from "./provider";
-import { Connection, Persistence, PersistenceBackend } from "./types";
+import { Connection, LibvirtRegistration, NicModel, Persistence, PersistenceBackend } from "./types";
 
 /** Tag protocol: "802.1Q" (a VLAN tag, TPID 0x8100) or "802.1ad" (a QinQ service tag, TPID 0x88a8). */
 export type VlanProtocol = "802.1Q" | "802.1ad";
@@ -46,6 +46,17 @@ export interface VlanSubinterfaceArgs {
    * refused before anything changes. Delete removes every file. Default: `"runtime"`.
    */
   persistence?: pulumi.Input<Persistence>;
+  /**
+   * Register a libvirt network for VMs to attach to by name: of the host-bridge form on `bridge`
+   * when the VLAN is in one, else macvtap (`<forward mode='bridge'><interface dev='…'/>`) on the
+   * VLAN itself. Needs libvirtd on the host. Default: not registered.
+   */
+  libvirt?: pulumi.Input<LibvirtRegistration>;
+  /**
+   * The guest NIC model in `libvirtInterfaceXml` and `qemuNetdevArgs`: `"virtio-net-pci"`,
+   * `"e1000"` or `"rtl8139"`. Nothing on the host depends on it. Default: `"virtio-net-pci"`.
+   */
+  model?: pulumi.Input<NicModel>;
 }
 
 /**
@@ -89,7 +100,14 @@ export class VlanSubinterface extends KvmnetResource {
   /** Operational state ("UP", "LOWERLAYERDOWN" when the parent has no carrier, …). */
   declare public readonly operState: pulumi.Output<string>;
 
+  /** The registration as the host has it (undefined when it is missing or changed out of band: refresh shows it, the next update repairs it). */
+  declare public readonly libvirt: pulumi.Output<LibvirtRegistration | undefined>;
+  declare public readonly model: pulumi.Output<NicModel>;
+  /** The `<interface>` element a libvirt domain attaches with: `type='network'` when registered, else `type='bridge'` in a bridge, `type='direct'`, with the model. */
+  declare public readonly libvirtInterfaceXml: pulumi.Output<string>;
+  /** QEMU's `-netdev bridge,id=…,br=…` and `-device <model>,netdev=…` (one argv word each; add `,mac=` per guest; QEMU's bridge helper must allow the bridge); empty when the VLAN is in no bridge (QEMU alone cannot attach to it). */
+  declare public readonly qemuNetdevArgs: pulumi.Output<string[]>;
   constructor(name: string, args: VlanSubinterfaceArgs, opts?: pulumi.CustomResourceOptions) {
-    super("vlanSubinterface", name, args, ["ifindex", "macAddress", "operState", "persistedBy", "persistenceDrift"], opts);
+    super("vlanSubinterface", name, args, ["libvirtInterfaceXml", "qemuNetdevArgs", "ifindex", "macAddress", "operState", "persistedBy", "persistenceDrift"], opts);
   }
 }

@@ -3,6 +3,7 @@
  * (KindProvider), and what a kind supplies to get them (KindSpec).
  */
 import type { z } from "zod";
+import type { AttachPoint } from "../attach";
 import type { ConnectionInput } from "../host";
 import type { HostSnapshot } from "../observe";
 import type { Backend, PersistSet } from "../persist";
@@ -110,4 +111,10 @@ export interface KindSpec<I extends BaseInputs> {
    * this very plan changes). Kinds without it persist nothing.
    */
   persist?(desired: I, backend: Exclude<Backend, "runtime">, snap: HostSnapshot): PersistSet;
+  /**
+   * Where a VM attaches to the object. Kinds with it get the attach outputs
+   * (`libvirtInterfaceXml`, `qemuNetdevArgs`) and, when their schema has a
+   * `libvirt` field, the libvirt registration (resources/attached.ts).
+   */
+  attachPoint?(inputs: I): AttachPoint;
 }

@@ -16,8 +16,10 @@ import type { HostSnapshot } from "../observe";
 import { Backend, persistDrift, PersistSet } from "../persist";
 import { NM_DELETE_PASSES, settled, usesNetworkManager } from "../persist/networkManager";
 import { Plan } from "../render";
+import type { Script } from "../shell";
 import { creationRecord, recordCreationStep } from "./creationRecord";
 import type { BaseInputs, KindProvider, KindSpec } from "./kind";
+import { libvirtVerify, outputsOf, REMOVAL_IS_CHANGE, sectionsFor, withLibvirt, withLibvirtDelete } from "./attached";
 import { persistedSet, planDeleteWithFiles, planWithFiles, withPersistOutputs } from "./persisted";
 import { checkWith, containsUnknown } from "../validate";
 
@@ -33,11 +35,12 @@ async function applyAndCheck<I extends BaseInputs>(
   desired: I,
   set: PersistSet,
   before: HostSnapshot,
+  extra: readonly Script[],
 ): Promise<{ after: HostSnapshot; problems: string[] }> {
-  const problemsIn = (h: HostSnapshot) => [...spec.verify(desired, h), ...(spec.persist ? persistDrift(spec.kind, desired.name, set, h) : [])];
-  const applied = await apply(host, plan, spec.observeExtra, desired.connection);
+  const problemsIn = (h: HostSnapshot) => [...spec.verify(desired, h), ...libvirtVerify(spec, desired, h), ...(spec.persist ? persistDrift(spec.kind, desired.name, set, h) : [])];
+  const applied = await apply(host, plan, extra, desired.connection);
   const after = await settled(
-    () => observe(host, spec.observeExtra),
+    () => observe(host, extra),
     applied,
     usesNetworkManager(spec.kind, desired.name, before, set),
     (h) => problemsIn(h).length === 0,
@@ -79,6 +82,16 @@ function parseInputs<I>(spec: KindSpec<BaseInputs>, props: Record<string, unknow
   return value as I;
 }
 
+/** The kind's plan with its persisted files and its libvirt registration brought in line after it. */
+function planFor<I extends BaseInputs>(spec: KindSpec<I>, desired: I, snap: HostSnapshot, previous?: I): { plan: Plan; backend: Backend; set: PersistSet } {
+  return withLibvirt(spec, () => planWithFiles(spec, desired, snap, previous), desired, snap, previous);
+}
+
+/** The kind's delete plan, after the libvirt registration is removed. */
+function planDeleteFor<I extends BaseInputs>(spec: KindSpec<I>, props: I, snap: HostSnapshot): Plan {
+  return withLibvirtDelete(spec, planDeleteWithFiles(spec, props, snap), props, snap);
+}
+
 function idOf(spec: KindSpec<BaseInputs>, i: BaseInputs): string {
   return resourceId(spec.kind, i.connection, i.name);
 }
@@ -114,7 +127,8 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       for (const k of spec.inputKeys) {
         // Unless the kind says otherwise, an optional setting removed from the
         // program is left as the host has it.
-        const removalCounts = spec.removalIsChange === true || (Array.isArray(spec.removalIsChange) && spec.removalIsChange.includes(k));
+        const removalCounts =
+          spec.removalIsChange === true || (Array.isArray(spec.removalIsChange) && spec.removalIsChange.includes(k)) || (REMOVAL_IS_CHANGE as readonly string[]).includes(k);
         if (news[k] === undefined && !removalCounts) continue;
         if (containsUnknown(news[k]) || !isDeepStrictEqual(olds[k], news[k])) changed.push(k);
       }
@@ -134,21 +148,22 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     async create(props) {
       const inputs = parseInputs<I>(s, props, `invalid ${spec.kind}`);
       const host = hostFor(inputs.connection);
-      const snap = await observe(host, spec.observeExtra);
+      const extra = sectionsFor(spec, inputs);
+      const snap = await observe(host, extra);
       const id = idOf(s, inputs);
       const record = creationRecord(s, inputs, id);
       // Our own lost create (see creationRecord): converge, as an update from these very inputs.
       const ours = snap.stateFiles[record.path]?.trim() === record.text;
-      const planned = planWithFiles(spec, inputs, snap, ours ? inputs : undefined);
+      const planned = planFor(spec, inputs, snap, ours ? inputs : undefined);
       const { backend, set } = planned;
       const plan: Plan = ours ? planned.plan : { ...planned.plan, steps: [...planned.plan.steps, recordCreationStep(record, `${spec.kind} ${inputs.name}`, id)] };
-      const { after, problems } = await applyAndCheck(spec, host, plan, inputs, set, snap);
+      const { after, problems } = await applyAndCheck(spec, host, plan, inputs, set, snap, extra);
       if (problems.length > 0) {
         // The SDK contract: a failed create leaves nothing behind.
-        await apply(host, planDeleteWithFiles(spec, inputs, after), spec.observeExtra, inputs.connection).catch(() => undefined);
+        await apply(host, planDeleteFor(spec, inputs, after), extra, inputs.connection).catch(() => undefined);
         throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${problems.join("; ")}`, host: host.label, hint: "the partial change was removed" });
       }
-      const outs = spec.outputs(inputs, after);
+      const outs = outputsOf(spec, inputs, after);
       if (!outs) throw new KvmnetError({ kind: "Bug", message: `${spec.kind} ${inputs.name} verified but not found in the snapshot`, host: host.label });
       return { id, outs: plain(withPersistOutputs(spec, outs, backend, [])) };
     },
@@ -156,8 +171,8 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     async read(id, props) {
       const inputs = parseInputs<I>(s, props, `stored state of ${id} is not valid`, true);
       const host = hostFor(inputs.connection);
-      const snap = await observe(host, spec.observeExtra);
-      const live = spec.outputs(inputs, snap);
+      const snap = await observe(host, sectionsFor(spec, inputs));
+      const live = outputsOf(spec, inputs, snap);
       if (!live) return { id: "", props: {} };
       // Persisted files that differ from what the inputs render are drift too:
       // the object would not come back (or come back different) after a reboot.
@@ -184,20 +199,21 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
       const olds = parseInputs<I>(s, oldsRaw, "stored state is not valid", true);
       const news = parseInputs<I>(s, newsRaw, `invalid ${spec.kind}`);
       const host = hostFor(news.connection);
-      const snap = await observe(host, spec.observeExtra);
-      const { plan, backend, set } = planWithFiles(spec, news, snap, olds);
-      const { after, problems } = await applyAndCheck(spec, host, plan, news, set, snap);
+      const extra = sectionsFor(spec, news, olds);
+      const snap = await observe(host, extra);
+      const { plan, backend, set } = planFor(spec, news, snap, olds);
+      const { after, problems } = await applyAndCheck(spec, host, plan, news, set, snap, extra);
       if (problems.length > 0) {
         // A failed update leaves the old state: plan back to the old inputs.
         let rolledBack = "rolled back to the previous settings";
         try {
-          await apply(host, planWithFiles(spec, olds, after, news).plan, spec.observeExtra, news.connection);
+          await apply(host, planFor(spec, olds, after, news).plan, extra, news.connection);
         } catch (e) {
           rolledBack = `rolling back failed too: ${shortMessageOf(e)}; run pulumi refresh`;
         }
         throw new KvmnetError({ kind: "Verification", message: `Verification failure: ${problems.join("; ")}`, host: host.label, hint: rolledBack });
       }
-      const outs = spec.outputs(news, after);
+      const outs = outputsOf(spec, news, after);
       if (!outs) throw new KvmnetError({ kind: "Bug", message: `${spec.kind} ${news.name} verified but not found in the snapshot`, host: host.label });
       return { outs: plain(withPersistOutputs(spec, outs, backend, [])) };
     },
@@ -205,23 +221,24 @@ export function makeKindProvider<I extends BaseInputs>(spec: KindSpec<I>): KindP
     async delete(_id, props) {
       const inputs = parseInputs<I>(s, props, "stored state is not valid", true);
       const host = hostFor(inputs.connection);
-      const snap = await observe(host, spec.observeExtra);
-      const plan = planDeleteWithFiles(spec, inputs, snap);
+      const extra = sectionsFor(spec, inputs);
+      const snap = await observe(host, extra);
+      const plan = planDeleteFor(spec, inputs, snap);
       if (plan.steps.length === 0) return;
       const gone = (h: HostSnapshot) => spec.outputs(inputs, h) === undefined;
       const nm = usesNetworkManager(spec.kind, inputs.name, snap);
-      const look = () => observe(host, spec.observeExtra);
-      let after = await settled(look, await apply(host, plan, spec.observeExtra, inputs.connection), nm, gone);
+      const look = () => observe(host, extra);
+      let after = await settled(look, await apply(host, plan, extra, inputs.connection), nm, gone);
       // NetworkManager brought it back and kept it: with its profiles gone now,
       // another pass removes what is left. NetworkManager may still be taking
       // it down itself meanwhile, so a pass that fails counts only if the
       // object is still there afterwards.
       for (let pass = 0; nm && !gone(after) && pass < NM_DELETE_PASSES; pass++) {
-        const again = planDeleteWithFiles(spec, inputs, after);
+        const again = planDeleteFor(spec, inputs, after);
         if (again.steps.length === 0) break;
         let failed: { error: unknown } | undefined;
         try {
-          after = await apply(host, again, spec.observeExtra, inputs.connection);
+          after = await apply(host, again, extra, inputs.connection);
         } catch (e) {
           failed = { error: e };
           after = await look();

@@ -47,6 +47,7 @@ export const bridgeProvider = makeKindProvider<BridgeInputs>({
   storedSchema: bridgeStoredSchema,
   inputKeys: INPUT_KEYS,
   computedInputs: ["macAddress"],
+  addedInputs: { model: "virtio-net-pci" },
   replaces(olds, news) {
     const r: string[] = [];
     if (olds.name !== news.name) r.push("name");
@@ -64,4 +65,5 @@ export const bridgeProvider = makeKindProvider<BridgeInputs>({
   // The routes a taken-over uplink brings onto the bridge, for its persisted configuration.
   observeExtra: [routesSection],
   persist: bridgePersist,
+  attachPoint: (i) => ({ kind: "bridge", bridge: i.name }),
 });

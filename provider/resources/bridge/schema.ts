@@ -1,5 +1,7 @@
 /** Bridge inputs: the zod schema (check) and the kernel units they map to. */
 import { z } from "zod";
+import { nicModel } from "../../attach";
+import { libvirtSettings } from "../../libvirt";
 import { resourceConnection } from "../../host/connection";
 import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 import { ifname, interfaceCidr, macAddress, storedIfname } from "../../validate";
@@ -104,6 +106,13 @@ function bridgeSchema(names: NameRules) {
             "shows it gone). See [Persistence](#persistence). With `takeOverUplink`: networkd and NetworkManager (the uplink's addresses and routes " +
             "go into the bridge's configuration); ifupdown and DHCP-configured uplinks are refused.",
         ),
+      libvirt: libvirtSettings
+        .optional()
+        .describe("Register the bridge in libvirt (a network of the host-bridge form, `<forward mode='bridge'/>`), so VMs attach by name. Needs libvirtd on the host.")
+        .meta({ docDefault: "not registered" }),
+      model: nicModel
+        .default("virtio-net-pci")
+        .describe('The guest NIC model in `libvirtInterfaceXml` and `qemuNetdevArgs`: `"virtio-net-pci"`, `"e1000"` or `"rtl8139"`. Nothing on the host depends on it.'),
     })
     .strict()
     .superRefine((b, ctx) => {

@@ -26,7 +26,7 @@ export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
   inputKeys: INPUT_KEYS,
   // The uplink defaults to the default route's interface, resolved on the host at create.
   computedInputs: ["uplink"],
-  addedInputs: { adopt: false },
+  addedInputs: { adopt: false, model: "virtio-net-pci" },
   replaces(olds, news) {
     const r = (["name", "bridgeName", "subnet", "gateway"] as const).filter((k) => olds[k] !== news[k]);
     return sameHost(olds.connection, news.connection) ? r : [...r, "connection"];
@@ -41,6 +41,7 @@ export const natNetworkProvider = makeKindProvider<NatNetworkInputs>({
   plan: (desired, snap, previous) => renderNatPlan(planNat(desired, snap, previous)),
   planDelete: (props, snap) => renderNatPlan(planNatDelete(props, snap)),
   verify: verifyNat,
+  attachPoint: (i) => ({ kind: "bridge", bridge: i.bridgeName }),
   // Every dnsmasq running a NatNetwork's config, and who holds ports 53/67 (#14).
   observeExtra: [natObserveSection],
   outputs: natOutputs,

@@ -6,6 +6,8 @@
 import { createHash } from "crypto";
 import * as ipaddr from "ipaddr.js";
 import { z } from "zod";
+import { nicModel } from "../../attach";
+import { libvirtSettings } from "../../libvirt";
 import { resourceConnection } from "../../host/connection";
 import { ifname, macAddress, storedIfname, UNKNOWN } from "../../validate";
 import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
@@ -234,6 +236,13 @@ function natNetworkSchema(rules: NameRules) {
             "or by another tool (it gets the gateway address and MTU; its other addresses and ports stay), the table `kvmnet_nat_<name>` and its state. " +
             "Their settings become the declared ones; delete removes them, bridge included. Not needed for what this resource's own interrupted create made.",
         ),
+      libvirt: libvirtSettings
+        .optional()
+        .describe("Register the network's bridge in libvirt (a network of the host-bridge form, `<forward mode='bridge'/>`), so VMs attach by name. Needs libvirtd on the host.")
+        .meta({ docDefault: "not registered" }),
+      model: nicModel
+        .default("virtio-net-pci")
+        .describe('The guest NIC model in `libvirtInterfaceXml` and `qemuNetdevArgs`: `"virtio-net-pci"`, `"e1000"` or `"rtl8139"`. Nothing on the host depends on it.'),
     })
     .strict()
     .superRefine((n, ctx) => {

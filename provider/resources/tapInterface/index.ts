@@ -1,4 +1,5 @@
 /** The TapInterface kind: schema · plan · render · verify, wired into the lifecycle, and the QEMU arguments that open the tap. */
+import { netdevId } from "../../attach";
 import { createHash } from "crypto";
 import { inputKeysOf } from "../../fields";
 import { hostOf, KINDS, sameHost } from "../../identity";
@@ -23,12 +24,6 @@ const IDENTITY_KEYS = ["name", "owner", "group", "multiQueue", "vnetHdr"] as con
 export function defaultGuestMac(host: string, name: string): string {
   const h = createHash("sha256").update(`pulumi-kvmnet/tap/${host}/${name}`).digest();
   return ["52", "54", "00", ...[h[0], h[1], h[2]].map((b) => b.toString(16).padStart(2, "0"))].join(":");
-}
-
-/** A QEMU id (letters, digits, '-', '.', '_', a letter first) for the tap's netdev. */
-export function netdevId(name: string): string {
-  const id = name.replace(/[^A-Za-z0-9._-]/g, "_");
-  return /^[A-Za-z]/.test(id) ? `net-${id}` : `net-n${id}`;
 }
 
 /**
@@ -75,6 +70,8 @@ export const tapInterfaceProvider: KindProvider = makeKindProvider<TapInterfaceI
   storedSchema: tapInterfaceStoredSchema,
   inputKeys: INPUT_KEYS,
   removalIsChange: ["bridge", "owner", "group"],
+  // One guest's NIC: libvirt opens it as `type='ethernet'` (a libvirt network of one tap would be no network).
+  attachPoint: (i) => ({ kind: "tap", dev: i.name }),
   replaces(olds, news) {
     const r: string[] = IDENTITY_KEYS.filter((k) => olds[k] !== news[k]);
     if (!sameHost(olds.connection, news.connection)) r.push("connection");

@@ -4,10 +4,11 @@ import { resourceConnection } from "../../host/connection";
 import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
 import { ifname, macAddress, storedIfname } from "../../validate";
 
-/** The NIC models QEMU's `-device` takes for a tap netdev that we render. */
-export const TAP_MODELS = ["virtio-net-pci", "e1000", "rtl8139"] as const;
-export const tapModel = z.enum(TAP_MODELS, { error: () => ({ message: 'must be "virtio-net-pci" (the default), "e1000" or "rtl8139"' }) });
-export type TapModel = z.output<typeof tapModel>;
+/** The NIC models QEMU's `-device` takes for a tap netdev that we render: every attach snippet's. */
+import { NIC_MODELS, nicModel, NicModel } from "../../attach";
+export const TAP_MODELS = NIC_MODELS;
+export const tapModel = nicModel;
+export type TapModel = NicModel;
 
 /** The largest id a user or group may have: (uid_t)-1 means "none" to the kernel (tun's TUNSETOWNER). */
 const MAX_ID = 4294967294;

@@ -1,4 +1,5 @@
 /** The VlanSubinterface kind: schema · plan · render · verify, wired into the lifecycle. */
+import type { AttachPoint } from "../../attach";
 import { inputKeysOf } from "../../fields";
 import { KINDS, sameHost } from "../../identity";
 import { HostSnapshot } from "../../observe";
@@ -38,6 +39,11 @@ export function vlanOutputs(inputs: VlanSubinterfaceInputs, snap: HostSnapshot):
   return out;
 }
 
+/** Where VMs attach: in a bridge, they join the bridge; on its own the VLAN takes them through macvtap. */
+export function vlanAttachPoint(i: Pick<VlanSubinterfaceInputs, "bridge" | "name">): AttachPoint {
+  return i.bridge !== undefined ? { kind: "bridge", bridge: i.bridge } : { kind: "direct", dev: i.name };
+}
+
 /**
  * An unset optional field is normally left as the host has it (mtu), but an
  * unset `bridge` means "in no bridge": removing it from the program is a
@@ -49,6 +55,8 @@ export const vlanSubinterfaceProvider: KindProvider = makeKindProvider<VlanSubin
   storedSchema: vlanSubinterfaceStoredSchema,
   inputKeys: INPUT_KEYS,
   removalIsChange: ["bridge"],
+  addedInputs: { model: "virtio-net-pci" },
+  attachPoint: vlanAttachPoint,
   replaces(olds, news) {
     const r: string[] = [...IDENTITY_KEYS, "name"].filter((k) => olds[k] !== news[k]);
     if (!sameHost(olds.connection, news.connection)) r.push("connection");

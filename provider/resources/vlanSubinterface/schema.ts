@@ -1,5 +1,7 @@
 /** VlanSubinterface inputs: the zod schema (check), with the default name filled in. */
 import { z } from "zod";
+import { nicModel } from "../../attach";
+import { libvirtSettings } from "../../libvirt";
 import { resourceConnection } from "../../host/connection";
 import { ifname, interfaceCidr, storedIfname } from "../../validate";
 import { DEFAULT_PERSISTENCE, persistence } from "../../persist";
@@ -68,6 +70,15 @@ function vlanSchema(ifnameRule: z.ZodType<string, string>) {
             '(parent managed by NM; 802.1ad from NM 1.42), `"ifupdown"` (`interfaces.d` must be `source`d). What a stack could not bring back at boot ' +
             "is refused before anything changes. Delete removes every file.",
         ),
+      libvirt: libvirtSettings
+        .optional()
+        .describe(
+          "Register a libvirt network for VMs to attach to by name: of the host-bridge form on `bridge` when the VLAN is in one, else macvtap (`<forward mode='bridge'><interface dev='…'/>`) on the VLAN itself. Needs libvirtd on the host.",
+        )
+        .meta({ docDefault: "not registered" }),
+      model: nicModel
+        .default("virtio-net-pci")
+        .describe('The guest NIC model in `libvirtInterfaceXml` and `qemuNetdevArgs`: `"virtio-net-pci"`, `"e1000"` or `"rtl8139"`. Nothing on the host depends on it.'),
     })
     .strict()
     .superRefine((v, ctx) => {

@@ -13,7 +13,17 @@ describe("Bridge check", () => {
   it("fills defaults for a minimal bridge", async () => {
     const r = await bridgeProvider.check({}, { ...base, __provider: "serialized" });
     expect(r.failures).toBeUndefined();
-    expect(r.inputs).toEqual({ ...base, stp: false, ports: [], addresses: [], adopt: false, takeOverUplink: false, confirmTimeoutSec: 60, persistence: "runtime" });
+    expect(r.inputs).toEqual({
+      ...base,
+      stp: false,
+      ports: [],
+      addresses: [],
+      adopt: false,
+      takeOverUplink: false,
+      confirmTimeoutSec: 60,
+      persistence: "runtime",
+      model: "virtio-net-pci",
+    });
   });
 
   it("normalises addresses and MACs", async () => {

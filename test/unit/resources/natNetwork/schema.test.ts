@@ -19,6 +19,7 @@ describe("natNetwork schema defaults", () => {
       dhcp: false,
       dns: { enabled: true, hosts: [] },
       persistence: "runtime",
+      model: "virtio-net-pci",
       adopt: false,
     });
   });

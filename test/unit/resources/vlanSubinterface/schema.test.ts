@@ -13,7 +13,7 @@ describe("VlanSubinterface check", () => {
   it("fills defaults, including the name <parent>.<vid>", async () => {
     const r = await vlanSubinterfaceProvider.check({}, { ...base, __provider: "serialized" });
     expect(r.failures).toBeUndefined();
-    expect(r.inputs).toEqual({ ...base, name: "eth1.10", protocol: "802.1Q", addresses: [], adopt: false, persistence: "runtime" });
+    expect(r.inputs).toEqual({ ...base, name: "eth1.10", protocol: "802.1Q", addresses: [], adopt: false, persistence: "runtime", model: "virtio-net-pci" });
   });
 
   it("keeps a given name and protocol, and normalises addresses", async () => {
