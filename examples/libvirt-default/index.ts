@@ -4,21 +4,30 @@
 // host's uplink address. Written as users write it: the forwards only share an
 // address with the network (no dependsOn); the provider makes any order work.
 //
+// It replaces libvirt's own: registered in libvirt as "default" (adopting the
+// definition libvirt ships, which comes back at destroy), so virt-install
+// --network network=default and existing domains attach as before. Stop
+// libvirt's first (README, "Replacing libvirt's default network"):
+//   virsh net-destroy default && virsh net-autostart --disable default
+//
 //   pulumi config set host kvm1.example.net
 //   pulumi config set hostKey SHA256:...
 //   pulumi config set --secret sshKey < ~/.ssh/id_ed25519
 //   pulumi config set db true        # a second guest with a pinned address and a forward to it
+//   pulumi config set libvirt false  # a host without libvirt: the same network, unregistered
 import * as pulumi from "@pulumi/pulumi";
 import * as kvmnet from "pulumi-kvmnet";
 
 const cfg = new pulumi.Config();
 const connection: kvmnet.types.Connection = {
   host: cfg.require("host"),
+  port: cfg.getNumber("port") ?? 22,
   user: "root",
   privateKey: cfg.requireSecret("sshKey"),
   hostKey: cfg.require("hostKey"),
 };
 const withDb = cfg.getBoolean("db") ?? false;
+const inLibvirt = cfg.getBoolean("libvirt") ?? true;
 
 const hosts = [{ mac: "52:54:00:7a:00:10", ip: "192.168.122.10", hostname: "web" }];
 if (withDb) hosts.push({ mac: "52:54:00:7a:00:20", ip: "192.168.122.20", hostname: "db" });
@@ -30,6 +39,7 @@ const net = new kvmnet.NatNetwork("default", {
   mode: "nat",
   subnet: "192.168.122.0/24",
   dhcp: { start: "192.168.122.2", end: "192.168.122.254", hosts },
+  libvirt: inLibvirt ? { network: "default", adopt: true } : undefined,
 });
 
 // The web guest's HTTPS on the host's port 8443, and its DNS-like UDP service on 5353.
@@ -62,4 +72,6 @@ if (withDb) {
 
 export const bridge = net.bridgeName;
 export const gateway = net.gateway;
+// What a domain's XML (virsh define, virt-install --network) attaches with.
+export const interfaceXml = net.libvirtInterfaceXml;
 export const tables = pulumi.all(forwards.map((f) => f.table));

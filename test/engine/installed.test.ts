@@ -59,6 +59,8 @@ beforeAll(async () => {
   stack.env.PATH = `${nodeBin}:${stack.env.PATH}`;
   await stack.init();
   await stack.connectTo(h);
+  // Sandbox hosts have no libvirtd (test/lab/libvirt.engine.test.ts runs the registration).
+  await stack.setConfig("libvirt", "false");
 });
 
 afterAll(async () => {
