@@ -288,4 +288,39 @@ describe("VlanSubinterface on the lab host", () => {
     await vlan.delete(adopted.id, adopted.outs);
     expect(await link(`${lanIf}.60`)).toBeUndefined();
   });
+  it("registers in libvirt: macvtap on the VLAN alone, the host-bridge form once it is a bridge port; delete leaves libvirt as it was", async () => {
+    const virsh = async (args: string) => (await lab.exec(`virsh -q -c qemu:///system ${args}`, { timeoutMs: 300_000 })).stdout;
+    const networksBefore = await virsh("net-list --all --name");
+    const before = await labSnapshot(lab);
+    const br = await bridgeProvider.create((await bridgeProvider.check({}, { connection: connection(), name: "brv70" })).inputs);
+    const name = `${lanIf}.70`;
+    const id = `${lab.address}/vlanSubinterface/${name}`;
+    let outs = (await create({ parent: lanIf, vlanId: 70, libvirt: { network: "vlan70" } })).outs;
+    // libvirt writes the forward element back with the device on it too.
+    expect(await virsh("net-dumpxml vlan70")).toMatch(
+      new RegExp(`<forward dev='${name.replace(".", "\\.")}' mode='bridge'>\\s*<interface dev='${name.replace(".", "\\.")}'/>\\s*</forward>`),
+    );
+    expect(await virsh("net-info vlan70")).toMatch(/Active:\s+yes[\s\S]*Autostart:\s+yes/);
+    expect(outs).toMatchObject({ libvirt: { network: "vlan70", autostart: true, adopt: false }, qemuNetdevArgs: [] });
+    expect(outs.libvirtInterfaceXml).toBe("<interface type='network'>\n  <source network='vlan70'/>\n  <model type='virtio'/>\n</interface>");
+
+    // Into a bridge: guests now join the bridge, so the network is redefined in the host-bridge form.
+    outs = await update(id, outs, { parent: lanIf, vlanId: 70, bridge: "brv70", libvirt: { network: "vlan70", autostart: false } });
+    const xml = await virsh("net-dumpxml vlan70");
+    expect(xml).toContain("<bridge name='brv70'/>");
+    expect(xml).not.toContain("<interface dev=");
+    expect(await virsh("net-info vlan70")).toMatch(/Active:\s+yes[\s\S]*Autostart:\s+no/);
+    expect(outs.qemuNetdevArgs).toEqual(["-netdev", "bridge,id=net-brv70,br=brv70", "-device", "virtio-net-pci,netdev=net-brv70"]);
+
+    // Dropping `libvirt` from the inputs undefines the network; the VLAN stays.
+    outs = await update(id, outs, { parent: lanIf, vlanId: 70, bridge: "brv70" });
+    expect(await virsh("net-list --all --name")).toBe(networksBefore);
+    expect(outs.libvirt).toBeUndefined();
+    expect(outs.libvirtInterfaceXml).toBe("<interface type='bridge'>\n  <source bridge='brv70'/>\n  <model type='virtio'/>\n</interface>");
+    outs = await update(id, outs, { parent: lanIf, vlanId: 70, bridge: "brv70", libvirt: { network: "vlan70" } });
+    await vlan.delete(id, outs);
+    await bridgeProvider.delete(br.id, br.outs);
+    expect(await virsh("net-list --all --name")).toBe(networksBefore);
+    expect(await labSnapshot(lab)).toEqual(before);
+  });
 });
