@@ -209,7 +209,15 @@ export function planLibvirt(
   const label = `${who.kind} ${who.name}`;
   if (previous && previous.network !== desired?.network) {
     const o = observeLibvirt(snap, previous.network);
-    // Gone already, or libvirt gone with it: nothing of ours to remove.
+    if (o?.virsh && !o.daemon) {
+      // Our network may still be defined: going on would leave it behind, naming a bridge that is gone.
+      throw new KvmnetError({
+        kind: "Failed",
+        message: `libvirt: ${label} must undefine libvirt network ${previous.network}, but the system libvirtd (qemu:///system) does not answer`,
+        hint: "start libvirtd on the host (systemctl start libvirtd) and run this again; nothing was changed",
+      });
+    }
+    // Gone already, or libvirt uninstalled with it: nothing of ours to remove.
     if (o?.daemon && mine(previous.network, o.network)) steps.push(...unregisterSteps(previous.network, o));
   }
   if (!desired) return { guards, steps };

@@ -151,6 +151,12 @@ describe("planning the registration", () => {
     ]);
     // libvirt gone from the host meanwhile: nothing of ours is left to remove.
     expect(planLibvirt(who, undefined, at, settings(), snapWith("virsh no")).steps).toEqual([]);
+    // libvirtd stopped: our network may still be defined, so delete stops before anything changes.
+    expect(refusal(() => planLibvirt(who, undefined, at, settings(), snapWith("daemon no")))).toMatchObject({
+      kind: "Failed",
+      message: expect.stringContaining("must undefine libvirt network default, but the system libvirtd"),
+      hint: expect.stringContaining("nothing was changed"),
+    });
   });
 });
 
