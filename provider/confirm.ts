@@ -23,6 +23,7 @@
  */
 import { randomBytes } from "crypto";
 import { LOCK_FILE } from "./observe";
+import { stopUnit } from "./persist/systemd";
 import { joinLines, literal, Script, sh, writeFile } from "./shell";
 
 export const CONFIRM_DIR = "/run/kvmnet/confirm";
@@ -99,7 +100,7 @@ function disarmBody(token: string): Script {
     sh`rm -f ${p.armed}`,
     // The sleeper leads its own process group (setsid): end the sleep with it.
     sh`if [ -f ${p.pid} ]; then kill -- "-$(cat ${p.pid})" 2>/dev/null || kill "$(cat ${p.pid})" 2>/dev/null; fi`,
-    sh`if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then systemctl stop ${`${unit}.timer`} 2>/dev/null; fi`,
+    stopUnit(`${unit}.timer`, { quiet: true, onlyUnderSystemd: true }),
     sh`rm -f ${p.revert} ${p.pid} ${p.log} ${p.done}`,
     sh`rmdir ${CONFIRM_DIR} /run/kvmnet 2>/dev/null`,
     literal("true"),

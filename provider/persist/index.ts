@@ -21,12 +21,18 @@
  * `ifup` exists; else runtime (nothing survives a reboot; read reports the
  * object gone afterwards, which is the truth).
  */
-import { createHash } from "crypto";
 import { z } from "zod";
 import { KvmnetError } from "../errors";
-import { HostSnapshot, OWNED_DIR } from "../observe";
-import { andThen, joinLines, literal, Script, sh, writeFile } from "../shell";
+import type { HostSnapshot } from "../observe";
 import type { Plan, Step } from "../render";
+import { joinLines, literal, Script, sh, writeFile } from "../shell";
+import { hasManifest, manifestPath, OWNED_DIR, ownedFiles, PersistFacts, persistFacts, PersistSet, removeFile, restore, sameAs, write } from "./files";
+
+export { dropInDirOf, hasManifest, manifestPath, ownedFiles, persistFacts } from "./files";
+export type { OwnedFile, PersistFacts, PersistFile, PersistSet } from "./files";
+export { bootHooksToDisarm, disarmSteps, requireSystemd } from "./systemd";
+export type { BootHooks } from "./systemd";
+export { stableUuid } from "./networkManager";
 
 export const PERSISTENCE_MODES = ["auto", "networkmanager", "networkd", "ifupdown", "runtime"] as const;
 export type Persistence = (typeof PERSISTENCE_MODES)[number];
@@ -41,28 +47,6 @@ export const persistence = z.enum(PERSISTENCE_MODES, {
   }),
 });
 
-export { OWNED_DIR };
-
-export function manifestPath(kind: string, name: string): string {
-  return `${OWNED_DIR}/${kind}/${name}`;
-}
-
-/** One file (or symlink) that an object persists through. */
-export interface PersistFile {
-  path: string;
-  /** Full content; a trailing newline is added when missing. Ignored for links. */
-  content?: string;
-  /** Octal mode; NetworkManager refuses keyfiles readable by others (use "0600"). */
-  mode?: string;
-  /** Make `path` a symlink to this target instead (what `systemctl enable` writes). */
-  link?: string;
-}
-
-/** What a kind persists on one backend. */
-export interface PersistSet {
-  files: PersistFile[];
-}
-
 /**
  * What to run after files under these paths changed, so the stack knows them
  * without touching live state (live changes are the plan's steps):
@@ -76,82 +60,6 @@ export function reloadsFor(paths: readonly string[]): Script[] {
   if (paths.some((p) => p.startsWith("/etc/NetworkManager/"))) out.push(literal("if command -v nmcli >/dev/null 2>&1; then nmcli connection reload; fi"));
   if (paths.some((p) => p.startsWith("/etc/udev/"))) out.push(literal("if command -v udevadm >/dev/null 2>&1; then udevadm control --reload; fi"));
   return out;
-}
-
-/** A UUID (version 5 layout) derived from `seed`: NetworkManager profiles need one, and it must not change between renders. */
-export function stableUuid(seed: string): string {
-  const h = createHash("sha1").update(`pulumi-kvmnet\0${seed}`).digest();
-  h[6] = (h[6] & 0x0f) | 0x50;
-  h[8] = (h[8] & 0x3f) | 0x80;
-  const x = h.subarray(0, 16).toString("hex");
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
-}
-
-/** Which network stacks the host runs, as observed. */
-export interface PersistFacts {
-  systemd: boolean;
-  networkManager: boolean;
-  networkd: boolean;
-  ifupdown: boolean;
-}
-
-/** What the host has of one manifest: path → content (undefined: missing), or link target. */
-export interface OwnedFile {
-  path: string;
-  state: "file" | "link" | "missing";
-  content?: string;
-  link?: string;
-}
-
-interface ParsedPersist {
-  facts: PersistFacts;
-  manifests: Map<string, OwnedFile[]>;
-}
-
-const parsedCache = new WeakMap<HostSnapshot, ParsedPersist>();
-
-function parsePersist(snap: HostSnapshot): ParsedPersist {
-  const cached = parsedCache.get(snap);
-  if (cached) return cached;
-  const active = new Set<string>();
-  let ifstate = false;
-  let ifup = false;
-  const manifests = new Map<string, OwnedFile[]>();
-  let cur: OwnedFile[] | undefined;
-  for (const line of (snap.sections.get("persist")?.text ?? "").split("\n")) {
-    let m: RegExpExecArray | null;
-    if ((m = /^active (\S+) active$/.exec(line))) active.add(m[1]);
-    else if (line === "ifstate yes") ifstate = true;
-    else if (line === "ifup yes") ifup = true;
-    else if ((m = /^@@manifest (\S+)$/.exec(line))) manifests.set(m[1], (cur = []));
-    else if ((m = /^@@file (\S+) ?(\S*)$/.exec(line)) && cur) cur.push({ path: m[1], state: "file", content: Buffer.from(m[2], "base64").toString("utf8") });
-    else if ((m = /^@@link (\S+) (.*)$/.exec(line)) && cur) cur.push({ path: m[1], state: "link", link: m[2] });
-    else if ((m = /^@@missing (\S+)$/.exec(line)) && cur) cur.push({ path: m[1], state: "missing" });
-  }
-  const parsed: ParsedPersist = {
-    facts: {
-      systemd: snap.systemd,
-      networkManager: active.has("NetworkManager"),
-      networkd: active.has("systemd-networkd"),
-      ifupdown: ifup && (active.has("networking") || ifstate),
-    },
-    manifests,
-  };
-  parsedCache.set(snap, parsed);
-  return parsed;
-}
-
-export function persistFacts(snap: HostSnapshot): PersistFacts {
-  return parsePersist(snap).facts;
-}
-
-/** The files listed in an object's manifest, as the host has them (empty when none). */
-export function ownedFiles(snap: HostSnapshot, kind: string, name: string): OwnedFile[] {
-  return parsePersist(snap).manifests.get(manifestPath(kind, name)) ?? [];
-}
-
-export function hasManifest(snap: HostSnapshot, kind: string, name: string): boolean {
-  return parsePersist(snap).manifests.has(manifestPath(kind, name));
 }
 
 function activeStacks(f: PersistFacts): string {
@@ -178,62 +86,6 @@ export function resolveBackend(mode: Persistence, snap: HostSnapshot, what: stri
     });
   }
   return mode;
-}
-
-/** Systemd's own persistence (units, sysctl.d) for kinds that do not go through a network stack. */
-export function requireSystemd(backend: Backend, snap: HostSnapshot, what: string): void {
-  if (backend !== "runtime" && !snap.systemd) {
-    throw new KvmnetError({
-      kind: "Unsupported",
-      message: `${what}: persistence "${backend}" needs systemd as the host's init (the boot-time units are systemd units)`,
-      hint: 'use persistence: "runtime"',
-    });
-  }
-}
-
-const withNewline = (s: string) => (s.endsWith("\n") ? s : s + "\n");
-
-function sameAs(want: PersistFile, have: OwnedFile | undefined): boolean {
-  if (!have) return false;
-  if (want.link !== undefined) return have.state === "link" && have.link === want.link;
-  return have.state === "file" && have.content === withNewline(want.content ?? "");
-}
-
-/** The directory `path` is in. */
-const dirOf = (path: string) => path.replace(/\/[^/]+$/, "") || "/";
-
-/**
- * The directory of `path` when it is a systemd drop-in directory of one named
- * file or unit (`/etc/systemd/network/10-eth0.network.d`,
- * `/etc/systemd/system/nftables.service.d`): such a directory exists only for
- * its drop-ins, so when removing ours empties it, it goes too (`rmdir` only
- * removes it empty: an admin's drop-ins keep it). Undefined for every other
- * directory (interfaces.d, system-connections, sysinit.target.wants, …),
- * which belong to the system.
- */
-export function dropInDirOf(path: string): string | undefined {
-  const dir = dirOf(path);
-  return /^\/etc\/systemd\/(network|system)\/[^/]+\.(network|netdev|link|service|socket|timer|target|mount|path)\.d$/.test(dir) ? dir : undefined;
-}
-
-/** rm -f `path`, and its drop-in directory when that leaves it empty. */
-function removeFile(path: string): Script {
-  const dir = dropInDirOf(path);
-  return dir ? sh`rm -f ${path} && { rmdir ${dir} 2>/dev/null || true; }` : sh`rm -f ${path}`;
-}
-
-/** Restore a file to what the host had (used as an undo). */
-function restore(have: OwnedFile | undefined, path: string): Script {
-  if (!have || have.state === "missing") return removeFile(path);
-  const dir = dirOf(path);
-  if (have.state === "link") return sh`mkdir -p ${dir} && ln -sfn ${have.link ?? ""} ${path}`;
-  return joinLines([sh`mkdir -p ${dir}`, writeFile(path, have.content ?? "")]);
-}
-
-function write(f: PersistFile): Script {
-  const dir = dirOf(f.path);
-  if (f.link !== undefined) return sh`mkdir -p ${dir} && ln -sfn ${f.link} ${f.path}`;
-  return joinLines([sh`mkdir -p ${dir}`, writeFile(f.path, f.content ?? "", f.mode ?? "0644")]);
 }
 
 /** Differences between what an object should persist and what the host has (empty = in sync). */
@@ -303,50 +155,6 @@ export function persistSteps(kind: string, name: string, want: PersistSet, snap:
     ...steps,
     { description: "reload the stack's view of the persisted files", run: reload },
   ];
-}
-
-/**
- * What comes off, live, when an object stops persisting (delete, or
- * persistence set to "runtime"), ahead of the core removing its files:
- * - its boot unit is stopped (ours have no ExecStop: this only marks it
- *   inactive), so no "not-found, active" unit is left once its file is gone;
- * - a drop-in for another unit (nftables.service's, which loads a table
- *   again after nftables flushes) goes first, with a daemon-reload, so a
- *   restart of that unit no longer re-adds what is being deleted; its
- *   directory goes too when nothing else is in it.
- */
-export interface BootHooks {
-  /** Boot unit to stop (its manifest lists it). */
-  unit?: string;
-  /** The drop-in as the host has it (restored if a later step fails). */
-  dropIn?: { path: string; content: string };
-}
-
-/** The hooks object kind/name persisted (from its manifest), or undefined when none. */
-export function bootHooksToDisarm(kind: string, name: string, bootUnitPath: string, dropInPath: string | undefined, snap: HostSnapshot): BootHooks | undefined {
-  const have = ownedFiles(snap, kind, name);
-  const unit = have.some((f) => f.path === bootUnitPath && f.state !== "missing") ? bootUnitPath.replace(/^.*\//, "") : undefined;
-  const d = dropInPath === undefined ? undefined : have.find((f) => f.path === dropInPath && f.state === "file");
-  if (!unit && !d) return undefined;
-  return { ...(unit ? { unit } : {}), ...(d ? { dropIn: { path: d.path, content: d.content ?? "" } } : {}) };
-}
-
-/** The steps that take `hooks` off (see {@link BootHooks}). */
-export function disarmSteps(hooks: BootHooks): Step[] {
-  const steps: Step[] = [];
-  if (hooks.unit) {
-    steps.push({ description: `stop boot unit ${hooks.unit}`, run: sh`systemctl stop ${hooks.unit} && { systemctl reset-failed ${hooks.unit} 2>/dev/null; true; }` });
-  }
-  if (hooks.dropIn) {
-    const { path, content } = hooks.dropIn;
-    const unit = dirOf(path).replace(/^.*\//, "").replace(/\.d$/, "");
-    steps.push({
-      description: `remove ${unit} drop-in ${path}`,
-      run: andThen([removeFile(path), sh`systemctl daemon-reload`]),
-      undo: joinLines([restore({ path, state: "file", content }, path), sh`systemctl daemon-reload`]),
-    });
-  }
-  return steps;
 }
 
 /** Append persistence steps to a live plan. */

@@ -3,8 +3,9 @@
  * itself, after the command that made them returned, so an object with
  * profiles is looked at again until it settles.
  */
+import { createHash } from "crypto";
 import type { HostSnapshot } from "../observe";
-import { ownedFiles, PersistSet } from "./index";
+import { ownedFiles, PersistSet } from "./files";
 
 /**
  * NetworkManager acts on a profile reload by itself, after `nmcli connection
@@ -40,4 +41,12 @@ export async function settled(observeAgain: () => Promise<HostSnapshot>, after: 
     if (done(snap)) break;
   }
   return snap;
+}
+/** A UUID (version 5 layout) derived from `seed`: NetworkManager profiles need one, and it must not change between renders. */
+export function stableUuid(seed: string): string {
+  const h = createHash("sha1").update(`pulumi-kvmnet\0${seed}`).digest();
+  h[6] = (h[6] & 0x0f) | 0x50;
+  h[8] = (h[8] & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString("hex");
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
 }

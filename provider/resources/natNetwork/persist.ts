@@ -41,7 +41,9 @@
  * the core writes them at the end of that same apply.
  */
 import { HostSnapshot } from "../../observe";
-import { Backend, ownedFiles, PersistFile, PersistSet, requireSystemd } from "../../persist";
+import type { Backend } from "../../persist";
+import { ETC_DIR, ownedFiles, PersistFile, PersistSet, writtenBy } from "../../persist/files";
+import { bootUnitText, enableLink, nftablesDropIn, nftablesDropInPath, requireSystemd, SYSTEMD_DIR } from "../../persist/systemd";
 import { joinLines, literal, Script, sh } from "../../shell";
 import {
   bridgeMac,
@@ -63,11 +65,6 @@ import {
 } from "./files";
 import { modeForwards, NatNetworkInputs } from "./schema";
 
-/** Where persisted copies live (flat: see the module comment). */
-export const ETC_DIR = "/etc/kvmnet";
-export const SYSTEMD_DIR = "/etc/systemd/system";
-export const WANTS_DIR = `${SYSTEMD_DIR}/multi-user.target.wants`;
-export const NFTABLES_DROPIN_DIR = `${SYSTEMD_DIR}/nftables.service.d`;
 export const SYSCTL_DIR = "/etc/sysctl.d";
 
 /** Paths of one network's persisted files. */
@@ -91,58 +88,6 @@ export function natPersistPaths(name: string) {
 export const natBootUnit = (name: string) => `kvmnet-nat-${name}.service`;
 /** The dnsmasq unit as persisted in /etc (it shadows the runtime copy in /run/systemd/system). */
 export const persistentDnsmasqUnitFile = (name: string) => `${SYSTEMD_DIR}/${dnsmasqUnit(name)}`;
-/** `<what>` is `nat-<network>` or `pf-<forward>`. */
-export const nftablesDropInPath = (what: string) => `${NFTABLES_DROPIN_DIR}/kvmnet-${what}.conf`;
-
-const header = (what: string) => `# Written by pulumi-kvmnet for ${what}. Edits here are reported as drift and replaced.`;
-
-/** `systemctl enable`'s link for a unit WantedBy=multi-user.target. */
-export function enableLink(unit: string): PersistFile {
-  return { path: `${WANTS_DIR}/${unit}`, link: `${SYSTEMD_DIR}/${unit}` };
-}
-
-/**
- * A drop-in for nftables.service that loads `tableFile` again after the
- * service (re)loads its configuration, which flushes the whole ruleset. The
- * `-` prefix: our table failing to load must not fail the host's firewall.
- */
-export function nftablesDropIn(what: string, tableFilePath: string): PersistFile {
-  return {
-    path: nftablesDropInPath(what),
-    content: [
-      header(what),
-      "# nftables.service flushes the whole ruleset when it starts or reloads; load this table again after it.",
-      "[Service]",
-      `ExecStartPost=-nft -f ${tableFilePath}`,
-      `ExecReload=-nft -f ${tableFilePath}`,
-    ].join("\n"),
-  };
-}
-
-/**
- * A oneshot boot unit: runs once the host's network stack has configured its
- * interfaces (network.target) and after nftables.service (whose flush would
- * remove what this unit loads), and before libvirt starts guests.
- */
-export function bootUnitText(description: string, execStart: string): string {
-  return [
-    "[Unit]",
-    `Description=${description}, managed by pulumi-kvmnet`,
-    "After=network.target nftables.service",
-    // Guests attached to our bridge (or reached through our forwards) start after it is there.
-    "Before=libvirtd.service virtqemud.service libvirt-guests.service",
-    "",
-    "[Service]",
-    "Type=oneshot",
-    "RemainAfterExit=yes",
-    `ExecStart=${execStart}`,
-    "",
-    "[Install]",
-    "WantedBy=multi-user.target",
-    "",
-  ].join("\n");
-}
-
 /** The persisted dnsmasq unit: the runtime one, ordered after the boot unit, enabled. */
 export function persistentDnsmasqUnitText(name: string): string {
   return dnsmasqUnitText(name)
@@ -222,7 +167,7 @@ export function natPersist(n: NatNetworkInputs, backend: Exclude<Backend, "runti
   if (modeForwards(n.mode)) {
     files.push({
       path: p.sysctl,
-      content: [header(`NatNetwork ${n.name}`), `# mode ${n.mode} forwards between ${n.bridgeName} and the uplink.`, "net.ipv4.ip_forward = 1"].join("\n"),
+      content: [writtenBy(`NatNetwork ${n.name}`), `# mode ${n.mode} forwards between ${n.bridgeName} and the uplink.`, "net.ipv4.ip_forward = 1"].join("\n"),
     });
   }
   return { files };

@@ -8,7 +8,8 @@
 import { KvmnetError } from "../../errors";
 import { KINDS } from "../../identity";
 import { configuredAddresses, findLink, HostSnapshot } from "../../observe";
-import { BootHooks, bootHooksToDisarm, resolveBackend } from "../../persist";
+import { resolveBackend } from "../../persist";
+import { BootHooks, bootHooksToDisarm } from "../../persist/systemd";
 import {
   bridgeMac,
   DnsmasqFiles,

@@ -23,7 +23,7 @@ import {
   tableName,
 } from "./files";
 import { persistentDnsmasqUnitFile } from "./persist";
-import { disarmSteps } from "../../persist";
+import { disarmSteps, stopUnit } from "../../persist/systemd";
 import { NatAction, NatGuard, NatPlan } from "./plan";
 
 const IP_FORWARD = "/proc/sys/net/ipv4/ip_forward";
@@ -83,7 +83,8 @@ function withDnsmasqPid(name: string, body: Script): Script {
  */
 function removeUnit(name: string): Script {
   const unit = dnsmasqUnit(name);
-  return sh`if [ -f ${dnsmasqUnitFile(name)} ] || [ -f ${persistentDnsmasqUnitFile(name)} ]; then systemctl stop ${unit}; rm -f ${dnsmasqUnitFile(name)}; systemctl daemon-reload; systemctl reset-failed ${unit} 2>/dev/null; fi; true`;
+  const stop = stopUnit(unit, { forget: { after: sh`rm -f ${dnsmasqUnitFile(name)}; systemctl daemon-reload` } });
+  return sh`if [ -f ${dnsmasqUnitFile(name)} ] || [ -f ${persistentDnsmasqUnitFile(name)} ]; then ${stop}; fi; true`;
 }
 
 function startDnsmasq(name: string, systemd: boolean): Script {

@@ -33,8 +33,10 @@
  */
 import { KvmnetError } from "../../errors";
 import type { HostSnapshot } from "../../observe";
-import type { Backend, PersistFile, PersistSet } from "../../persist";
-import { bootHooksToDisarm, disarmSteps, requireSystemd, resolveBackend } from "../../persist";
+import type { Backend } from "../../persist";
+import { resolveBackend } from "../../persist";
+import { ETC_DIR, PersistFile, PersistSet, writtenBy } from "../../persist/files";
+import { bootHooksToDisarm, disarmSteps, enableLink, requireSystemd, SYSTEMD_DIR } from "../../persist/systemd";
 import type { Step } from "../../render";
 import { parsePciView } from "./observe";
 import { heldState, PciState } from "./plan";
@@ -42,9 +44,9 @@ import { renderBootBind } from "./render";
 import { CANONICAL_PCI_ADDRESS, PCI_KIND, PciPassthroughInputs, VFIO_PCI } from "./schema";
 
 export const UDEV_RULES_DIR = "/etc/udev/rules.d";
-export const UNIT_DIR = "/etc/systemd/system";
+export const UNIT_DIR = SYSTEMD_DIR;
 /** Where the boot scripts live: /etc/kvmnet itself, so removing the last object of ours leaves no directory behind. */
-export const BOOT_SCRIPT_DIR = "/etc/kvmnet";
+export const BOOT_SCRIPT_DIR = ETC_DIR;
 
 /** A canonical address, or a Bug: these values become file names, unit names and udev match text. */
 function canonical(a: string): string {
@@ -59,7 +61,7 @@ export const unitWantsLink = (address: string) => `${UNIT_DIR}/sysinit.target.wa
 export const udevRulePath = (address: string) => `${UDEV_RULES_DIR}/40-kvmnet-vfio-${canonical(address)}.rules`;
 export const bootScriptPath = (address: string) => `${BOOT_SCRIPT_DIR}/vfio-${canonical(address)}.sh`;
 
-const header = (address: string) => `# Written by pulumi-kvmnet for PciPassthrough ${address}. Edits here are reported as drift and replaced.`;
+const header = (address: string) => writtenBy(`PciPassthrough ${address}`);
 
 /** The udev rule: one line per held device. */
 export function renderUdevRule(state: PciState): string {
@@ -116,7 +118,7 @@ export function pciPersist(desired: PciPassthroughInputs, backend: Exclude<Backe
     { path: udevRulePath(a), content: renderUdevRule(state) },
     { path: bootScriptPath(a), content: renderBootScript(state), mode: "0755" },
     { path: unitPath(a), content: renderUnit(state) },
-    { path: unitWantsLink(a), link: unitPath(a) },
+    enableLink(unitName(a), "sysinit.target"),
   ];
   return { files };
 }

@@ -16,8 +16,7 @@
  */
 import type { HostSnapshot } from "../../observe";
 import type { Backend, PersistSet } from "../../persist";
-import { requireSystemd } from "../../persist";
-import { bootUnitText, enableLink, nftablesDropIn } from "../natNetwork/persist";
+import { bootUnitText, enableLink, nftablesDropIn, requireSystemd } from "../../persist/systemd";
 import { desiredTable, PF_KIND, pfBootUnit, pfPersistPaths } from "./plan";
 import { replaceText } from "./render";
 import { PortForwardInputs } from "./schema";

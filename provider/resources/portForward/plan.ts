@@ -6,8 +6,9 @@ import * as ipaddr from "ipaddr.js";
 import { KvmnetError } from "../../errors";
 import { KINDS, resourceId } from "../../identity";
 import type { HostSnapshot } from "../../observe";
-import { BootHooks, bootHooksToDisarm, resolveBackend } from "../../persist";
-import { ETC_DIR, nftablesDropInPath, SYSTEMD_DIR } from "../natNetwork/persist";
+import { resolveBackend } from "../../persist";
+import { ETC_DIR } from "../../persist/files";
+import { BootHooks, bootHooksToDisarm, nftablesDropInPath, SYSTEMD_DIR } from "../../persist/systemd";
 import { keysOverlap, listForwardTables, observeForward, OWNER_PREFIX } from "./observe";
 import { fromRange, PortForwardInputs, PortRange, tableName, toRange } from "./schema";
 

@@ -22,7 +22,7 @@
 import { Step, Plan, Guard } from "../../render";
 import { nftAddr, nftIdent, nftPortRange, nftString, sh } from "../../shell";
 import { OWNER_PREFIX } from "./observe";
-import { disarmSteps } from "../../persist";
+import { disarmSteps } from "../../persist/systemd";
 import { ForwardDeletePlan, ForwardPlan, ForwardTable } from "./plan";
 import { PortRange } from "./schema";
 

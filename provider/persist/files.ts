@@ -1,0 +1,150 @@
+/**
+ * The files an object persists through, as every backend writes them: what a
+ * kind (through its backend) wants on the host, what the host has of an
+ * object's manifest (`/etc/kvmnet/owned/<kind>/<name>`, one path per line),
+ * and the sh that writes, removes and restores one file. Backends
+ * (systemd.ts, networkd.ts, networkManager.ts, ifupdown.ts) and the core
+ * (index.ts) build on this; it imports neither.
+ */
+import { HostSnapshot, OWNED_DIR } from "../observe";
+import { joinLines, Script, sh, writeFile } from "../shell";
+
+export { OWNED_DIR };
+
+/** Where our own boot scripts and persisted copies live (flat: the core removes files, not directories, and prunes /etc/kvmnet once the last manifest is gone). */
+export const ETC_DIR = "/etc/kvmnet";
+
+/** The first line of every file we write: who wrote it, and that edits are drift. */
+export const writtenBy = (what: string) => `# Written by pulumi-kvmnet for ${what}. Edits here are reported as drift and replaced.`;
+
+export function manifestPath(kind: string, name: string): string {
+  return `${OWNED_DIR}/${kind}/${name}`;
+}
+
+/** One file (or symlink) that an object persists through. */
+export interface PersistFile {
+  path: string;
+  /** Full content; a trailing newline is added when missing. Ignored for links. */
+  content?: string;
+  /** Octal mode; NetworkManager refuses keyfiles readable by others (use "0600"). */
+  mode?: string;
+  /** Make `path` a symlink to this target instead (what `systemctl enable` writes). */
+  link?: string;
+}
+
+/** What a kind persists on one backend. */
+export interface PersistSet {
+  files: PersistFile[];
+}
+
+/** Which network stacks the host runs, as observed. */
+export interface PersistFacts {
+  systemd: boolean;
+  networkManager: boolean;
+  networkd: boolean;
+  ifupdown: boolean;
+}
+
+/** What the host has of one manifest: path → content (undefined: missing), or link target. */
+export interface OwnedFile {
+  path: string;
+  state: "file" | "link" | "missing";
+  content?: string;
+  link?: string;
+}
+
+interface ParsedPersist {
+  facts: PersistFacts;
+  manifests: Map<string, OwnedFile[]>;
+}
+
+const parsedCache = new WeakMap<HostSnapshot, ParsedPersist>();
+
+function parsePersist(snap: HostSnapshot): ParsedPersist {
+  const cached = parsedCache.get(snap);
+  if (cached) return cached;
+  const active = new Set<string>();
+  let ifstate = false;
+  let ifup = false;
+  const manifests = new Map<string, OwnedFile[]>();
+  let cur: OwnedFile[] | undefined;
+  for (const line of (snap.sections.get("persist")?.text ?? "").split("\n")) {
+    let m: RegExpExecArray | null;
+    if ((m = /^active (\S+) active$/.exec(line))) active.add(m[1]);
+    else if (line === "ifstate yes") ifstate = true;
+    else if (line === "ifup yes") ifup = true;
+    else if ((m = /^@@manifest (\S+)$/.exec(line))) manifests.set(m[1], (cur = []));
+    else if ((m = /^@@file (\S+) ?(\S*)$/.exec(line)) && cur) cur.push({ path: m[1], state: "file", content: Buffer.from(m[2], "base64").toString("utf8") });
+    else if ((m = /^@@link (\S+) (.*)$/.exec(line)) && cur) cur.push({ path: m[1], state: "link", link: m[2] });
+    else if ((m = /^@@missing (\S+)$/.exec(line)) && cur) cur.push({ path: m[1], state: "missing" });
+  }
+  const parsed: ParsedPersist = {
+    facts: {
+      systemd: snap.systemd,
+      networkManager: active.has("NetworkManager"),
+      networkd: active.has("systemd-networkd"),
+      ifupdown: ifup && (active.has("networking") || ifstate),
+    },
+    manifests,
+  };
+  parsedCache.set(snap, parsed);
+  return parsed;
+}
+
+export function persistFacts(snap: HostSnapshot): PersistFacts {
+  return parsePersist(snap).facts;
+}
+
+/** The files listed in an object's manifest, as the host has them (empty when none). */
+export function ownedFiles(snap: HostSnapshot, kind: string, name: string): OwnedFile[] {
+  return parsePersist(snap).manifests.get(manifestPath(kind, name)) ?? [];
+}
+
+export function hasManifest(snap: HostSnapshot, kind: string, name: string): boolean {
+  return parsePersist(snap).manifests.has(manifestPath(kind, name));
+}
+
+export const withNewline = (s: string) => (s.endsWith("\n") ? s : s + "\n");
+
+export function sameAs(want: PersistFile, have: OwnedFile | undefined): boolean {
+  if (!have) return false;
+  if (want.link !== undefined) return have.state === "link" && have.link === want.link;
+  return have.state === "file" && have.content === withNewline(want.content ?? "");
+}
+
+/** The directory `path` is in. */
+export const dirOf = (path: string) => path.replace(/\/[^/]+$/, "") || "/";
+
+/**
+ * The directory of `path` when it is a systemd drop-in directory of one named
+ * file or unit (`/etc/systemd/network/10-eth0.network.d`,
+ * `/etc/systemd/system/nftables.service.d`): such a directory exists only for
+ * its drop-ins, so when removing ours empties it, it goes too (`rmdir` only
+ * removes it empty: an admin's drop-ins keep it). Undefined for every other
+ * directory (interfaces.d, system-connections, sysinit.target.wants, …),
+ * which belong to the system.
+ */
+export function dropInDirOf(path: string): string | undefined {
+  const dir = dirOf(path);
+  return /^\/etc\/systemd\/(network|system)\/[^/]+\.(network|netdev|link|service|socket|timer|target|mount|path)\.d$/.test(dir) ? dir : undefined;
+}
+
+/** rm -f `path`, and its drop-in directory when that leaves it empty. */
+export function removeFile(path: string): Script {
+  const dir = dropInDirOf(path);
+  return dir ? sh`rm -f ${path} && { rmdir ${dir} 2>/dev/null || true; }` : sh`rm -f ${path}`;
+}
+
+/** Restore a file to what the host had (used as an undo). */
+export function restore(have: OwnedFile | undefined, path: string): Script {
+  if (!have || have.state === "missing") return removeFile(path);
+  const dir = dirOf(path);
+  if (have.state === "link") return sh`mkdir -p ${dir} && ln -sfn ${have.link ?? ""} ${path}`;
+  return joinLines([sh`mkdir -p ${dir}`, writeFile(path, have.content ?? "")]);
+}
+
+export function write(f: PersistFile): Script {
+  const dir = dirOf(f.path);
+  if (f.link !== undefined) return sh`mkdir -p ${dir} && ln -sfn ${f.link} ${f.path}`;
+  return joinLines([sh`mkdir -p ${dir}`, writeFile(f.path, f.content ?? "", f.mode ?? "0644")]);
+}
