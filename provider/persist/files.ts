@@ -148,3 +148,30 @@ export function write(f: PersistFile): Script {
   if (f.link !== undefined) return sh`mkdir -p ${dir} && ln -sfn ${f.link} ${f.path}`;
   return joinLines([sh`mkdir -p ${dir}`, writeFile(f.path, f.content ?? "", f.mode ?? "0644")]);
 }
+
+/**
+ * A link as a kind describes it to the network-stack backends (networkd.ts,
+ * networkManager.ts, ifupdown.ts): WHAT persists. Each backend says HOW, in
+ * its own files.
+ */
+export interface PersistedLink {
+  /** Who the files are written for (their first line), e.g. `vlanSubinterface eth1.30`. */
+  owner: string;
+  /** The files' name stem and NetworkManager's profile id, e.g. `kvmnet-vlan-eth1.30`. */
+  stem: string;
+  /** The interface. */
+  name: string;
+  mtu?: number;
+  addresses: readonly string[];
+  /** The bridge it is a port of. */
+  bridge?: string;
+  /** The command that makes it, as the live create runs it (ifupdown runs it at pre-up). */
+  create: string;
+  /** An 802.1Q / 802.1ad VLAN on `parent`. */
+  vlan?: { id: number; parent: string; protocol: "802.1Q" | "802.1ad" };
+  /** A persistent tap. */
+  tap?: { owner?: string; group?: string; multiQueue: boolean; vnetHdr: boolean };
+}
+
+/** The first line of a link's files (VlanSubinterface's and TapInterface's wording, which hosts have). */
+export const linkHeader = (owner: string) => `# Written by pulumi-kvmnet for ${owner}. Local edits are reported as drift and overwritten.`;

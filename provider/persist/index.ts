@@ -68,6 +68,16 @@ function activeStacks(f: PersistFacts): string {
 }
 
 /**
+ * Unsupported: `what`'s persistence (resolved to `backend`) would not bring
+ * it back at boot, and why; the hint says what to change, or to persist
+ * nothing.
+ */
+export function unsupportedOnStack(what: string, mode: Persistence, backend: Backend, why: string, hint: string): KvmnetError {
+  const how = mode === backend ? `persistence "${backend}"` : `persistence "${mode}" (${backend}, the stack this host runs)`;
+  return new KvmnetError({ kind: "Unsupported", message: `${what}: ${how} ${why}`, hint: `${hint}; or set persistence: "runtime" (live only, gone after a reboot)` });
+}
+
+/**
  * The backend `mode` means on this host. An explicit backend the host does not
  * run is refused: files for a stack that is not running would do nothing at
  * boot, which is the failure persistence exists to prevent.

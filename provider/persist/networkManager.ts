@@ -1,11 +1,23 @@
 /**
- * What NetworkManager asks of the lifecycle: it acts on profile changes by
- * itself, after the command that made them returned, so an object with
- * profiles is looked at again until it settles.
+ * The NetworkManager backend: keyfiles in /etc/NetworkManager/system-connections
+ * (mode 0600: NetworkManager ignores keyfiles others can read), each with a
+ * profile UUID derived from its id so the file is a function of the inputs,
+ * and re-read with `nmcli connection reload` (the core's reloadsFor). And what
+ * NetworkManager asks of the lifecycle: it acts on profile changes by itself,
+ * after the command that made them returned, so an object with profiles is
+ * looked at again until it settles.
  */
 import { createHash } from "crypto";
 import type { HostSnapshot } from "../observe";
-import { ownedFiles, PersistSet } from "./files";
+import { linkHeader, ownedFiles, PersistedLink, PersistFile, PersistSet } from "./files";
+import type { StackFacts } from "./stackFacts";
+
+export const NM_DIR = "/etc/NetworkManager/system-connections";
+/**
+ * Where NetworkManager reads keyfiles: /etc, its read-only /usr/lib, and /run
+ * (in-memory profiles; netplan writes its profiles there at every boot).
+ */
+export const NM_PROFILE_DIRS = [NM_DIR, "/usr/lib/NetworkManager/system-connections", "/run/NetworkManager/system-connections"];
 
 /**
  * NetworkManager acts on a profile reload by itself, after `nmcli connection
@@ -42,11 +54,85 @@ export async function settled(observeAgain: () => Promise<HostSnapshot>, after: 
   }
   return snap;
 }
-/** A UUID (version 5 layout) derived from `seed`: NetworkManager profiles need one, and it must not change between renders. */
-export function stableUuid(seed: string): string {
-  const h = createHash("sha1").update(`pulumi-kvmnet\0${seed}`).digest();
+/** RFC 4122 version 5 layout over the SHA-1 of `input`. */
+function uuidOf(input: string): string {
+  const h = createHash("sha1").update(input).digest();
   h[6] = (h[6] & 0x0f) | 0x50;
   h[8] = (h[8] & 0x3f) | 0x80;
   const x = h.subarray(0, 16).toString("hex");
   return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+}
+
+/*
+ * Two seeds, because hosts already have profiles with both: a Bridge's
+ * profiles were first written with stableUuid, a VLAN's and a tap's with
+ * profileUuid. A profile's UUID never changes (NetworkManager keys its
+ * active connections by it), so neither derivation may.
+ */
+
+/** A Bridge's profile UUID, derived from `seed` (its profile id). */
+export const stableUuid = (seed: string): string => uuidOf(`pulumi-kvmnet\0${seed}`);
+
+/** A link's profile UUID (VlanSubinterface, TapInterface), derived from its profile id. */
+export const profileUuid = (id: string): string => uuidOf(`pulumi-kvmnet/${id}`);
+
+/** NetworkManager learned `vlan.protocol` (802.1ad) in 1.42. */
+export const NM_VLAN_PROTOCOL_SINCE = [1, 42];
+
+export function versionAtLeast(v: string, min: number[]): boolean {
+  const parts = v.split(".").map(Number);
+  for (let i = 0; i < min.length; i++) {
+    const p = parts[i] ?? 0;
+    if (p !== min[i]) return p > min[i];
+  }
+  return true;
+}
+
+/** Does a saved profile create bridge `name` at boot? */
+export const nmCreatesBridge = (facts: StackFacts, name: string) => facts.nmProfiles.some((p) => p.type === "bridge" && p.interfaceName === name);
+
+/** The keyfile of a link. Pure. */
+export function nmLinkKeyfile(l: PersistedLink): PersistFile {
+  const { name, vlan, tap } = l;
+  const id = l.stem;
+  const v4 = l.addresses.filter((a) => !a.includes(":"));
+  const v6 = l.addresses.filter((a) => a.includes(":"));
+  const lines = [
+    linkHeader(l.owner),
+    "[connection]",
+    `id=${id}`,
+    `uuid=${profileUuid(id)}`,
+    `type=${vlan ? "vlan" : "tun"}`,
+    `interface-name=${name}`,
+    "autoconnect=true",
+    // A bridge port has no IP configuration of its own (NM drops it from ports).
+    ...(l.bridge !== undefined ? [`master=${l.bridge}`, "slave-type=bridge"] : []),
+    "",
+    ...(l.mtu !== undefined ? ["[ethernet]", `mtu=${l.mtu}`, ""] : []),
+    ...(vlan ? ["[vlan]", `id=${vlan.id}`, `parent=${vlan.parent}`, ...(vlan.protocol === "802.1ad" ? ["protocol=802.1ad"] : [])] : []),
+    ...(tap
+      ? [
+          "[tun]",
+          // NM_SETTING_TUN_MODE_TAP
+          "mode=2",
+          ...(tap.owner !== undefined ? [`owner=${tap.owner}`] : []),
+          ...(tap.group !== undefined ? [`group=${tap.group}`] : []),
+          `multi-queue=${tap.multiQueue}`,
+          `vnet-hdr=${tap.vnetHdr}`,
+          "pi=false",
+        ]
+      : []),
+    ...(l.bridge !== undefined
+      ? []
+      : [
+          "",
+          "[ipv4]",
+          ...(v4.length ? ["method=manual", ...v4.map((a, i) => `address${i + 1}=${a}`)] : ["method=disabled"]),
+          "",
+          "[ipv6]",
+          // "ignore" leaves IPv6 to the kernel, as a link made with `ip` has it (its own link-local, RAs).
+          ...(v6.length ? ["method=manual", "addr-gen-mode=eui64", ...v6.map((a, i) => `address${i + 1}=${a}`)] : ["method=ignore"]),
+        ]),
+  ];
+  return { path: `${NM_DIR}/${id}.nmconnection`, content: lines.join("\n") + "\n", mode: "0600" };
 }

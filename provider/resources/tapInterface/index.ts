@@ -6,7 +6,7 @@ import { hostOf, KINDS, sameHost } from "../../identity";
 import { HostSnapshot } from "../../observe";
 import type { KindProvider } from "../kind";
 import { makeKindProvider } from "../lifecycle";
-import { vlanPersistObserveSection } from "../vlanSubinterface/persist";
+import { stackFactsObserveSection } from "../../persist/stackFacts";
 import { persistTap } from "./persist";
 import { observedIdentity, observeTap, planTap, planTapDelete, tapOwnerObserveSection, verifyTap } from "./plan";
 import { renderTapPlan } from "./render";
@@ -84,6 +84,6 @@ export const tapInterfaceProvider: KindProvider = makeKindProvider<TapInterfaceI
   planDelete: (props, snap) => renderTapPlan(planTapDelete(props, snap)),
   verify: (desired, snap) => verifyTap(desired, observeTap(snap, desired.name)),
   outputs: tapOutputs,
-  observeExtra: [tapOwnerObserveSection, vlanPersistObserveSection],
+  observeExtra: [tapOwnerObserveSection, stackFactsObserveSection],
   persist: persistTap,
 });

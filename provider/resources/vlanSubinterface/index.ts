@@ -5,7 +5,8 @@ import { KINDS, sameHost } from "../../identity";
 import { HostSnapshot } from "../../observe";
 import type { KindProvider } from "../kind";
 import { makeKindProvider } from "../lifecycle";
-import { persistVlan, vlanPersistObserveSection } from "./persist";
+import { stackFactsObserveSection } from "../../persist/stackFacts";
+import { persistVlan } from "./persist";
 import { isOurVlan, observeVlan, planVlan, planVlanDelete } from "./plan";
 import { renderVlanPlan } from "./render";
 import { VlanSubinterfaceInputs, vlanSubinterfaceInputsSchema, vlanSubinterfaceStoredSchema } from "./schema";
@@ -72,6 +73,6 @@ export const vlanSubinterfaceProvider: KindProvider = makeKindProvider<VlanSubin
   planDelete: (props, snap) => renderVlanPlan(planVlanDelete(props, snap)),
   verify: (desired, snap) => verifyVlan(desired, observeVlan(snap, desired.name)),
   outputs: vlanOutputs,
-  observeExtra: [vlanPersistObserveSection],
+  observeExtra: [stackFactsObserveSection],
   persist: persistVlan,
 });

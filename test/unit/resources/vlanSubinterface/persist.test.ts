@@ -1,16 +1,11 @@
 import * as fs from "fs";
 import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
-import {
-  ifupdownReads,
-  networkdParentFile,
-  persistVlan,
-  profileUuid,
-  renderIfupdown,
-  renderNetworkd,
-  renderNetworkManager,
-  vlanPersistFacts,
-} from "../../../../provider/resources/vlanSubinterface/persist";
+import { ifupdownReads } from "../../../../provider/persist/ifupdown";
+import { networkdParentFile } from "../../../../provider/persist/networkd";
+import { profileUuid } from "../../../../provider/persist/networkManager";
+import { stackFacts as vlanPersistFacts } from "../../../../provider/persist/stackFacts";
+import { persistVlan, renderIfupdown, renderNetworkd, renderNetworkManager } from "../../../../provider/resources/vlanSubinterface/persist";
 import { VlanSubinterfaceInputs, vlanSubinterfaceInputsSchema } from "../../../../provider/resources/vlanSubinterface/schema";
 import { expectKvmnetThrow } from "../../../support/expectError";
 

@@ -1,0 +1,58 @@
+/**
+ * The ifupdown backend: one stanza per link in /etc/network/interfaces.d,
+ * whose pre-up/up/post-down run `ip` (nothing here needs bridge-utils or the
+ * `vlan` package). ifupdown reads its files at boot; nothing is reloaded live.
+ */
+import { linkHeader, PersistedLink, PersistFile } from "./files";
+import type { StackFacts } from "./stackFacts";
+
+export const IFUPDOWN_DIR = "/etc/network/interfaces.d";
+
+/** Whether `source`/`source-directory` lines make ifupdown read interfaces.d/<file>. */
+export function ifupdownReads(file: string, sources: readonly string[]): boolean {
+  return sources.some((line) => {
+    const [verb, ...rest] = line.split(/\s+/);
+    const arg = rest.join(" ");
+    if (verb === "source") return /^(\/etc\/network\/)?interfaces\.d\/\*$/.test(arg);
+    // source-directory takes run-parts names only: letters, digits, _ and -.
+    return verb === "source-directory" && /^(\/etc\/network\/)?interfaces\.d\/?$/.test(arg) && /^[A-Za-z0-9_-]+$/.test(file);
+  });
+}
+
+/** Does `ifup -a` bring `iface` up (`ifquery --list`)? */
+export const ifupdownBringsUp = (facts: StackFacts, iface: string) => facts.ifupdownAuto.includes(iface);
+
+/**
+ * The stanza of a link. Pure.
+ *
+ * `ifup -a` takes stanzas in file order and interfaces.d comes in by a glob,
+ * so a VLAN's parent (or the bridge) may be a stanza that has not run yet (a
+ * kvmnet Bridge's `kvmnet-bridge-*` sorts before us; an admin's stanza after
+ * the `source` line does not): the pre-up brings such an interface up first
+ * (nested `ifup` is what bridge-utils' own hooks do). The parent is brought
+ * up as create does live, else the VLAN carries nothing.
+ *
+ * ifupdown 0.8 has VLAN support of its own for `<raw device>.<id>` names: before
+ * any pre-up it runs `ip link add link <raw> name <name> type vlan id <id>`
+ * from the name alone (always 802.1Q; the id and raw device read from the
+ * name, which need not be this VLAN's). So an interface of this name is made
+ * anew from the inputs rather than trusted (seen on Debian 12, ifupdown 0.8.41).
+ */
+export function ifupdownLinkStanza(l: PersistedLink): PersistFile {
+  const { name, bridge, vlan } = l;
+  const lines = [
+    linkHeader(l.owner),
+    `auto ${name}`,
+    `iface ${name} inet manual`,
+    ...(vlan ? [`\tpre-up [ -e /sys/class/net/${vlan.parent} ] || ifup ${vlan.parent}`, `\tpre-up ip link set dev ${vlan.parent} up`] : []),
+    `\tpre-up [ ! -e /sys/class/net/${name} ] || ip link del dev ${name}`,
+    `\tpre-up ${l.create}`,
+    ...(l.mtu !== undefined ? [`\tpre-up ip link set dev ${name} mtu ${l.mtu}`] : []),
+    ...(bridge !== undefined ? [`\tpre-up [ -e /sys/class/net/${bridge} ] || ifup ${bridge}`] : []),
+    `\tup ip link set dev ${name} up`,
+    ...l.addresses.map((a) => `\tup ip addr add ${a} dev ${name}`),
+    ...(bridge !== undefined ? [`\tup ip link set dev ${name} master ${bridge}`] : []),
+    `\tpost-down [ ! -e /sys/class/net/${name} ] || ip link del dev ${name}`,
+  ];
+  return { path: `${IFUPDOWN_DIR}/${l.stem}`, content: lines.join("\n") + "\n" };
+}
