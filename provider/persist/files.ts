@@ -30,6 +30,12 @@ export interface PersistFile {
   mode?: string;
   /** Make `path` a symlink to this target instead (what `systemctl enable` writes). */
   link?: string;
+  /**
+   * Earlier renderings of the same file that mean the same thing (a compatibility
+   * read): a host written by an older version has one of them, which reads back as
+   * in sync, not as drift, and is not rewritten.
+   */
+  accepts?: string[];
 }
 
 /** What a kind persists on one backend. */
@@ -109,7 +115,7 @@ export const withNewline = (s: string) => (s.endsWith("\n") ? s : s + "\n");
 export function sameAs(want: PersistFile, have: OwnedFile | undefined): boolean {
   if (!have) return false;
   if (want.link !== undefined) return have.state === "link" && have.link === want.link;
-  return have.state === "file" && have.content === withNewline(want.content ?? "");
+  return have.state === "file" && [want.content ?? "", ...(want.accepts ?? [])].some((c) => have.content === withNewline(c));
 }
 
 /** The directory `path` is in. */
@@ -165,8 +171,8 @@ export interface PersistedLink {
   addresses: readonly string[];
   /** The bridge it is a port of. */
   bridge?: string;
-  /** The command that makes it, as the live create runs it (ifupdown runs it at pre-up). */
-  create: string;
+  /** The command that makes it, as the live create runs it (ifupdown runs it at pre-up), its values quoted by `q`. */
+  create: (q: (value: string | number) => string) => string;
   /** An 802.1Q / 802.1ad VLAN on `parent`. */
   vlan?: { id: number; parent: string; protocol: "802.1Q" | "802.1ad" };
   /** A persistent tap. */

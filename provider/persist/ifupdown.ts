@@ -3,6 +3,7 @@
  * whose pre-up/up/post-down run `ip` (nothing here needs bridge-utils or the
  * `vlan` package). ifupdown reads its files at boot; nothing is reloaded live.
  */
+import { sh } from "../shell";
 import { linkHeader, PersistedLink, PersistFile } from "./files";
 import type { StackFacts } from "./stackFacts";
 
@@ -39,20 +40,33 @@ export const ifupdownBringsUp = (facts: StackFacts, iface: string) => facts.ifup
  * anew from the inputs rather than trusted (seen on Debian 12, ifupdown 0.8.41).
  */
 export function ifupdownLinkStanza(l: PersistedLink): PersistFile {
+  return { path: `${IFUPDOWN_DIR}/${l.stem}`, content: stanzaText(l, quoted), accepts: [stanzaText(l, String)] };
+}
+
+/** A value as sh reads it, through shell.ts. */
+const quoted = (value: string | number) => sh`${value}`.text;
+
+/**
+ * The stanza's text, each value written by `q`: quoted (what we write), or
+ * as it is (what versions before the quoting fix wrote, read back as in sync:
+ * the schemas admit no value that reads differently in sh).
+ */
+function stanzaText(l: PersistedLink, q: (value: string | number) => string): string {
   const { name, bridge, vlan } = l;
+  const dev = (i: string) => q(`/sys/class/net/${i}`);
   const lines = [
     linkHeader(l.owner),
     `auto ${name}`,
     `iface ${name} inet manual`,
-    ...(vlan ? [`\tpre-up [ -e /sys/class/net/${vlan.parent} ] || ifup ${vlan.parent}`, `\tpre-up ip link set dev ${vlan.parent} up`] : []),
-    `\tpre-up [ ! -e /sys/class/net/${name} ] || ip link del dev ${name}`,
-    `\tpre-up ${l.create}`,
-    ...(l.mtu !== undefined ? [`\tpre-up ip link set dev ${name} mtu ${l.mtu}`] : []),
-    ...(bridge !== undefined ? [`\tpre-up [ -e /sys/class/net/${bridge} ] || ifup ${bridge}`] : []),
-    `\tup ip link set dev ${name} up`,
-    ...l.addresses.map((a) => `\tup ip addr add ${a} dev ${name}`),
-    ...(bridge !== undefined ? [`\tup ip link set dev ${name} master ${bridge}`] : []),
-    `\tpost-down [ ! -e /sys/class/net/${name} ] || ip link del dev ${name}`,
+    ...(vlan ? [`\tpre-up [ -e ${dev(vlan.parent)} ] || ifup ${q(vlan.parent)}`, `\tpre-up ip link set dev ${q(vlan.parent)} up`] : []),
+    `\tpre-up [ ! -e ${dev(name)} ] || ip link del dev ${q(name)}`,
+    `\tpre-up ${l.create(q)}`,
+    ...(l.mtu !== undefined ? [`\tpre-up ip link set dev ${q(name)} mtu ${q(l.mtu)}`] : []),
+    ...(bridge !== undefined ? [`\tpre-up [ -e ${dev(bridge)} ] || ifup ${q(bridge)}`] : []),
+    `\tup ip link set dev ${q(name)} up`,
+    ...l.addresses.map((a) => `\tup ip addr add ${q(a)} dev ${q(name)}`),
+    ...(bridge !== undefined ? [`\tup ip link set dev ${q(name)} master ${q(bridge)}`] : []),
+    `\tpost-down [ ! -e ${dev(name)} ] || ip link del dev ${q(name)}`,
   ];
-  return { path: `${IFUPDOWN_DIR}/${l.stem}`, content: lines.join("\n") + "\n" };
+  return lines.join("\n") + "\n";
 }

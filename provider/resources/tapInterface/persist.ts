@@ -38,7 +38,7 @@ export function tapLink(desired: TapInterfaceInputs): PersistedLink {
     mtu: desired.mtu,
     addresses: [],
     bridge: desired.bridge,
-    create: `ip tuntap add ${tuntapAddArgs(name, desired).join(" ")}`,
+    create: (q) => `ip tuntap add ${tuntapAddArgs(name, desired).map(q).join(" ")}`,
     tap: { owner: desired.owner, group: desired.group, multiQueue: desired.multiQueue, vnetHdr: desired.vnetHdr },
   };
 }

@@ -36,7 +36,7 @@ export function vlanLink(desired: VlanSubinterfaceInputs): PersistedLink {
     mtu: desired.mtu,
     addresses: desired.addresses,
     bridge: desired.bridge,
-    create: `ip link add link ${parent} name ${name} type vlan id ${desired.vlanId} protocol ${desired.protocol}`,
+    create: (q) => `ip link add link ${q(parent)} name ${q(name)} type vlan id ${q(desired.vlanId)} protocol ${q(desired.protocol)}`,
     vlan: { id: desired.vlanId, parent, protocol: desired.protocol },
   };
 }

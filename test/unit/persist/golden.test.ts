@@ -70,7 +70,13 @@ function showSet(r: () => PersistSet): string {
   } catch (e) {
     return `THROWS ${(e as Error).message}\n`;
   }
-  return set.files.map((f) => (f.link !== undefined ? `--- ${f.path} -> ${f.link}\n` : `--- ${f.path} mode ${f.mode ?? "default"}\n${f.content ?? ""}\n<<< end\n`)).join("");
+  return set.files
+    .map((f) =>
+      f.link !== undefined
+        ? `--- ${f.path} -> ${f.link}\n`
+        : `--- ${f.path} mode ${f.mode ?? "default"}\n${f.content ?? ""}\n<<< end\n${(f.accepts ?? []).map((a) => `--- read back as in sync too:\n${a}\n<<< end\n`).join("")}`,
+    )
+    .join("");
 }
 
 const showSteps = (steps: Step[]) => steps.map((s) => `## ${s.description}\n${s.run.text}\n${s.undo ? `## undo\n${s.undo.text}\n` : ""}`).join("");

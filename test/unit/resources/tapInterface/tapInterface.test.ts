@@ -217,8 +217,12 @@ describe("TapInterface persistence", () => {
   it("ifupdown: a stanza whose pre-up makes the tap with ip tuntap; refused when interfaces.d is not sourced", () => {
     const [f] = renderTapIfupdown(full);
     expect(f.path).toBe("/etc/network/interfaces.d/kvmnet-tap-tap9");
-    expect(f.content).toContain("\tpre-up ip tuntap add dev tap9 mode tap user qemu group kvm vnet_hdr multi_queue\n");
-    expect(f.content).toContain("\tup ip link set dev tap9 master br0\n");
+    expect(f.content).toContain("\tpre-up ip tuntap add 'dev' 'tap9' 'mode' 'tap' 'user' 'qemu' 'group' 'kvm' 'vnet_hdr' 'multi_queue'\n");
+    expect(f.content).toContain("\tup ip link set dev 'tap9' master 'br0'\n");
+    // What versions before the quoting fix wrote reads back as in sync.
+    expect(f.accepts).toHaveLength(1);
+    expect(f.accepts![0]).toContain("\tpre-up ip tuntap add dev tap9 mode tap user qemu group kvm vnet_hdr multi_queue\n");
+    expect(f.accepts![0]).toContain("\tup ip link set dev tap9 master br0\n");
     expectKvmnetThrow(() => persistTap(full, "ifupdown", snap), "Unsupported", /does not source/);
   });
 });

@@ -1,6 +1,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../../provider/observe";
+import { manifestPath, persistDrift, persistSteps } from "../../../../provider/persist";
 import { ifupdownReads } from "../../../../provider/persist/ifupdown";
 import { networkdParentFile } from "../../../../provider/persist/networkd";
 import { profileUuid } from "../../../../provider/persist/networkManager";
@@ -185,27 +186,58 @@ describe("NetworkManager", () => {
 });
 
 describe("ifupdown", () => {
-  it("one stanza that makes the VLAN with ip, brings its parent up first, addresses on up, removed on post-down", () => {
-    expect(renderIfupdown(inputs({ mtu: 1400, addresses: ["192.0.2.2/24", "2001:db8::2/64"] }))).toEqual([
-      {
-        path: "/etc/network/interfaces.d/kvmnet-vlan-eth1.30",
-        content: [
-          HEADER("eth1.30"),
-          "auto eth1.30",
-          "iface eth1.30 inet manual",
-          "\tpre-up [ -e /sys/class/net/eth1 ] || ifup eth1",
-          "\tpre-up ip link set dev eth1 up",
-          // ifupdown's own VLAN support may have made eth1.30 (802.1Q, id from the name) before our pre-up: made anew.
-          "\tpre-up [ ! -e /sys/class/net/eth1.30 ] || ip link del dev eth1.30",
-          "\tpre-up ip link add link eth1 name eth1.30 type vlan id 30 protocol 802.1Q",
-          "\tpre-up ip link set dev eth1.30 mtu 1400",
-          "\tup ip link set dev eth1.30 up",
-          "\tup ip addr add 192.0.2.2/24 dev eth1.30",
-          "\tup ip addr add 2001:db8::2/64 dev eth1.30",
-          "\tpost-down [ ! -e /sys/class/net/eth1.30 ] || ip link del dev eth1.30",
-          "",
-        ].join("\n"),
-      },
+  // What versions before the quoting fix wrote (values as they are): hosts have it, and it reads back as in sync.
+  const legacy = [
+    HEADER("eth1.30"),
+    "auto eth1.30",
+    "iface eth1.30 inet manual",
+    "\tpre-up [ -e /sys/class/net/eth1 ] || ifup eth1",
+    "\tpre-up ip link set dev eth1 up",
+    // ifupdown's own VLAN support may have made eth1.30 (802.1Q, id from the name) before our pre-up: made anew.
+    "\tpre-up [ ! -e /sys/class/net/eth1.30 ] || ip link del dev eth1.30",
+    "\tpre-up ip link add link eth1 name eth1.30 type vlan id 30 protocol 802.1Q",
+    "\tpre-up ip link set dev eth1.30 mtu 1400",
+    "\tup ip link set dev eth1.30 up",
+    "\tup ip addr add 192.0.2.2/24 dev eth1.30",
+    "\tup ip addr add 2001:db8::2/64 dev eth1.30",
+    "\tpost-down [ ! -e /sys/class/net/eth1.30 ] || ip link del dev eth1.30",
+    "",
+  ].join("\n");
+  const quoted = [
+    HEADER("eth1.30"),
+    "auto eth1.30",
+    "iface eth1.30 inet manual",
+    "\tpre-up [ -e '/sys/class/net/eth1' ] || ifup 'eth1'",
+    "\tpre-up ip link set dev 'eth1' up",
+    "\tpre-up [ ! -e '/sys/class/net/eth1.30' ] || ip link del dev 'eth1.30'",
+    "\tpre-up ip link add link 'eth1' name 'eth1.30' type vlan id 30 protocol '802.1Q'",
+    "\tpre-up ip link set dev 'eth1.30' mtu 1400",
+    "\tup ip link set dev 'eth1.30' up",
+    "\tup ip addr add '192.0.2.2/24' dev 'eth1.30'",
+    "\tup ip addr add '2001:db8::2/64' dev 'eth1.30'",
+    "\tpost-down [ ! -e '/sys/class/net/eth1.30' ] || ip link del dev 'eth1.30'",
+    "",
+  ].join("\n");
+  const addressed = inputs({ mtu: 1400, addresses: ["192.0.2.2/24", "2001:db8::2/64"] });
+
+  it("one stanza that makes the VLAN with ip, brings its parent up first, addresses on up, removed on post-down; every value quoted", () => {
+    expect(renderIfupdown(addressed)).toEqual([{ path: "/etc/network/interfaces.d/kvmnet-vlan-eth1.30", content: quoted, accepts: [legacy] }]);
+  });
+
+  it("reads back the stanza as written before the quoting fix, and as written now, as in sync; anything else is drift", () => {
+    const want = persistVlan(addressed, "ifupdown", withFacts(["ifsource source /etc/network/interfaces.d/*"]));
+    const b64 = (t: string) => Buffer.from(t).toString("base64");
+    const host = (content: string) =>
+      parseSnapshot(
+        `${fixture}\n@@kvmnet-begin persist\n@@manifest ${manifestPath("vlanSubinterface", "eth1.30")}\n@@file /etc/network/interfaces.d/kvmnet-vlan-eth1.30 ${b64(content)}\n@@kvmnet-end persist 0\n`,
+        "fixture",
+      );
+    for (const content of [legacy, quoted]) {
+      expect(persistDrift("vlanSubinterface", "eth1.30", want, host(content))).toEqual([]);
+      expect(persistSteps("vlanSubinterface", "eth1.30", want, host(content))).toEqual([]);
+    }
+    expect(persistDrift("vlanSubinterface", "eth1.30", want, host(legacy.replace("mtu 1400", "mtu 1500")))).toEqual([
+      "/etc/network/interfaces.d/kvmnet-vlan-eth1.30 differs from what the inputs render",
     ]);
   });
 
@@ -216,14 +248,14 @@ describe("ifupdown", () => {
         HEADER("v30"),
         "auto v30",
         "iface v30 inet manual",
-        "\tpre-up [ -e /sys/class/net/eth1 ] || ifup eth1",
-        "\tpre-up ip link set dev eth1 up",
-        "\tpre-up [ ! -e /sys/class/net/v30 ] || ip link del dev v30",
-        "\tpre-up ip link add link eth1 name v30 type vlan id 30 protocol 802.1ad",
-        "\tpre-up [ -e /sys/class/net/br10 ] || ifup br10",
-        "\tup ip link set dev v30 up",
-        "\tup ip link set dev v30 master br10",
-        "\tpost-down [ ! -e /sys/class/net/v30 ] || ip link del dev v30",
+        "\tpre-up [ -e '/sys/class/net/eth1' ] || ifup 'eth1'",
+        "\tpre-up ip link set dev 'eth1' up",
+        "\tpre-up [ ! -e '/sys/class/net/v30' ] || ip link del dev 'v30'",
+        "\tpre-up ip link add link 'eth1' name 'v30' type vlan id 30 protocol '802.1ad'",
+        "\tpre-up [ -e '/sys/class/net/br10' ] || ifup 'br10'",
+        "\tup ip link set dev 'v30' up",
+        "\tup ip link set dev 'v30' master 'br10'",
+        "\tpost-down [ ! -e '/sys/class/net/v30' ] || ip link del dev 'v30'",
         "",
       ].join("\n"),
     );
