@@ -181,3 +181,37 @@ export interface PersistedLink {
 
 /** The first line of a link's files (VlanSubinterface's and TapInterface's wording, which hosts have). */
 export const linkHeader = (owner: string) => `# Written by pulumi-kvmnet for ${owner}. Local edits are reported as drift and overwritten.`;
+
+/** A route a bridge brings back at boot ("default" or a CIDR). */
+export interface PersistedRoute {
+  dst: string;
+  gateway?: string;
+  metric?: number;
+}
+
+/**
+ * A bridge as the Bridge kind describes it to the network-stack backends:
+ * WHAT persists. Each backend says HOW.
+ */
+export interface PersistedBridge {
+  /** Who the files are written for (their first line), e.g. `Bridge br0`. */
+  owner: string;
+  /** The files' name stem and NetworkManager's profile id, e.g. `kvmnet-bridge-br0`. */
+  stem: string;
+  name: string;
+  /** The MAC it comes back with. */
+  mac: string;
+  mtu?: number;
+  stp: boolean;
+  /** Its managed options as the kernel names them (times in centiseconds), the set ones only, in the kernel's order. */
+  options: { stp_state?: number; forward_delay?: number; hello_time?: number; max_age?: number; priority?: number; ageing_time?: number; vlan_filtering?: number };
+  /** Its own addresses. */
+  addresses: readonly string[];
+  /** What taken-over uplinks bring onto it at boot: their addresses (after its own) and routes (the default route above all). */
+  takenOver: { addresses: readonly string[]; routes: readonly PersistedRoute[] };
+  /** Its ports; a taken-over uplink's own profile must lose to the port's. */
+  ports: readonly { name: string; takenOver: boolean }[];
+}
+
+/** The bridge's addresses at boot: its own, then those taken over. */
+export const bootAddresses = (b: PersistedBridge): string[] => [...new Set([...b.addresses, ...b.takenOver.addresses])];

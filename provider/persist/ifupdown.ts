@@ -4,7 +4,7 @@
  * `vlan` package). ifupdown reads its files at boot; nothing is reloaded live.
  */
 import { sh } from "../shell";
-import { linkHeader, PersistedLink, PersistFile } from "./files";
+import { linkHeader, PersistedBridge, PersistedLink, PersistFile, writtenBy } from "./files";
 import type { StackFacts } from "./stackFacts";
 
 export const IFUPDOWN_DIR = "/etc/network/interfaces.d";
@@ -69,4 +69,21 @@ function stanzaText(l: PersistedLink, q: (value: string | number) => string): st
     `\tpost-down [ ! -e ${dev(name)} ] || ip link del dev ${q(name)}`,
   ];
   return lines.join("\n") + "\n";
+}
+
+/** The stanza of a bridge (no taken-over uplink: the Bridge kind refuses that on ifupdown). Pure. */
+export function ifupdownBridgeStanza(b: PersistedBridge): PersistFile {
+  const words: (string | number)[] = [];
+  for (const [k, v] of Object.entries(b.options) as [string, number | undefined][]) if (v !== undefined) words.push(k, v);
+  const lines = [
+    writtenBy(b.owner),
+    `auto ${b.name}`,
+    `iface ${b.name} inet manual`,
+    `\tpre-up ${sh`ip link add name ${b.name} address ${b.mac} type bridge ${words}`.text}`,
+    ...(b.mtu !== undefined ? [`\tpre-up ${sh`ip link set dev ${b.name} mtu ${b.mtu}`.text}`] : []),
+    ...b.ports.map(({ name: p }) => `\tpre-up ${sh`ip link set dev ${p} master ${b.name}`.text} && ${sh`ip link set dev ${p} up`.text}`),
+    ...b.addresses.map((a) => `\tup ${sh`ip addr add ${a} dev ${b.name}`.text}`),
+    `\tpost-down ${sh`ip link del dev ${b.name}`.text}`,
+  ];
+  return { path: `${IFUPDOWN_DIR}/${b.stem}`, content: lines.join("\n") };
 }

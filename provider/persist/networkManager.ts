@@ -9,7 +9,7 @@
  */
 import { createHash } from "crypto";
 import type { HostSnapshot } from "../observe";
-import { linkHeader, ownedFiles, PersistedLink, PersistFile, PersistSet } from "./files";
+import { bootAddresses, linkHeader, ownedFiles, PersistedBridge, PersistedLink, PersistFile, PersistSet, writtenBy } from "./files";
 import type { StackFacts } from "./stackFacts";
 
 export const NM_DIR = "/etc/NetworkManager/system-connections";
@@ -135,4 +135,87 @@ export function nmLinkKeyfile(l: PersistedLink): PersistFile {
         ]),
   ];
   return { path: `${NM_DIR}/${id}.nmconnection`, content: lines.join("\n") + "\n", mode: "0600" };
+}
+
+/**
+ * The keyfiles of a bridge: its profile, and one per port (ports are Ethernet
+ * NICs: NetworkManager types profiles by device). Times are whole seconds
+ * (NetworkManager takes no fractions; the kind refuses others). Pure.
+ */
+export function nmBridgeKeyfiles(b: PersistedBridge): PersistFile[] {
+  const id = b.stem;
+  const o = b.options;
+  const isV6 = (s: string) => s.includes(":");
+  const ip = (fam: 4 | 6) => {
+    const cidrs = bootAddresses(b).filter((a) => (fam === 6) === isV6(a));
+    // "ignore" (IPv6): NM leaves the kernel's own link-local addressing alone, as live.
+    if (cidrs.length === 0) return [`[ipv${fam}]`, `method=${fam === 4 ? "disabled" : "ignore"}`];
+    const routes = b.takenOver.routes.filter((r) => (fam === 6) === (isV6(r.dst) || isV6(r.gateway ?? "")));
+    const gw = routes.find((r) => r.dst === "default" && r.gateway);
+    const others = routes.filter((r) => r !== gw);
+    return [
+      `[ipv${fam}]`,
+      "method=manual",
+      ...cidrs.map((a, i) => `address${i + 1}=${a}`),
+      ...(gw ? [`gateway=${gw.gateway}`, ...(gw.metric !== undefined ? [`route-metric=${gw.metric}`] : [])] : []),
+      // routeN=destination[,gateway[,metric]]; NM's default-route spelling is the gateway key above.
+      ...others.map(
+        (r, i) =>
+          `route${i + 1}=${[r.dst === "default" ? (fam === 6 ? "::/0" : "0.0.0.0/0") : r.dst, r.gateway ?? (fam === 6 ? "::" : "0.0.0.0"), ...(r.metric !== undefined ? [r.metric] : [])].join(",")}`,
+      ),
+    ];
+  };
+  const bridge = [
+    writtenBy(b.owner),
+    "[connection]",
+    `id=${id}`,
+    `uuid=${stableUuid(id)}`,
+    "type=bridge",
+    `interface-name=${b.name}`,
+    "autoconnect=true",
+    "",
+    "[ethernet]",
+    `cloned-mac-address=${b.mac}`,
+    ...(b.mtu !== undefined ? [`mtu=${b.mtu}`] : []),
+    "",
+    "[bridge]",
+    `stp=${b.stp}`,
+    ...(
+      [
+        ["forward-delay", o.forward_delay],
+        ["hello-time", o.hello_time],
+        ["max-age", o.max_age],
+        ["ageing-time", o.ageing_time],
+      ] as const
+    ).flatMap(([key, cs]) => (cs === undefined ? [] : [`${key}=${cs / 100}`])),
+    ...(o.priority !== undefined ? [`priority=${o.priority}`] : []),
+    ...(o.vlan_filtering !== undefined ? [`vlan-filtering=${o.vlan_filtering === 1}`] : []),
+    "",
+    ...ip(4),
+    "",
+    ...ip(6),
+  ];
+  const files: PersistFile[] = [{ path: `${NM_DIR}/${id}.nmconnection`, content: bridge.join("\n"), mode: "0600" }];
+  for (const { name: p, takenOver } of b.ports) {
+    const pid = `${id}-port-${p}`;
+    files.push({
+      path: `${NM_DIR}/${pid}.nmconnection`,
+      mode: "0600",
+      content: [
+        writtenBy(b.owner),
+        "[connection]",
+        `id=${pid}`,
+        `uuid=${stableUuid(pid)}`,
+        "type=ethernet",
+        `interface-name=${p}`,
+        `master=${b.name}`,
+        "slave-type=bridge",
+        "autoconnect=true",
+        // Ahead of the NIC's other profiles; a taken-over uplink's own profile
+        // (often 100 already) must lose to this one: NM's highest.
+        `autoconnect-priority=${takenOver ? 999 : 100}`,
+      ].join("\n"),
+    });
+  }
+  return files;
 }

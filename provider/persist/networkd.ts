@@ -9,7 +9,7 @@
  * `[Network] VLAN=`; drop-ins "*.network.d/*.conf"). networkd reads its files
  * at boot; nothing is reloaded live.
  */
-import { linkHeader, PersistedLink, PersistFile } from "./files";
+import { bootAddresses, linkHeader, PersistedBridge, PersistedLink, PersistFile, writtenBy } from "./files";
 import type { StackFacts } from "./stackFacts";
 
 export const NETWORKD_DIR = "/etc/systemd/network";
@@ -88,4 +88,55 @@ export function networkdLinkFiles(l: PersistedLink, parentNetworkFile?: string):
     files.push({ path: `${NETWORKD_DIR}/${basename(parentNetworkFile)}.d/${l.stem}.conf`, content: [h, "[Network]", `VLAN=${name}`].join("\n") + "\n" });
   }
   return files;
+}
+
+/** The networkd files of a bridge: `.netdev` (the bridge and its options), `.network` (its addresses, routes), one `-port-<port>.network` per port (`Bridge=`). Pure. */
+export function networkdBridgeFiles(b: PersistedBridge): PersistFile[] {
+  const o = b.options;
+  const header = writtenBy(b.owner);
+  const sec = (cs: number) => `${(cs / 100).toString()}s`;
+  const netdev = [
+    header,
+    "[NetDev]",
+    `Name=${b.name}`,
+    "Kind=bridge",
+    `MACAddress=${b.mac}`,
+    ...(b.mtu !== undefined ? [`MTUBytes=${b.mtu}`] : []),
+    "",
+    "[Bridge]",
+    `STP=${b.stp ? "yes" : "no"}`,
+    ...(o.forward_delay !== undefined ? [`ForwardDelaySec=${sec(o.forward_delay)}`] : []),
+    ...(o.hello_time !== undefined ? [`HelloTimeSec=${sec(o.hello_time)}`] : []),
+    ...(o.max_age !== undefined ? [`MaxAgeSec=${sec(o.max_age)}`] : []),
+    ...(o.ageing_time !== undefined ? [`AgeingTimeSec=${sec(o.ageing_time)}`] : []),
+    ...(o.priority !== undefined ? [`Priority=${o.priority}`] : []),
+    ...(o.vlan_filtering !== undefined ? [`VLANFiltering=${o.vlan_filtering ? "yes" : "no"}`] : []),
+  ];
+  const network = [
+    header,
+    "[Match]",
+    `Name=${b.name}`,
+    "",
+    "[Network]",
+    // A bridge has no carrier until a port is up; its addresses are configured anyway.
+    "ConfigureWithoutCarrier=yes",
+    ...bootAddresses(b).map((a) => `Address=${a}`),
+    // Routes a taken-over uplink had (its default route above all).
+    ...b.takenOver.routes.flatMap((r) => [
+      "",
+      "[Route]",
+      ...(r.dst !== "default" ? [`Destination=${r.dst}`] : []),
+      ...(r.gateway ? [`Gateway=${r.gateway}`] : []),
+      ...(r.metric !== undefined ? [`Metric=${r.metric}`] : []),
+    ]),
+  ];
+  const base = `${NETWORKD_DIR}/05-${b.stem}`;
+  return [
+    { path: `${base}.netdev`, content: netdev.join("\n") },
+    { path: `${base}.network`, content: network.join("\n") },
+    ...b.ports.map(({ name: p }) => ({
+      path: `${base}-port-${p}.network`,
+      content: [header, "[Match]", `Name=${p}`, "", "[Network]", `Bridge=${b.name}`].join("\n"),
+    })),
+  ];
 }
