@@ -14,6 +14,12 @@ export { OWNED_DIR };
 /** Where our own boot scripts and persisted copies live (flat: the core removes files, not directories, and prunes /etc/kvmnet once the last manifest is gone). */
 export const ETC_DIR = "/etc/kvmnet";
 
+/** What makes a stack re-read the files under `under` without touching live state. */
+export interface StackReload {
+  under: string;
+  run: Script;
+}
+
 /** The first line of every file we write: who wrote it, and that edits are drift. */
 export const writtenBy = (what: string) => `# Written by pulumi-kvmnet for ${what}. Edits here are reported as drift and replaced.`;
 

@@ -26,7 +26,9 @@ import { KvmnetError } from "../errors";
 import type { HostSnapshot } from "../observe";
 import type { Plan, Step } from "../render";
 import { joinLines, literal, Script, sh, writeFile } from "../shell";
-import { hasManifest, manifestPath, OWNED_DIR, ownedFiles, PersistFacts, persistFacts, PersistSet, removeFile, restore, sameAs, write } from "./files";
+import { NM_RELOAD } from "./networkManager";
+import { SYSTEMD_RELOAD } from "./systemd";
+import { hasManifest, manifestPath, OWNED_DIR, ownedFiles, PersistFacts, persistFacts, PersistSet, removeFile, restore, sameAs, StackReload, write } from "./files";
 
 export { dropInDirOf, hasManifest, manifestPath, ownedFiles, persistFacts } from "./files";
 export type { OwnedFile, PersistFacts, PersistFile, PersistSet } from "./files";
@@ -55,12 +57,11 @@ export const persistence = z.enum(PERSISTENCE_MODES, {
  * would reconfigure links live).
  */
 export function reloadsFor(paths: readonly string[]): Script[] {
-  const out: Script[] = [];
-  if (paths.some((p) => p.startsWith("/etc/systemd/system/"))) out.push(literal("systemctl daemon-reload"));
-  if (paths.some((p) => p.startsWith("/etc/NetworkManager/"))) out.push(literal("if command -v nmcli >/dev/null 2>&1; then nmcli connection reload; fi"));
-  if (paths.some((p) => p.startsWith("/etc/udev/"))) out.push(literal("if command -v udevadm >/dev/null 2>&1; then udevadm control --reload; fi"));
-  return out;
+  return [SYSTEMD_RELOAD, NM_RELOAD, UDEV_RELOAD].filter((r) => paths.some((p) => p.startsWith(r.under))).map((r) => r.run);
 }
+
+/** udev re-reads its rules (PciPassthrough's). */
+const UDEV_RELOAD: StackReload = { under: "/etc/udev/", run: literal("if command -v udevadm >/dev/null 2>&1; then udevadm control --reload; fi") };
 
 function activeStacks(f: PersistFacts): string {
   const names = [f.networkManager && "NetworkManager", f.networkd && "systemd-networkd", f.ifupdown && "ifupdown"].filter(Boolean);

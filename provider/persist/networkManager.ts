@@ -9,7 +9,8 @@
  */
 import { createHash } from "crypto";
 import type { HostSnapshot } from "../observe";
-import { bootAddresses, linkHeader, ownedFiles, PersistedBridge, PersistedLink, PersistFile, PersistSet, writtenBy } from "./files";
+import { literal } from "../shell";
+import { bootAddresses, linkHeader, ownedFiles, PersistedBridge, PersistedLink, PersistFile, PersistSet, StackReload, writtenBy } from "./files";
 import type { StackFacts } from "./stackFacts";
 
 export const NM_DIR = "/etc/NetworkManager/system-connections";
@@ -18,6 +19,9 @@ export const NM_DIR = "/etc/NetworkManager/system-connections";
  * (in-memory profiles; netplan writes its profiles there at every boot).
  */
 export const NM_PROFILE_DIRS = [NM_DIR, "/usr/lib/NetworkManager/system-connections", "/run/NetworkManager/system-connections"];
+
+/** NetworkManager re-reads its keyfiles (and acts on them by itself: see {@link settled}). */
+export const NM_RELOAD: StackReload = { under: "/etc/NetworkManager/", run: literal("if command -v nmcli >/dev/null 2>&1; then nmcli connection reload; fi") };
 
 /**
  * NetworkManager acts on a profile reload by itself, after `nmcli connection

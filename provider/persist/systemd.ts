@@ -8,13 +8,16 @@
 import { KvmnetError } from "../errors";
 import type { HostSnapshot } from "../observe";
 import type { Step } from "../render";
-import { andThen, joinLines, Script, sh } from "../shell";
-import { dirOf, ownedFiles, PersistFile, removeFile, restore, writtenBy } from "./files";
+import { andThen, joinLines, literal, Script, sh } from "../shell";
+import { dirOf, ownedFiles, PersistFile, removeFile, restore, StackReload, writtenBy } from "./files";
 import type { Backend } from "./index";
 
 export const SYSTEMD_DIR = "/etc/systemd/system";
 export const WANTS_DIR = `${SYSTEMD_DIR}/multi-user.target.wants`;
 export const NFTABLES_DROPIN_DIR = `${SYSTEMD_DIR}/nftables.service.d`;
+
+/** systemd re-reads its units after ours changed. */
+export const SYSTEMD_RELOAD: StackReload = { under: `${SYSTEMD_DIR}/`, run: literal("systemctl daemon-reload") };
 
 /** `<what>` is `nat-<network>` or `pf-<forward>`. */
 export const nftablesDropInPath = (what: string) => `${NFTABLES_DROPIN_DIR}/kvmnet-${what}.conf`;
@@ -42,6 +45,11 @@ export function nftablesDropIn(what: string, tableFilePath: string): PersistFile
   };
 }
 
+/** The [Service] and [Install] of a oneshot that stays active once it ran, enabled for `wantedBy`. */
+function oneshot(execStart: string, wantedBy: string): string[] {
+  return ["", "[Service]", "Type=oneshot", "RemainAfterExit=yes", `ExecStart=${execStart}`, "", "[Install]", `WantedBy=${wantedBy}`];
+}
+
 /**
  * A oneshot boot unit: runs once the host's network stack has configured its
  * interfaces (network.target) and after nftables.service (whose flush would
@@ -54,15 +62,26 @@ export function bootUnitText(description: string, execStart: string): string {
     "After=network.target nftables.service",
     // Guests attached to our bridge (or reached through our forwards) start after it is there.
     "Before=libvirtd.service virtqemud.service libvirt-guests.service",
+    ...oneshot(execStart, "multi-user.target"),
     "",
-    "[Service]",
-    "Type=oneshot",
-    "RemainAfterExit=yes",
-    `ExecStart=${execStart}`,
-    "",
-    "[Install]",
-    "WantedBy=multi-user.target",
-    "",
+  ].join("\n");
+}
+
+/**
+ * A oneshot unit for early boot: no default dependencies, done before
+ * sysinit.target, i.e. before every ordinary service (libvirtd included)
+ * starts; after udev's coldplug trigger. `header` is its first line.
+ */
+export function earlyBootUnitText(header: string, description: string, execStart: string): string {
+  return [
+    header,
+    "[Unit]",
+    `Description=${description}`,
+    "DefaultDependencies=no",
+    "After=local-fs.target systemd-modules-load.service systemd-udev-trigger.service",
+    "Before=sysinit.target shutdown.target",
+    "Conflicts=shutdown.target",
+    ...oneshot(execStart, "sysinit.target"),
   ].join("\n");
 }
 

@@ -36,7 +36,7 @@ import type { HostSnapshot } from "../../observe";
 import type { Backend } from "../../persist";
 import { resolveBackend } from "../../persist";
 import { ETC_DIR, PersistFile, PersistSet, writtenBy } from "../../persist/files";
-import { bootHooksToDisarm, disarmSteps, enableLink, requireSystemd, SYSTEMD_DIR } from "../../persist/systemd";
+import { bootHooksToDisarm, disarmSteps, earlyBootUnitText, enableLink, requireSystemd, SYSTEMD_DIR } from "../../persist/systemd";
 import type { Step } from "../../render";
 import { parsePciView } from "./observe";
 import { heldState, PciState } from "./plan";
@@ -83,25 +83,7 @@ export function renderUdevRule(state: PciState): string {
 export function renderUnit(state: PciState): string {
   const a = canonical(state.address);
   const held = state.devices.map((d) => canonical(d.address)).sort();
-  return [
-    header(a),
-    "[Unit]",
-    `Description=kvmnet: bind PCI ${held.join(" ")} to ${VFIO_PCI} for passthrough`,
-    // Early boot: no default dependencies, done before sysinit.target, i.e. before
-    // every ordinary service (libvirtd included) starts.
-    "DefaultDependencies=no",
-    "After=local-fs.target systemd-modules-load.service systemd-udev-trigger.service",
-    "Before=sysinit.target shutdown.target",
-    "Conflicts=shutdown.target",
-    "",
-    "[Service]",
-    "Type=oneshot",
-    "RemainAfterExit=yes",
-    `ExecStart=/bin/sh ${bootScriptPath(a)}`,
-    "",
-    "[Install]",
-    "WantedBy=sysinit.target",
-  ].join("\n");
+  return earlyBootUnitText(header(a), `kvmnet: bind PCI ${held.join(" ")} to ${VFIO_PCI} for passthrough`, `/bin/sh ${bootScriptPath(a)}`);
 }
 
 /** The boot script: the live bind's steps, and the state file the live bind writes. */
