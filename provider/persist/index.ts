@@ -2,12 +2,14 @@
  * Persistence: what makes an object come back after the host reboots.
  *
  * Live changes always happen at once, with `ip`, `nft` and friends (the kinds'
- * plans). Persistence is a second, declarative layer: each kind renders the
- * files that recreate its object at boot on the host's own network stack
- * (systemd-networkd .netdev/.network, NetworkManager keyfiles, ifupdown
- * interfaces.d stanzas) or through systemd units of our own (nftables tables,
- * dnsmasq, sysctls, vfio-pci bindings). This module turns "these files, with
- * this content" into plan steps, and compares them with what the host has.
+ * plans). Persistence is a second, declarative layer: each kind describes
+ * what recreates its object at boot (a link, a bridge, units and files of its
+ * own) and a backend renders the files, on the host's own network stack
+ * (networkd.ts: .netdev/.network; networkManager.ts: keyfiles; ifupdown.ts:
+ * interfaces.d stanzas) or as systemd units of our own (systemd.ts: nftables
+ * tables, dnsmasq, sysctls, vfio-pci bindings). This module, the core, turns
+ * "these files, with this content" into plan steps, and compares them with
+ * what the host has.
  *
  * Ownership: every file an object writes is listed in its manifest,
  * `/etc/kvmnet/owned/<kind>/<name>` (one path per line). A file dropped from

@@ -32,10 +32,6 @@ import { carriesUplink, newBridgeMac, observeBridge } from "./plan";
 import { BridgeInputs, desiredOptions } from "./schema";
 import { recordAddresses, recordRoutes, takeoverRecord, TakeoverRecord, takeoverRecordPath } from "./takeover";
 
-export { IFUPDOWN_DIR } from "../../persist/ifupdown";
-export { NETWORKD_DIR } from "../../persist/networkd";
-export { NM_DIR } from "../../persist/networkManager";
-
 /** The MAC the bridge has (or will be created with). */
 function bridgeMac(b: BridgeInputs, snap: HostSnapshot): string {
   return b.macAddress ?? findLink(snap, b.name)?.address?.toLowerCase() ?? newBridgeMac(b, snap);
