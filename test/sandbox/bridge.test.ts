@@ -93,6 +93,7 @@ describe("Bridge CRUD", () => {
       takeOverUplink: false,
       confirmTimeoutSec: 60,
       persistence: "runtime",
+      model: "virtio-net-pci",
     });
 
     // P6: each field updates in place and the host shows it.
