@@ -272,6 +272,19 @@ export function findLink(snap: HostSnapshot, ifname: string): IpLink | undefined
   return snap.links.find((l) => l.ifname === ifname);
 }
 
+/**
+ * The bridge `who` is about to join: NotFound (with `hint`: how to make it
+ * exist first) when there is no such interface, Conflict when it is no bridge.
+ */
+export function bridgeToJoin(snap: HostSnapshot, who: string, bridge: string, hint: string): IpLink {
+  const b = findLink(snap, bridge);
+  if (!b) throw new KvmnetError({ kind: "NotFound", message: `${who}: bridge ${bridge} does not exist on the host`, hint });
+  if (b.linkinfo?.info_kind !== "bridge") {
+    throw new KvmnetError({ kind: "Conflict", message: `${who}: ${bridge} is not a bridge (it is ${b.linkinfo?.info_kind ?? b.link_type ?? "unknown"})` });
+  }
+  return b;
+}
+
 export function portsOf(snap: HostSnapshot, bridge: string): string[] {
   return snap.links.filter((l) => l.master === bridge).map((l) => l.ifname);
 }

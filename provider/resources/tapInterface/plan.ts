@@ -15,7 +15,7 @@
  * others (by hand, or when adopting) is made anew, then put back in its bridge.
  */
 import { KvmnetError } from "../../errors";
-import { findLink, HostSnapshot, section } from "../../observe";
+import { bridgeToJoin, findLink, HostSnapshot, section } from "../../observe";
 import { literal } from "../../shell";
 import { TapInterfaceInputs } from "./schema";
 
@@ -179,17 +179,7 @@ export function planTap(desired: TapInterfaceInputs, snap: HostSnapshot, previou
     });
   }
   if (desired.bridge !== undefined && obs.master !== desired.bridge) {
-    const b = findLink(snap, desired.bridge);
-    if (!b) {
-      throw new KvmnetError({
-        kind: "NotFound",
-        message: `${who}: bridge ${desired.bridge} does not exist on the host`,
-        hint: "create the Bridge (or NatNetwork) first: pass its name output as bridge (or use dependsOn) so it exists before the tap joins it",
-      });
-    }
-    if (b.linkinfo?.info_kind !== "bridge") {
-      throw new KvmnetError({ kind: "Conflict", message: `${who}: ${desired.bridge} is not a bridge (it is ${b.linkinfo?.info_kind ?? b.link_type ?? "unknown"})` });
-    }
+    bridgeToJoin(snap, who, desired.bridge, "create the Bridge (or NatNetwork) first: pass its name output as bridge (or use dependsOn) so it exists before the tap joins it");
   }
   const needsCreate = !obs.exists || !sameIdentity(obs, want);
   if (needsCreate) {

@@ -15,7 +15,7 @@
  *   from a snapshot another resource may have changed since.
  */
 import { KvmnetError } from "../../errors";
-import { configuredAddresses, findLink, HostSnapshot, IpLink, STATE_DIR } from "../../observe";
+import { bridgeToJoin, configuredAddresses, findLink, HostSnapshot, IpLink, STATE_DIR } from "../../observe";
 import { VlanProtocol, VlanSubinterfaceInputs } from "./schema";
 
 export const VLAN_STATE_DIR = `${STATE_DIR}/vlan`;
@@ -167,17 +167,7 @@ export function planVlan(desired: VlanSubinterfaceInputs, snap: HostSnapshot, pr
     });
   }
   if (desired.bridge !== undefined && obs.master !== desired.bridge) {
-    const b = findLink(snap, desired.bridge);
-    if (!b) {
-      throw new KvmnetError({
-        kind: "NotFound",
-        message: `${who}: bridge ${desired.bridge} does not exist on the host`,
-        hint: "create the Bridge first: pass its `name` output as bridge (or use dependsOn) so it exists before the VLAN joins it",
-      });
-    }
-    if (b.linkinfo?.info_kind !== "bridge") {
-      throw new KvmnetError({ kind: "Conflict", message: `${who}: ${desired.bridge} is not a bridge (it is ${b.linkinfo?.info_kind ?? b.link_type ?? "unknown"})` });
-    }
+    bridgeToJoin(snap, who, desired.bridge, "create the Bridge first: pass its `name` output as bridge (or use dependsOn) so it exists before the VLAN joins it");
   }
 
   if (!obs.exists) {
