@@ -1,4 +1,5 @@
 /** NatNetwork actions → shell steps (values quoted by shell.ts only). */
+import { nftLoad } from "../../nft";
 import { STATE_DIR } from "../../observe";
 import { absentGuard, addAddressStep, deleteLinkStep, isBridgeGuard, linkUpStep, setMtuStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
@@ -33,12 +34,9 @@ function makeRunDir(name: string): Script {
   return sh`for d in /run/kvmnet /run/kvmnet/nat ${runDir(name)}; do [ -d "$d" ] || mkdir -m 0755 "$d"; done; [ -d ${runDir(name)} ]`;
 }
 
-/**
- * Apply an nft script kept in the run dir: `nft -c` (check) first, then
- * `nft -f` (one atomic transaction: the script deletes and re-declares the table).
- */
+/** Apply an nft script kept in the run dir (it deletes and re-declares the table: one transaction). */
 function nftApply(name: string, file: string, script: string): Script {
-  return andThen([makeRunDir(name), writeFile(file, script), sh`nft -c -f ${file}`, sh`nft -f ${file}`]);
+  return andThen([makeRunDir(name), nftLoad(script, file)]);
 }
 
 const FORWARD_ORIGINAL = `${FORWARD_DIR}/original`;

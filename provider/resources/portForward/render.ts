@@ -19,6 +19,7 @@
  * (`table X {}; delete table X; table X {…}`), so packets never see a
  * half-written forward.
  */
+import { nftLoad } from "../../nft";
 import { Step, Plan, Guard } from "../../render";
 import { nftAddr, nftIdent, nftPortRange, nftString, sh } from "../../shell";
 import { OWNER_PREFIX } from "./observe";
@@ -76,11 +77,6 @@ export function replaceText(t: ForwardTable): string {
   return `table ip ${ident} {}\ndelete table ip ${ident}\n${renderTable(t)}`;
 }
 
-/** Check, then load, an nft program given as text (quoted by shell.ts, fed on stdin). */
-function loadNft(text: string) {
-  return sh`printf '%s' ${text} | nft -c -f - && printf '%s' ${text} | nft -f -`;
-}
-
 /**
  * Re-check under the host lock that no other forward takes the same packets:
  * the observe round trip ran without the lock, so two forwards created at
@@ -115,12 +111,12 @@ export function renderForwardPlan(plan: ForwardPlan): Plan {
   const step: Step = plan.exists
     ? {
         description: `rewrite nft table ip ${plan.table}`,
-        run: loadNft(replaceText(plan.desired)),
-        undo: plan.previous ? loadNft(replaceText(plan.previous)) : sh`nft delete table ip ${ident}`,
+        run: nftLoad(replaceText(plan.desired)),
+        undo: plan.previous ? nftLoad(replaceText(plan.previous)) : sh`nft delete table ip ${ident}`,
       }
     : {
         description: `create nft table ip ${plan.table}`,
-        run: loadNft(renderTable(plan.desired)),
+        run: nftLoad(renderTable(plan.desired)),
         undo: sh`nft delete table ip ${ident}`,
       };
   return { guards, steps: [step, ...(plan.disarm ? disarmSteps(plan.disarm) : [])] };
