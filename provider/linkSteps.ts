@@ -67,3 +67,9 @@ export function bridgeExistsGuard(who: string, bridge: string): Guard {
     message: `${who}: bridge ${bridge} does not exist on the host (create the Bridge first: pass its name output as bridge, or use dependsOn)`,
   };
 }
+
+/** Create bridge `name`, with MAC `mac` when given and `ip link` bridge options as words (`stp_state 1`); undone by deleting it. */
+export function createBridgeStep(name: string, mac?: string, options: readonly (string | number)[] = []): Step {
+  const add = mac ? sh`ip link add name ${name} address ${mac} type bridge` : sh`ip link add name ${name} type bridge`;
+  return { description: `create bridge ${name}`, run: options.length > 0 ? sh`${add} ${options}` : add, undo: sh`ip link del dev ${name}` };
+}

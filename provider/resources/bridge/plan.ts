@@ -11,7 +11,7 @@ import { createHash } from "crypto";
 import { KvmnetError } from "../../errors";
 import { configuredAddresses, findLink, HostSnapshot, portsOf, STATE_DIR } from "../../observe";
 import { BridgeInputs, BridgeOptions, desiredOptions } from "./schema";
-import { persistedTakeover } from "./takeover";
+import { LiveRoute, liveRoutes, persistedTakeover } from "./takeover";
 
 export interface BridgeObserved {
   exists: boolean;
@@ -107,9 +107,9 @@ export type BridgeAction =
   | { op: "removeAddress"; name: string; cidr: string }
   | { op: "up"; name: string }
   /** Enslave an uplink and move its addresses and (non-kernel) routes onto the bridge. */
-  | { op: "takeOver"; name: string; port: string; addresses: string[]; bringUp: boolean }
+  | { op: "takeOver"; name: string; port: string; addresses: string[]; routes: LiveRoute[]; bringUp: boolean }
   /** The reverse: addresses and routes back onto the port, which leaves the bridge. */
-  | { op: "giveBack"; name: string; port: string; addresses: string[]; bringDown: boolean }
+  | { op: "giveBack"; name: string; port: string; addresses: string[]; routes: LiveRoute[]; bringDown: boolean }
   | { op: "writeState"; name: string; state: BridgeState; previous: BridgeState }
   | { op: "removeState"; name: string }
   | { op: "delete"; name: string };
@@ -269,7 +269,7 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
       // bridge, wearing the same MAC, configures the same ones itself.
       const slaac = new Set((snap.addrs.find((a) => a.ifname === port)?.addr_info ?? []).filter((a) => a.family === "inet6" && a.dynamic).map((a) => `${a.local}/${a.prefixlen}`));
       const addresses = configuredAddresses(snap, port).filter((a) => !slaac.has(a));
-      actions.push({ op: "takeOver", name, port, addresses, bringUp });
+      actions.push({ op: "takeOver", name, port, addresses, routes: liveRoutes(snap, port), bringUp });
       takenOver[port] = addresses;
     } else {
       actions.push({ op: "attachPort", name, port, bringUp });
@@ -284,7 +284,7 @@ export function planBridge(desired: BridgeInputs, snap: HostSnapshot, previous?:
     if (desired.ports.includes(port) || !obs.ports.includes(port)) continue;
     const bringDown = broughtUp.includes(port);
     if (takenOver[port]) {
-      actions.push({ op: "giveBack", name, port, addresses: takenOver[port].filter((a) => obs.addresses.includes(a)), bringDown });
+      actions.push({ op: "giveBack", name, port, addresses: takenOver[port].filter((a) => obs.addresses.includes(a)), routes: liveRoutes(snap, name), bringDown });
       delete takenOver[port];
     } else {
       actions.push({ op: "detachPort", name, port, bringDown });
@@ -341,7 +341,11 @@ export function planBridgeDelete(name: string, snap: HostSnapshot, confirmTimeou
     for (const port of obs.ports) {
       const bringDown = obs.portsBroughtUp.includes(port);
       const moved = obs.takenOver[port];
-      actions.push(moved ? { op: "giveBack", name, port, addresses: moved.filter((a) => obs.addresses.includes(a)), bringDown } : { op: "detachPort", name, port, bringDown });
+      actions.push(
+        moved
+          ? { op: "giveBack", name, port, addresses: moved.filter((a) => obs.addresses.includes(a)), routes: liveRoutes(snap, name), bringDown }
+          : { op: "detachPort", name, port, bringDown },
+      );
     }
     actions.push({ op: "delete", name });
   }

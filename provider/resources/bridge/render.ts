@@ -1,39 +1,60 @@
 /** Bridge actions → shell steps (values quoted by shell.ts only). */
 import { STATE_DIR } from "../../observe";
-import { absentGuard, addAddressStep, deleteLinkStep, isBridgeGuard, linkUpStep, removeAddressStep, setMtuStep } from "../../linkSteps";
+import { absentGuard, addAddressStep, createBridgeStep, deleteLinkStep, isBridgeGuard, linkUpStep, removeAddressStep, setMtuStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
-import { andThen, literal, Script, sh, shq, writeFile } from "../../shell";
+import { andThen, joinLines, Script, sh, writeFile } from "../../shell";
 import { BridgeAction, BridgeGuard, BridgePlan, BridgeState, stateFilePath } from "./plan";
+import type { LiveRoute } from "./takeover";
 import { BridgeOptions } from "./schema";
 
-function optionWords(o: BridgeOptions): Script {
+function optionList(o: BridgeOptions): (string | number)[] {
   const words: (string | number)[] = [];
   for (const [k, v] of Object.entries(o) as [string, number | undefined][]) if (v !== undefined) words.push(k, v);
-  return sh`${words}`;
+  return words;
+}
+function optionWords(o: BridgeOptions): Script {
+  return sh`${optionList(o)}`;
+}
+
+/** `ip route replace` words that make `r` again on `dev`. */
+function routeReplace(r: LiveRoute, dev: string): Script {
+  const words: (string | number)[] = [r.dst];
+  if (r.gateway) words.push("via", r.gateway);
+  if (r.onlink) words.push("onlink");
+  if (r.protocol) words.push("proto", r.protocol);
+  if (r.scope) words.push("scope", r.scope);
+  if (r.prefsrc) words.push("src", r.prefsrc);
+  if (r.metric !== undefined) words.push("metric", r.metric);
+  if (r.pref) words.push("pref", r.pref);
+  return sh`ip ${r.family} route replace ${words} dev ${dev}`;
 }
 
 /**
  * Move addresses and the non-kernel routes (default route, static routes)
- * from interface `from` to `to`. Routes are read from the kernel first: they
- * vanish with the addresses their gateways hang off. Kernel routes follow
- * the addresses by themselves; `proto ra` routes are learnt again. `enslave`:
- * `from` (the uplink) joins bridge `to` first, and the bridge comes up, so the
- * moved addresses answer at once. `release`: `to` (the uplink) leaves the
- * bridge after the addresses left it.
+ * from interface `from` to `to`. The routes are `from`'s as observed (`ip -j
+ * route`, takeover.ts's liveRoutes): they vanish with the addresses their
+ * gateways hang off, so they are made again on `to` after the addresses moved;
+ * every one is tried, and the step fails if any could not be made. Kernel
+ * routes follow the addresses by themselves; `proto ra` routes are learnt
+ * again. `enslave`: `from` (the uplink) joins bridge `to` first, and the bridge
+ * comes up, so the moved addresses answer at once. `release`: `to` (the
+ * uplink) leaves the bridge after the addresses left it.
  */
-function moveUplink(from: string, to: string, addresses: string[], o: { enslave?: boolean; bringUp?: boolean; release?: boolean; bringDown?: boolean }): Script {
-  const routes = (fam: "-4" | "-6") => sh`ip ${fam} route show dev ${from} | grep -vE ' proto (kernel|ra)( |$)|^(fe80:|ff00:|multicast )' | sed 's/ linkdown//'`;
-  const readd = (v: string, fam: "-4" | "-6") =>
-    // Route lines come from the kernel, word-split on purpose: "default via 10.0.0.1 metric 100" → ip route replace default via …
-    literal(`printf '%s\\n' "$${v}" | while read -r l; do [ -z "$l" ] || ip ${fam} route replace $l dev ${shq(to)}; done`);
-  const parts: Script[] = [sh`kvmnet_r4=$(${routes("-4")}; true)`, sh`kvmnet_r6=$(${routes("-6")}; true)`];
+function moveUplink(
+  from: string,
+  to: string,
+  addresses: string[],
+  routes: LiveRoute[],
+  o: { enslave?: boolean; bringUp?: boolean; release?: boolean; bringDown?: boolean },
+): Script {
+  const parts: Script[] = [];
   if (o.enslave) {
     parts.push(sh`ip link set dev ${to} up`, sh`ip link set dev ${from} master ${to}`);
     if (o.bringUp) parts.push(sh`ip link set dev ${from} up`);
   }
   if (o.release) parts.push(sh`ip link set dev ${to} nomaster`);
   for (const a of addresses) parts.push(sh`{ ip addr del ${a} dev ${from} 2>/dev/null; ip addr replace ${a} dev ${to}; }`);
-  parts.push(readd("kvmnet_r4", "-4"), readd("kvmnet_r6", "-6"));
+  if (routes.length > 0) parts.push(sh`{ kvmnet_rf=0; ${joinLines(routes.map((r) => sh`${routeReplace(r, to)} || kvmnet_rf=1`))}; [ "$kvmnet_rf" = 0 ]; }`);
   // An uplink that was down before we took it over goes down again.
   if (o.release && o.bringDown) parts.push(sh`ip link set dev ${to} down`);
   return andThen(parts);
@@ -42,11 +63,7 @@ function moveUplink(from: string, to: string, addresses: string[], o: { enslave?
 function renderAction(a: BridgeAction): Step {
   switch (a.op) {
     case "create":
-      return {
-        description: `create bridge ${a.name}`,
-        run: a.mac ? sh`ip link add name ${a.name} address ${a.mac} type bridge ${optionWords(a.options)}` : sh`ip link add name ${a.name} type bridge ${optionWords(a.options)}`,
-        undo: sh`ip link del dev ${a.name}`,
-      };
+      return createBridgeStep(a.name, a.mac, optionList(a.options));
     case "setOptions":
       return {
         description: `set ${Object.keys(a.options).join(", ")} on bridge ${a.name}`,
@@ -82,14 +99,14 @@ function renderAction(a: BridgeAction): Step {
     case "takeOver":
       return {
         description: `take over ${a.port}: enslave it to ${a.name} and move its addresses and routes onto the bridge`,
-        run: moveUplink(a.port, a.name, a.addresses, { enslave: true, bringUp: a.bringUp }),
-        undo: moveUplink(a.name, a.port, a.addresses, { release: true, bringDown: a.bringUp }),
+        run: moveUplink(a.port, a.name, a.addresses, a.routes, { enslave: true, bringUp: a.bringUp }),
+        undo: moveUplink(a.name, a.port, a.addresses, a.routes, { release: true, bringDown: a.bringUp }),
       };
     case "giveBack":
       return {
         description: `give ${a.port} its addresses and routes back from ${a.name} and release it`,
-        run: moveUplink(a.name, a.port, a.addresses, { release: true, bringDown: a.bringDown }),
-        undo: moveUplink(a.port, a.name, a.addresses, { enslave: true, bringUp: a.bringDown }),
+        run: moveUplink(a.name, a.port, a.addresses, a.routes, { release: true, bringDown: a.bringDown }),
+        undo: moveUplink(a.port, a.name, a.addresses, a.routes, { enslave: true, bringUp: a.bringDown }),
       };
     case "writeState": {
       const path = stateFilePath(a.name);

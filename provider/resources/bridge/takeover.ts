@@ -56,30 +56,71 @@ interface RawRoute {
   protocol?: string;
   metric?: number;
   type?: string;
+  scope?: string;
+  prefsrc?: string;
+  flags?: string[];
+  pref?: string;
 }
 
-function rawRoutes(snap: HostSnapshot): RawRoute[] {
-  const out: RawRoute[] = [];
+/** A route as `ip -j route` gives it, with what `ip route replace` needs to make it again on another device. */
+export interface LiveRoute {
+  family: "-4" | "-6";
+  dst: string;
+  gateway?: string;
+  protocol?: string;
+  scope?: string;
+  prefsrc?: string;
+  metric?: number;
+  onlink?: boolean;
+  pref?: string;
+}
+
+/** The routes of the section, each with its family (the section prints the IPv4 array, then the IPv6 one). */
+function rawRoutes(snap: HostSnapshot): (RawRoute & { family: "-4" | "-6" })[] {
+  const out: (RawRoute & { family: "-4" | "-6" })[] = [];
+  let family: "-4" | "-6" = "-4";
   for (const line of (snap.sections.get(ROUTES_SECTION)?.text ?? "").split("\n")) {
     if (!line.trim().startsWith("[")) continue;
     try {
-      out.push(...(JSON.parse(line) as RawRoute[]));
+      out.push(...(JSON.parse(line) as RawRoute[]).map((r) => ({ ...r, family })));
     } catch {
       /* a line that is not JSON carries no routes */
     }
+    family = "-6";
   }
   return out;
 }
 
-/**
- * The routes that move with `dev` (the same ones render.ts moves): neither
- * kernel nor router-advertisement routes, no link-local or multicast ones.
- */
-export function movableRoutes(snap: HostSnapshot, dev: string): (UplinkRoute & { protocol?: string })[] {
+/** The routes that move with `dev`: neither kernel nor router-advertisement routes, no link-local or multicast ones. */
+function movable(snap: HostSnapshot, dev: string) {
   return rawRoutes(snap)
     .filter((r) => r.dev === dev && r.protocol !== "kernel" && r.protocol !== "ra" && (r.type === undefined || r.type === "unicast"))
-    .filter((r) => r.dst !== undefined && !/^(fe80:|ff00:)/.test(r.dst))
-    .map((r) => ({ dst: r.dst as string, ...(r.gateway ? { gateway: r.gateway } : {}), ...(r.metric !== undefined ? { metric: r.metric } : {}), protocol: r.protocol }));
+    .filter((r): r is typeof r & { dst: string } => r.dst !== undefined && !/^(fe80:|ff00:)/.test(r.dst));
+}
+
+/** The routes render.ts moves live from `dev` to the bridge or back, with every attribute `ip route replace` takes back. */
+export function liveRoutes(snap: HostSnapshot, dev: string): LiveRoute[] {
+  return movable(snap, dev).map((r) => ({
+    family: r.family,
+    dst: r.dst,
+    ...(r.gateway ? { gateway: r.gateway } : {}),
+    ...(r.protocol ? { protocol: r.protocol } : {}),
+    ...(r.scope && r.scope !== "global" ? { scope: r.scope } : {}),
+    ...(r.prefsrc ? { prefsrc: r.prefsrc } : {}),
+    ...(r.metric !== undefined ? { metric: r.metric } : {}),
+    ...(r.flags?.includes("onlink") ? { onlink: true } : {}),
+    ...(r.pref ? { pref: r.pref } : {}),
+  }));
+}
+
+/** The routes that move with `dev`, as the takeover record keeps them for the persisted configuration. */
+export function movableRoutes(snap: HostSnapshot, dev: string): (UplinkRoute & { protocol?: string })[] {
+  return movable(snap, dev).map((r) => ({
+    dst: r.dst,
+    ...(r.gateway ? { gateway: r.gateway } : {}),
+    ...(r.metric !== undefined ? { metric: r.metric } : {}),
+    protocol: r.protocol,
+  }));
 }
 
 /** The record as the host has it among the bridge's persisted files (undefined when none). */

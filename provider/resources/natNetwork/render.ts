@@ -1,7 +1,7 @@
 /** NatNetwork actions → shell steps (values quoted by shell.ts only). */
 import { nftLoad } from "../../nft";
 import { STATE_DIR } from "../../observe";
-import { absentGuard, addAddressStep, deleteLinkStep, isBridgeGuard, linkUpStep, setMtuStep } from "../../linkSteps";
+import { absentGuard, addAddressStep, createBridgeStep, deleteLinkStep, isBridgeGuard, linkUpStep, setMtuStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
 import { andThen, joinLines, Script, sh, writeFile } from "../../shell";
 import {
@@ -179,7 +179,7 @@ function renderAction(a: NatAction): Step[] {
 function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
   switch (a.op) {
     case "createBridge":
-      return { description: `create bridge ${a.bridge}`, run: sh`ip link add name ${a.bridge} address ${a.mac} type bridge`, undo: sh`ip link del dev ${a.bridge}` };
+      return createBridgeStep(a.bridge, a.mac);
     case "setMtu":
       return setMtuStep(a.bridge, a.mtu, a.previous);
     case "addAddress":
