@@ -6,6 +6,14 @@
 import type { Guard, Step } from "./render";
 import { sh } from "./shell";
 
+/** Link actions that kinds owning a link plan alike (VlanSubinterface, TapInterface); the steps below render them. */
+export type LinkAction =
+  | { op: "setMtu"; name: string; mtu: number; previous?: number }
+  | { op: "attach"; name: string; bridge: string; previous?: string }
+  | { op: "detach"; name: string; bridge: string }
+  | { op: "up"; name: string }
+  | { op: "delete"; name: string };
+
 /** Set `name`'s MTU; undone to `previous` when it was known. */
 export function setMtuStep(name: string, mtu: number, previous?: number): Step {
   return {

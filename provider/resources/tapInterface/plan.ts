@@ -15,6 +15,7 @@
  * others (by hand, or when adopting) is made anew, then put back in its bridge.
  */
 import { KvmnetError } from "../../errors";
+import type { LinkAction } from "../../linkSteps";
 import { bridgeToJoin, findLink, HostSnapshot, section } from "../../observe";
 import { literal } from "../../shell";
 import { TapInterfaceInputs } from "./schema";
@@ -126,13 +127,7 @@ export function sameIdentity(obs: TapObserved, desired: TapIdentity): boolean {
 }
 
 export type TapAction =
-  | ({ op: "create"; name: string } & TapIdentity)
-  | { op: "recreate"; name: string; want: TapIdentity; was: TapIdentity; bridge?: string; mtu?: number }
-  | { op: "setMtu"; name: string; mtu: number; previous?: number }
-  | { op: "attach"; name: string; bridge: string; previous?: string }
-  | { op: "detach"; name: string; bridge: string }
-  | { op: "up"; name: string }
-  | { op: "delete"; name: string };
+  ({ op: "create"; name: string } & TapIdentity) | { op: "recreate"; name: string; want: TapIdentity; was: TapIdentity; bridge?: string; mtu?: number } | LinkAction;
 
 /** Preconditions re-checked on the host under the lock. */
 export type TapGuard =

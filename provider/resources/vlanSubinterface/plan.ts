@@ -15,6 +15,7 @@
  *   from a snapshot another resource may have changed since.
  */
 import { KvmnetError } from "../../errors";
+import type { LinkAction } from "../../linkSteps";
 import { bridgeToJoin, configuredAddresses, findLink, HostSnapshot, IpLink, STATE_DIR } from "../../observe";
 import { VlanProtocol, VlanSubinterfaceInputs } from "./schema";
 
@@ -80,13 +81,9 @@ export type VlanAction =
   | { op: "create"; name: string; parent: string; vlanId: number; protocol: VlanProtocol }
   | { op: "holdParent"; name: string; parent: string }
   | { op: "releaseParent"; name: string; parent: string }
-  | { op: "setMtu"; name: string; mtu: number; previous?: number }
-  | { op: "attach"; name: string; bridge: string; previous?: string }
-  | { op: "detach"; name: string; bridge: string }
   | { op: "addAddress"; name: string; cidr: string }
   | { op: "removeAddress"; name: string; cidr: string }
-  | { op: "up"; name: string }
-  | { op: "delete"; name: string };
+  | LinkAction;
 
 /** Preconditions re-checked on the host under the lock. */
 export type VlanGuard =
