@@ -9,11 +9,68 @@
  * The section keeps its first name, "vlanPersist", on the wire.
  */
 import { HostSnapshot, section } from "../observe";
-import { literal } from "../shell";
+import { literal, shq } from "../shell";
 import { NETWORKD_DIR, NETWORKD_DIRS } from "./networkd";
 import { NM_PROFILE_DIRS } from "./networkManager";
 
 export const STACK_FACTS_SECTION = "vlanPersist";
+
+/** Where the section looks; the host's real paths unless a test points it at a tree of its own. */
+export interface StackFactsPaths {
+  /** networkd's per-link state files (NETWORK_FILE=). */
+  netifLinks: string;
+  /** Directories networkd reads .netdev files from, first wins. */
+  networkdDirs: readonly string[];
+  /** Where our own .network files go. */
+  networkdDir: string;
+  interfaces: string;
+  nmProfileDirs: readonly string[];
+}
+
+export const HOST_STACK_PATHS: StackFactsPaths = {
+  netifLinks: "/run/systemd/netif/links",
+  networkdDirs: NETWORKD_DIRS,
+  networkdDir: NETWORKD_DIR,
+  interfaces: "/etc/network/interfaces",
+  nmProfileDirs: NM_PROFILE_DIRS,
+};
+
+/**
+ * INI reader for a .netdev: the last `Name=` and `Kind=` of its [NetDev]
+ * section (blanks around keys, `=` and values ignored, as networkd reads
+ * them), printed as `netdev <kind|-> <name|-> <path>`. Variable f is the path.
+ */
+export const NETDEV_AWK =
+  '/^[[:space:]]*\\[/ { s = $0; gsub(/[[:space:]]/, "", s) } ' +
+  's == "[NetDev]" && /^[[:space:]]*(Name|Kind)[[:space:]]*=/ { k = $0; sub(/[[:space:]]*=.*/, "", k); gsub(/[[:space:]]/, "", k); v = $0; sub(/^[^=]*=[[:space:]]*/, "", v); sub(/[[:space:]]*$/, "", v); a[k] = v } ' +
+  'END { printf "netdev %s %s %s\\n", (a["Kind"] == "" ? "-" : a["Kind"]), (a["Name"] == "" ? "-" : a["Name"]), f }';
+
+/**
+ * INI reader for a NetworkManager keyfile: `type=` and `interface-name=` of
+ * [connection], and whether [.nmmeta] marks it NetworkManager's own
+ * in-memory profile, printed as `nmprofile <type|-> <ifname|-> <saved|generated> <path>`.
+ */
+export const NM_PROFILE_AWK =
+  '/^[[:space:]]*\\[/ { s = $0; gsub(/[[:space:]]/, "", s) } ' +
+  's == "[connection]" && /^(type|interface-name)=/ { k = $0; sub(/=.*/, "", k); v = $0; sub(/^[^=]*=/, "", v); a[k] = v } ' +
+  's == "[.nmmeta]" && /^(nm-generated|external)=true/ { g = "generated" } ' +
+  'END { printf "nmprofile %s %s %s %s\\n", (a["type"] == "" ? "-" : a["type"]), (a["interface-name"] == "" ? "-" : a["interface-name"]), (g == "" ? "saved" : g), f }';
+
+/** The section's script over `p` (see {@link stackFactsObserveSection} for its lines). */
+export function stackFactsScript(p: StackFactsPaths = HOST_STACK_PATHS): string {
+  const q = shq;
+  return [
+    `for f in ${q(p.netifLinks)}/*; do [ -f "$f" ] || continue; n=$(sed -n "s/^NETWORK_FILE=//p" "$f"); [ -z "$n" ] || printf "netfile %s %s\\n" "\${f##*/}" "$n"; done`,
+    `for f in ${p.networkdDirs.map((d) => `${q(d)}/*.netdev`).join(" ")}; do [ -f "$f" ] || continue; awk -v f="$f" ${q(NETDEV_AWK)} "$f"; done`,
+    `for f in ${q(p.networkdDir)}/05-kvmnet-*.network; do [ -f "$f" ] && printf "ournetwork %s\\n" "$f"; done`,
+    `if [ -f ${q(p.interfaces)} ]; then sed -n 's/^[[:space:]]*\\(source\\(-directory\\)\\{0,1\\}[[:space:]].*\\)$/ifsource \\1/p' ${q(p.interfaces)}; fi`,
+    `if command -v ifquery >/dev/null 2>&1 && [ -f ${q(p.interfaces)} ]; then ifquery --list 2>/dev/null | sed 's/^/ifauto /'; fi`,
+    "if command -v nmcli >/dev/null 2>&1; then printf 'nmversion %s\\n' \"$(nmcli --version 2>/dev/null | sed -n 's/.*version \\([0-9][0-9.]*\\).*/\\1/p')\"; " +
+      "if [ -d /run/systemd/system ] && systemctl is-active -q NetworkManager 2>/dev/null; then nmcli -t -f DEVICE,STATE device 2>/dev/null | sed 's/^\\([^:]*\\):/nmdev \\1 /'; fi; fi",
+    `for f in ${p.nmProfileDirs.map((d) => `${q(d)}/*`).join(" ")}; do [ -f "$f" ] || continue; awk -v f="$f" ${q(NM_PROFILE_AWK)} "$f"; done`,
+    "true",
+  ].join("\n");
+}
 
 /**
  * The host facts the renderers need, in one section of the observe round trip
@@ -30,24 +87,7 @@ export const STACK_FACTS_SECTION = "vlanPersist";
  *                                   of a device made outside it ([.nmmeta] nm-generated/external),
  *                                   gone at reboot (seen in /run for VLANs made with ip, NM 1.42)
  */
-export const stackFactsObserveSection = section(
-  STACK_FACTS_SECTION,
-  literal(
-    [
-      'for f in /run/systemd/netif/links/*; do [ -f "$f" ] || continue; n=$(sed -n "s/^NETWORK_FILE=//p" "$f"); [ -z "$n" ] || printf "netfile %s %s\\n" "${f##*/}" "$n"; done',
-      `for f in ${NETWORKD_DIRS.map((d) => `${d}/*.netdev`).join(" ")}; do [ -f "$f" ] || continue;` +
-        ` awk -v f="$f" '/^[[:space:]]*\\[/ { s = $0; gsub(/[[:space:]]/, "", s) } s == "[NetDev]" && /^[[:space:]]*(Name|Kind)[[:space:]]*=/ { k = $0; sub(/[[:space:]]*=.*/, "", k); gsub(/[[:space:]]/, "", k); v = $0; sub(/^[^=]*=[[:space:]]*/, "", v); sub(/[[:space:]]*$/, "", v); a[k] = v } END { printf "netdev %s %s %s\\n", (a["Kind"] == "" ? "-" : a["Kind"]), (a["Name"] == "" ? "-" : a["Name"]), f }' "$f"; done`,
-      `for f in ${NETWORKD_DIR}/05-kvmnet-*.network; do [ -f "$f" ] && printf "ournetwork %s\\n" "$f"; done`,
-      "if [ -f /etc/network/interfaces ]; then sed -n 's/^[[:space:]]*\\(source\\(-directory\\)\\{0,1\\}[[:space:]].*\\)$/ifsource \\1/p' /etc/network/interfaces; fi",
-      "if command -v ifquery >/dev/null 2>&1 && [ -f /etc/network/interfaces ]; then ifquery --list 2>/dev/null | sed 's/^/ifauto /'; fi",
-      "if command -v nmcli >/dev/null 2>&1; then printf 'nmversion %s\\n' \"$(nmcli --version 2>/dev/null | sed -n 's/.*version \\([0-9][0-9.]*\\).*/\\1/p')\"; " +
-        "if [ -d /run/systemd/system ] && systemctl is-active -q NetworkManager 2>/dev/null; then nmcli -t -f DEVICE,STATE device 2>/dev/null | sed 's/^\\([^:]*\\):/nmdev \\1 /'; fi; fi",
-      `for f in ${NM_PROFILE_DIRS.map((d) => `${d}/*`).join(" ")}; do [ -f "$f" ] || continue;` +
-        ` awk -v f="$f" '/^[[:space:]]*\\[/ { s = $0; gsub(/[[:space:]]/, "", s) } s == "[connection]" && /^(type|interface-name)=/ { k = $0; sub(/=.*/, "", k); v = $0; sub(/^[^=]*=/, "", v); a[k] = v } s == "[.nmmeta]" && /^(nm-generated|external)=true/ { g = "generated" } END { printf "nmprofile %s %s %s %s\\n", (a["type"] == "" ? "-" : a["type"]), (a["interface-name"] == "" ? "-" : a["interface-name"]), (g == "" ? "saved" : g), f }' "$f"; done`,
-      "true",
-    ].join("\n"),
-  ),
-);
+export const stackFactsObserveSection = section(STACK_FACTS_SECTION, literal(stackFactsScript()));
 
 /** What the section says about the host's network configuration. */
 export interface StackFacts {
