@@ -55,7 +55,7 @@ function oneshot(execStart: string, wantedBy: string): string[] {
  * interfaces (network.target) and after nftables.service (whose flush would
  * remove what this unit loads), and before libvirt starts guests.
  */
-export function bootUnitText(description: string, execStart: string): string {
+function bootUnitText(description: string, execStart: string): string {
   return [
     "[Unit]",
     `Description=${description}, managed by pulumi-kvmnet`,
@@ -72,7 +72,7 @@ export function bootUnitText(description: string, execStart: string): string {
  * sysinit.target, i.e. before every ordinary service (libvirtd included)
  * starts; after udev's coldplug trigger. `header` is its first line.
  */
-export function earlyBootUnitText(header: string, description: string, execStart: string): string {
+function earlyBootUnitText(header: string, description: string, execStart: string): string {
   return [
     header,
     "[Unit]",
@@ -83,6 +83,34 @@ export function earlyBootUnitText(header: string, description: string, execStart
     "Conflicts=shutdown.target",
     ...oneshot(execStart, "sysinit.target"),
   ].join("\n");
+}
+
+/**
+ * A oneshot unit of ours, described by the kind; {@link unitFiles} renders it
+ * and its `systemctl enable` link.
+ */
+export interface PersistedUnit {
+  /** The unit's name (its file is /etc/systemd/system/<unit>). */
+  unit: string;
+  description: string;
+  /** What it runs (ExecStart=). */
+  execStart: string;
+  /**
+   * "network" (default): once the network stack configured the interfaces,
+   * after nftables.service, before libvirt ({@link bootUnitText}); "early":
+   * before sysinit.target ({@link earlyBootUnitText}), enabled there.
+   */
+  stage?: "network" | "early";
+  /** First line of an early unit (who wrote it). */
+  header?: string;
+}
+
+/** The files of `u`: the unit and its enable link. Pure. */
+export function unitFiles(u: PersistedUnit): PersistFile[] {
+  if (u.stage === "early") {
+    return [{ path: `${SYSTEMD_DIR}/${u.unit}`, content: earlyBootUnitText(u.header ?? writtenBy(u.unit), u.description, u.execStart) }, enableLink(u.unit, "sysinit.target")];
+  }
+  return [{ path: `${SYSTEMD_DIR}/${u.unit}`, content: bootUnitText(u.description, u.execStart) }, enableLink(u.unit)];
 }
 
 /** Systemd's own persistence (units, sysctl.d) for kinds that do not go through a network stack. */

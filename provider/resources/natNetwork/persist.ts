@@ -43,7 +43,7 @@
 import { HostSnapshot } from "../../observe";
 import type { Backend } from "../../persist";
 import { ETC_DIR, ownedFiles, PersistFile, PersistSet, writtenBy } from "../../persist/files";
-import { bootUnitText, enableLink, nftablesDropIn, nftablesDropInPath, requireSystemd, SYSTEMD_DIR } from "../../persist/systemd";
+import { enableLink, nftablesDropIn, nftablesDropInPath, requireSystemd, SYSTEMD_DIR, unitFiles } from "../../persist/systemd";
 import { joinLines, literal, Script, sh } from "../../shell";
 import {
   bridgeMac,
@@ -159,8 +159,7 @@ export function natPersist(n: NatNetworkInputs, backend: Exclude<Backend, "runti
     files.push({ path: p.conf, content: state.files.conf }, { path: p.dhcpHosts, content: state.files.dhcpHosts }, { path: p.dnsHosts, content: state.files.dnsHosts });
   }
   files.push(
-    { path: p.bootUnit, content: bootUnitText(`NatNetwork ${n.name}: bridge ${n.bridgeName}, nft table inet ${tableName(n.name)}`, `/bin/sh ${p.up}`) },
-    enableLink(natBootUnit(n.name)),
+    ...unitFiles({ unit: natBootUnit(n.name), description: `NatNetwork ${n.name}: bridge ${n.bridgeName}, nft table inet ${tableName(n.name)}`, execStart: `/bin/sh ${p.up}` }),
   );
   if (state.files) files.push({ path: p.dnsmasqUnit, content: persistentDnsmasqUnitText(n.name) }, enableLink(dnsmasqUnit(n.name)));
   files.push(nftablesDropIn(`nat-${n.name}`, p.table));

@@ -36,7 +36,7 @@ import type { HostSnapshot } from "../../observe";
 import type { Backend } from "../../persist";
 import { resolveBackend } from "../../persist";
 import { ETC_DIR, PersistFile, PersistSet, writtenBy } from "../../persist/files";
-import { bootHooksToDisarm, disarmSteps, earlyBootUnitText, enableLink, requireSystemd, SYSTEMD_DIR } from "../../persist/systemd";
+import { bootHooksToDisarm, disarmSteps, PersistedUnit, requireSystemd, SYSTEMD_DIR, unitFiles } from "../../persist/systemd";
 import type { Step } from "../../render";
 import { parsePciView } from "./observe";
 import { heldState, PciState } from "./plan";
@@ -80,10 +80,16 @@ export function renderUdevRule(state: PciState): string {
 }
 
 /** The oneshot unit that runs the boot script before sysinit.target. */
-export function renderUnit(state: PciState): string {
+export function bootUnit(state: PciState): PersistedUnit {
   const a = canonical(state.address);
   const held = state.devices.map((d) => canonical(d.address)).sort();
-  return earlyBootUnitText(header(a), `kvmnet: bind PCI ${held.join(" ")} to ${VFIO_PCI} for passthrough`, `/bin/sh ${bootScriptPath(a)}`);
+  return {
+    unit: unitName(a),
+    stage: "early",
+    header: header(a),
+    description: `kvmnet: bind PCI ${held.join(" ")} to ${VFIO_PCI} for passthrough`,
+    execStart: `/bin/sh ${bootScriptPath(a)}`,
+  };
 }
 
 /** The boot script: the live bind's steps, and the state file the live bind writes. */
@@ -99,8 +105,7 @@ export function pciPersist(desired: PciPassthroughInputs, backend: Exclude<Backe
   const files: PersistFile[] = [
     { path: udevRulePath(a), content: renderUdevRule(state) },
     { path: bootScriptPath(a), content: renderBootScript(state), mode: "0755" },
-    { path: unitPath(a), content: renderUnit(state) },
-    enableLink(unitName(a), "sysinit.target"),
+    ...unitFiles(bootUnit(state)),
   ];
   return { files };
 }

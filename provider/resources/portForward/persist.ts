@@ -16,7 +16,7 @@
  */
 import type { HostSnapshot } from "../../observe";
 import type { Backend, PersistSet } from "../../persist";
-import { bootUnitText, enableLink, nftablesDropIn, requireSystemd } from "../../persist/systemd";
+import { nftablesDropIn, requireSystemd, unitFiles } from "../../persist/systemd";
 import { desiredTable, PF_KIND, pfBootUnit, pfPersistPaths } from "./plan";
 import { replaceText } from "./render";
 import { PortForwardInputs } from "./schema";
@@ -29,8 +29,7 @@ export function portForwardPersist(i: PortForwardInputs, backend: Exclude<Backen
   return {
     files: [
       { path: p.table, content: replaceText(t) },
-      { path: p.bootUnit, content: bootUnitText(`PortForward ${i.name}: nft table ip ${t.table}`, `nft -f ${p.table}`) },
-      enableLink(pfBootUnit(i.name)),
+      ...unitFiles({ unit: pfBootUnit(i.name), description: `PortForward ${i.name}: nft table ip ${t.table}`, execStart: `nft -f ${p.table}` }),
       nftablesDropIn(`pf-${i.name}`, p.table),
     ],
   };
