@@ -132,14 +132,22 @@ export function observeLibvirt(snap: HostSnapshot, network: string): LibvirtObse
   return s ? parseLibvirt(s.text) : undefined;
 }
 
+/** Did `who` define network `n` (named `network`)? Its UUID says so. */
+function definedBy(who: Owner, network: string, n: LibvirtNetwork | undefined): boolean {
+  return n !== undefined && n.uuid === ownUuid(who.kind, who.name, network);
+}
+
 /** The registration as it stands on the host against what `at` needs: problems, empty when it is right. */
 export function libvirtProblems(who: Owner, want: LibvirtSettings, at: AttachPoint, snap: HostSnapshot): string[] {
-  const o = observeLibvirt(snap, want.network);
+  return problemsOf(who, want, at, observeLibvirt(snap, want.network));
+}
+
+function problemsOf(who: Owner, want: LibvirtSettings, at: AttachPoint, o: LibvirtObserved | undefined): string[] {
   const n = o?.network;
   const name = `libvirt network ${want.network}`;
   if (!o?.daemon) return [`${name}: libvirtd does not answer on the host`];
   if (!n) return [`${name} is not defined`];
-  if (n.uuid !== ownUuid(who.kind, who.name, want.network)) return [`${name} is defined, but not by this resource (uuid ${n.uuid})`];
+  if (!definedBy(who, want.network, n)) return [`${name} is defined, but not by this resource (uuid ${n.uuid})`];
   const p: string[] = [];
   const shape = shapeProblem(n, at);
   if (shape) p.push(`${name} ${shape}`);
@@ -205,7 +213,6 @@ export function planLibvirt(
 ): { guards: Guard[]; steps: Step[] } {
   const guards: Guard[] = [];
   const steps: Step[] = [];
-  const mine = (network: string, n?: LibvirtNetwork) => n !== undefined && n.uuid === ownUuid(who.kind, who.name, network);
   const label = `${who.kind} ${who.name}`;
   if (previous && previous.network !== desired?.network) {
     const o = observeLibvirt(snap, previous.network);
@@ -218,7 +225,7 @@ export function planLibvirt(
       });
     }
     // Gone already, or libvirt uninstalled with it: nothing of ours to remove.
-    if (o?.daemon && mine(previous.network, o.network)) steps.push(...unregisterSteps(previous.network, o));
+    if (o?.daemon && definedBy(who, previous.network, o.network)) steps.push(...unregisterSteps(previous.network, o));
   }
   if (!desired) return { guards, steps };
   const network = desired.network;
@@ -242,7 +249,7 @@ export function planLibvirt(
     steps.push(defineStep(network, xml, virsh(sh`net-undefine ${network}`), "define"), startStep(network), autostartStep(network, desired.autostart));
     return { guards, steps };
   }
-  if (!mine(network, n)) {
+  if (!definedBy(who, network, n)) {
     if (!desired.adopt) {
       throw new KvmnetError({
         kind: "Conflict",
@@ -290,7 +297,8 @@ export function planLibvirtDelete(who: Owner, settings: LibvirtSettings | undefi
 /** The registration as the host has it, for outputs (undefined when it is not right: refresh shows it as drift). */
 export function libvirtOutput(who: Owner, want: LibvirtSettings | undefined, at: AttachPoint, snap: HostSnapshot): LibvirtSettings | undefined {
   if (!want) return undefined;
-  const n = observeLibvirt(snap, want.network)?.network;
-  if (!n || libvirtProblems(who, { ...want, autostart: n.autostart }, at, snap).length > 0) return undefined;
+  const o = observeLibvirt(snap, want.network);
+  const n = o?.network;
+  if (!n || problemsOf(who, { ...want, autostart: n.autostart }, at, o).length > 0) return undefined;
   return { ...want, autostart: n.autostart };
 }
