@@ -16,6 +16,28 @@ export function connectionOf(lab: LabHost) {
   return { host: lab.address, port: lab.port, user: "root", privateKey: lab.privateKey, hostKey: lab.hostKeyFingerprint };
 }
 
+/** A link as `ip -j -d link` shows it (the fields the lab tests read). */
+export interface LabLink {
+  ifindex: number;
+  mtu: number;
+  master?: string;
+  flags: string[];
+  link?: string;
+  linkinfo?: { info_kind?: string; info_data?: { protocol?: string; id?: number } };
+}
+
+/** Link `name` on the guest, or undefined when there is none. */
+export async function labLink(lab: LabHost, name: string): Promise<LabLink | undefined> {
+  const r = await lab.exec(`ip -j -d link show dev ${name}`, { allowFail: true });
+  return r.code === 0 ? (JSON.parse(r.stdout) as LabLink[])[0] : undefined;
+}
+
+/** The addresses of `name` on the guest (link-local ones left out), as CIDRs. */
+export async function labAddrs(lab: LabHost, name: string): Promise<string[]> {
+  const r = JSON.parse((await lab.exec(`ip -j addr show dev ${name}`)).stdout) as { addr_info: { local: string; prefixlen: number; scope: string }[] }[];
+  return (r[0]?.addr_info ?? []).filter((a) => a.scope !== "link").map((a) => `${a.local}/${a.prefixlen}`);
+}
+
 export interface Created {
   id: string;
   outs: Record<string, unknown>;

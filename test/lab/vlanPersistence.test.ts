@@ -31,7 +31,7 @@ import { vlanSubinterfaceProvider as vlan } from "../../provider/resources/vlanS
 import { expectKvmnetError } from "../support/expectError";
 import { bootLabHost, checkLabSupport, LabHost } from "../../testbed/labHost";
 import { labStacks, NETWORK_STACKS, NetworkStack, useNetworkStack } from "./stacks";
-import { releaseLab, stackDiagnostics, waitFor } from "./persistSupport";
+import { labAddrs, labLink, releaseLab, stackDiagnostics, waitFor } from "./persistSupport";
 import { runTaggedPeer, taggedOk, taggedSummary } from "./taggedPeer";
 
 jest.setTimeout(40 * 60_000);
@@ -91,21 +91,8 @@ async function checked(props: Record<string, unknown>): Promise<Record<string, u
   return c.inputs;
 }
 
-interface Link {
-  ifindex: number;
-  master?: string;
-  flags: string[];
-  link?: string;
-  linkinfo?: { info_kind?: string; info_data?: { protocol?: string; id?: number } };
-}
-async function link(name: string): Promise<Link | undefined> {
-  const r = await lab.exec(`ip -j -d link show dev ${name}`, { allowFail: true });
-  return r.code === 0 ? (JSON.parse(r.stdout) as Link[])[0] : undefined;
-}
-async function addrs(name: string): Promise<string[]> {
-  const r = JSON.parse((await lab.exec(`ip -j addr show dev ${name}`)).stdout) as { addr_info: { local: string; prefixlen: number; scope: string }[] }[];
-  return (r[0]?.addr_info ?? []).filter((a) => a.scope !== "link").map((a) => `${a.local}/${a.prefixlen}`);
-}
+const link = (name: string) => labLink(lab, name);
+const addrs = (name: string) => labAddrs(lab, name);
 
 /** Every file of ours any stack could read at boot (drop-ins included), and our manifests. */
 const OURS = "find /etc/systemd/network /etc/NetworkManager/system-connections /etc/network/interfaces.d -name '*kvmnet*' 2>/dev/null; ls -d /etc/kvmnet 2>/dev/null; true";

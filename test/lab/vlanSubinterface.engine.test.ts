@@ -13,6 +13,7 @@ import * as path from "path";
 import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
 import { bootLabHost, checkLabSupport, LabHost } from "../../testbed/labHost";
 import { labSnapshot } from "./labSnapshot";
+import { labLink } from "./persistSupport";
 
 jest.setTimeout(30 * 60_000);
 
@@ -41,22 +42,12 @@ afterAll(async () => {
   await lab?.shutdown();
 });
 
-interface Link {
-  ifindex: number;
-  mtu: number;
-  master?: string;
-  flags: string[];
-  linkinfo?: { info_data?: { protocol?: string; id?: number } };
-}
 /** The steps of a preview that change something, in resource-name order (the engine's order varies). */
 async function changes() {
   return (await stack.previewSteps()).filter((s) => s.op !== "same").sort((a, b) => a.name.localeCompare(b.name));
 }
 
-async function link(name: string): Promise<Link | undefined> {
-  const r = await lab.exec(`ip -j -d link show dev ${name}`, { allowFail: true });
-  return r.code === 0 ? (JSON.parse(r.stdout) as Link[])[0] : undefined;
-}
+const link = (name: string) => labLink(lab, name);
 
 /** SSH logins the guest's sshd accepted so far (the lab harness's own exec session is one long-lived login). */
 async function acceptedLogins(): Promise<number> {

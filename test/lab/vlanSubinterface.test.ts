@@ -19,6 +19,7 @@ import { expectKvmnetError } from "../support/expectError";
 import { bootLabHost, checkLabSupport, LabHost } from "../../testbed/labHost";
 import { labSnapshot } from "./labSnapshot";
 import { runTaggedPeer } from "./taggedPeer";
+import { labAddrs, labLink } from "./persistSupport";
 
 jest.setTimeout(30 * 60_000);
 
@@ -66,22 +67,8 @@ async function update(id: string, outs: Record<string, unknown>, props: Record<s
   return (await vlan.update(id, outs, news)).outs;
 }
 
-interface Link {
-  ifindex: number;
-  mtu: number;
-  master?: string;
-  flags: string[];
-  link?: string;
-  linkinfo?: { info_kind?: string; info_data?: { protocol?: string; id?: number } };
-}
-async function link(name: string): Promise<Link | undefined> {
-  const r = await lab.exec(`ip -j -d link show dev ${name}`, { allowFail: true });
-  return r.code === 0 ? (JSON.parse(r.stdout) as Link[])[0] : undefined;
-}
-async function addrs(name: string): Promise<string[]> {
-  const r = JSON.parse((await lab.exec(`ip -j addr show dev ${name}`)).stdout) as { addr_info: { local: string; prefixlen: number; scope: string }[] }[];
-  return (r[0]?.addr_info ?? []).filter((a) => a.scope !== "link").map((a) => `${a.local}/${a.prefixlen}`);
-}
+const link = (name: string) => labLink(lab, name);
+const addrs = (name: string) => labAddrs(lab, name);
 async function moduleLoaded(): Promise<boolean> {
   return (await lab.exec("lsmod")).stdout.split("\n").some((l) => l.startsWith("8021q "));
 }
