@@ -93,6 +93,8 @@ function persistSection(): Script {
         "fi",
         "[ -e /run/network/ifstate ] && echo 'ifstate yes'",
         "command -v ifup >/dev/null 2>&1 && echo 'ifup yes'",
+        // Which of our files systemd-networkd configures a link from right now (it read them at boot).
+        'for f in /run/systemd/netif/links/*; do [ -f "$f" ] || continue; while IFS= read -r l; do case "$l" in NETWORK_FILE=*/05-kvmnet-*) printf "@@applied %s\\n" "${l#NETWORK_FILE=}" ;; esac; done <"$f"; done',
         `for m in ${OWNED_DIR}/*/*; do [ -f "$m" ] || continue; printf '@@manifest %s\\n' "$m"; ` +
           'while IFS= read -r p; do [ -n "$p" ] || continue; ' +
           'if [ -L "$p" ]; then printf "@@link %s %s\\n" "$p" "$(readlink "$p")"; ' +

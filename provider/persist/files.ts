@@ -67,6 +67,8 @@ export interface OwnedFile {
 
 interface ParsedPersist {
   facts: PersistFacts;
+  /** Our files systemd-networkd configures a link from right now. */
+  applied: Set<string>;
   manifests: Map<string, OwnedFile[]>;
 }
 
@@ -79,12 +81,14 @@ function parsePersist(snap: HostSnapshot): ParsedPersist {
   let ifstate = false;
   let ifup = false;
   const manifests = new Map<string, OwnedFile[]>();
+  const applied = new Set<string>();
   let cur: OwnedFile[] | undefined;
   for (const line of (snap.sections.get("persist")?.text ?? "").split("\n")) {
     let m: RegExpExecArray | null;
     if ((m = /^active (\S+) active$/.exec(line))) active.add(m[1]);
     else if (line === "ifstate yes") ifstate = true;
     else if (line === "ifup yes") ifup = true;
+    else if ((m = /^@@applied (\S+)$/.exec(line))) applied.add(m[1]);
     else if ((m = /^@@manifest (\S+)$/.exec(line))) manifests.set(m[1], (cur = []));
     else if ((m = /^@@file (\S+) ?(\S*)$/.exec(line)) && cur) cur.push({ path: m[1], state: "file", content: Buffer.from(m[2], "base64").toString("utf8") });
     else if ((m = /^@@link (\S+) (.*)$/.exec(line)) && cur) cur.push({ path: m[1], state: "link", link: m[2] });
@@ -98,6 +102,7 @@ function parsePersist(snap: HostSnapshot): ParsedPersist {
       ifupdown: ifup && (active.has("networking") || ifstate),
     },
     manifests,
+    applied,
   };
   parsedCache.set(snap, parsed);
   return parsed;
@@ -105,6 +110,11 @@ function parsePersist(snap: HostSnapshot): ParsedPersist {
 
 export function persistFacts(snap: HostSnapshot): PersistFacts {
   return parsePersist(snap).facts;
+}
+
+/** Our files systemd-networkd configures a link from right now (read at boot: written since, they are not loaded). */
+export function networkdApplies(snap: HostSnapshot): ReadonlySet<string> {
+  return parsePersist(snap).applied;
 }
 
 /** The files listed in an object's manifest, as the host has them (empty when none). */

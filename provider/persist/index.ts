@@ -30,9 +30,23 @@ import type { Plan, Step } from "../render";
 import { joinLines, literal, Script, sh, writeFile } from "../shell";
 import { NM_RELOAD } from "./networkManager";
 import { SYSTEMD_RELOAD } from "./systemd";
-import { hasManifest, manifestPath, OWNED_DIR, ownedFiles, PersistFacts, persistFacts, PersistSet, removeFile, restore, sameAs, StackReload, write } from "./files";
+import {
+  hasManifest,
+  manifestPath,
+  networkdApplies,
+  OWNED_DIR,
+  ownedFiles,
+  PersistFacts,
+  persistFacts,
+  PersistSet,
+  removeFile,
+  restore,
+  sameAs,
+  StackReload,
+  write,
+} from "./files";
 
-export { dropInDirOf, hasManifest, manifestPath, ownedFiles, persistFacts } from "./files";
+export { dropInDirOf, hasManifest, manifestPath, networkdApplies, ownedFiles, persistFacts } from "./files";
 export type { OwnedFile, PersistFacts, PersistFile, PersistSet } from "./files";
 export { bootHooksToDisarm, disarmSteps, requireSystemd } from "./systemd";
 export type { BootHooks } from "./systemd";
@@ -56,7 +70,8 @@ export const persistence = z.enum(PERSISTENCE_MODES, {
  * without touching live state (live changes are the plan's steps):
  * systemd re-reads units; NetworkManager re-reads keyfiles; udev its rules.
  * systemd-networkd and ifupdown read their files at boot (a networkd reload
- * would reconfigure links live).
+ * would reconfigure links live; a delete of files networkd holds is the
+ * exception: withPersistRemoval).
  */
 export function reloadsFor(paths: readonly string[]): Script[] {
   return [SYSTEMD_RELOAD, NM_RELOAD, UDEV_RELOAD].filter((r) => paths.some((p) => p.startsWith(r.under))).map((r) => r.run);
@@ -168,6 +183,36 @@ export function persistSteps(kind: string, name: string, want: PersistSet, snap:
     ...steps,
     { description: "reload the stack's view of the persisted files", run: reload },
   ];
+}
+
+/** systemd-networkd re-reads its files and reconfigures every link whose .network changed (networkctl(1)). */
+const NETWORKD_RELOAD = literal("networkctl reload");
+
+/**
+ * `plan` (a delete's live teardown) with every file of object kind/name
+ * removed. Usually after the teardown. But where systemd-networkd configures
+ * a link from one of those files right now (it read them at boot), networkd
+ * would take the teardown apart again as it happens: seen in the lab, a
+ * taken-over uplink given back from its bridge was put straight back into it
+ * by networkd, still holding our port file (`Bridge=`), and the bridge got
+ * its address again; under load the host was cut off. So there the files go
+ * first and networkd reloads, letting go of our links (the uplink returns to
+ * its own .network) before the live steps run; undone, the files come back
+ * and networkd reloads again.
+ */
+export function withPersistRemoval(plan: Plan, kind: string, name: string, snap: HostSnapshot): Plan {
+  const steps = persistSteps(kind, name, { files: [] }, snap);
+  const applied = networkdApplies(snap);
+  if (!ownedFiles(snap, kind, name).some((f) => applied.has(f.path))) return withPersistence(plan, steps);
+  return {
+    ...plan,
+    steps: [
+      { description: "note systemd-networkd's reload", run: literal("true"), undo: NETWORKD_RELOAD },
+      ...steps,
+      { description: "systemd-networkd lets go of the links it configured from these files", run: NETWORKD_RELOAD },
+      ...plan.steps,
+    ],
+  };
 }
 
 /** Append persistence steps to a live plan. */

@@ -4,7 +4,7 @@
  * their removal on delete.
  */
 import type { HostSnapshot } from "../observe";
-import { Backend, Persistence, PersistSet, persistSteps, resolveBackend, withPersistence } from "../persist";
+import { Backend, Persistence, PersistSet, persistSteps, resolveBackend, withPersistence, withPersistRemoval } from "../persist";
 import type { Plan } from "../render";
 import { CREATED_DIR, forgetCreationStep } from "./creationRecord";
 import type { BaseInputs, KindSpec } from "./kind";
@@ -31,7 +31,7 @@ export function planWithFiles<I extends BaseInputs>(spec: KindSpec<I>, desired: 
 /** The kind's delete plan, with every file the object persisted through removed. */
 export function planDeleteWithFiles<I extends BaseInputs>(spec: KindSpec<I>, props: I, snap: HostSnapshot): Plan {
   const planned = spec.planDelete(props, snap);
-  const plan = spec.persist ? withPersistence(planned, persistSteps(spec.kind, props.name, { files: [] }, snap)) : planned;
+  const plan = spec.persist ? withPersistRemoval(planned, spec.kind, props.name, snap) : planned;
   const record = `${CREATED_DIR}/${spec.kind}.${props.name}`;
   return snap.stateFiles[record] === undefined ? plan : { ...plan, steps: [...plan.steps, forgetCreationStep(record)] };
 }

@@ -20,7 +20,7 @@ import { closeAllConnections } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { bootLabHost, LabHost } from "../../testbed/labHost";
 import { waitFor } from "./persistSupport";
-import { eth0Facts, eth0Problems, LAB_ETH0, labStacks, useNetworkStack } from "./stacks";
+import { eth0Facts, eth0Problems, LAB_ETH0, labStacks, STACK_PATHS, useNetworkStack } from "./stacks";
 
 jest.setTimeout(45 * 60_000);
 
@@ -132,13 +132,21 @@ describe("takeOverUplink with persistence", () => {
         left = undefined;
       } finally {
         console.log(`${stack}: delete (give back, confirmed) ${Date.now() - d0} ms`);
-        if (stack === "networkmanager") {
-          const j = await lab.exec(`journalctl --no-pager -o short-monotonic -u NetworkManager --since '${since}' | grep -E 'eth0|br-up' | tail -40`, { allowFail: true });
-          console.log(`NetworkManager during delete:\n${j.stdout}`);
-        }
+        const unit = stack === "networkmanager" ? "NetworkManager" : "systemd-networkd";
+        const j = await lab
+          .exec(`journalctl --no-pager -o short-monotonic -u ${unit} --since '${since}' | grep -E 'eth0|br-up' | tail -40`, { allowFail: true })
+          .catch((e: Error) => ({ stdout: e.message }));
+        console.log(`${unit} during delete:\n${j.stdout}`);
       }
       expect(await uplinkState()).toEqual({ bridgeMac: undefined, eth0Master: undefined, eth0: [ETH0], bridge: [], defaults: [`${LAB_ETH0.gateway} eth0`] });
       expect((await lab.exec(OURS)).stdout.trim()).toBe("");
+      if (stack === "networkd") {
+        // networkd let go of eth0 live: it configures eth0 from the host's own file again, not from our
+        // removed port file (holding that, it put eth0 back into the bridge during the give-back).
+        const appliedToEth0 = async () => (await lab.exec("sed -n 's/^NETWORK_FILE=//p' /run/systemd/netif/links/$(cat /sys/class/net/eth0/ifindex)")).stdout.trim();
+        await waitFor("networkd configures eth0 from its own file", 20_000, async () => (await appliedToEth0()) === STACK_PATHS.networkd).catch(() => 0);
+        expect(await appliedToEth0()).toBe(STACK_PATHS.networkd);
+      }
 
       await lab.reboot();
       let problems: string[] = [];
