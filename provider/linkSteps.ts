@@ -6,13 +6,36 @@
 import type { Guard, Step } from "./render";
 import { sh } from "./shell";
 
-/** Link actions that kinds owning a link plan alike (VlanSubinterface, TapInterface); the steps below render them. */
+/** Link actions that kinds owning a link plan alike (Bridge, VlanSubinterface, TapInterface); {@link linkActionStep} renders them. */
 export type LinkAction =
   | { op: "setMtu"; name: string; mtu: number; previous?: number }
   | { op: "attach"; name: string; bridge: string; previous?: string }
   | { op: "detach"; name: string; bridge: string }
   | { op: "up"; name: string }
   | { op: "delete"; name: string };
+
+/** Address changes on a link (Bridge, VlanSubinterface). */
+export type AddressAction = { op: "addAddress"; name: string; cidr: string } | { op: "removeAddress"; name: string; cidr: string };
+
+/** The step of a shared action; `label` ("bridge", "tap") names the kind of link in a delete's description. */
+export function linkActionStep(a: LinkAction | AddressAction, label?: string): Step {
+  switch (a.op) {
+    case "setMtu":
+      return setMtuStep(a.name, a.mtu, a.previous);
+    case "attach":
+      return attachStep(a.name, a.bridge, a.previous);
+    case "detach":
+      return detachStep(a.name, a.bridge);
+    case "up":
+      return linkUpStep(a.name);
+    case "delete":
+      return deleteLinkStep(a.name, label ? `${label} ${a.name}` : a.name);
+    case "addAddress":
+      return addAddressStep(a.name, a.cidr);
+    case "removeAddress":
+      return removeAddressStep(a.name, a.cidr);
+  }
+}
 
 /** Set `name`'s MTU; undone to `previous` when it was known. */
 export function setMtuStep(name: string, mtu: number, previous?: number): Step {

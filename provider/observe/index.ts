@@ -270,6 +270,20 @@ export function configuredAddresses(snap: HostSnapshot, ifname: string): string[
   return entry.addr_info.filter((a) => !(a.family === "inet6" && a.scope === "link") && a.scope !== "host").map((a) => `${a.local}/${a.prefixlen}`);
 }
 
+/** What every kind that owns a link reports of it (VlanSubinterface, TapInterface). */
+export interface LinkBasics {
+  ifindex?: number;
+  mtu?: number;
+  macAddress?: string;
+  operState?: string;
+  adminUp: boolean;
+  /** The bridge (or other master) the link is a port of. */
+  master?: string;
+}
+
+export function linkBasics(link: IpLink): LinkBasics {
+  return { ifindex: link.ifindex, mtu: link.mtu, macAddress: link.address, operState: link.operstate, adminUp: link.flags.includes("UP"), master: link.master };
+}
 export function findLink(snap: HostSnapshot, ifname: string): IpLink | undefined {
   return snap.links.find((l) => l.ifname === ifname);
 }

@@ -10,6 +10,7 @@
 import { createHash } from "crypto";
 import { KvmnetError } from "../../errors";
 import { configuredAddresses, findLink, HostSnapshot, portsOf, STATE_DIR } from "../../observe";
+import type { AddressAction, LinkAction } from "../../linkSteps";
 import { BridgeInputs, BridgeOptions, desiredOptions } from "./schema";
 import { LiveRoute, liveRoutes, persistedTakeover } from "./takeover";
 
@@ -99,20 +100,18 @@ export function observeBridge(snap: HostSnapshot, name: string): BridgeObserved 
 export type BridgeAction =
   | { op: "create"; name: string; options: BridgeOptions; mac?: string }
   | { op: "setOptions"; name: string; options: BridgeOptions; previous: BridgeOptions }
-  | { op: "setMtu"; name: string; mtu: number; previous?: number }
   | { op: "setMac"; name: string; mac: string; previous?: string }
   | { op: "attachPort"; name: string; port: string; bringUp: boolean }
   | { op: "detachPort"; name: string; port: string; bringDown: boolean }
-  | { op: "addAddress"; name: string; cidr: string }
-  | { op: "removeAddress"; name: string; cidr: string }
-  | { op: "up"; name: string }
   /** Enslave an uplink and move its addresses and (non-kernel) routes onto the bridge. */
   | { op: "takeOver"; name: string; port: string; addresses: string[]; routes: LiveRoute[]; bringUp: boolean }
   /** The reverse: addresses and routes back onto the port, which leaves the bridge. */
   | { op: "giveBack"; name: string; port: string; addresses: string[]; routes: LiveRoute[]; bringDown: boolean }
   | { op: "writeState"; name: string; state: BridgeState; previous: BridgeState }
   | { op: "removeState"; name: string }
-  | { op: "delete"; name: string };
+  /** setMtu, up, delete, addresses: rendered as every kind that owns a link renders them. */
+  | Exclude<LinkAction, { op: "attach" | "detach" }>
+  | AddressAction;
 
 /** Preconditions re-checked on the host under the lock. */
 export type BridgeGuard = { op: "absent"; name: string } | { op: "isBridge"; name: string } | { op: "portAvailable"; name: string; port: string };

@@ -1,6 +1,6 @@
 /** Bridge actions → shell steps (values quoted by shell.ts only). */
 import { STATE_DIR } from "../../observe";
-import { absentGuard, addAddressStep, createBridgeStep, deleteLinkStep, isBridgeGuard, linkUpStep, removeAddressStep, setMtuStep } from "../../linkSteps";
+import { absentGuard, createBridgeStep, isBridgeGuard, linkActionStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
 import { andThen, joinLines, Script, sh, writeFile } from "../../shell";
 import { BridgeAction, BridgeGuard, BridgePlan, BridgeState, stateFilePath } from "./plan";
@@ -70,8 +70,6 @@ function renderAction(a: BridgeAction): Step {
         run: sh`ip link set dev ${a.name} type bridge ${optionWords(a.options)}`,
         undo: sh`ip link set dev ${a.name} type bridge ${optionWords(a.previous)}`,
       };
-    case "setMtu":
-      return setMtuStep(a.name, a.mtu, a.previous);
     case "setMac":
       return {
         description: `set address ${a.mac} on ${a.name}`,
@@ -90,12 +88,6 @@ function renderAction(a: BridgeAction): Step {
         run: a.bringDown ? sh`ip link set dev ${a.port} nomaster && ip link set dev ${a.port} down` : sh`ip link set dev ${a.port} nomaster`,
         undo: a.bringDown ? sh`ip link set dev ${a.port} master ${a.name}; ip link set dev ${a.port} up` : sh`ip link set dev ${a.port} master ${a.name}`,
       };
-    case "addAddress":
-      return addAddressStep(a.name, a.cidr);
-    case "removeAddress":
-      return removeAddressStep(a.name, a.cidr);
-    case "up":
-      return linkUpStep(a.name);
     case "takeOver":
       return {
         description: `take over ${a.port}: enslave it to ${a.name} and move its addresses and routes onto the bridge`,
@@ -121,8 +113,8 @@ function renderAction(a: BridgeAction): Step {
     case "removeState":
       // Remove our directories too once empty (rmdir refuses non-empty ones).
       return { description: `remove state of ${a.name}`, run: sh`rm -f ${stateFilePath(a.name)} && { rmdir ${STATE_DIR}/bridge ${STATE_DIR} /run/kvmnet 2>/dev/null || true; }` };
-    case "delete":
-      return deleteLinkStep(a.name, `bridge ${a.name}`);
+    default:
+      return linkActionStep(a, "bridge");
   }
 }
 

@@ -16,7 +16,7 @@
  */
 import { KvmnetError } from "../../errors";
 import type { LinkAction } from "../../linkSteps";
-import { bridgeToJoin, findLink, HostSnapshot, section } from "../../observe";
+import { bridgeToJoin, findLink, HostSnapshot, LinkBasics, linkBasics, section } from "../../observe";
 import { literal } from "../../shell";
 import { TapInterfaceInputs } from "./schema";
 
@@ -36,7 +36,7 @@ export interface TapIdentity {
   vnetHdr: boolean;
 }
 
-export interface TapObserved {
+export interface TapObserved extends LinkBasics {
   exists: boolean;
   isTap: boolean;
   kind?: string;
@@ -48,12 +48,6 @@ export interface TapObserved {
   multiQueue: boolean;
   vnetHdr: boolean;
   pi: boolean;
-  ifindex?: number;
-  mtu?: number;
-  macAddress?: string;
-  operState?: string;
-  adminUp: boolean;
-  master?: string;
 }
 
 function sysfsIds(snap: HostSnapshot, name: string): { owner?: string; group?: string } {
@@ -83,12 +77,7 @@ export function observeTap(snap: HostSnapshot, name: string): TapObserved {
     multiQueue: d.multi_queue === true,
     vnetHdr: d.vnet_hdr === true,
     pi: d.pi === true,
-    ifindex: link.ifindex,
-    mtu: link.mtu,
-    macAddress: link.address,
-    operState: link.operstate,
-    adminUp: link.flags.includes("UP"),
-    master: link.master,
+    ...linkBasics(link),
   };
 }
 

@@ -1,7 +1,7 @@
 /** TapInterface actions → shell steps (values quoted by shell.ts only). */
 import { Guard, Plan, Step } from "../../render";
 import { Script, sh } from "../../shell";
-import { absentGuard, attachStep, bridgeExistsGuard, deleteLinkStep, detachStep, linkUpStep, setMtuStep } from "../../linkSteps";
+import { absentGuard, bridgeExistsGuard, linkActionStep } from "../../linkSteps";
 import { TapAction, TapGuard, TapIdentity, TapPlan } from "./plan";
 
 /** The words of `ip tuntap add` for a tap of this identity (ip-tuntap(8)); ids and names alike go after user/group. */
@@ -41,16 +41,8 @@ function renderAction(a: TapAction): Step {
         undo: restore.reduce((acc, s) => sh`${acc}; ${s}`),
       };
     }
-    case "setMtu":
-      return setMtuStep(a.name, a.mtu, a.previous);
-    case "attach":
-      return attachStep(a.name, a.bridge, a.previous);
-    case "detach":
-      return detachStep(a.name, a.bridge);
-    case "up":
-      return linkUpStep(a.name);
-    case "delete":
-      return deleteLinkStep(a.name, `tap ${a.name}`);
+    default:
+      return linkActionStep(a, "tap");
   }
 }
 

@@ -15,8 +15,8 @@
  *   from a snapshot another resource may have changed since.
  */
 import { KvmnetError } from "../../errors";
-import type { LinkAction } from "../../linkSteps";
-import { bridgeToJoin, configuredAddresses, findLink, HostSnapshot, IpLink, STATE_DIR } from "../../observe";
+import type { AddressAction, LinkAction } from "../../linkSteps";
+import { bridgeToJoin, configuredAddresses, findLink, HostSnapshot, IpLink, LinkBasics, linkBasics, STATE_DIR } from "../../observe";
 import { VlanProtocol, VlanSubinterfaceInputs } from "./schema";
 
 export const VLAN_STATE_DIR = `${STATE_DIR}/vlan`;
@@ -26,20 +26,13 @@ export function parentHoldFile(name: string): string {
   return `${VLAN_STATE_DIR}/${name}.up`;
 }
 
-export interface VlanObserved {
+export interface VlanObserved extends LinkBasics {
   exists: boolean;
   isVlan: boolean;
   kind?: string;
   parent?: string;
   vlanId?: number;
   protocol?: string;
-  ifindex?: number;
-  mtu?: number;
-  macAddress?: string;
-  operState?: string;
-  adminUp: boolean;
-  /** The bridge (or other master) the VLAN is a port of. */
-  master?: string;
   addresses: string[];
   /** The parent this VLAN holds up (its holder file), when it has one. */
   holdsParent?: string;
@@ -66,12 +59,7 @@ export function observeVlan(snap: HostSnapshot, name: string): VlanObserved {
     isVlan: id !== undefined,
     kind: link.linkinfo?.info_kind ?? link.link_type,
     ...id,
-    ifindex: link.ifindex,
-    mtu: link.mtu,
-    macAddress: link.address,
-    operState: link.operstate,
-    adminUp: link.flags.includes("UP"),
-    master: link.master,
+    ...linkBasics(link),
     addresses: configuredAddresses(snap, name),
     holdsParent,
   };
@@ -81,8 +69,7 @@ export type VlanAction =
   | { op: "create"; name: string; parent: string; vlanId: number; protocol: VlanProtocol }
   | { op: "holdParent"; name: string; parent: string }
   | { op: "releaseParent"; name: string; parent: string }
-  | { op: "addAddress"; name: string; cidr: string }
-  | { op: "removeAddress"; name: string; cidr: string }
+  | AddressAction
   | LinkAction;
 
 /** Preconditions re-checked on the host under the lock. */

@@ -1,6 +1,6 @@
 /** VlanSubinterface actions → shell steps (values quoted by shell.ts only). */
 import { STATE_DIR } from "../../observe";
-import { absentGuard, addAddressStep, attachStep, bridgeExistsGuard, deleteLinkStep, detachStep, linkUpStep, removeAddressStep, setMtuStep } from "../../linkSteps";
+import { absentGuard, bridgeExistsGuard, linkActionStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
 import { Script, sh } from "../../shell";
 import { parentHoldFile, VLAN_STATE_DIR, VlanAction, VlanGuard, VlanPlan } from "./plan";
@@ -35,20 +35,8 @@ function renderAction(a: VlanAction): Step {
       return { description: `bring parent ${a.parent} up (if down) for ${a.name}`, run: holdParent(a.name, a.parent), undo: releaseParent(a.name, a.parent) };
     case "releaseParent":
       return { description: `release parent ${a.parent} (down again if ${a.name} brought it up and nothing else uses it)`, run: releaseParent(a.name, a.parent) };
-    case "setMtu":
-      return setMtuStep(a.name, a.mtu, a.previous);
-    case "attach":
-      return attachStep(a.name, a.bridge, a.previous);
-    case "detach":
-      return detachStep(a.name, a.bridge);
-    case "addAddress":
-      return addAddressStep(a.name, a.cidr);
-    case "removeAddress":
-      return removeAddressStep(a.name, a.cidr);
-    case "up":
-      return linkUpStep(a.name);
-    case "delete":
-      return deleteLinkStep(a.name);
+    default:
+      return linkActionStep(a);
   }
 }
 
