@@ -8,6 +8,7 @@
 import { KvmnetError } from "../../errors";
 import { KINDS } from "../../identity";
 import { configuredAddresses, findLink, HostSnapshot } from "../../observe";
+import type { AddressAction, LinkAction } from "../../linkSteps";
 import { resolveBackend } from "../../persist";
 import { BootHooks, bootHooksToDisarm } from "../../persist/systemd";
 import {
@@ -110,9 +111,9 @@ export function observeNat(snap: HostSnapshot, n: Pick<NatNetworkInputs, "name" 
 
 export type NatAction =
   | { op: "createBridge"; bridge: string; mac: string }
-  | { op: "setMtu"; bridge: string; mtu: number; previous?: number }
-  | { op: "addAddress"; bridge: string; cidr: string }
-  | { op: "up"; bridge: string }
+  /** On the bridge (`name`), rendered as every kind that owns a link renders them. */
+  | Extract<LinkAction, { op: "setMtu" | "up" }>
+  | Extract<AddressAction, { op: "addAddress" }>
   | { op: "applyTable"; name: string; script: string; previous?: string }
   | { op: "deleteTable"; name: string }
   | { op: "acquireForward"; name: string }
@@ -273,9 +274,9 @@ export function planNat(desired: NatNetworkInputs, snap: HostSnapshot, previous?
   } else {
     guards.push({ op: "isBridge", ifname: br });
   }
-  if (desired.mtu !== undefined && desired.mtu !== obs.bridge?.mtu) actions.push({ op: "setMtu", bridge: br, mtu: desired.mtu, previous: obs.bridge?.mtu });
-  if (!obs.gatewayPresent) actions.push({ op: "addAddress", bridge: br, cidr: gatewayCidr(desired) });
-  if (!obs.bridge?.up) actions.push({ op: "up", bridge: br });
+  if (desired.mtu !== undefined && desired.mtu !== obs.bridge?.mtu) actions.push({ op: "setMtu", name: br, mtu: desired.mtu, previous: obs.bridge?.mtu });
+  if (!obs.gatewayPresent) actions.push({ op: "addAddress", name: br, cidr: gatewayCidr(desired) });
+  if (!obs.bridge?.up) actions.push({ op: "up", name: br });
 
   // The firewall table: re-applied (atomically) whenever its text or its rules differ.
   const rules = tableRules(desired.mode, br, desired.subnet, forwards ? uplink : undefined);

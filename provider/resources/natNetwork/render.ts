@@ -1,7 +1,7 @@
 /** NatNetwork actions → shell steps (values quoted by shell.ts only). */
 import { nftLoad } from "../../nft";
 import { STATE_DIR } from "../../observe";
-import { absentGuard, addAddressStep, createBridgeStep, deleteLinkStep, isBridgeGuard, linkUpStep, setMtuStep } from "../../linkSteps";
+import { absentGuard, createBridgeStep, deleteLinkStep, isBridgeGuard, linkActionStep } from "../../linkSteps";
 import { Guard, Plan, Step } from "../../render";
 import { andThen, joinLines, Script, sh, writeFile } from "../../shell";
 import {
@@ -181,11 +181,9 @@ function renderOne(a: Exclude<NatAction, { op: "disarmBootHooks" }>): Step {
     case "createBridge":
       return createBridgeStep(a.bridge, a.mac);
     case "setMtu":
-      return setMtuStep(a.bridge, a.mtu, a.previous);
     case "addAddress":
-      return addAddressStep(a.bridge, a.cidr);
     case "up":
-      return linkUpStep(a.bridge);
+      return linkActionStep(a);
     case "applyTable":
       return {
         description: `apply nft table inet ${tableName(a.name)}`,

@@ -201,7 +201,7 @@ describe("a network already on the host at create", () => {
 
   it("adopts with adopt: true, changing only what differs", () => {
     expect(ops(planNat({ ...lab, adopt: true }, noDocker).actions)).toEqual(["recordSysctl"]);
-    expect(planNat({ ...lab, adopt: true, mtu: 1400 }, noDocker).actions).toContainEqual({ op: "setMtu", bridge: "kvn-lab", mtu: 1400, previous: 1500 });
+    expect(planNat({ ...lab, adopt: true, mtu: 1400 }, noDocker).actions).toContainEqual({ op: "setMtu", name: "kvn-lab", mtu: 1400, previous: 1500 });
     const other = inputs({ name: "other", bridgeName: "kvn-iso", mode: "isolated", subnet: "10.78.0.0/24", dns: { enabled: false }, adopt: true });
     const p = planNat(other, noDocker);
     expect(p.guards).toEqual([{ op: "isBridge", ifname: "kvn-iso" }]);
