@@ -6,33 +6,26 @@
  * and the host is as before; destroy gives the uplink its address back.
  */
 import * as path from "path";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
-import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { SandboxHost, snapshotHost } from "../../testbed/fleet";
+import { REPO, Stack } from "../../testbed/engine";
+import { exampleOnSandboxHost } from "../support/drive";
 
 jest.setTimeout(900_000);
 
-let fleet: Fleet;
 let h: SandboxHost;
 let stack: Stack;
 
-beforeAll(async () => {
-  await assertSandboxSupported();
-  const bin = await ensurePulumi();
-  fleet = await startFleet(1);
-  [h] = fleet.hosts;
-  stack = new Stack(path.join(REPO, "examples", "bridged-uplink"), "engine-bridged-uplink", bin);
-  await stack.init();
-  await stack.connectTo(h);
-  await stack.setConfig("uplink", "mgmt0");
-  await stack.setConfig("bridgeName", "br-lan");
-  await stack.setConfig("confirmTimeoutSec", "15");
-});
-
-afterAll(async () => {
-  await stack?.pulumi(["destroy", "--yes"]);
-  await stack?.dispose();
-  await fleet?.stop();
-});
+exampleOnSandboxHost(
+  {
+    project: path.join(REPO, "examples", "bridged-uplink"),
+    stackName: "engine-bridged-uplink",
+    config: { uplink: "mgmt0", bridgeName: "br-lan", confirmTimeoutSec: "15" },
+  },
+  (host, s) => {
+    h = host;
+    stack = s;
+  },
+);
 
 const addrsOf = async (ifname: string) =>
   ((JSON.parse((await h.exec(`ip -j -4 addr show dev ${ifname} 2>/dev/null || echo '[]'`)).stdout)[0]?.addr_info ?? []) as { local: string; prefixlen: number }[]).map(

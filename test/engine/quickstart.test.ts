@@ -3,33 +3,28 @@
  * real Pulumi engine against a sandbox host: docs/TESTING.md's P1, P2, P4–P9 for
  * both kinds. (P3, adoption, does not apply: neither kind adopts.)
  */
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
-import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { SandboxHost, snapshotHost } from "../../testbed/fleet";
+import { REPO, Stack } from "../../testbed/engine";
+import { exampleOnSandboxHost } from "../support/drive";
 
 jest.setTimeout(900_000);
 
 const NAT = "pulumi-nodejs:dynamic/kvmnet:NatNetwork";
 const PF = "pulumi-nodejs:dynamic/kvmnet:PortForward";
 
-let fleet: Fleet;
 let h: SandboxHost;
 let stack: Stack;
 
-beforeAll(async () => {
-  await assertSandboxSupported();
-  const bin = await ensurePulumi();
-  fleet = await startFleet(1);
-  h = fleet.hosts[0];
-  stack = new Stack(REPO, "engine-quickstart", bin);
-  await stack.init();
-  await stack.connectTo(h);
-});
-
-afterAll(async () => {
-  await stack?.pulumi(["destroy", "--yes"]);
-  await stack?.dispose();
-  await fleet?.stop();
-});
+exampleOnSandboxHost(
+  {
+    project: REPO,
+    stackName: "engine-quickstart",
+  },
+  (host, s) => {
+    h = host;
+    stack = s;
+  },
+);
 
 const tables = async () => (await h.exec("nft list tables")).stdout;
 const resources = (doc: { deployment: { resources?: { type: string; outputs?: Record<string, unknown> }[] } }, type: string) =>

@@ -12,8 +12,9 @@
  * through the first forward stays open, and destroy leaves the host as it was.
  */
 import * as path from "path";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
-import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { Fleet, SandboxHost, snapshotHost } from "../../testbed/fleet";
+import { REPO, Stack } from "../../testbed/engine";
+import { exampleOnSandboxHost } from "../support/drive";
 import { dhcpLease, heldConnection, Listeners, talk } from "../../testbed/guests";
 import { hostProcesses } from "./support";
 
@@ -27,24 +28,20 @@ let h: SandboxHost;
 let stack: Stack;
 const listeners = new Listeners();
 
-beforeAll(async () => {
-  await assertSandboxSupported();
-  const bin = await ensurePulumi();
-  fleet = await startFleet(1);
-  [h] = fleet.hosts;
-  stack = new Stack(path.join(REPO, "examples", "libvirt-default"), "scenario-libvirt-default", bin);
-  await stack.init();
-  await stack.connectTo(h);
-  // Sandbox hosts have no libvirtd (test/lab/libvirt.engine.test.ts runs the registration).
-  await stack.setConfig("libvirt", "false");
-});
-
-afterAll(async () => {
-  await listeners.stopAll();
-  await stack?.pulumi(["destroy", "--yes"]);
-  await stack?.dispose();
-  await fleet?.stop();
-});
+exampleOnSandboxHost(
+  {
+    project: path.join(REPO, "examples", "libvirt-default"),
+    stackName: "scenario-libvirt-default",
+    // Sandbox hosts have no libvirtd (test/lab/libvirt.engine.test.ts runs the registration).
+    config: { libvirt: "false" },
+    teardown: () => listeners.stopAll(),
+  },
+  (host, s, f) => {
+    h = host;
+    stack = s;
+    fleet = f;
+  },
+);
 
 it("serves a guest on the default network through two forwards, keeps traffic across an update, and destroys to the baseline", async () => {
   const web = await fleet.addGuest(h, "vnet0");

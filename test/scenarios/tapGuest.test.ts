@@ -7,8 +7,9 @@
  * namespace, outside the host. Then destroy leaves the host as it was.
  */
 import * as path from "path";
-import { assertSandboxSupported, Fleet, SandboxHost, snapshotHost, startFleet } from "../../testbed/fleet";
-import { ensurePulumi, REPO, Stack } from "../../testbed/engine";
+import { Fleet, SandboxHost, snapshotHost } from "../../testbed/fleet";
+import { REPO, Stack } from "../../testbed/engine";
+import { exampleOnSandboxHost } from "../support/drive";
 import { frameWaitCommand, tapWriteCommand } from "../../testbed/tapOpen";
 
 jest.setTimeout(300_000);
@@ -17,25 +18,22 @@ let fleet: Fleet;
 let h: SandboxHost;
 let stack: Stack;
 
-beforeAll(async () => {
-  await assertSandboxSupported();
-  const bin = await ensurePulumi();
-  fleet = await startFleet(1);
-  [h] = fleet.hosts;
-  // The host's private /etc gets the QEMU user; /dev/net/tun is 0600 on this machine, 0666
-  // on a KVM host (udev), so the host's own mount namespace gets such a node.
-  await h.exec("useradd -M -U -s /usr/sbin/nologin kvmqemu && mount -t tmpfs -o mode=0755 kvs-tun /dev/net && mknod -m 0666 /dev/net/tun c 10 200");
-  stack = new Stack(path.join(REPO, "examples", "tap-guest"), "scenario-tap-guest", bin);
-  await stack.init();
-  await stack.connectTo(h);
-  await stack.setConfig("owner", "kvmqemu");
-});
-
-afterAll(async () => {
-  await stack?.pulumi(["destroy", "--yes"]);
-  await stack?.dispose();
-  await fleet?.stop();
-});
+exampleOnSandboxHost(
+  {
+    project: path.join(REPO, "examples", "tap-guest"),
+    stackName: "scenario-tap-guest",
+    config: { owner: "kvmqemu" },
+    // The host's private /etc gets the QEMU user; /dev/net/tun is 0600 on this machine, 0666
+    // on a KVM host (udev), so the host's own mount namespace gets such a node.
+    setup: (host) =>
+      host.exec("useradd -M -U -s /usr/sbin/nologin kvmqemu && mount -t tmpfs -o mode=0755 kvs-tun /dev/net && mknod -m 0666 /dev/net/tun c 10 200").then(() => undefined),
+  },
+  (host, s, f) => {
+    h = host;
+    stack = s;
+    fleet = f;
+  },
+);
 
 it("frames the unprivileged owner writes into the tap reach a guest on the bridge; destroy leaves no trace", async () => {
   const guest = await fleet.addGuest(h, "vnet0");

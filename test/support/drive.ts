@@ -1,5 +1,6 @@
 /** Driving a kind's provider object the way the engine does, against a test host. */
 import { closeAllConnections } from "../../provider/host";
+import { ensurePulumi, Stack } from "../../testbed/engine";
 import { assertSandboxSupported, Fleet, SandboxHost, startFleet } from "../../testbed/fleet";
 
 /** The connection input for a sandbox host (its key pinned). */
@@ -39,4 +40,39 @@ export function oneSandboxHost(setup?: (h: SandboxHost) => Promise<void>): () =>
     if (!host) throw new Error("the sandbox host is not started yet: use it inside a test or a hook after oneSandboxHost's");
     return host;
   };
+}
+
+/**
+ * A Pulumi program (`project`, a dir) under the real engine against one
+ * sandbox host, for the test file: before its tests the host starts (then
+ * `setup` runs on it), a stack `stackName` is made, connected to the host and
+ * given `config`; after them `teardown` runs (the test's own processes),
+ * then the stack is destroyed and disposed and the host stops. `ready`
+ * receives the host, the stack and the fleet (for guests and the upstream
+ * client).
+ */
+export function exampleOnSandboxHost(
+  o: { project: string; stackName: string; config?: Record<string, string>; setup?: (h: SandboxHost) => Promise<void>; teardown?: () => Promise<void> },
+  ready: (h: SandboxHost, stack: Stack, fleet: Fleet) => void,
+): void {
+  let fleet: Fleet | undefined;
+  let stack: Stack | undefined;
+  beforeAll(async () => {
+    await assertSandboxSupported();
+    const bin = await ensurePulumi();
+    fleet = await startFleet(1);
+    const [h] = fleet.hosts;
+    await o.setup?.(h);
+    stack = new Stack(o.project, o.stackName, bin);
+    await stack.init();
+    await stack.connectTo(h);
+    for (const [k, v] of Object.entries(o.config ?? {})) await stack.setConfig(k, v);
+    ready(h, stack, fleet);
+  });
+  afterAll(async () => {
+    await o.teardown?.();
+    await stack?.pulumi(["destroy", "--yes"]);
+    await stack?.dispose();
+    await fleet?.stop();
+  });
 }
