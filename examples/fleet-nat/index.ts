@@ -1,7 +1,10 @@
 // A fleet in one deployment: on every host a NAT network for guests (with a
 // pinned address for the first guest), an SSH port forward to that guest, and
-// a storage bridge. A host that cannot be reached fails its own resources
-// only; the others converge, and the next `pulumi up` finishes the job.
+// a storage bridge. Run it with `pulumi up --continue-on-error`: then a host
+// that cannot be reached fails its own resources only, the others converge,
+// and the next `pulumi up` finishes the job. (Without the flag Pulumi starts
+// no new operation after the first error, and it runs only 4 x CPUs of them
+// at once, so resources of reachable hosts still queued then are left out.)
 //   pulumi config set --path 'hosts[0].host' kvm1.example.net
 //   pulumi config set --path 'hosts[0].hostKey' SHA256:...
 //   pulumi config set --secret sshKey < ~/.ssh/id_ed25519

@@ -1,5 +1,6 @@
 // The same two bridges on every host of a fleet. All resources of one host
-// share one SSH connection.
+// share one SSH connection. Run `pulumi up --continue-on-error`, so that a
+// host that cannot be reached does not keep the others from converging.
 //   pulumi config set --path 'hosts[0].host' kvm1.example.net
 //   pulumi config set --path 'hosts[0].hostKey' SHA256:...
 //   pulumi config set --secret sshKey < ~/.ssh/id_ed25519
