@@ -71,7 +71,7 @@ export const persistence = z.enum(PERSISTENCE_MODES, {
  * systemd re-reads units; NetworkManager re-reads keyfiles; udev its rules.
  * systemd-networkd and ifupdown read their files at boot (a networkd reload
  * would reconfigure links live; a delete of files networkd holds is the
- * exception: withPersistRemoval).
+ * exception: withPersistFiles).
  */
 export function reloadsFor(paths: readonly string[]): Script[] {
   return [SYSTEMD_RELOAD, NM_RELOAD, UDEV_RELOAD].filter((r) => paths.some((p) => p.startsWith(r.under))).map((r) => r.run);
@@ -189,27 +189,31 @@ export function persistSteps(kind: string, name: string, want: PersistSet, snap:
 const NETWORKD_RELOAD = literal("networkctl reload");
 
 /**
- * `plan` (a delete's live teardown) with every file of object kind/name
- * removed. Usually after the teardown. But where systemd-networkd configures
- * a link from one of those files right now (it read them at boot), networkd
- * would take the teardown apart again as it happens: seen in the lab, a
- * taken-over uplink given back from its bridge was put straight back into it
- * by networkd, still holding our port file (`Bridge=`), and the bridge got
- * its address again; under load the host was cut off. So there the files go
- * first and networkd reloads, letting go of our links (the uplink returns to
- * its own .network) before the live steps run; undone, the files come back
- * and networkd reloads again.
+ * `plan` (a change's live steps) with the files of object kind/name brought
+ * to `want` (none: a delete). Usually after the live steps. But where
+ * systemd-networkd configures a link from one of our files right now (it read
+ * them at boot) and the change removes that file, networkd would take the
+ * live steps apart again as they happen: seen in the lab, a taken-over uplink
+ * given back from its bridge was put straight back into it by networkd, still
+ * holding our port file (`Bridge=`), and the bridge got its address again;
+ * under load the host was cut off. So there the files change first and
+ * networkd reloads, letting go of the links that stop being ours (the uplink
+ * returns to its own .network) before the live steps run; undone, the files
+ * come back and networkd reloads again. Only a removal counts: a file that is
+ * rewritten leaves its link ours, and a live step that networkd's reload
+ * already did (an address added) would then fail.
  */
-export function withPersistRemoval(plan: Plan, kind: string, name: string, snap: HostSnapshot): Plan {
-  const steps = persistSteps(kind, name, { files: [] }, snap);
+export function withPersistFiles(plan: Plan, kind: string, name: string, want: PersistSet, snap: HostSnapshot): Plan {
+  const steps = persistSteps(kind, name, want, snap);
   const applied = networkdApplies(snap);
-  if (!ownedFiles(snap, kind, name).some((f) => applied.has(f.path))) return withPersistence(plan, steps);
+  const kept = new Set(want.files.map((f) => f.path));
+  if (!ownedFiles(snap, kind, name).some((f) => applied.has(f.path) && !kept.has(f.path))) return withPersistence(plan, steps);
   return {
     ...plan,
     steps: [
       { description: "note systemd-networkd's reload", run: literal("true"), undo: NETWORKD_RELOAD },
       ...steps,
-      { description: "systemd-networkd lets go of the links it configured from these files", run: NETWORKD_RELOAD },
+      { description: "systemd-networkd lets go of the links it configured from removed files", run: NETWORKD_RELOAD },
       ...plan.steps,
     ],
   };

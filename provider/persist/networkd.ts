@@ -7,8 +7,8 @@
  * `<parent's .network>.d/<stem>.conf` adds that line to whatever file
  * manages the parent, never overriding the admin's file (systemd.network(5):
  * `[Network] VLAN=`; drop-ins "*.network.d/*.conf"). networkd reads its files
- * at boot; nothing is reloaded live, except when a delete removes files networkd
- * configures a link from right now (withPersistRemoval in persist/index.ts).
+ * at boot; nothing is reloaded live, except when a change removes a file networkd
+ * configures a link from right now (withPersistFiles in persist/index.ts).
  */
 import { bootAddresses, linkHeader, PersistedBridge, PersistedLink, PersistFile, writtenBy } from "./files";
 import type { StackFacts } from "./stackFacts";

@@ -4,7 +4,7 @@
  * their removal on delete.
  */
 import type { HostSnapshot } from "../observe";
-import { Backend, Persistence, PersistSet, persistSteps, resolveBackend, withPersistence, withPersistRemoval } from "../persist";
+import { Backend, Persistence, PersistSet, resolveBackend, withPersistFiles } from "../persist";
 import type { Plan } from "../render";
 import { CREATED_DIR, forgetCreationStep } from "./creationRecord";
 import type { BaseInputs, KindSpec } from "./kind";
@@ -25,13 +25,13 @@ export function persistedSet<I extends BaseInputs>(spec: KindSpec<I>, desired: I
 export function planWithFiles<I extends BaseInputs>(spec: KindSpec<I>, desired: I, snap: HostSnapshot, previous?: I): { plan: Plan; backend: Backend; set: PersistSet } {
   const { backend, set } = persistedSet(spec, desired, snap);
   const plan = spec.plan(desired, snap, previous);
-  return { plan: spec.persist ? withPersistence(plan, persistSteps(spec.kind, desired.name, set, snap)) : plan, backend, set };
+  return { plan: spec.persist ? withPersistFiles(plan, spec.kind, desired.name, set, snap) : plan, backend, set };
 }
 
 /** The kind's delete plan, with every file the object persisted through removed. */
 export function planDeleteWithFiles<I extends BaseInputs>(spec: KindSpec<I>, props: I, snap: HostSnapshot): Plan {
   const planned = spec.planDelete(props, snap);
-  const plan = spec.persist ? withPersistRemoval(planned, spec.kind, props.name, snap) : planned;
+  const plan = spec.persist ? withPersistFiles(planned, spec.kind, props.name, { files: [] }, snap) : planned;
   const record = `${CREATED_DIR}/${spec.kind}.${props.name}`;
   return snap.stateFiles[record] === undefined ? plan : { ...plan, steps: [...plan.steps, forgetCreationStep(record)] };
 }

@@ -14,13 +14,19 @@
  *   record in /etc: /run is empty after a reboot); an update changes nothing;
  *   delete moves the address and route back to eth0 (under commit-confirm,
  *   over SSH) and removes every file; after another reboot eth0 is configured
- *   by its own profile again and nothing of ours is left.
+ *   by its own profile again and nothing of ours is left. Then, created
+ *   again and rebooted, an update that drops eth0 from `ports` gives it back
+ *   the same way, and only the bridge's own files stay.
+ *
+ * networkd configures eth0 from the host's own file right after the give-back
+ * (delete or update): holding our removed port file, it had put eth0 back into
+ * the bridge during the give-back (persist/index.ts, withPersistFiles).
  */
 import { closeAllConnections } from "../../provider/host";
 import { bridgeProvider } from "../../provider/resources/bridge";
 import { bootLabHost, LabHost } from "../../testbed/labHost";
 import { waitFor } from "./persistSupport";
-import { eth0Facts, eth0Problems, LAB_ETH0, labStacks, STACK_PATHS, useNetworkStack } from "./stacks";
+import { activeStack, eth0Facts, eth0Problems, LAB_ETH0, labStacks, STACK_PATHS, useNetworkStack } from "./stacks";
 
 jest.setTimeout(45 * 60_000);
 
@@ -84,6 +90,22 @@ describe("takeOverUplink with persistence", () => {
       left = undefined;
     });
 
+    /** The uplink as `live` once the stack finished after a reboot (it may finish the bridge a moment after sshd answers, over the bridge itself): polled, bounded. */
+    async function settledAs(live: Awaited<ReturnType<typeof uplinkState>>) {
+      let after = await uplinkState();
+      for (let i = 0; i < 60 && JSON.stringify(after) !== JSON.stringify(live); i++) {
+        await new Promise((r) => setTimeout(r, 1000));
+        after = await uplinkState();
+      }
+      return after;
+    }
+    /** The .network systemd-networkd configures eth0 from, once it names the host's own file (polled, bounded: networkd reconfigures after networkctl returned). */
+    async function networkdFileOfEth0() {
+      const file = async () => (await lab.exec("sed -n 's/^NETWORK_FILE=//p' /run/systemd/netif/links/$(cat /sys/class/net/eth0/ifindex)")).stdout.trim();
+      await waitFor("networkd configures eth0 from its own file", 20_000, async () => (await file()) === STACK_PATHS.networkd).catch(() => 0);
+      return file();
+    }
+
     it("comes back after a reboot with eth0's address and default route; delete gives them back, also after a reboot", async () => {
       await useNetworkStack(lab, stack);
       expect((await lab.exec(OURS)).stdout.trim()).toBe("");
@@ -101,13 +123,7 @@ describe("takeOverUplink with persistence", () => {
 
       const boot = await lab.reboot();
       console.log(`${stack}: reboot ${boot.ms} ms`);
-      // The stack may finish the bridge a moment after sshd answers (over the bridge itself): poll, bounded.
-      let after = await uplinkState();
-      for (let i = 0; i < 60 && JSON.stringify(after) !== JSON.stringify(live); i++) {
-        await new Promise((r) => setTimeout(r, 1000));
-        after = await uplinkState();
-      }
-      expect(after).toEqual(live);
+      expect(await settledAs(live)).toEqual(live);
       // ... and it is the stack that configured it.
       // networkd may still say "configuring" with the address and route in place (seen in CI): poll, bounded.
       const configured = stack === "networkd" ? /\bbridge\s+routable\s+configured\b/ : /^100 \(connected\)\nkvmnet-bridge-br-up$/m;
@@ -140,13 +156,9 @@ describe("takeOverUplink with persistence", () => {
       }
       expect(await uplinkState()).toEqual({ bridgeMac: undefined, eth0Master: undefined, eth0: [ETH0], bridge: [], defaults: [`${LAB_ETH0.gateway} eth0`] });
       expect((await lab.exec(OURS)).stdout.trim()).toBe("");
-      if (stack === "networkd") {
-        // networkd let go of eth0 live: it configures eth0 from the host's own file again, not from our
-        // removed port file (holding that, it put eth0 back into the bridge during the give-back).
-        const appliedToEth0 = async () => (await lab.exec("sed -n 's/^NETWORK_FILE=//p' /run/systemd/netif/links/$(cat /sys/class/net/eth0/ifindex)")).stdout.trim();
-        await waitFor("networkd configures eth0 from its own file", 20_000, async () => (await appliedToEth0()) === STACK_PATHS.networkd).catch(() => 0);
-        expect(await appliedToEth0()).toBe(STACK_PATHS.networkd);
-      }
+      // networkd let go of eth0 live: it configures eth0 from the host's own file again, not from our
+      // removed port file (holding that, it put eth0 back into the bridge during the give-back).
+      if (stack === "networkd") expect(await networkdFileOfEth0()).toBe(STACK_PATHS.networkd);
 
       await lab.reboot();
       let problems: string[] = [];
@@ -157,6 +169,40 @@ describe("takeOverUplink with persistence", () => {
       }
       expect(problems).toEqual([]);
       expect((await uplinkState()).bridgeMac).toBeUndefined();
+      expect((await lab.exec(OURS)).stdout.trim()).toBe("");
+    });
+
+    it("after a reboot, an update that drops eth0 from ports gives it back (the stack configures it from its own profile), and the bridge stays", async () => {
+      // The stack is the one the test above switched to (and it left nothing of ours).
+      expect((await activeStack(lab)).stack).toBe(stack);
+      expect((await lab.exec(OURS)).stdout.trim()).toBe("");
+      const inputs = await checked({ connection: conn(), name: NAME, ports: ["eth0"], takeOverUplink: true, persistence: "auto", confirmTimeoutSec: 60 });
+      const c = await bridgeProvider.create(inputs);
+      left = c;
+      const live = await uplinkState();
+      await lab.reboot();
+      expect(await settledAs(live)).toEqual(live);
+      const read = await bridgeProvider.read(c.id, c.outs);
+
+      const t0 = Date.now();
+      const dropped = await checked({ connection: conn(), name: NAME, ports: [], takeOverUplink: true, persistence: "auto", confirmTimeoutSec: 60 });
+      const upd = await bridgeProvider.update(c.id, read.props, dropped);
+      left = { id: c.id, outs: upd.outs };
+      console.log(`${stack}: update (give back, confirmed) ${Date.now() - t0} ms`);
+      expect(upd.outs).toMatchObject({ ports: [], persistenceDrift: [] });
+      expect(upd.outs.takenOver).toEqual({});
+      expect(await uplinkState()).toEqual({ bridgeMac: live.bridgeMac, eth0Master: undefined, eth0: [ETH0], bridge: [], defaults: [`${LAB_ETH0.gateway} eth0`] });
+      // Only the bridge's own files are left: no port file, no record of a takeover.
+      const files = (await lab.exec(OURS)).stdout.trim().split("\n");
+      expect(files.filter((f) => /port-eth0|takeover/.test(f))).toEqual([]);
+      expect(files.filter((f) => /kvmnet-bridge-br-up[^/]*$/.test(f)).length).toBeGreaterThan(0);
+      if (stack === "networkd") expect(await networkdFileOfEth0()).toBe(STACK_PATHS.networkd);
+      const again = await bridgeProvider.read(c.id, upd.outs);
+      expect(await bridgeProvider.diff(c.id, again.props, dropped)).toMatchObject({ changes: false });
+
+      await bridgeProvider.delete(c.id, again.props);
+      left = undefined;
+      expect(await uplinkState()).toEqual({ bridgeMac: undefined, eth0Master: undefined, eth0: [ETH0], bridge: [], defaults: [`${LAB_ETH0.gateway} eth0`] });
       expect((await lab.exec(OURS)).stdout.trim()).toBe("");
     });
   });

@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { HostSnapshot, parseSnapshot } from "../../../provider/observe";
-import { dropInDirOf, manifestPath, persistDrift, persistFacts, persistSteps, resolveBackend, stableUuid, withPersistRemoval } from "../../../provider/persist";
+import { dropInDirOf, manifestPath, persistDrift, persistFacts, persistSteps, resolveBackend, stableUuid, withPersistFiles } from "../../../provider/persist";
 import type { Plan } from "../../../provider/render";
 import { literal } from "../../../provider/shell";
 import { bridgePersist } from "../../../provider/resources/bridge/persist";
@@ -102,12 +102,12 @@ describe("persisted files", () => {
     expect(steps.map((s) => s.description)).toEqual(["remove /etc/systemd/network/05-kvmnet-bridge-br0.netdev", `remove ${m}`]);
   });
 
-  it("on delete, where networkd configures a link from one of the files now, removes them and reloads networkd before the live steps; else after", () => {
+  it("where networkd configures a link from one of the files now and the change removes it, the files change and networkd reloads before the live steps; else after", () => {
     const m = manifestPath("bridge", "br0");
     const port = "/etc/systemd/network/05-kvmnet-bridge-br0-port-eth0.network";
     const files = [`@@manifest ${m}`, `@@file /etc/systemd/network/05-kvmnet-bridge-br0.netdev ${b64("x\n")}`, `@@file ${port} ${b64("y\n")}`];
     const live: Plan = { guards: [], steps: [{ description: "give eth0 back", run: literal("ip link set dev eth0 nomaster") }] };
-    const order = (snap: HostSnapshot) => withPersistRemoval(live, "bridge", "br0", snap).steps.map((s) => s.description);
+    const order = (snap: HostSnapshot) => withPersistFiles(live, "bridge", "br0", { files: [] }, snap).steps.map((s) => s.description);
 
     // Written since the boot (networkd has not read them): the teardown first, the files after.
     expect(order(hostWith(["active systemd-networkd active", ...files]))).toEqual([
@@ -117,19 +117,33 @@ describe("persisted files", () => {
       `remove ${m}`,
     ]);
     // Read at boot: networkd configures eth0 from our port file, and would put it back into the bridge.
-    const held = withPersistRemoval(live, "bridge", "br0", hostWith(["active systemd-networkd active", `@@applied ${port}`, ...files]));
+    const held = withPersistFiles(live, "bridge", "br0", { files: [] }, hostWith(["active systemd-networkd active", `@@applied ${port}`, ...files]));
     expect(held.steps.map((s) => s.description)).toEqual([
       "note systemd-networkd's reload",
       "remove /etc/systemd/network/05-kvmnet-bridge-br0.netdev",
       `remove ${port}`,
       `remove ${m}`,
-      "systemd-networkd lets go of the links it configured from these files",
+      "systemd-networkd lets go of the links it configured from removed files",
       "give eth0 back",
     ]);
     expect(held.steps[4].run.text).toBe("networkctl reload");
     // Undone, networkd reloads once the files are back (the first step's undo runs last).
     expect(held.steps[0].undo?.text).toBe("networkctl reload");
     expect(held.steps[2].undo?.text).toContain(port);
+    // An update that drops the port (its file goes): the same order. One that keeps the file: after.
+    const netdev = { path: "/etc/systemd/network/05-kvmnet-bridge-br0.netdev", content: "x" };
+    const heldHost = hostWith(["active systemd-networkd active", `@@applied ${port}`, ...files]);
+    expect(withPersistFiles(live, "bridge", "br0", { files: [netdev] }, heldHost).steps.map((s) => s.description)).toEqual([
+      "note systemd-networkd's reload",
+      `remove ${port}`,
+      `record the files of bridge br0 in ${m}`,
+      "systemd-networkd lets go of the links it configured from removed files",
+      "give eth0 back",
+    ]);
+    expect(withPersistFiles(live, "bridge", "br0", { files: [netdev, { path: port, content: "y2" }] }, heldHost).steps.map((s) => s.description)).toEqual([
+      "give eth0 back",
+      `write ${port}`,
+    ]);
     // Another object's file held by networkd does not reorder this one's delete.
     expect(order(hostWith(["active systemd-networkd active", "@@applied /etc/systemd/network/05-kvmnet-bridge-br9.network", ...files]))[0]).toBe("give eth0 back");
   });
