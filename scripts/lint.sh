@@ -4,6 +4,8 @@
 #   npm run lint
 #
 #   TypeScript, JavaScript   prettier --check, then eslint (eslint.config.mjs: typescript-eslint, type-aware)
+#   npm                      every dependency with an install script is approved or denied in package.json's
+#                            allowScripts (npm >= 11.16 warns about the rest; npm 12 will not run them)
 #   shell                    shellcheck on every tracked shell script (*.sh, or a sh/bash shebang) and on
 #                            the launcher that scripts/install-pulumi.sh writes from a heredoc
 #   Go                       gofmt -l, go mod tidy -diff, go vet and go test on scripts/langhost,
@@ -43,6 +45,26 @@ trap 'rm -rf "$WORK"' EXIT
 step "build (types for the examples)" npm run --silent build
 step "prettier --check" npx --no-install prettier --check --log-level warn "**/*.{ts,js,mjs}"
 step "eslint" npx --no-install eslint --max-warnings 0 .
+
+# --- npm install scripts ---------------------------------------------------------------------
+# package.json's allowScripts is the reviewed list (README, "Install scripts"); a dependency that
+# gains an install script fails here until someone decides. Needs npm >= 11.16 (Node 24's npm);
+# an older npm cannot check, which fails under CI=true and is only said elsewhere.
+install_scripts_reviewed() {
+	local out
+	if ! out=$(npm install-scripts ls --json 2>/dev/null); then
+		echo "npm $(npm --version) has no \`npm install-scripts\` (npm >= 11.16): not checked" >&2
+		[ -z "${CI:-}" ]
+		return
+	fi
+	# shellcheck disable=SC2016 # JavaScript's template literal, not a shell expansion
+	node -e '
+		const pending = JSON.parse(require("fs").readFileSync(0, "utf8")).allowScripts ?? [];
+		for (const p of pending) console.error(`not in package.json allowScripts: ${p.changes.map((c) => c.key).join(", ")} (npm install-scripts approve|deny ${p.name})`);
+		process.exit(pending.length ? 1 : 0);
+	' <<<"$out"
+}
+step "install scripts reviewed (allowScripts)" install_scripts_reviewed
 
 # --- shell -----------------------------------------------------------------------------------
 shell_files() {
