@@ -28,12 +28,13 @@ import { KvmnetError } from "../errors";
 import type { HostSnapshot } from "../observe";
 import type { Plan, Step } from "../render";
 import { joinLines, literal, Script, sh, writeFile } from "../shell";
-import { NM_RELOAD } from "./networkManager";
+import { NM_DIR, NM_RELOAD } from "./networkManager";
 import { SYSTEMD_RELOAD } from "./systemd";
 import {
   hasManifest,
   manifestPath,
   networkdApplies,
+  OwnedFile,
   OWNED_DIR,
   ownedFiles,
   PersistFacts,
@@ -190,33 +191,79 @@ const NETWORKD_RELOAD = literal("networkctl reload");
 
 /**
  * `plan` (a change's live steps) with the files of object kind/name brought
- * to `want` (none: a delete). Usually after the live steps. But where
- * systemd-networkd configures a link from one of our files right now (it read
- * them at boot) and the change removes that file, networkd would take the
- * live steps apart again as they happen: seen in the lab, a taken-over uplink
- * given back from its bridge was put straight back into it by networkd, still
- * holding our port file (`Bridge=`), and the bridge got its address again;
- * under load the host was cut off. So there the files change first and
- * networkd reloads, letting go of the links that stop being ours (the uplink
- * returns to its own .network) before the live steps run; undone, the files
- * come back and networkd reloads again. Only a removal counts: a file that is
- * rewritten leaves its link ours, and a live step that networkd's reload
- * already did (an address added) would then fail.
+ * to `want` (none: a delete). Usually after the live steps. But where the
+ * host's stack holds a link through one of our files right now and the change
+ * removes that file, the stack would take the live steps apart again as they
+ * happen. So there the files change first and the stack lets go of the link
+ * before the live steps run; undone, the files come back and the stack
+ * reloads again. Two stacks do this, both seen in the lab with a taken-over
+ * uplink given back from its bridge after a reboot:
+ * - systemd-networkd, still holding our port file (`Bridge=`), put the uplink
+ *   straight back into the bridge, which got its address again; under load the
+ *   host was cut off. `networkctl reload` lets go of it (the uplink returns to
+ *   its own .network). Only a removal counts: a file that is rewritten leaves
+ *   its link ours, and a live step that networkd's reload already did (an
+ *   address added) would then fail.
+ * - NetworkManager, with our port profile active on the uplink and the bridge
+ *   staying (an update that drops the port), auto-activated that profile again
+ *   when the uplink left the bridge, enslaving it with its address on it until
+ *   the profile was gone. Once `nmcli connection reload` dropped the profile,
+ *   NetworkManager releases the port by itself (asynchronously: the next step
+ *   waits, bounded, while the port is still enslaved under that profile). A
+ *   delete is left in the usual order: NetworkManager would delete the bridge
+ *   itself with its profile, and with the bridge gone the port profile cannot
+ *   come back.
  */
 export function withPersistFiles(plan: Plan, kind: string, name: string, want: PersistSet, snap: HostSnapshot): Plan {
   const steps = persistSteps(kind, name, want, snap);
-  const applied = networkdApplies(snap);
   const kept = new Set(want.files.map((f) => f.path));
-  if (!ownedFiles(snap, kind, name).some((f) => applied.has(f.path) && !kept.has(f.path))) return withPersistence(plan, steps);
+  const removed = ownedFiles(snap, kind, name).filter((f) => !kept.has(f.path));
+  const applied = networkdApplies(snap);
+  const networkd = removed.some((f) => applied.has(f.path));
+  const nmPorts = persistFacts(snap).networkManager ? nmPortsLetGo(removed, want) : [];
+  if (!networkd && nmPorts.length === 0) return withPersistence(plan, steps);
   return {
     ...plan,
     steps: [
-      { description: "note systemd-networkd's reload", run: literal("true"), undo: NETWORKD_RELOAD },
+      ...(networkd ? [{ description: "note systemd-networkd's reload", run: literal("true"), undo: NETWORKD_RELOAD }] : []),
       ...steps,
-      { description: "systemd-networkd lets go of the links it configured from removed files", run: NETWORKD_RELOAD },
+      ...(networkd ? [{ description: "systemd-networkd lets go of the links it configured from removed files", run: NETWORKD_RELOAD }] : []),
+      ...nmPorts.map((p) => ({ description: `NetworkManager releases ${p.port} from ${p.bridge} (its port profile ${p.id} was removed)`, run: nmReleaseWait(p) })),
       ...plan.steps,
     ],
   };
+}
+
+interface NmPort {
+  /** The profile's id (connection.id). */
+  id: string;
+  port: string;
+  bridge: string;
+}
+
+const keyfileValue = (content: string, key: string): string | undefined => new RegExp(`^${key}=(.*)$`, "m").exec(content)?.[1];
+
+/** Bridge port profiles among `removed` whose bridge keeps a profile in `want`. Pure. */
+export function nmPortsLetGo(removed: readonly OwnedFile[], want: PersistSet): NmPort[] {
+  const inNmDir = (path: string) => path.startsWith(`${NM_DIR}/`);
+  const keptBridges = new Set(
+    want.files.filter((f) => inNmDir(f.path) && keyfileValue(f.content ?? "", "type") === "bridge").map((f) => keyfileValue(f.content ?? "", "interface-name")),
+  );
+  const out: NmPort[] = [];
+  for (const f of removed) {
+    if (!inNmDir(f.path) || f.content === undefined || keyfileValue(f.content, "slave-type") !== "bridge") continue;
+    const id = keyfileValue(f.content, "id");
+    const port = keyfileValue(f.content, "interface-name");
+    const bridge = keyfileValue(f.content, "master");
+    if (id && port && bridge && keptBridges.has(bridge)) out.push({ id, port, bridge });
+  }
+  return out;
+}
+
+/** Waits (up to 15 s) while `port` is still enslaved and NetworkManager still has profile `id` on it. */
+function nmReleaseWait(p: NmPort): Script {
+  const master = `/sys/class/net/${p.port}/master`;
+  return sh`kvmnet_i=0; while [ -e ${master} ] && [ "$kvmnet_i" -lt 75 ] && [ "$(nmcli -g GENERAL.CONNECTION device show ${p.port} 2>/dev/null)" = ${p.id} ]; do sleep 0.2; kvmnet_i=$((kvmnet_i + 1)); done; true`;
 }
 
 /** Append persistence steps to a live plan. */

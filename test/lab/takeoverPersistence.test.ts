@@ -186,7 +186,22 @@ describe("takeOverUplink with persistence", () => {
 
       const t0 = Date.now();
       const dropped = await checked({ connection: conn(), name: NAME, ports: [], takeOverUplink: true, persistence: "auto", confirmTimeoutSec: 60 });
-      const upd = await bridgeProvider.update(c.id, read.props, dropped);
+      // Every change of eth0's master while the update runs: the stack must not take eth0
+      // back into the bridge once it left (NetworkManager did, through our port profile,
+      // until the profile was gone first; networkd through our port file).
+      const mon = (await lab.exec("ip -o monitor link >/run/kvmnet-test-monitor 2>&1 </dev/null & echo $!")).stdout.trim();
+      let upd;
+      try {
+        upd = await bridgeProvider.update(c.id, read.props, dropped);
+      } finally {
+        await lab.exec(`kill ${Number(mon)}`, { allowFail: true }).catch(() => undefined);
+      }
+      const masters = (await lab.exec("cat /run/kvmnet-test-monitor; rm -f /run/kvmnet-test-monitor")).stdout
+        .split("\n")
+        .filter((l) => /^\d+: eth0[:@]/.test(l))
+        .map((l) => /\smaster (\S+)/.exec(l)?.[1] ?? "-");
+      const released = masters.indexOf("-");
+      expect({ released: released >= 0, againInBridge: masters.slice(released + 1).includes(NAME), masters }).toMatchObject({ released: true, againInBridge: false });
       left = { id: c.id, outs: upd.outs };
       console.log(`${stack}: update (give back, confirmed) ${Date.now() - t0} ms`);
       expect(upd.outs).toMatchObject({ ports: [], persistenceDrift: [] });

@@ -148,6 +148,37 @@ describe("persisted files", () => {
     expect(order(hostWith(["active systemd-networkd active", "@@applied /etc/systemd/network/05-kvmnet-bridge-br9.network", ...files]))[0]).toBe("give eth0 back");
   });
 
+  it("where NetworkManager holds a port through our profile and an update drops the port while the bridge stays, the profile goes first and the step after waits for the release", () => {
+    const m = manifestPath("bridge", "br0");
+    const dir = "/etc/NetworkManager/system-connections";
+    const bridge = { path: `${dir}/kvmnet-bridge-br0.nmconnection`, content: "[connection]\nid=kvmnet-bridge-br0\ntype=bridge\ninterface-name=br0\n", mode: "0600" };
+    const portContent = "[connection]\nid=kvmnet-bridge-br0-port-eth0\ntype=ethernet\ninterface-name=eth0\nmaster=br0\nslave-type=bridge\n";
+    const port = `${dir}/kvmnet-bridge-br0-port-eth0.nmconnection`;
+    const files = [`@@manifest ${m}`, `@@file ${bridge.path} ${b64(bridge.content)}`, `@@file ${port} ${b64(portContent)}`];
+    const live: Plan = { guards: [], steps: [{ description: "give eth0 back", run: literal("ip link set dev eth0 nomaster") }] };
+    const order = (want: { files: (typeof bridge)[] }, snap: HostSnapshot) => withPersistFiles(live, "bridge", "br0", want, snap).steps.map((s) => s.description);
+    const nmHost = hostWith(["active NetworkManager active", ...files]);
+
+    const held = withPersistFiles(live, "bridge", "br0", { files: [bridge] }, nmHost);
+    expect(held.steps.map((s) => s.description)).toEqual([
+      "note the stack's configuration reload",
+      `remove ${port}`,
+      `record the files of bridge br0 in ${m}`,
+      "reload the stack's view of the persisted files",
+      "NetworkManager releases eth0 from br0 (its port profile kvmnet-bridge-br0-port-eth0 was removed)",
+      "give eth0 back",
+    ]);
+    const wait = held.steps[4].run.text;
+    expect(wait).toContain("'/sys/class/net/eth0/master'");
+    expect(wait).toContain("nmcli -g GENERAL.CONNECTION device show 'eth0'");
+    expect(wait).toContain("= 'kvmnet-bridge-br0-port-eth0'");
+    // A delete (NetworkManager would delete the bridge with its profile), a host where
+    // NetworkManager is not running, or a port file that stays: the usual order.
+    expect(order({ files: [] }, nmHost)[0]).toBe("give eth0 back");
+    expect(order({ files: [bridge] }, hostWith(["active NetworkManager inactive", ...files]))[0]).toBe("give eth0 back");
+    expect(order({ files: [bridge, { path: port, content: portContent.replace("eth0\nmaster", "eth0\nmtu=1400\nmaster"), mode: "0600" }] }, nmHost)[0]).toBe("give eth0 back");
+  });
+
   it("takes a systemd drop-in directory along when removing ours empties it, and no other directory", () => {
     const m = manifestPath("vlansubinterface", "eth0.10");
     const dropIn = "/etc/systemd/network/10-eth0.network.d/kvmnet-vlan-eth0.10.conf";
