@@ -9,8 +9,8 @@
  */
 import { createHash } from "crypto";
 import type { HostSnapshot } from "../observe";
-import { literal } from "../shell";
-import { bootAddresses, linkHeader, ownedFiles, PersistedBridge, PersistedLink, PersistFile, PersistSet, StackReload, writtenBy } from "./files";
+import { literal, Script, sh } from "../shell";
+import { bootAddresses, linkHeader, OwnedFile, ownedFiles, PersistedBridge, PersistedLink, PersistFile, PersistSet, StackReload, writtenBy } from "./files";
 import type { StackFacts } from "./stackFacts";
 
 export const NM_DIR = "/etc/NetworkManager/system-connections";
@@ -222,4 +222,41 @@ export function nmBridgeKeyfiles(b: PersistedBridge): PersistFile[] {
     });
   }
   return files;
+}
+
+/** A bridge port NetworkManager holds through one of our profiles. */
+export interface NmPort {
+  /** The profile's id (connection.id). */
+  id: string;
+  port: string;
+  bridge: string;
+}
+
+const keyfileValue = (content: string, key: string): string | undefined => new RegExp(`^${key}=(.*)$`, "m").exec(content)?.[1];
+
+/** Bridge port profiles among `removed` whose bridge keeps a profile in `want`. Pure. */
+export function nmPortsLetGo(removed: readonly OwnedFile[], want: PersistSet): NmPort[] {
+  const inNmDir = (path: string) => path.startsWith(`${NM_DIR}/`);
+  const keptBridges = new Set(
+    want.files.filter((f) => inNmDir(f.path) && keyfileValue(f.content ?? "", "type") === "bridge").map((f) => keyfileValue(f.content ?? "", "interface-name")),
+  );
+  const out: NmPort[] = [];
+  for (const f of removed) {
+    if (!inNmDir(f.path) || f.content === undefined || keyfileValue(f.content, "slave-type") !== "bridge") continue;
+    const id = keyfileValue(f.content, "id");
+    const port = keyfileValue(f.content, "interface-name");
+    const bridge = keyfileValue(f.content, "master");
+    if (id && port && bridge && keptBridges.has(bridge)) out.push({ id, port, bridge });
+  }
+  return out;
+}
+
+/**
+ * Waits (up to 15 s) while `port` is still enslaved and NetworkManager still has profile `id`
+ * on it: after `nmcli connection reload` dropped the profile, NetworkManager releases the port
+ * by itself, asynchronously (withPersistFiles in persist/index.ts).
+ */
+export function nmReleaseWait(p: NmPort): Script {
+  const master = `/sys/class/net/${p.port}/master`;
+  return sh`kvmnet_i=0; while [ -e ${master} ] && [ "$kvmnet_i" -lt 75 ] && [ "$(nmcli -g GENERAL.CONNECTION device show ${p.port} 2>/dev/null)" = ${p.id} ]; do sleep 0.2; kvmnet_i=$((kvmnet_i + 1)); done; true`;
 }
